@@ -1,0 +1,268 @@
+"""``fcm-tvm``: a command line in the style of TVM's former ``tvmc``.
+
+Each sub-command is one small function taking the parsed arguments; errors the user can fix
+are printed as one line with a non-zero exit code, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FcmError
+
+EXIT_ERROR = 1
+SHAPE_ITEM = re.compile(r"\s*([^\s:]+(?::[^\s:\[]+)*?):\s*\[([0-9,\s]*)\]\s*")
+
+
+def progress(message: str) -> None:
+    """Progress on long steps goes to stderr, so stdout stays machine-readable."""
+    print(f"[fcm-tvm] {message}", file=sys.stderr, flush=True)
+
+
+def parse_input_shapes(text: str | None) -> dict[str, tuple[int, ...]] | None:
+    """Parse tvmc-style ``name:[1,3,224,224] other:[1,10]`` into a dict."""
+    if not text:
+        return None
+    shapes, position = {}, 0
+    for match in SHAPE_ITEM.finditer(text):
+        if match.start() != position:
+            break
+        dims = [d for d in match.group(2).replace(" ", "").split(",") if d]
+        shapes[match.group(1)] = tuple(int(d) for d in dims)
+        position = match.end()
+    if position != len(text) or not shapes:
+        raise FcmError(f"cannot parse --input-shapes '{text}': expected name:[1,3,224,224] (space-separated)")
+    return shapes
+
+
+# --- sub-commands ------------------------------------------------------------------------
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .compiler import compile as compile_model
+
+    progress(f"compiling {args.model} for {args.target} (fuse={args.fuse})")
+    started = time.perf_counter()
+    compiled = compile_model(
+        args.model, args.target, fuse=args.fuse, input_shapes=parse_input_shapes(args.input_shapes)
+    )
+    output = compiled.export_library(args.output)
+    progress(f"built for {compiled.target.describe()} in {time.perf_counter() - started:.1f} s")
+    if args.dump_code:
+        _dump_code(compiled, output, args.dump_code)
+    for chain in compiled.fused:
+        print(f"fused {chain.kind:9s} {chain.function}")
+    print(f"wrote {output} ({len(compiled.fused)} chains fused)")
+    return 0
+
+
+def _dump_code(compiled, output: Path, formats: str) -> None:
+    for fmt in formats.split(","):
+        if fmt != "cuda":
+            raise FcmError(f"--dump-code supports 'cuda', not '{fmt}'")
+        path = output.with_suffix(".cu")
+        path.write_text(compiled.cuda_source())
+        progress(f"wrote CUDA source to {path}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime import load
+
+    progress(f"loading {args.library} on {args.device}")
+    model = load(args.library, args.device, compiler=args.compiler)
+    inputs = _read_inputs(args.inputs, model) if args.inputs else model.random_inputs(args.seed)
+    outputs = model.run(*inputs)
+    for index, output in enumerate(outputs):
+        print(
+            f"output {index}: shape {list(output.shape)} {output.dtype}, "
+            f"mean {float(np.mean(output)):.6g}, max {float(np.max(output)):.6g}"
+        )
+    if args.outputs:
+        np.savez(args.outputs, *outputs)
+        progress(f"wrote outputs to {args.outputs}")
+    if args.repeat > 0:
+        timing = model.benchmark(*inputs, number=args.number, repeat=args.repeat)
+        print(
+            f"latency (ms): median {timing.median_ms:.4f}  mean {timing.mean_ms:.4f}  "
+            f"min {timing.min_ms:.4f}  max {timing.max_ms:.4f}  ({timing.repeat}x{timing.number} runs)"
+        )
+    return 0
+
+
+def _read_inputs(path: str, model) -> list[np.ndarray]:
+    file = Path(path)
+    if not file.is_file():
+        raise FcmError(f"{file}: no such input file")
+    try:
+        data = np.load(file)
+    except Exception as error:
+        raise FcmError(f"{file}: not a .npy or .npz file ({error})") from None
+    if isinstance(data, np.ndarray):
+        return [data]
+    names = [info.name for info in model.inputs]
+    missing = [name for name in names if name not in data.files]
+    if missing:  # positional arrays (arr_0, ...) are accepted too
+        return [data[key] for key in data.files]
+    return [data[name] for name in names]
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import build_model, list_models
+
+    if not args.name:
+        for info in list_models():
+            print(f"{info.name:22s} {info.published_params / 1e6:6.2f}M  {info.description}")
+        return 0
+    model = build_model(args.name, batch=args.batch, resolution=args.resolution, fold_bn=args.fold_bn)
+    output = Path(args.output or f"{args.name}.onnx")
+    import onnx
+
+    onnx.save_model(model, str(output))
+    print(f"wrote {output}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .planning import plan
+
+    progress(f"planning {args.model} for {args.gpu}")
+    result = plan(args.model, gpu=args.gpu, input_shapes=parse_input_shapes(args.input_shapes))
+    print(result.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
+        progress(f"wrote {args.json}")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="path of the ONNX model to read")
+    parser.add_argument(
+        "--input-shapes",
+        metavar="SHAPES",
+        help="static shapes for the inputs, e.g. 'input:[1,3,224,224]' (space-separated for several); "
+        "needed when the model has dynamic dimensions",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fcm-tvm",
+        description="Compile and run depthwise-separable networks with fused DW+PW kernels on TVM.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    compile_parser = commands.add_parser(
+        "compile",
+        help="compile an ONNX model into a shared library",
+        description="Compile an ONNX model into a shared library.",
+    )
+    _add_model_arguments(compile_parser)
+    compile_parser.add_argument(
+        "--target",
+        default="cuda",
+        help="'cuda' (arch of the local GPU, else sm_90), a GPU name such as h100 "
+        "or a100, 'llvm' for the CPU, or a TVM target as JSON (default: cuda)",
+    )
+    compile_parser.add_argument(
+        "-o",
+        "--output",
+        default="module.so",
+        help="where to write the library; <output>.json gets its metadata (default: module.so)",
+    )
+    compile_parser.add_argument(
+        "--fuse",
+        choices=["auto", "all", "none"],
+        default="auto",
+        help="auto: FusePlanner decides per chain; all: fuse every supported "
+        "chain; none: stock TVM (default: auto)",
+    )
+    compile_parser.add_argument(
+        "--dump-code",
+        metavar="FORMAT",
+        help="also write generated code beside the output: 'cuda' writes <output>.cu",
+    )
+    compile_parser.set_defaults(handler=cmd_compile)
+
+    run_parser = commands.add_parser(
+        "run",
+        help="run a compiled library and time it",
+        description="Run a library written by 'fcm-tvm compile'.",
+    )
+    run_parser.add_argument("library", help="the .so written by 'fcm-tvm compile'")
+    run_parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
+    run_parser.add_argument(
+        "--inputs",
+        "--input",
+        dest="inputs",
+        metavar="FILE",
+        help=".npz with one array per input name (or a .npy for a single input); default: random inputs",
+    )
+    run_parser.add_argument("--outputs", metavar="FILE", help="save the outputs to this .npz")
+    run_parser.add_argument(
+        "--repeat", type=int, default=0, help="time the model over this many repeats (0: just run once)"
+    )
+    run_parser.add_argument("--number", type=int, default=10, help="runs per timed repeat (default: 10)")
+    run_parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    run_parser.add_argument(
+        "--compiler",
+        choices=["nvcc", "nvrtc"],
+        help="how to compile the CUDA source at load (default: whichever is installed)",
+    )
+    run_parser.set_defaults(handler=cmd_run)
+
+    plan_parser = commands.add_parser(
+        "plan",
+        help="print FusePlanner's decision for each DW/PW chain",
+        description="Print FusePlanner's per-chain decisions and predictions.",
+    )
+    _add_model_arguments(plan_parser)
+    plan_parser.add_argument("--gpu", default="h100", help="GPU to plan for (default: h100)")
+    plan_parser.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
+    plan_parser.set_defaults(handler=cmd_plan)
+
+    models_parser = commands.add_parser(
+        "models",
+        help="list the model zoo or export one model as ONNX",
+        description="List the built-in models, or export NAME as ONNX.",
+    )
+    models_parser.add_argument("name", nargs="?", help="model to export (omit to list the zoo)")
+    models_parser.add_argument("-o", "--output", help="ONNX file to write (default: NAME.onnx)")
+    models_parser.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    models_parser.add_argument("--resolution", type=int, default=224, help="input resolution (default: 224)")
+    models_parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions")
+    models_parser.set_defaults(handler=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="[fcm-tvm] %(message)s"
+    )
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except FcmError as error:
+        print(f"fcm-tvm: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("fcm-tvm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""``fcm_tvm.compile``: ONNX in, a Relax VM executable out, fused where the planner says so."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tvm
+
+from .errors import DeviceError, FcmError
+from .frontend import ModelLike, TensorInfo, graph_inputs, import_onnx, load_onnx
+from .pipeline import FUSE_MODES, FusedChain, apply_fusion
+from .runner import VmRunner
+from .runtime import METADATA_SUFFIX
+from .target import ResolvedTarget, TargetLike, local_cuda_device, resolve_target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompiledModel:
+    """A built model: run it here, export it for a GPU host, or ask what was fused."""
+
+    executable: tvm.runtime.Executable
+    target: ResolvedTarget
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    fused: list[FusedChain] = field(default_factory=list)
+    _runner: VmRunner | None = field(default=None, repr=False)
+
+    def export_library(self, path: str | os.PathLike) -> Path:
+        """Write the shared library and, beside it, ``<path>.json`` with inputs, target and fusions."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.executable.export_library(str(path))
+        except Exception as error:
+            raise FcmError(f"could not export {path}: {str(error).strip().splitlines()[-1]}") from None
+        metadata_path(path).write_text(json.dumps(self.metadata(), indent=2))
+        return path
+
+    def metadata(self) -> dict:
+        return {
+            "format": "fcm-tvm/1",
+            "target": str(self.target.tvm_target),
+            "target_kind": self.target.tvm_target.kind.name,
+            "gpu": self.target.gpu.key if self.target.gpu else None,
+            "inputs": [info.to_json() for info in self.inputs],
+            "outputs": [info.to_json() for info in self.outputs],
+            "fused": [chain.to_json() for chain in self.fused],
+        }
+
+    def runner(self) -> VmRunner:
+        """A VM on this machine's device for the target (CPU for llvm, GPU 0 for cuda)."""
+        if self._runner is None:
+            self._runner = VmRunner(self.executable.jit(), self._device(), self.inputs)
+        return self._runner
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Run once on numpy inputs (in graph-input order) and return numpy outputs."""
+        return self.runner().run(*inputs)
+
+    def cuda_source(self) -> str:
+        """The generated CUDA C source (what the GPU host compiles on load)."""
+        for module in _walk_modules(self.executable.mod):
+            if module.kind == "cuda":
+                return module.inspect_source()
+        raise FcmError(f"no CUDA code: the target is {self.target.describe()}")
+
+    def _device(self) -> tvm.runtime.Device:
+        if not self.target.is_cuda:
+            return tvm.cpu()
+        device = local_cuda_device()
+        if device is None:
+            raise DeviceError("this model was compiled for CUDA but this machine has no CUDA GPU")
+        return device
+
+
+def metadata_path(library: Path) -> Path:
+    return library.with_name(library.name + METADATA_SUFFIX)
+
+
+def _walk_modules(module):
+    yield module
+    for imported in module.imports:
+        yield from _walk_modules(imported)
+
+
+def compile(  # noqa: A001 (the public name mirrors tvm.compile)
+    model: ModelLike,
+    target: TargetLike = "cuda",
+    *,
+    fuse: str | bool = "auto",
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> CompiledModel:
+    """Compile an ONNX model (path, bytes or ModelProto) for ``target``.
+
+    ``fuse``: "auto" lets FusePlanner decide per chain, "all" fuses every supported chain,
+    "none" (or False) is stock TVM. ``input_shapes`` fixes dynamic input dimensions.
+    """
+    fuse_mode = _fuse_mode(fuse)
+    resolved = resolve_target(target)
+    proto = load_onnx(model)
+    inputs = graph_inputs(proto, input_shapes)
+    log.info("importing %d ONNX nodes", len(proto.graph.node))
+    module = import_onnx(proto, inputs)
+    module, fused = apply_fusion(module, resolved, fuse_mode)
+    outputs = _output_infos(module, [value.name for value in proto.graph.output])
+    log.info("building for %s (%d chains fused)", resolved.describe(), len(fused))
+    executable = _build(module, resolved)
+    return CompiledModel(executable, resolved, inputs, outputs, fused)
+
+
+def _fuse_mode(fuse: str | bool) -> str:
+    mode = {True: "auto", False: "none"}.get(fuse, fuse) if isinstance(fuse, bool) else fuse
+    if mode not in FUSE_MODES:
+        raise FcmError(f"fuse must be one of {', '.join(FUSE_MODES)}, not {fuse!r}")
+    return mode
+
+
+def _build(module: tvm.IRModule, resolved: ResolvedTarget) -> tvm.runtime.Executable:
+    try:
+        return tvm.compile(module, target=resolved.tvm_target)
+    except Exception as error:
+        message = [line for line in str(error).strip().splitlines() if line.strip()]
+        raise FcmError(
+            f"TVM could not build the model for {resolved.describe()}: {message[-1][:300]}"
+        ) from None
+
+
+def _output_infos(module: tvm.IRModule, names: list[str]) -> list[TensorInfo]:
+    returned = module["main"].ret_ty
+    fields = list(returned.fields) if isinstance(returned, tvm.relax.TupleType) else [returned]
+    return [
+        TensorInfo(name, tuple(int(d) for d in field.shape.values), str(field.dtype))
+        for name, field in zip(names, fields)
+    ]

@@ -1,0 +1,17 @@
+"""The one exception type users see: a message that names the problem, never a TVM traceback."""
+
+
+class FcmError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class ModelError(FcmError):
+    """The model cannot be read or compiled (not ONNX, unsupported op, dynamic shape, ...)."""
+
+
+class TargetError(FcmError):
+    """The target is unknown or does not fit the machine."""
+
+
+class DeviceError(FcmError):
+    """No GPU, no CUDA compiler, or an artifact that does not fit the runtime."""

@@ -1,0 +1,100 @@
+"""Run and time a Relax VM module with numpy in and out; works with the TVM runtime alone."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm.runtime.vm import VirtualMachine
+
+from .errors import DeviceError, FcmError
+from .frontend import TensorInfo
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-inference latency in milliseconds over ``repeat`` measurements of ``number`` runs each."""
+
+    median_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    repeat: int
+    number: int
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+class VmRunner:
+    """A Relax VM bound to one device, with the model's input signature for checks."""
+
+    def __init__(self, module: tvm.runtime.Module, device: tvm.runtime.Device, inputs: list[TensorInfo]):
+        self.device = device
+        self.inputs = inputs
+        try:
+            self.vm = VirtualMachine(module, device)
+        except Exception as error:
+            raise DeviceError(f"could not start the model on {device}: {_last_line(error)}") from None
+
+    def random_inputs(self, seed: int | None = None) -> list[np.ndarray]:
+        """Fresh random inputs of the right shapes and dtypes (standard normal for floats)."""
+        rng = np.random.default_rng(seed)
+        return [_random_tensor(rng, info) for info in self.inputs]
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Run once and return the outputs as numpy arrays (a list, even for one output)."""
+        result = self.vm["main"](*self._to_device(inputs))
+        self.device.sync()
+        return [tensor.numpy() for tensor in _flatten(result)]
+
+    def benchmark(self, *inputs: np.ndarray, number: int = 10, repeat: int = 20) -> Timing:
+        """Time ``main`` with the VM's time evaluator (one warm-up run excluded)."""
+        arguments = self._to_device(inputs or self.random_inputs())
+        self.vm.save_function("main", "fcm_timed_main", *arguments)
+        evaluator = self.vm.time_evaluator("fcm_timed_main", self.device, number=number, repeat=repeat)
+        try:
+            results_ms = [seconds * 1e3 for seconds in evaluator().results]
+        except Exception as error:
+            raise DeviceError(f"timing failed on {self.device}: {_last_line(error)}") from None
+        return Timing(
+            statistics.median(results_ms),
+            statistics.fmean(results_ms),
+            min(results_ms),
+            max(results_ms),
+            repeat,
+            number,
+        )
+
+    def _to_device(self, inputs) -> list[tvm.runtime.Tensor]:
+        if len(inputs) != len(self.inputs):
+            raise FcmError(f"the model takes {len(self.inputs)} input(s), got {len(inputs)}")
+        arrays = []
+        for value, info in zip(inputs, self.inputs):
+            value = np.asarray(value)
+            if tuple(value.shape) != info.shape or str(value.dtype) != info.dtype:
+                raise FcmError(
+                    f"input '{info.name}' must be {info.dtype}{list(info.shape)}, "
+                    f"got {value.dtype}{list(value.shape)}"
+                )
+            arrays.append(tvm.runtime.tensor(value, self.device))
+        return arrays
+
+
+def _random_tensor(rng: np.random.Generator, info: TensorInfo) -> np.ndarray:
+    if np.issubdtype(np.dtype(info.dtype), np.floating):
+        return rng.standard_normal(info.shape).astype(info.dtype)
+    return rng.integers(0, 10, size=info.shape).astype(info.dtype)
+
+
+def _flatten(result) -> list:
+    if isinstance(result, tvm.runtime.Tensor):
+        return [result]
+    return [tensor for item in result for tensor in _flatten(item)]
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__

@@ -1,0 +1,192 @@
+"""What a Fused Convolutional Module computes: the contract between planner, pass and kernels.
+
+An :class:`FcmSpec` is a chain of depthwise (DW) and pointwise (PW) convolution stages, NCHW,
+with a per-stage bias and activation and an optional residual add after the last stage. The
+relax pass builds one from a matched graph, FusePlanner prices it, and ``schedules`` turns it
+into a PrimFunc whose parameters are, in order::
+
+    x, (weight, bias) for each stage in order, [residual], out
+
+Weights keep ONNX layouts (DW ``(C, 1, K, K)``, PW ``(Cout, Cin, 1, 1)``) so the pass passes
+graph constants straight through; BatchNorm is folded into weight and bias before matching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "sigmoid", "silu")
+DTYPES = ("float32", "float16")
+DW_KERNELS = (3, 5, 7)
+DW_STRIDES = (1, 2)
+
+
+@dataclass(frozen=True)
+class Depthwise:
+    """A KxK depthwise convolution (groups == channels, multiplier 1), then bias and activation."""
+
+    kernel: int
+    stride: int = 1
+    padding: tuple[int, int, int, int] | None = None  # top, left, bottom, right; None: "same"
+    activation: str = "none"
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        if self.padding is not None:
+            return self.padding
+        half = self.kernel // 2
+        return (half, half, half, half)
+
+    def output_hw(self, height: int, width: int) -> tuple[int, int]:
+        top, left, bottom, right = self.pads
+        out_h = (height + top + bottom - self.kernel) // self.stride + 1
+        out_w = (width + left + right - self.kernel) // self.stride + 1
+        return out_h, out_w
+
+
+@dataclass(frozen=True)
+class Pointwise:
+    """A 1x1 convolution (groups 1, stride 1, no padding), then bias and activation."""
+
+    out_channels: int
+    activation: str = "none"
+
+    def output_hw(self, height: int, width: int) -> tuple[int, int]:
+        return height, width
+
+
+Stage = Depthwise | Pointwise
+
+KIND_OF_STAGES = {
+    ("dw", "pw"): "dw_pw",
+    ("pw", "dw"): "pw_dw",
+    ("pw", "dw", "pw"): "pw_dw_pw",
+}
+
+
+@dataclass(frozen=True)
+class TensorShape:
+    """NCHW shape of an activation tensor."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+
+    @property
+    def numel(self) -> int:
+        return self.n * self.c * self.h * self.w
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.n, self.c, self.h, self.w)
+
+
+@dataclass(frozen=True)
+class FcmSpec:
+    """A DW/PW chain to run as one kernel; validated on construction."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    stages: tuple[Stage, ...]
+    residual: bool = False
+    dtype: str = "float32"
+    shapes: tuple[TensorShape, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shapes", self._stage_shapes())
+        problems = self.problems()
+        if problems:
+            raise ValueError(f"unsupported FCM {self.kind_name}: " + "; ".join(problems))
+
+    @property
+    def kind_name(self) -> str:
+        tags = tuple("dw" if isinstance(s, Depthwise) else "pw" for s in self.stages)
+        return KIND_OF_STAGES.get(tags, "+".join(tags))
+
+    @property
+    def kind(self) -> str:
+        """``dw_pw``, ``pw_dw`` or ``pw_dw_pw``."""
+        return self.kind_name
+
+    @property
+    def input(self) -> TensorShape:
+        return self.shapes[0]
+
+    @property
+    def output(self) -> TensorShape:
+        return self.shapes[-1]
+
+    @property
+    def intermediates(self) -> tuple[TensorShape, ...]:
+        """Tensors between stages: what an unfused execution writes to and reads from DRAM."""
+        return self.shapes[1:-1]
+
+    def weight_shapes(self) -> list[tuple[int, ...]]:
+        """ONNX-layout weight shape of each stage, in stage order."""
+        result = []
+        for stage, before in zip(self.stages, self.shapes[:-1]):
+            if isinstance(stage, Depthwise):
+                result.append((before.c, 1, stage.kernel, stage.kernel))
+            else:
+                result.append((stage.out_channels, before.c, 1, 1))
+        return result
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the PrimFunc's inputs in order: x, (weight, bias) per stage, [residual]."""
+        shapes: list[tuple[int, ...]] = [self.input.as_tuple()]
+        for weight, after in zip(self.weight_shapes(), self.shapes[1:]):
+            shapes += [weight, (after.c,)]
+        if self.residual:
+            shapes.append(self.output.as_tuple())
+        return shapes
+
+    def problems(self) -> list[str]:
+        """Why this chain cannot be one FCM (empty when it can)."""
+        found = []
+        if self.kind_name not in KIND_OF_STAGES.values():
+            found.append(f"stage order {self.kind_name} (supported: {', '.join(KIND_OF_STAGES.values())})")
+        if self.dtype not in DTYPES:
+            found.append(f"dtype {self.dtype}")
+        if min(self.batch, self.in_channels, self.height, self.width) < 1:
+            found.append("empty input")
+        for stage in self.stages:
+            if stage.activation not in ACTIVATIONS:
+                found.append(f"activation {stage.activation}")
+            if isinstance(stage, Depthwise):
+                if stage.kernel not in DW_KERNELS:
+                    found.append(f"depthwise kernel {stage.kernel}x{stage.kernel}")
+                if stage.stride not in DW_STRIDES:
+                    found.append(f"depthwise stride {stage.stride}")
+                if any(p < 0 or p >= stage.kernel for p in stage.pads):
+                    found.append(f"depthwise padding {stage.pads}")
+        if any(s.h < 1 or s.w < 1 for s in self.shapes):
+            found.append("empty output")
+        if self.residual and self.output.as_tuple() != self.input.as_tuple():
+            found.append("residual add needs output shape == input shape")
+        return found
+
+    def _stage_shapes(self) -> tuple[TensorShape, ...]:
+        shape = TensorShape(self.batch, self.in_channels, self.height, self.width)
+        shapes = [shape]
+        for stage in self.stages:
+            h, w = stage.output_hw(shape.h, shape.w)
+            c = stage.out_channels if isinstance(stage, Pointwise) else shape.c
+            shape = TensorShape(self.batch, c, h, w)
+            shapes.append(shape)
+        return tuple(shapes)
+
+
+@dataclass(frozen=True)
+class FcmTiles:
+    """How an FCM kernel tiles its output: the knobs the planner picks and tuning searches.
+
+    A thread block computes ``channel_tile`` output channels of a ``tile_h x tile_w`` output
+    patch of one image with ``threads`` threads; the intermediate tile lives in shared memory.
+    """
+
+    channel_tile: int = 32
+    tile_h: int = 8
+    tile_w: int = 8
+    threads: int = 256

@@ -1,0 +1,99 @@
+"""The fcm-tvm command line, driven as a shell user would: a subprocess, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from fcm_tvm.cli import parse_input_shapes
+from tests.test_frontend import separable_block
+
+
+def fcm_tvm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fcm_tvm.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "tiny.onnx"
+    onnx.save(separable_block(), str(path))
+    return path
+
+
+@pytest.mark.parametrize("command", [[], ["compile"], ["run"], ["plan"], ["models"]])
+def test_help_explains_every_command(command):
+    result = fcm_tvm(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: fcm-tvm" in result.stdout and "-h, --help" in result.stdout
+
+
+def test_compile_then_run_on_the_cpu(tiny_model: Path, tmp_path: Path):
+    library = tmp_path / "tiny.so"
+    compiled = fcm_tvm("compile", str(tiny_model), "--target", "llvm", "--fuse", "none", "-o", str(library))
+    assert compiled.returncode == 0, compiled.stderr
+    assert library.is_file() and Path(f"{library}.json").is_file()
+    assert "[fcm-tvm] compiling" in compiled.stderr  # progress goes to stderr
+    ran = fcm_tvm(
+        "run", str(library), "--device", "cpu", "--repeat", "2", "--outputs", str(tmp_path / "o.npz")
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "output 0: shape [1, 16, 16, 16]" in ran.stdout and "latency (ms)" in ran.stdout
+    assert (tmp_path / "o.npz").is_file()
+
+
+def test_compile_for_cuda_dumps_the_cuda_source(tiny_model: Path, tmp_path: Path):
+    library = tmp_path / "tiny_cuda.so"
+    result = fcm_tvm(
+        "compile",
+        str(tiny_model),
+        "--target",
+        "h100",
+        "--fuse",
+        "none",
+        "-o",
+        str(library),
+        "--dump-code",
+        "cuda",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "__global__" in library.with_suffix(".cu").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["compile", "missing.onnx"], "no such file"),
+        (["compile", "{model}", "--target", "tpu9"], "unknown target 'tpu9'"),
+        (["compile", "{model}", "--input-shapes", "x:[1,8"], "cannot parse --input-shapes"),
+        (["run", "missing.so"], "no such file"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_1(args, expected, tiny_model: Path):
+    result = fcm_tvm(*[arg.format(model=tiny_model) for arg in args])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("fcm-tvm: error:")
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_file_that_is_not_onnx_fails_cleanly(tmp_path: Path):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_bytes(b"\x00\x01 definitely not protobuf \xff" * 10)
+    result = fcm_tvm("compile", str(bogus))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_a_misspelt_flag_is_a_usage_error():
+    result = fcm_tvm("compile", "--targett", "cuda")
+    assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_input_shapes_follow_tvmc_syntax():
+    assert parse_input_shapes("input:[1,3,224,224]") == {"input": (1, 3, 224, 224)}
+    assert parse_input_shapes("a:[1,2] b:[3]") == {"a": (1, 2), "b": (3,)}
+    assert parse_input_shapes("input:0:[1, 3, 8, 8]") == {"input:0": (1, 3, 8, 8)}
