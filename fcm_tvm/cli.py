@@ -53,7 +53,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     progress(f"compiling {args.model} for {args.target} (fuse={args.fuse})")
     started = time.perf_counter()
     compiled = compile_model(
-        args.model, args.target, fuse=args.fuse, input_shapes=parse_input_shapes(args.input_shapes)
+        args.model,
+        args.target,
+        fuse=args.fuse,
+        input_shapes=parse_input_shapes(args.input_shapes),
+        tuning_records=args.tuning_records,
+        cuda_graph=args.cuda_graph,
     )
     output = compiled.export_library(args.output)
     progress(f"built for {compiled.target.describe()} in {time.perf_counter() - started:.1f} s")
@@ -143,6 +148,40 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning import tune
+
+    progress(f"tuning {args.model} for {args.target} with {args.trials} trials (fuse={args.fuse})")
+    folder = tune(
+        args.model,
+        args.target,
+        work_dir=args.output,
+        trials=args.trials,
+        fuse=args.fuse,
+        input_shapes=parse_input_shapes(args.input_shapes),
+    )
+    print(f"tuning records in {folder} (use: fcm-tvm compile ... --tuning-records {folder})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmarks.end_to_end import bench
+
+    rows = bench(
+        models=args.model.split(","),
+        variants=args.baseline.split(",") + args.variants.split(","),
+        batches=[int(b) for b in args.batch.split(",")],
+        precisions=args.precision.split(","),
+        target=args.target,
+        tuning_root=Path(args.tuning_records) if args.tuning_records else None,
+        out_dir=Path(args.output),
+        input_sets=args.input_sets,
+        energy=not args.no_energy,
+    )
+    failed = [row for row in rows if row.get("status", "").startswith(("WRONG", "failed"))]
+    return EXIT_ERROR if failed else 0
+
+
 # --- parser ------------------------------------------------------------------------------
 
 
@@ -194,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="also write generated code beside the output: 'cuda' writes <output>.cu",
     )
+    compile_parser.add_argument(
+        "--tuning-records", metavar="DIR", help="a MetaSchedule work directory from 'fcm-tvm tune' to apply"
+    )
+    compile_parser.add_argument(
+        "--cuda-graph", action="store_true", help="capture the kernel launches in CUDA graphs"
+    )
     compile_parser.set_defaults(handler=cmd_compile)
 
     run_parser = commands.add_parser(
@@ -232,6 +277,56 @@ def build_parser() -> argparse.ArgumentParser:
     plan_parser.add_argument("--gpu", default="h100", help="GPU to plan for (default: h100)")
     plan_parser.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
     plan_parser.set_defaults(handler=cmd_plan)
+
+    tune_parser = commands.add_parser(
+        "tune",
+        help="tune the stock kernels with MetaSchedule",
+        description="Tune every kernel that is not an FCM with MetaSchedule "
+        "(XGBoost cost model); needs the GPU it tunes for.",
+    )
+    _add_model_arguments(tune_parser)
+    tune_parser.add_argument("--target", default="cuda", help="as for compile (default: cuda)")
+    tune_parser.add_argument(
+        "-o",
+        "--output",
+        default="tuning_records",
+        help="MetaSchedule work directory to write (default: tuning_records)",
+    )
+    tune_parser.add_argument("--trials", type=int, default=2000, help="total trials (default: 2000)")
+    tune_parser.add_argument(
+        "--fuse",
+        choices=["auto", "all", "none"],
+        default="auto",
+        help="tune around the FCMs as compile would fuse (default: auto); none tunes the stock graph",
+    )
+    tune_parser.set_defaults(handler=cmd_tune)
+
+    bench_parser = commands.add_parser(
+        "bench",
+        help="latency and energy of fcm-tvm vs stock TVM",
+        description="Compile each variant of zoo models, check it against a "
+        "float64 reference, time it and read its energy; "
+        "writes bench.json, bench.md and bench.png.",
+    )
+    bench_parser.add_argument("model", help="zoo model name(s), comma-separated (see 'fcm-tvm models')")
+    bench_parser.add_argument(
+        "--baseline", default="stock,stock-tuned", help="baseline variants (default: stock,stock-tuned)"
+    )
+    bench_parser.add_argument(
+        "--variants", default="fcm,fcm-tuned", help="fcm-tvm variants (default: fcm,fcm-tuned)"
+    )
+    bench_parser.add_argument("--batch", default="1", help="batch sizes, comma-separated (default: 1)")
+    bench_parser.add_argument("--precision", default="fp32", help="fp32 and/or fp16, comma-separated")
+    bench_parser.add_argument("--target", default="cuda", help="as for compile (default: cuda)")
+    bench_parser.add_argument(
+        "--tuning-records",
+        metavar="DIR",
+        help="folder of work directories named MODEL_bB_PRECISION_{stock,fcm}",
+    )
+    bench_parser.add_argument("-o", "--output", default="bench_results", help="folder for the results")
+    bench_parser.add_argument("--input-sets", type=int, default=3, help="fresh input sets timed (default: 3)")
+    bench_parser.add_argument("--no-energy", action="store_true", help="skip the NVML energy reading")
+    bench_parser.set_defaults(handler=cmd_bench)
 
     models_parser = commands.add_parser(
         "models",

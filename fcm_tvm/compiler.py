@@ -13,7 +13,7 @@ import tvm
 
 from .errors import DeviceError, FcmError
 from .frontend import ModelLike, TensorInfo, graph_inputs, import_onnx, load_onnx
-from .pipeline import FUSE_MODES, FusedChain, apply_fusion
+from .pipeline import FUSE_MODES, FusedChain, apply_fusion, stock_pipeline
 from .runner import VmRunner
 from .runtime import METADATA_SUFFIX
 from .target import ResolvedTarget, TargetLike, local_cuda_device, resolve_target
@@ -96,11 +96,15 @@ def compile(  # noqa: A001 (the public name mirrors tvm.compile)
     *,
     fuse: str | bool = "auto",
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    tuning_records: str | os.PathLike | None = None,
+    cuda_graph: bool = False,
 ) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) for ``target``.
 
     ``fuse``: "auto" lets FusePlanner decide per chain, "all" fuses every supported chain,
     "none" (or False) is stock TVM. ``input_shapes`` fixes dynamic input dimensions.
+    ``tuning_records``: a MetaSchedule work directory (``fcm-tvm tune``) whose best schedules
+    replace dlight's defaults. ``cuda_graph``: capture the VM's kernel launches in CUDA graphs.
     """
     fuse_mode = _fuse_mode(fuse)
     resolved = resolve_target(target)
@@ -111,7 +115,8 @@ def compile(  # noqa: A001 (the public name mirrors tvm.compile)
     module, fused = apply_fusion(module, resolved, fuse_mode)
     outputs = _output_infos(module, [value.name for value in proto.graph.output])
     log.info("building for %s (%d chains fused)", resolved.describe(), len(fused))
-    executable = _build(module, resolved)
+    records = _tuning_records(tuning_records)
+    executable = _build(module, resolved, records, cuda_graph)
     return CompiledModel(executable, resolved, inputs, outputs, fused)
 
 
@@ -122,9 +127,23 @@ def _fuse_mode(fuse: str | bool) -> str:
     return mode
 
 
-def _build(module: tvm.IRModule, resolved: ResolvedTarget) -> tvm.runtime.Executable:
+def _tuning_records(path: str | os.PathLike | None) -> str | None:
+    if path is None:
+        return None
+    folder = Path(path)
+    if not (folder / "database_tuning_record.json").is_file():
+        raise FcmError(f"{folder}: not a MetaSchedule work directory (no database_tuning_record.json)")
+    return str(folder)
+
+
+def _build(
+    module: tvm.IRModule, resolved: ResolvedTarget, tuning_records: str | None, cuda_graph: bool
+) -> tvm.runtime.Executable:
+    pipeline = stock_pipeline(resolved.tvm_target, tuning_records)
+    config = {"relax.backend.use_cuda_graph": bool(cuda_graph and resolved.is_cuda)}
     try:
-        return tvm.compile(module, target=resolved.tvm_target)
+        with tvm.transform.PassContext(opt_level=3, config=config):
+            return tvm.compile(module, target=resolved.tvm_target, relax_pipeline=pipeline)
     except Exception as error:
         message = [line for line in str(error).strip().splitlines() if line.strip()]
         raise FcmError(

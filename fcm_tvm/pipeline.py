@@ -57,6 +57,48 @@ def fused_chains(module: tvm.IRModule) -> list[FusedChain]:
     return sorted(chains, key=lambda chain: chain.function)
 
 
+def stock_pipeline(target: tvm.target.Target, tuning_records: str | None = None) -> tvm.transform.Pass:
+    """TVM's default Relax pipeline for ``target``, applying a MetaSchedule database if given.
+
+    The database is applied right after FuseTIR, before dlight, so that tuned kernels win and
+    dlight schedules only what the database does not cover (FCM kernels are already scheduled).
+    """
+    if tuning_records is None:
+        return tvm.relax.get_default_pipeline(target)
+    passes = _default_passes(target)
+    after_fuse_tir = next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR") + 1
+    with target:  # the pass reads the current target when it is made
+        passes.insert(after_fuse_tir, tvm.relax.transform.MetaScheduleApplyDatabase(str(tuning_records)))
+
+    @tvm.transform.module_pass(opt_level=0, name="StockPipelineWithDatabase")
+    def run(module: tvm.IRModule, _context) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(passes)(module)
+
+    return run
+
+
+def _default_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """The pass list behind ``relax.get_default_pipeline`` for CUDA and CPU targets."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+    from tvm.relax.backend.cuda import pipeline as cuda
+
+    backend = cuda if target.kind.name == "cuda" else cpu_generic
+    return [
+        *backend.library_dispatch_passes(target),
+        *backend.legalize_passes(target),
+        *backend.dataflow_lower_passes(target),
+        *backend.finalize_passes(target),
+    ]
+
+
+def tuning_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """What runs before MetaSchedule extracts tasks: legalize and fuse, as the stock pipeline does."""
+    passes = _default_passes(target)
+    after_fuse_tir = next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR") + 1
+    return passes[:after_fuse_tir]
+
+
 def fcm_relax_pipeline(fuse: str = "auto", gpu: str | None = None) -> tvm.transform.Pass:
     """A Relax pipeline: fold BatchNorm and fuse DW/PW chains for the current target, then stock.
 

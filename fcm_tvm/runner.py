@@ -52,9 +52,7 @@ class VmRunner:
 
     def benchmark(self, *inputs: np.ndarray, number: int = 10, repeat: int = 20) -> Timing:
         """Time ``main`` with the VM's time evaluator (one warm-up run excluded)."""
-        arguments = self._to_device(inputs or self.random_inputs())
-        self.vm.save_function("main", "fcm_timed_main", *arguments)
-        evaluator = self.vm.time_evaluator("fcm_timed_main", self.device, number=number, repeat=repeat)
+        evaluator = self.evaluator(*(inputs or self.random_inputs()), number=number, repeat=repeat)
         try:
             results_ms = [seconds * 1e3 for seconds in evaluator().results]
         except Exception as error:
@@ -67,6 +65,11 @@ class VmRunner:
             repeat,
             number,
         )
+
+    def evaluator(self, *inputs: np.ndarray, number: int, repeat: int = 1):
+        """The VM's time evaluator over ``main`` with these inputs bound (no per-call conversion)."""
+        self.vm.save_function("main", "fcm_timed_main", *self._to_device(inputs))
+        return self.vm.time_evaluator("fcm_timed_main", self.device, number=number, repeat=repeat)
 
     def _to_device(self, inputs) -> list[tvm.runtime.Tensor]:
         if len(inputs) != len(self.inputs):

@@ -1,0 +1,43 @@
+"""Change the floating-point type of a whole ONNX model (float16 runs, float64 references)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+PRECISIONS = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "fp64": TensorProto.DOUBLE}
+
+
+def cast_model(model: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
+    """A copy of ``model`` whose float tensors, inputs, outputs, constants and casts are ``elem_type``."""
+    cast = onnx.ModelProto()
+    cast.CopyFrom(model)
+    graph = cast.graph
+    for tensor in graph.initializer:
+        tensor.CopyFrom(_cast_tensor(tensor, elem_type))
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.tensor_type.elem_type in FLOAT_TYPES:
+            value.type.tensor_type.elem_type = elem_type
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                attribute.t.CopyFrom(_cast_tensor(attribute.t, elem_type))
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i in FLOAT_TYPES:
+                attribute.i = elem_type
+    return cast
+
+
+def with_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
+    """``model`` in "fp32" (unchanged), "fp16" or "fp64"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return model if precision == "fp32" else cast_model(model, PRECISIONS[precision])
+
+
+def _cast_tensor(tensor: onnx.TensorProto, elem_type: int) -> onnx.TensorProto:
+    if tensor.data_type not in FLOAT_TYPES or tensor.data_type == elem_type:
+        return tensor
+    array = numpy_helper.to_array(tensor).astype(helper.tensor_dtype_to_np_dtype(elem_type))
+    return numpy_helper.from_array(np.ascontiguousarray(array), tensor.name)
