@@ -46,8 +46,12 @@ class VmRunner:
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Run once and return the outputs as numpy arrays (a list, even for one output)."""
-        result = self.vm["main"](*self._to_device(inputs))
-        self.device.sync()
+        arguments = self._to_device(inputs)
+        try:
+            result = self.vm["main"](*arguments)
+            self.device.sync()  # a kernel fault surfaces here, not at launch
+        except Exception as error:
+            raise DeviceError(f"running the model on {self.device} failed: {_last_line(error)}") from None
         return [tensor.numpy() for tensor in _flatten(result)]
 
     def benchmark(self, *inputs: np.ndarray, number: int = 10, repeat: int = 20) -> Timing:
@@ -82,8 +86,17 @@ class VmRunner:
                     f"input '{info.name}' must be {info.dtype}{list(info.shape)}, "
                     f"got {value.dtype}{list(value.shape)}"
                 )
-            arrays.append(tvm.runtime.tensor(value, self.device))
+            arrays.append(_to_tensor(value, self.device))
         return arrays
+
+
+def _to_tensor(value: np.ndarray, device: tvm.runtime.Device) -> tvm.runtime.Tensor:
+    try:
+        return tvm.runtime.tensor(value, device)
+    except Exception as error:  # out of device memory, most often
+        raise DeviceError(
+            f"could not copy a {value.nbytes / 2**20:.0f} MiB input to {device}: {_last_line(error)}"
+        ) from None
 
 
 def _random_tensor(rng: np.random.Generator, info: TensorInfo) -> np.ndarray:

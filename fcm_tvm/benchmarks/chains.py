@@ -1,0 +1,126 @@
+"""The DW/PW chains of zoo models as stand-alone workloads: fused (one FCM PrimFunc per chain)
+and unfused (the chain's stock Relax ops, one Relax function per chain), for per-layer
+benchmarks and for the planner's validation against measured DRAM traffic."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax
+
+from ..schedules.spec import Depthwise, FcmSpec, FcmTiles
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """Which zoo model, batch size and precision the chains come from."""
+
+    model: str
+    batch: int
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}_b{self.batch}_{self.precision}"
+
+
+def model_chains(case: LayerCase, resolution: int = 224) -> list[tuple[FcmSpec, int]]:
+    """The distinct supported chains of the model with how often each occurs, in graph order."""
+    from ..frontend import graph_inputs, import_onnx
+    from ..models import build_model
+    from ..precision import with_precision
+    from ..relay_passes import find_chains
+
+    proto = with_precision(build_model(case.model, batch=case.batch, resolution=resolution), case.precision)
+    specs = find_chains(import_onnx(proto, graph_inputs(proto)))
+    counts = Counter(specs)
+    return [(spec, counts[spec]) for spec in dict.fromkeys(specs)]
+
+
+def fused_module(
+    specs: list[FcmSpec], tiles: list[FcmTiles | None], target: tvm.target.Target
+) -> tvm.IRModule:
+    """One scheduled FCM PrimFunc per chain, named ``fcm_<i>``."""
+    from ..schedules import fcm_primfunc
+
+    functions = {}
+    for index, (spec, tile) in enumerate(zip(specs, tiles)):
+        functions[f"fcm_{index}"] = fcm_primfunc(spec, tile, target).with_attr(
+            "global_symbol", f"fcm_{index}"
+        )
+    return tvm.IRModule(functions)
+
+
+def unfused_module(specs: list[FcmSpec]) -> tvm.IRModule:
+    """One Relax function ``chain_<i>`` per chain, built from the same ops the ONNX importer emits."""
+    builder = relax.BlockBuilder()
+    for index, spec in enumerate(specs):
+        _emit_chain(builder, f"chain_{index}", spec)
+    return builder.get()
+
+
+def _emit_chain(builder: relax.BlockBuilder, name: str, spec: FcmSpec) -> None:
+    params = [
+        relax.Var(f"p{i}", relax.TensorType(shape, spec.dtype)) for i, shape in enumerate(spec.param_shapes())
+    ]
+    with builder.function(name, params):
+        with builder.dataflow():
+            value, cursor = params[0], 1
+            for stage in spec.stages:
+                weight, bias = params[cursor], params[cursor + 1]
+                cursor += 2
+                value = builder.emit(_conv(value, weight, stage))
+                value = builder.emit(relax.op.add(value, relax.op.reshape(bias, (1, -1, 1, 1))))
+                value = _activation(builder, value, stage.activation)
+            if spec.residual:
+                value = builder.emit(relax.op.add(value, params[cursor]))
+            output = builder.emit_output(value)
+        builder.emit_func_output(output)
+
+
+def _conv(value: relax.Expr, weight: relax.Expr, stage) -> relax.Expr:
+    if isinstance(stage, Depthwise):
+        groups = int(weight.ty.shape.values[0])
+        return relax.op.nn.conv2d(
+            value, weight, strides=stage.stride, padding=list(stage.pads), groups=groups
+        )
+    return relax.op.nn.conv2d(value, weight)
+
+
+def _activation(builder: relax.BlockBuilder, value: relax.Expr, activation: str) -> relax.Expr:
+    if activation == "none":
+        return value
+    if activation == "relu":
+        return builder.emit(relax.op.nn.relu(value))
+    if activation == "relu6":
+        return builder.emit(relax.op.clip(value, 0.0, 6.0))
+    if activation == "sigmoid":
+        return builder.emit(relax.op.sigmoid(value))
+    if activation == "silu":
+        return builder.emit(relax.op.nn.silu(value))
+    if activation == "hardswish":
+        shifted = builder.emit(relax.op.clip(relax.op.add(value, relax.const(3.0, _dtype(value))), 0.0, 6.0))
+        return builder.emit(
+            relax.op.divide(relax.op.multiply(value, shifted), relax.const(6.0, _dtype(value)))
+        )
+    raise ValueError(f"unknown activation {activation}")
+
+
+def _dtype(value: relax.Expr) -> str:
+    return str(value.ty.dtype)
+
+
+def traffic_floor_bytes(spec: FcmSpec) -> int:
+    """Bytes a chain must move at least: input, weights, biases, output (and residual) once each."""
+    element = 2 if spec.dtype == "float16" else 4
+    elements = sum(_numel(shape) for shape in spec.param_shapes()) + spec.output.numel
+    return elements * element
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    total = 1
+    for dim in shape:
+        total *= dim
+    return total

@@ -1,0 +1,339 @@
+"""Per-layer benchmark of the FCM kernels (issue 3), run on the GPU host with the full TVM.
+
+For every DW/PW chain of the chosen zoo models, side by side in one process:
+
+- ``fcm``: the FCM kernel (tiles from FusePlanner, or the kernel's defaults);
+- ``stock``: the chain's ops through TVM's default pipeline (dlight), separate kernels;
+- ``stock_tuned``: the same ops with a MetaSchedule database (``--tuning-records``);
+- ``cudnn``: ``torch.nn.functional.conv2d`` (cuDNN) in the same dtype;
+- ``floor``: the DRAM-traffic floor (inputs, weights and output moved once) at the measured
+  copy bandwidth.
+
+Each FCM kernel's output is poisoned with NaN and checked against a float64 torch reference on
+fresh random inputs before it is timed. Kernel times use the runtime's time evaluator with
+``number`` runs per repeat and the median of ``repeat`` repeats. ``--profile-run`` instead runs
+each workload once between marker kernels, for ``ncu`` to count DRAM bytes (see
+:mod:`.ncu_bytes`).
+
+    python -m fcm_tvm.benchmarks.layers --models mobilenet_v2 --batch 1,32 --precision fp32,fp16 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .chains import LayerCase, fused_module, model_chains, traffic_floor_bytes, unfused_module
+from .report import save_report
+
+COLUMNS = [
+    "model",
+    "batch",
+    "precision",
+    "chain",
+    "kind",
+    "shape",
+    "count",
+    "fcm_us",
+    "stock_us",
+    "stock_tuned_us",
+    "cudnn_us",
+    "floor_us",
+    "speedup_vs_best_baseline",
+    "rel_error",
+    "fused_by_planner",
+]
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
+
+
+def planner_tiles(specs, gpu):
+    """The planner's decision per chain (fuse?, tiles), or defaults where no planner is present."""
+    try:
+        from ..planner import plan_chain
+    except ImportError:
+        return [(None, None)] * len(specs)
+    decisions = [plan_chain(spec, gpu) for spec in specs]
+    return [(decision.fuse, decision.tiles) for decision in decisions]
+
+
+def describe(spec) -> str:
+    stages = "+".join(
+        f"dw{s.kernel}s{s.stride}" if hasattr(s, "kernel") else f"pw{s.out_channels}" for s in spec.stages
+    )
+    return f"{spec.in_channels}x{spec.height}x{spec.width} {stages}{' +res' if spec.residual else ''}"
+
+
+class Workloads:
+    """Built fused and unfused modules for one case, with random arguments per chain."""
+
+    def __init__(self, case: LayerCase, target, gpu, tuning_records: Path | None):
+        import tvm
+
+        from ..pipeline import stock_pipeline
+
+        self.case = case
+        chains = model_chains(case)
+        self.specs = [spec for spec, _ in chains]
+        self.counts = [count for _, count in chains]
+        decisions = planner_tiles(self.specs, gpu)
+        self.planner_fuse = [fuse for fuse, _ in decisions]
+        self.fused = tvm.compile(fused_module(self.specs, [t for _, t in decisions], target), target)
+        unfused = unfused_module(self.specs)
+        self.stock = tvm.compile(unfused, target)
+        self.tuned = None
+        if tuning_records is not None and (tuning_records / "database_tuning_record.json").is_file():
+            self.tuned = tvm.compile(
+                unfused, target, relax_pipeline=stock_pipeline(target, str(tuning_records))
+            )
+
+
+def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwidth_gbs: float) -> list[dict]:
+    import tvm
+
+    case, rows = workloads.case, []
+    stock_vm = tvm.relax.VirtualMachine(workloads.stock, device)
+    tuned_vm = tvm.relax.VirtualMachine(workloads.tuned, device) if workloads.tuned else None
+    for index, spec in enumerate(workloads.specs):
+        arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
+        error = check_fused(workloads.fused, index, spec, arguments, device)
+        row = {
+            "model": case.model,
+            "batch": case.batch,
+            "precision": case.precision,
+            "chain": index,
+            "kind": spec.kind,
+            "shape": describe(spec),
+            "count": workloads.counts[index],
+            "rel_error": error,
+            "fused_by_planner": workloads.planner_fuse[index],
+        }
+        if not error < TOLERANCE[spec.dtype]:
+            rows.append({**row, "fcm_us": None, "status": "WRONG RESULT"})
+            continue
+        output = tvm.runtime.empty(spec.output.as_tuple(), spec.dtype, device)
+        row["fcm_us"] = time_function(
+            workloads.fused, f"fcm_{index}", device, [*arguments, output], number, repeat
+        )
+        row["stock_us"] = time_vm(stock_vm, f"chain_{index}", device, arguments, number, repeat)
+        if tuned_vm is not None:
+            row["stock_tuned_us"] = time_vm(tuned_vm, f"chain_{index}", device, arguments, number, repeat)
+        row["cudnn_us"] = time_cudnn(spec, number, repeat)
+        row["floor_us"] = traffic_floor_bytes(spec) / (bandwidth_gbs * 1e3)
+        baselines = [row.get(key) for key in ("stock_tuned_us", "cudnn_us") if row.get(key)]
+        row["speedup_vs_best_baseline"] = min(baselines) / row["fcm_us"] if baselines else None
+        rows.append(row)
+    return rows
+
+
+def random_arguments(spec) -> list[np.ndarray]:
+    """Fresh inputs: activations ~ N(0, 1), weights scaled by 1/sqrt(fan-in), biases ~ N(0, 0.1)."""
+    rng = np.random.default_rng()
+    arrays = []
+    for shape in spec.param_shapes():
+        scale = 0.1 if len(shape) == 1 else 1.0
+        if len(shape) == 4 and shape != spec.input.as_tuple() and shape != spec.output.as_tuple():
+            scale = 1.0 / np.sqrt(shape[1] * shape[2] * shape[3])
+        arrays.append((rng.standard_normal(shape) * scale).astype(spec.dtype))
+    return arrays
+
+
+def check_fused(library, index: int, spec, arguments, device) -> float:
+    """Relative error of the FCM kernel against float64 torch, its output poisoned with NaN first."""
+    import tvm
+
+    poisoned = np.full(spec.output.as_tuple(), np.nan, dtype=spec.dtype)
+    output = tvm.runtime.tensor(poisoned, device)
+    library[f"fcm_{index}"](*arguments, output)
+    device.sync()
+    actual = output.numpy().astype(np.float64)
+    expected = torch_reference(spec, [a.numpy() for a in arguments])
+    if not np.isfinite(actual).all():
+        return float("inf")
+    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
+
+
+def torch_chain(spec, tensors, torch):
+    import torch.nn.functional as F
+
+    activations = {
+        "none": lambda t: t,
+        "relu": F.relu,
+        "relu6": lambda t: F.relu6(t),
+        "hardswish": F.hardswish,
+        "sigmoid": torch.sigmoid,
+        "silu": F.silu,
+    }
+    value, cursor = tensors[0], 1
+    for stage in spec.stages:
+        weight, bias = tensors[cursor], tensors[cursor + 1]
+        cursor += 2
+        if hasattr(stage, "kernel"):
+            top, left, bottom, right = stage.pads
+            value = F.conv2d(
+                F.pad(value, (left, right, top, bottom)),
+                weight,
+                bias,
+                stride=stage.stride,
+                groups=value.shape[1],
+            )
+        else:
+            value = F.conv2d(value, weight, bias)
+        value = activations[stage.activation](value)
+    return value + tensors[cursor] if spec.residual else value
+
+
+def torch_reference(spec, arrays: list[np.ndarray]) -> np.ndarray:
+    import torch
+
+    tensors = [torch.from_numpy(a.astype(np.float64)).cuda() for a in arrays]
+    with torch.no_grad():
+        return torch_chain(spec, tensors, torch).cpu().numpy()
+
+
+def time_function(library, name: str, device, arguments, number: int, repeat: int) -> float:
+    evaluator = library.time_evaluator(name, device, number=number, repeat=repeat)
+    return statistics.median(evaluator(*arguments).results) * 1e6
+
+
+def time_vm(vm, name: str, device, arguments, number: int, repeat: int) -> float:
+    vm.save_function(name, f"{name}_saved", *arguments)
+    evaluator = vm.time_evaluator(f"{name}_saved", device, number=number, repeat=repeat)
+    return statistics.median(evaluator().results) * 1e6
+
+
+def time_cudnn(spec, number: int, repeat: int) -> float:
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    dtype = torch.float16 if spec.dtype == "float16" else torch.float32
+    tensors = [torch.from_numpy(a).to("cuda", dtype) for a in random_arguments(spec)]
+    with torch.no_grad():
+        for _ in range(3):
+            torch_chain(spec, tensors, torch)
+        times = []
+        for _ in range(repeat):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(number):
+                torch_chain(spec, tensors, torch)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3 / number)
+    return statistics.median(times)
+
+
+def copy_bandwidth_gbs() -> float:
+    """Device-to-device copy bandwidth, counting bytes read plus written (the roofline's ceiling)."""
+    import torch
+
+    source = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")
+    target = torch.empty_like(source)
+    for _ in range(3):
+        target.copy_(source)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(20):
+        target.copy_(source)
+    end.record()
+    end.synchronize()
+    return 2 * source.numel() * 20 / (start.elapsed_time(end) * 1e-3) / 1e9
+
+
+def profile_run(cases: list[LayerCase], target, gpu, out: Path) -> None:
+    """Run each workload once, fused then unfused, between marker kernels; write the order."""
+    import torch
+    import tvm
+
+    device = tvm.cuda(0)
+    marker = torch.zeros(1, device="cuda")
+    order = []
+    for case in cases:
+        workloads = Workloads(case, target, gpu, None)
+        vm = tvm.relax.VirtualMachine(workloads.stock, device)
+        for index, spec in enumerate(workloads.specs):
+            arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
+            output = tvm.runtime.empty(spec.output.as_tuple(), spec.dtype, device)
+            for variant in ("fcm", "stock"):
+                marker.add_(1)  # a marker kernel: ncu rows between two markers belong to one workload
+                torch.cuda.synchronize()
+                if variant == "fcm":
+                    workloads.fused[f"fcm_{index}"](*arguments, output)
+                else:
+                    vm[f"chain_{index}"](*arguments)
+                device.sync()
+                order.append(
+                    {
+                        "case": case.label,
+                        "chain": index,
+                        "variant": variant,
+                        "shape": describe(spec),
+                        "spec": json.loads(
+                            json.dumps(spec, default=lambda o: getattr(o, "__dict__", str(o)))
+                        ),
+                    }
+                )
+    marker.add_(1)
+    torch.cuda.synchronize()
+    (out / "profile_order.json").write_text(json.dumps(order, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="mobilenet_v2,mobilenet_v3_large,efficientnet_b0")
+    parser.add_argument("--batch", default="1,32")
+    parser.add_argument("--precision", default="fp32,fp16")
+    parser.add_argument("--gpu", default="h100")
+    parser.add_argument(
+        "--tuning-records", type=Path, help="folder of work dirs named <model>_b<B>_<precision>"
+    )
+    parser.add_argument("--out", type=Path, default=Path("layer_results"))
+    parser.add_argument("--number", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--profile-run", action="store_true", help="run each workload once, for ncu")
+    args = parser.parse_args(argv)
+
+    from ..gpus import get_gpu
+    from ..target import cuda_target
+
+    gpu = get_gpu(args.gpu)
+    target = cuda_target(gpu)
+    cases = [
+        LayerCase(m, int(b), p)
+        for m in args.models.split(",")
+        for b in args.batch.split(",")
+        for p in args.precision.split(",")
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.profile_run:
+        profile_run(cases, target, gpu, args.out)
+        return 0
+    import tvm
+
+    bandwidth = copy_bandwidth_gbs()
+    rows = []
+    for case in cases:
+        print(f"[layers] {case.label}", file=sys.stderr, flush=True)
+        records = args.tuning_records / case.label if args.tuning_records else None
+        rows += measure_case(
+            Workloads(case, target, gpu, records), tvm.cuda(0), args.number, args.repeat, bandwidth
+        )
+    context = {
+        "gpu": tvm.cuda(0).device_name,
+        "copy_bandwidth_gbs": bandwidth,
+        "number": args.number,
+        "repeat": args.repeat,
+        "timing": "median of repeats, hot L2 (same buffers every run)",
+    }
+    print(save_report(args.out, "layers", rows, COLUMNS, context))
+    return 0 if all(row.get("status") != "WRONG RESULT" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

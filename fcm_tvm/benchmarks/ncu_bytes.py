@@ -1,0 +1,68 @@
+"""DRAM bytes per workload from an ``ncu`` CSV of ``layers --profile-run``.
+
+The profile run launches a marker kernel (a torch elementwise add) before every workload; the
+kernels ncu lists between two markers belong to that workload, in the order written to
+``profile_order.json``. Run on the GPU host::
+
+    ncu --metrics dram__bytes_read.sum,dram__bytes_write.sum --csv --page raw \\
+        --log-file OUT/ncu.csv python -m fcm_tvm.benchmarks.layers --profile-run --out OUT ...
+    python -m fcm_tvm.benchmarks.ncu_bytes OUT
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+METRICS = ("dram__bytes_read.sum", "dram__bytes_write.sum")
+MARKER = "elementwise_kernel"
+UNIT_SCALE = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+
+
+def kernel_rows(csv_path: Path) -> list[dict]:
+    """(name, bytes) of every profiled kernel in launch order."""
+    lines = csv_path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
+    reader = csv.DictReader(lines[start:])
+    units = next(reader)  # the second row holds units
+    rows = []
+    for row in reader:
+        total = sum(float(row[m].replace(",", "")) * UNIT_SCALE.get(units[m], 1) for m in METRICS)
+        rows.append({"name": row["Kernel Name"], "bytes": total})
+    return rows
+
+
+def bytes_per_workload(rows: list[dict], order: list[dict]) -> list[dict]:
+    """Attach to each workload of ``order`` the DRAM bytes and kernel count between its markers."""
+    segments, current = [], None
+    for row in rows:
+        if MARKER in row["name"]:
+            if current is not None:
+                segments.append(current)
+            current = {"bytes": 0.0, "kernels": 0}
+        elif current is not None:
+            current["bytes"] += row["bytes"]
+            current["kernels"] += 1
+    if len(segments) != len(order):
+        raise ValueError(f"{len(segments)} marker-delimited segments for {len(order)} workloads")
+    return [{**entry, **segment} for entry, segment in zip(order, segments)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = Path((argv or sys.argv[1:])[0])
+    measured = bytes_per_workload(
+        kernel_rows(out / "ncu.csv"), json.loads((out / "profile_order.json").read_text())
+    )
+    (out / "dram_bytes.json").write_text(json.dumps(measured, indent=1))
+    for entry in measured:
+        print(
+            f"{entry['case']:32s} {entry['chain']:3d} {entry['variant']:6s} {entry['bytes'] / 1e6:9.3f} MB "
+            f"{entry['kernels']} kernels  {entry['shape']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

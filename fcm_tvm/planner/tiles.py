@@ -1,0 +1,79 @@
+"""The tile search space of an FCM: the choices the planner prices and tuning searches.
+
+Every knob is a power of two (clipped to the output, so a 7x7 output gets 7-wide tiles), plus
+the kernel builder's own default tile. A candidate is kept only if the kernel builder
+(:mod:`fcm_tvm.schedules.tiles`) accepts it on the GPU: threads that factor over the tile,
+registers, and shared memory within ``smem_per_block``. Nothing here prices a tile.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from ..errors import FcmError
+from ..gpus import GpuSpec
+from ..schedules.layout import MAX_ACCUMULATORS, output_layout
+from ..schedules.spec import FcmSpec, FcmTiles
+from ..schedules.tiles import default_tiles, plan_kernel, tile_problems
+
+CHANNEL_TILES = (4, 8, 16, 32, 64, 128)
+TILE_SIDES = (4, 8, 16, 32)
+THREADS = (32, 64, 128, 256, 512, 1024)
+
+
+def candidate_tiles(spec: FcmSpec, gpu: GpuSpec) -> list[FcmTiles]:
+    """Every tile choice for ``spec`` that the kernel builder accepts on ``gpu``, in a stable order."""
+    return list(_candidates(spec, gpu))
+
+
+@cache
+def _candidates(spec: FcmSpec, gpu: GpuSpec) -> tuple[FcmTiles, ...]:
+    return tuple(tiles for tiles in tile_grid(spec, gpu) if not tile_problems(spec, tiles, gpu.smem_per_block))
+
+
+def tile_grid(spec: FcmSpec, gpu: GpuSpec) -> list[FcmTiles]:
+    """The raw grid: clipped powers of two and the default tile, whose threads lay out over the tile."""
+    out = spec.output
+    channels = sorted({min(c, out.c) for c in CHANNEL_TILES})
+    rows = sorted({min(s, out.h) for s in TILE_SIDES})
+    cols = sorted({min(s, out.w) for s in TILE_SIDES})
+    grid = [
+        FcmTiles(c, h, w, t)
+        for c in channels
+        for h in rows
+        for w in cols
+        for t in THREADS
+        if t <= min(gpu.max_threads_per_block, c * h * w)
+    ]
+    grid.append(default_tiles(spec, gpu.smem_per_block))
+    return [tiles for tiles in dict.fromkeys(grid) if _lays_out(tiles)]
+
+
+def _lays_out(tiles: FcmTiles) -> bool:
+    """Cheap pre-check of the builder's thread layout rules (the full check is ``tile_problems``)."""
+    layout = output_layout(tiles)
+    return layout is not None and layout.accumulators <= MAX_ACCUMULATORS
+
+
+def fit_problems(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> list[str]:
+    """Why ``tiles`` cannot run ``spec`` on ``gpu`` (empty if they can)."""
+    problems = tile_problems(spec, tiles, gpu.smem_per_block)
+    if tiles.threads > gpu.max_threads_per_block:
+        problems.append(f"{tiles.threads} threads per block > {gpu.max_threads_per_block} on {gpu.key}")
+    return problems
+
+
+def shared_bytes(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> int:
+    """Shared memory one block of the FCM kernel uses; :class:`FcmError` if the tiles do not fit."""
+    problems = fit_problems(spec, tiles, gpu)
+    if problems:
+        raise FcmError(f"tiles {tiles} do not fit FCM {spec.kind} on {gpu.key}: " + "; ".join(problems))
+    return plan_kernel(spec, tiles, gpu.smem_per_block).shared_bytes
+
+
+def accumulators(tiles: FcmTiles) -> int:
+    """Outputs each thread keeps in registers (the layout's register tile)."""
+    layout = output_layout(tiles)
+    if layout is None:
+        raise FcmError(f"{tiles.threads} threads do not lay out over the tile {tiles}")
+    return layout.accumulators

@@ -1,0 +1,35 @@
+"""``fcm_tvm.plan``: FusePlanner's decision for every DW/PW chain of a model, without compiling it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .frontend import ModelLike, graph_inputs, import_onnx, load_onnx
+from .gpus import GpuSpec, get_gpu
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """The planner's decisions for one model on one GPU."""
+
+    gpu: GpuSpec
+    plan: object  # fcm_tvm.planner.Plan
+
+    def table(self) -> str:
+        from .planner import format_plan
+
+        return format_plan(self.plan)
+
+    def to_json(self) -> dict:
+        return {"gpu": self.gpu.key, **self.plan.to_json()}
+
+
+def plan(model: ModelLike, gpu: str | GpuSpec = "h100", *, input_shapes=None) -> ModelPlan:
+    """Import ``model``, find its fusable chains and let FusePlanner price each one for ``gpu``."""
+    from .planner import plan_chains
+    from .relay_passes import find_chains
+
+    gpu_spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    proto = load_onnx(model)
+    module = import_onnx(proto, graph_inputs(proto, input_shapes))
+    return ModelPlan(gpu_spec, plan_chains(find_chains(module), gpu_spec))

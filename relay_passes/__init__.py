@@ -1,0 +1,28 @@
+"""Relax passes that fold BatchNorm and rewrite DW/PW chains into fused FCM kernels.
+
+Run them on an imported model before TVM's stock pipeline::
+
+    mod = FoldBatchNorm()(mod)
+    mod = FusePlanner(target, "h100")(mod)        # where the cost model says it pays
+    mod = FuseDepthwisePointwise(target)(mod)     # or: every supported chain
+
+What is matched and what is rejected is described in ``docs/passes.md``.
+"""
+
+from .chain import Unsupported, chain_spec
+from .fold_batchnorm import FoldBatchNorm
+from .fuse_dw_pw import FuseDepthwisePointwise, select_chains
+from .fuse_planner import FusePlanner, find_chains
+from .record import SPEC_ATTR, spec_from_record
+
+__all__ = [
+    "SPEC_ATTR",
+    "FoldBatchNorm",
+    "FuseDepthwisePointwise",
+    "FusePlanner",
+    "Unsupported",
+    "chain_spec",
+    "find_chains",
+    "select_chains",
+    "spec_from_record",
+]

@@ -1,0 +1,59 @@
+"""FusePlanner: fuse a DW/PW chain only where the global-memory cost model says it pays.
+
+The pass is FuseDepthwisePointwise with ``fcm_tvm.planner.plan_chain(spec, gpu)`` as the
+decision for every candidate, so the planner also picks the tiles. Without a GPU (a CPU target)
+there is nothing to price and nothing is fused. :func:`find_chains` lists the chains a rewrite
+would consider, for ``fcm_tvm.plan`` to tabulate without rewriting anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax
+
+from ..gpus import GpuSpec, get_gpu
+from ..schedules.spec import FcmSpec, FcmTiles
+from .fold_batchnorm import FoldBatchNorm
+from .fuse_dw_pw import DecisionLike, FuseDepthwisePointwise, fuse_everything, select_chains
+
+
+@dataclass(frozen=True)
+class _NoGpu:
+    fuse: bool = False
+    tiles: FcmTiles | None = None
+    reason: str = "no GPU to plan for (FCM kernels are for NVIDIA GPUs)"
+
+
+@tvm.transform.module_pass(opt_level=0, name="FusePlanner")
+class FusePlanner:
+    """Rewrite the DW/PW chains that FusePlanner's cost model accepts for ``gpu``, with its tiles.
+
+    ``gpu``: a :class:`~fcm_tvm.gpus.GpuSpec`, a GPU table key such as ``"h100"``, or None.
+    """
+
+    def __init__(self, target: tvm.target.Target | str | dict, gpu: GpuSpec | str | None):
+        self.target = target
+        self.gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
+
+    def decide(self, spec: FcmSpec) -> DecisionLike:
+        if self.gpu is None:
+            return _NoGpu()
+        from ..planner import plan_chain  # the cost model is only needed when planning
+
+        return plan_chain(spec, self.gpu)
+
+    def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
+        return FuseDepthwisePointwise(self.target, self.decide)(mod)
+
+
+def find_chains(mod: tvm.IRModule) -> list[FcmSpec]:
+    """The supported chains of every Relax function of ``mod`` (BatchNorm folded first), in
+    graph order: those FuseDepthwisePointwise would fuse when every decision is yes."""
+    mod = FoldBatchNorm()(mod)
+    specs = []
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            specs += [choice.spec for choice in select_chains(mod, func, fuse_everything)]
+    return specs
