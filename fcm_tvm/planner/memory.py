@@ -45,7 +45,9 @@ def row_segment_sectors(start: int, length: int, row_length: int, elem_bytes: in
     """
     pitch = row_length * elem_bytes
     offsets = range(0, sector, gcd(pitch, sector))
-    touched = [segment_sectors(offset + start * elem_bytes, length * elem_bytes, sector) for offset in offsets]
+    touched = [
+        segment_sectors(offset + start * elem_bytes, length * elem_bytes, sector) for offset in offsets
+    ]
     return sum(touched) / len(touched)
 
 

@@ -47,7 +47,8 @@ def occupancy(threads: int, shared_bytes: int, registers: int, gpu: GpuSpec) -> 
     limits = {
         "threads": gpu.max_threads_per_sm // threads,
         "shared memory": gpu.smem_per_sm // (shared_bytes + gpu.reserved_smem_per_block),
-        "registers": gpu.registers_per_sm // (warp_registers * warps),
+        # launch bounds make the compiler fit one block's registers (spilling the rest)
+        "registers": max(1, gpu.registers_per_sm // (warp_registers * warps)),
         "block limit": gpu.max_blocks_per_sm,
     }
     if shared_bytes > gpu.smem_per_block:

@@ -12,6 +12,7 @@ from functools import cache
 
 from ..errors import FcmError
 from ..gpus import GpuSpec
+from ..schedules.cuda_base import KernelPlan
 from ..schedules.layout import MAX_ACCUMULATORS, output_layout
 from ..schedules.spec import FcmSpec, FcmTiles
 from ..schedules.tiles import default_tiles, plan_kernel, tile_problems
@@ -22,13 +23,12 @@ THREADS = (32, 64, 128, 256, 512, 1024)
 
 
 def candidate_tiles(spec: FcmSpec, gpu: GpuSpec) -> list[FcmTiles]:
-    """Every tile choice for ``spec`` that the kernel builder accepts on ``gpu``, in a stable order."""
-    return list(_candidates(spec, gpu))
+    """Every tile choice for ``spec`` that the kernel builder accepts on ``gpu``, in a stable order.
 
-
-@cache
-def _candidates(spec: FcmSpec, gpu: GpuSpec) -> tuple[FcmTiles, ...]:
-    return tuple(tiles for tiles in tile_grid(spec, gpu) if not tile_problems(spec, tiles, gpu.smem_per_block))
+    This checks every point of :func:`tile_grid` (milliseconds each): tuning wants all of them,
+    the planner visits them best-first and checks only the promising ones.
+    """
+    return [tiles for tiles in tile_grid(spec, gpu) if not fit_problems(spec, tiles, gpu)]
 
 
 def tile_grid(spec: FcmSpec, gpu: GpuSpec) -> list[FcmTiles]:
@@ -57,18 +57,28 @@ def _lays_out(tiles: FcmTiles) -> bool:
 
 def fit_problems(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> list[str]:
     """Why ``tiles`` cannot run ``spec`` on ``gpu`` (empty if they can)."""
-    problems = tile_problems(spec, tiles, gpu.smem_per_block)
-    if tiles.threads > gpu.max_threads_per_block:
-        problems.append(f"{tiles.threads} threads per block > {gpu.max_threads_per_block} on {gpu.key}")
-    return problems
+    return list(_fit(spec, tiles, gpu.smem_per_block, gpu.max_threads_per_block)[1])
 
 
 def shared_bytes(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> int:
     """Shared memory one block of the FCM kernel uses; :class:`FcmError` if the tiles do not fit."""
-    problems = fit_problems(spec, tiles, gpu)
-    if problems:
+    plan, problems = _fit(spec, tiles, gpu.smem_per_block, gpu.max_threads_per_block)
+    if plan is None:
         raise FcmError(f"tiles {tiles} do not fit FCM {spec.kind} on {gpu.key}: " + "; ".join(problems))
-    return plan_kernel(spec, tiles, gpu.smem_per_block).shared_bytes
+    return plan.shared_bytes
+
+
+@cache
+def _fit(
+    spec: FcmSpec, tiles: FcmTiles, max_smem: int, max_threads: int
+) -> tuple[KernelPlan | None, tuple[str, ...]]:
+    """The kernel builder's plan for ``tiles`` (or None) and its problems, computed once per choice."""
+    problems = tile_problems(spec, tiles, max_smem)
+    if tiles.threads > max_threads:
+        problems.append(f"{tiles.threads} threads per block > {max_threads}")
+    if problems:
+        return None, tuple(problems)
+    return plan_kernel(spec, tiles, max_smem), ()
 
 
 def accumulators(tiles: FcmTiles) -> int:

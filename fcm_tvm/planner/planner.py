@@ -1,0 +1,176 @@
+"""FusePlanner's decisions: for each DW/PW chain, fuse or not, and with which tiles.
+
+A chain is fused only when some tile fits the GPU and the best fused kernel (least predicted
+time, then least DRAM traffic) beats the stock kernels on both counts: fewer DRAM bytes (the
+paper's criterion, and what ncu can check) and less predicted time (so that recomputation, L2
+load of redundant reads and a grid too small for the GPU can still veto it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..gpus import GpuSpec, get_gpu
+from ..schedules.spec import FcmSpec, FcmTiles
+from ..schedules.tiles import default_tiles
+from .cost_model import ChainEstimate, estimate_fused, estimate_unfused, fcm_grid_shape, fused_time_bound
+from .tiles import fit_problems, tile_grid
+
+MB = 1e6
+US = 1e-6
+L2_RESIDENT = 0.99  # an intermediate this much served by L2 is "L2-resident"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the planner decided for one chain, with the estimates behind it.
+
+    ``tiles`` are the tiles to build the FCM with (None when not fused); ``fused`` is the best fused
+    candidate's estimate, also when declined (None when no tile fits).
+    """
+
+    spec: FcmSpec
+    gpu: GpuSpec
+    fuse: bool
+    tiles: FcmTiles | None
+    reason: str
+    unfused: ChainEstimate
+    fused: ChainEstimate | None
+    name: str = ""
+
+    @property
+    def planned(self) -> ChainEstimate:
+        """The estimate of what will run: the FCM if fused, else the stock kernels."""
+        return self.fused if self.fuse and self.fused is not None else self.unfused
+
+    @property
+    def dram_saving(self) -> float | None:
+        """Share of the unfused DRAM traffic the best fused kernel saves (negative: it adds)."""
+        if self.fused is None:
+            return None
+        return 1 - self.fused.dram.total / self.unfused.dram.total
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The decisions for a list of chains on one GPU, and their totals."""
+
+    gpu: GpuSpec
+    decisions: tuple[Decision, ...]
+
+    @property
+    def fused_count(self) -> int:
+        return sum(d.fuse for d in self.decisions)
+
+    @property
+    def unfused_dram(self) -> float:
+        return sum(d.unfused.dram.total for d in self.decisions)
+
+    @property
+    def planned_dram(self) -> float:
+        return sum(d.planned.dram.total for d in self.decisions)
+
+    @property
+    def unfused_time_s(self) -> float:
+        return sum(d.unfused.time_s for d in self.decisions)
+
+    @property
+    def planned_time_s(self) -> float:
+        return sum(d.planned.time_s for d in self.decisions)
+
+
+def plan_chain(
+    spec: FcmSpec, gpu: GpuSpec | str, candidates: Iterable[FcmTiles] | None = None, name: str = ""
+) -> Decision:
+    """Decide whether to fuse ``spec`` on ``gpu`` and with which tiles.
+
+    ``candidates`` restricts the tiles considered (default: :func:`~.tiles.candidate_tiles`);
+    those that do not fit the GPU are dropped.
+    """
+    gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    unfused = estimate_unfused(spec, gpu)
+    tried = tile_grid(spec, gpu) if candidates is None else list(candidates)
+    fused = best_fused(spec, tried, gpu)
+    if fused is None:
+        first = default_tiles(spec, gpu.smem_per_block) if candidates is None else (tried or [None])[0]
+        problems = fit_problems(spec, first, gpu) if first else ["no candidate tiles"]
+        reason = f"no tile fits {gpu.key}: {problems[0]}"
+        return Decision(spec, gpu, False, None, reason, unfused, None, name)
+    fuse, reason = judge(spec, unfused, fused)
+    return Decision(spec, gpu, fuse, fused.tiles if fuse else None, reason, unfused, fused, name)
+
+
+def best_fused(spec: FcmSpec, candidates: Sequence[FcmTiles], gpu: GpuSpec) -> ChainEstimate | None:
+    """The fitting candidate with the least predicted time (then DRAM traffic); None if none fits.
+
+    Best-first: candidates are visited by :func:`~.cost_model.fused_time_bound`, and the search
+    stops once that lower bound exceeds the best estimate so far, so that the (slow) shared-memory
+    check runs for a few candidates only. The result is the same as pricing every candidate.
+    """
+    ranked = sorted((fused_time_bound(spec, tiles, gpu), i, tiles) for i, tiles in enumerate(candidates))
+    best: ChainEstimate | None = None
+    for bound, _, tiles in ranked:
+        if best is not None and bound > best.time_s:
+            break
+        if fit_problems(spec, tiles, gpu):
+            continue
+        estimate = estimate_fused(spec, tiles, gpu)
+        if best is None or (estimate.time_s, estimate.dram.total) < (best.time_s, best.dram.total):
+            best = estimate
+    return best
+
+
+def plan_chains(specs: Sequence[FcmSpec], gpu: GpuSpec | str, names: Sequence[str] | None = None) -> Plan:
+    """:func:`plan_chain` for every chain; ``names`` label them in reports."""
+    gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    labels = list(names) if names is not None else [str(i + 1) for i in range(len(specs))]
+    return Plan(gpu, tuple(plan_chain(spec, gpu, name=label) for spec, label in zip(specs, labels)))
+
+
+def size_text(nbytes: float) -> str:
+    return f"{nbytes / MB:.2f} MB" if nbytes >= 0.1 * MB else f"{nbytes / 1e3:.1f} KB"
+
+
+def judge(spec: FcmSpec, unfused: ChainEstimate, fused: ChainEstimate) -> tuple[bool, str]:
+    """Fuse when the fused kernel moves fewer DRAM bytes and takes less time; say why in a line."""
+    before, after = unfused.dram.total, fused.dram.total
+    moved = f"{size_text(before)} -> {size_text(after)}"
+    times = f"{unfused.time_s / US:.1f} -> {fused.time_s / US:.1f} us"
+    if after >= before:
+        return False, f"fusing moves more DRAM data ({moved}): {more_traffic(spec, fused)}"
+    if fused.time_s >= unfused.time_s:
+        return False, f"fused kernel is slower ({times}): {why_slower(spec, unfused, fused)}"
+    return True, f"saves {1 - after / before:.0%} of DRAM traffic ({moved}), {times}"
+
+
+def more_traffic(spec: FcmSpec, fused: ChainEstimate) -> str:
+    kernel, tiles = fused.kernels[0], fused.tiles
+    assert tiles is not None
+    channel_blocks = fcm_grid_shape(spec, tiles)[1]
+    if channel_blocks > 1 and kernel.reread_l2_hit < 1:
+        return (
+            f"the input is read by {channel_blocks} channel blocks and L2 keeps only "
+            f"{kernel.reread_l2_hit:.0%} of it between them"
+        )
+    return (
+        f"the fused kernel's weights and halo reads ({kernel.requested.total / MB:.2f} MB requested) miss L2"
+    )
+
+
+def why_slower(spec: FcmSpec, unfused: ChainEstimate, fused: ChainEstimate) -> str:
+    kernel = fused.kernels[0]
+    causes = []
+    consumers = unfused.kernels[1:]
+    if all(k.reread_l2_hit >= L2_RESIDENT for k in consumers):
+        size = size_text(unfused.dram.intermediate_write)
+        causes.append(f"the intermediate ({size}) stays in L2 between the stock kernels")
+    if kernel.bound == "compute":
+        causes.append(f"it recomputes ({fused.flops / unfused.flops:.1f}x the chain's FLOPs)")
+    elif kernel.bound == "l2":
+        causes.append(
+            f"its redundant reads load L2 ({kernel.requested.input / unfused.dram.input:.1f}x the input)"
+        )
+    if kernel.efficiency < 0.5:
+        causes.append(f"its {kernel.blocks} blocks keep {kernel.efficiency:.0%} of the GPU busy")
+    return "; ".join(causes) or f"it is {kernel.bound}-bound"

@@ -1,0 +1,194 @@
+"""What every hand-written FCM schedule shares: the plan it follows and the moves it repeats.
+
+The moves are TensorIR schedule primitives (``tvm.s_tir.Schedule``), so every schedule is a
+verified rewrite of the TE compute in :mod:`.compute`: the numbers cannot change, only where the
+work runs and where the values live. One invariant matters and is kept here: a block is given its
+shared-memory scope *before* it is moved under the thread loops (``compute_at``). Only then does
+TVM size its region for the whole thread block; in the other order the region is per thread and
+the threads would overwrite each other's tiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tvm import tirx
+from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
+
+from .layout import PatchLayout, ThreadLayout, exact_lanes
+from .spec import FcmSpec, FcmTiles
+
+UNROLL_STEPS = 64  # auto-unroll budget of the innermost loops (kernel taps, register tiles)
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """Everything a schedule needs beyond the spec, decided (and checked) by :mod:`.tiles`."""
+
+    tiles: FcmTiles
+    layout: ThreadLayout  # threads over the output tile
+    chunk: int  # channels per step of the chunked reduction (dw_pw: input, pw_dw_pw: mid; pw_dw: 1)
+    patch: PatchLayout | None  # threads over the 1x1-computed patch (pw_dw, pw_dw_pw)
+    shared_bytes: int
+    scope: str  # "shared" (static, <= 48 KiB) or "shared.dyn"
+
+
+class FcmRule(ABC):
+    """A hand-written CUDA schedule for one FCM kind (``dw_pw``, ``pw_dw`` or ``pw_dw_pw``)."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def reduction_channels(self, spec: FcmSpec) -> int:
+        """Channels of the reduction that is chunked through shared memory."""
+
+    @abstractmethod
+    def patch_shape(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> tuple[int, int, int] | None:
+        """(channels, rows, columns) of the 1x1-computed shared patch (None: the kind has none)."""
+
+    @abstractmethod
+    def shared_elements(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> dict[str, int]:
+        """Elements of each shared-memory buffer of one thread block."""
+
+    @abstractmethod
+    def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
+        """Schedule the TE PrimFunc of ``spec`` in place."""
+
+
+# -- moves shared by the rules ---------------------------------------------------------------
+
+
+def loop_depth(sch: Schedule, loop: LoopRV) -> int:
+    """Number of loops enclosing ``loop``, itself included."""
+    depth, sref = 0, sch.get_sref(loop)
+    while sref is not None:
+        if isinstance(sref.stmt, tirx.For):
+            depth += 1
+        sref = sref.parent
+    return depth
+
+
+def loops_below(sch: Schedule, block: SBlockRV, loop: LoopRV) -> list[LoopRV]:
+    """The loops of ``block`` nested inside ``loop``."""
+    return sch.get_loops(block)[loop_depth(sch, loop) :]
+
+
+@dataclass
+class OutputLoops:
+    """The loops of an output-tiled block, outermost first: block, thread, reductions, registers."""
+
+    block: LoopRV  # blockIdx.x: image, channel tile, row tile, column tile
+    thread: LoopRV  # threadIdx.x: channel, row, column of the thread layout
+    reductions: list[LoopRV]
+    registers: list[LoopRV]  # c, y, x of the thread's register tile
+
+
+def tile_output(sch: Schedule, block: SBlockRV, layout: ThreadLayout) -> OutputLoops:
+    """Tile the n, c, y, x loops of ``block`` over blocks, threads and registers (innermost)."""
+    n, c, y, x, *reductions = sch.get_loops(block)
+    c_blk, c_thr, c_reg = sch.split(c, [None, layout.channels, layout.reg_c])
+    y_blk, y_thr, y_reg = sch.split(y, [None, layout.rows, layout.reg_y])
+    x_blk, x_thr, x_reg = sch.split(x, [None, layout.cols, layout.reg_x])
+    sch.reorder(n, c_blk, y_blk, x_blk, c_thr, y_thr, x_thr, *reductions, c_reg, y_reg, x_reg)
+    block_loop = sch.fuse(n, c_blk, y_blk, x_blk)
+    thread_loop = sch.fuse(c_thr, y_thr, x_thr)
+    sch.bind(block_loop, "blockIdx.x")
+    sch.bind(thread_loop, "threadIdx.x")
+    return OutputLoops(block_loop, thread_loop, reductions, [c_reg, y_reg, x_reg])
+
+
+def keep_in_registers(sch: Schedule, acc: SBlockRV, epilogue: SBlockRV, loop: LoopRV) -> None:
+    """Accumulate ``acc`` in registers and apply its ``epilogue`` right there, under ``loop``."""
+    sch.set_scope(acc, 0, "local")
+    sch.reverse_compute_at(epilogue, loop, preserve_unit_loops=True)
+
+
+def compute_shared_at(sch: Schedule, block: SBlockRV, loop: LoopRV, scope: str) -> None:
+    """Compute ``block``'s output for the whole thread block into shared memory under ``loop``."""
+    sch.set_scope(block, 0, scope)  # first: see the module docstring
+    sch.compute_at(block, loop, preserve_unit_loops=True)
+
+
+def compute_local_at(sch: Schedule, block: SBlockRV, loop: LoopRV) -> None:
+    """Compute ``block`` (a sum) per thread in registers under ``loop``."""
+    sch.set_scope(block, 0, "local")
+    sch.compute_at(block, loop)  # unit loops dropped: what remains are register and reduction loops
+
+
+def spread_over_threads(
+    sch: Schedule, block: SBlockRV, under: LoopRV, threads: int, exact: bool = False
+) -> LoopRV:
+    """Flatten ``block``'s loops below ``under`` and deal them out to the threads, neighbours adjacent.
+
+    ``exact`` uses as many threads as the largest divisor of the element count allows, so that
+    the steps cover exactly the block's elements: TVM sizes the regions of *producers* computed
+    under these loops from the loop ranges, not from the tail predicate, and a ragged last step
+    would make it compute (and store) a larger producer region. Returns the thread loop.
+    """
+    flat = sch.fuse(*loops_below(sch, block, under))
+    extent = int(sch.get(flat).extent)
+    lanes = exact_lanes(extent, threads) if exact else min(extent, threads)
+    _, lane = sch.split(flat, [None, lanes])
+    sch.bind(lane, "threadIdx.x")
+    return lane
+
+
+def stage_weights(
+    sch: Schedule, consumer: SBlockRV, weight: str, under: LoopRV, threads: int, scope: str
+) -> SBlockRV:
+    """Copy the part of ``weight`` that ``consumer`` reads under ``under`` into shared memory."""
+    cached = sch.cache_read(consumer, weight, scope)
+    sch.compute_at(cached, under, preserve_unit_loops=True)
+    spread_over_threads(sch, cached, under, threads)
+    return cached
+
+
+def compute_patch(
+    sch: Schedule, patch: SBlockRV, acc: SBlockRV, under: LoopRV, layout: PatchLayout, scope: str
+) -> None:
+    """Compute a 1x1-convolution patch (``acc`` summed, ``patch`` its epilogue) into shared memory.
+
+    Each thread owns ``layout.reg_c`` contiguous channels of one pixel per step, ``layout.rows``
+    rows per step; per pixel it sums the input channels into ``reg_c`` registers, so every input
+    value it loads feeds ``reg_c`` multiply-adds.
+    """
+    compute_shared_at(sch, patch, under, scope)
+    c, y, x = loops_below(sch, patch, under)[-3:]
+    group, reg = sch.split(c, [layout.channel_groups, layout.reg_c])
+    row_step, row_lane = sch.split(y, [None, layout.rows])
+    sch.reorder(group, row_lane, x, row_step, reg)
+    sch.bind(sch.fuse(group, row_lane, x), "threadIdx.x")
+    compute_local_at(sch, acc, row_step)
+    *channel_loops, reduce_loop = loops_below(sch, acc, row_step)
+    sch.reorder(reduce_loop, *channel_loops)
+    init_before(sch, acc, reduce_loop)
+
+
+def compute_depthwise_shared(
+    sch: Schedule, out: SBlockRV, acc: SBlockRV, under: LoopRV, threads: int, scope: str
+) -> None:
+    """Compute a depthwise tile into shared memory, one output element per thread and step."""
+    compute_shared_at(sch, out, under, scope)
+    lane = spread_over_threads(sch, out, under, threads, exact=True)
+    compute_local_at(sch, acc, lane)
+    # The zero-init stays inside the taps loop: unrolled, it is a compile-time condition.
+
+
+def init_before(sch: Schedule, acc: SBlockRV, loop: LoopRV) -> None:
+    """Zero the accumulators of ``acc`` before ``loop`` rather than on its first iteration.
+
+    Not possible where a tail predicate makes the block bindings non-affine; the init then
+    stays a uniform branch in the loop, which is correct and only slightly slower.
+    """
+    with contextlib.suppress(ScheduleError):
+        sch.decompose_reduction(acc, loop)
+
+
+def unroll_inner(sch: Schedule, loop: LoopRV) -> None:
+    """Let the code generator unroll the small loops under ``loop`` (taps, register tiles)."""
+    sch.annotate(loop, "pragma_auto_unroll_max_step", UNROLL_STEPS)
+    sch.annotate(loop, "pragma_unroll_explicit", 1)

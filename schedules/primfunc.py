@@ -1,0 +1,37 @@
+"""``fcm_primfunc``: the PrimFunc of an FCM for a target, scheduled by hand for CUDA."""
+
+from __future__ import annotations
+
+import tvm
+
+from ..errors import FcmError
+from .compute import fcm_te_primfunc
+from .spec import FcmSpec, FcmTiles
+
+CPU_KINDS = ("llvm", "c")
+SCHEDULED_ATTR = "tirx.is_scheduled"  # dlight and MetaSchedule leave such functions alone
+OP_PATTERN_ATTR = "op_pattern"  # relax FuseOps must not fuse a scheduled kernel with its neighbours
+OPAQUE = 8  # tvm.relax OpPatternKind.kOpaque
+
+
+def symbol_name(spec: FcmSpec) -> str:
+    """Global symbol of the kernel, e.g. ``fcm_dw_pw`` (the relax pass renames it)."""
+    return f"fcm_{spec.kind}"
+
+
+def fcm_primfunc(spec: FcmSpec, tiles: FcmTiles | None, target: tvm.target.Target) -> tvm.tirx.PrimFunc:
+    """The FCM for ``target``: plain TE on CPUs (the stock pipeline schedules it), hand-scheduled on CUDA.
+
+    ``tiles=None`` picks :func:`default_tiles`; tiles that do not fit raise :class:`FcmError`.
+    """
+    target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
+    func = fcm_te_primfunc(spec, symbol_name(spec))
+    kind = target.kind.name
+    if kind in CPU_KINDS:
+        return func
+    if kind == "cuda":
+        from .cuda import schedule_cuda
+
+        scheduled = schedule_cuda(spec, tiles, target, func)
+        return scheduled.with_attrs({SCHEDULED_ATTR: True, OP_PATTERN_ATTR: OPAQUE})
+    raise FcmError(f"no FCM kernels for target kind '{kind}' (supported: cuda, {', '.join(CPU_KINDS)})")

@@ -1,0 +1,137 @@
+"""Tile choices: the default for a spec, and why a choice does not fit (shared memory, threads).
+
+The reduction chunk (channels summed per shared-memory step) is derived here, not a knob: the
+largest of :data:`CHUNKS` whose buffers fit in :data:`STATIC_SMEM` (so that two or more blocks
+share an SM), preferring one that divides the channel count; beyond that, the device's limit.
+"""
+
+from __future__ import annotations
+
+from ..errors import FcmError
+from .cuda_base import KernelPlan
+from .layout import MAX_ACCUMULATORS, MAX_THREADS, ceil_div, output_layout, patch_layout
+from .rules import RULES
+from .spec import FcmSpec, FcmTiles
+
+STATIC_SMEM = 48 * 1024  # the most a kernel may declare statically; more needs dynamic shared memory
+SMEM_ALIGN = 16
+CHUNKS = (16, 8, 4, 2, 1)
+DTYPE_BYTES = {"float32": 4, "float16": 2}
+TILE_SIDES = (8, 7)  # preferred output tile sides, ties go to the first
+MAX_CHANNEL_TILE = 64
+PIXELS_PER_BLOCK = 256  # default threads per block aim
+
+
+def tile_problems(spec: FcmSpec, tiles: FcmTiles, max_smem_per_block: int) -> list[str]:
+    """Why ``tiles`` cannot run ``spec`` on a GPU with ``max_smem_per_block`` bytes (empty if they can)."""
+    return _plan(spec, tiles, max_smem_per_block)[1]
+
+
+def plan_kernel(spec: FcmSpec, tiles: FcmTiles, max_smem_per_block: int) -> KernelPlan:
+    """The full plan for scheduling ``spec`` with ``tiles``; :class:`FcmError` naming every problem."""
+    plan, problems = _plan(spec, tiles, max_smem_per_block)
+    if plan is None:
+        raise FcmError(
+            f"tiles {tiles} do not fit FCM {spec.kind} {spec.input.as_tuple()}: " + "; ".join(problems)
+        )
+    return plan
+
+
+def shared_bytes(spec: FcmSpec, tiles: FcmTiles, chunk: int) -> int:
+    """Shared memory of one thread block: an upper bound of what TVM allocates (it may reuse buffers).
+
+    Each buffer is rounded up to SMEM_ALIGN bytes for the padding TVM puts between buffers it
+    packs together; tests compare the bound with the generated CUDA.
+    """
+    elements = RULES[spec.kind].shared_elements(spec, tiles, chunk).values()
+    return sum(ceil_div(n * DTYPE_BYTES[spec.dtype], SMEM_ALIGN) * SMEM_ALIGN for n in elements)
+
+
+def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | None, list[str]]:
+    knobs = (tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads)
+    if min(knobs) < 1:
+        return None, [f"every tile knob must be >= 1, got {tiles}"]
+    problems = []
+    if tiles.threads > MAX_THREADS:
+        problems.append(f"{tiles.threads} threads per block > {MAX_THREADS}")
+    layout = output_layout(tiles)
+    if layout is None:
+        problems.append(
+            f"{tiles.threads} threads do not factor over the output tile "
+            f"{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w} "
+            "(threads = a*b*c, a | channel_tile, b | tile_h, c | tile_w)"
+        )
+    elif layout.accumulators > MAX_ACCUMULATORS:
+        problems.append(
+            f"{layout.accumulators} outputs per thread > {MAX_ACCUMULATORS} registers (use more threads)"
+        )
+    chunk = _chunk(spec, tiles, max_smem)
+    if chunk is None:
+        need = shared_bytes(spec, tiles, 1)
+        problems.append(f"needs {need} bytes of shared memory per block, more than {max_smem}")
+    patch = None
+    rule = RULES[spec.kind]
+    patch_shape = rule.patch_shape(spec, tiles, chunk or 1)
+    if patch_shape is not None:
+        patch = patch_layout(*patch_shape, tiles.threads)
+        if patch is None:
+            problems.append(
+                f"{tiles.threads} threads are fewer than a {patch_shape[2]}-pixel row of the 1x1 patch"
+            )
+    if problems:
+        return None, problems
+    smem = shared_bytes(spec, tiles, chunk)
+    scope = "shared" if smem <= STATIC_SMEM else "shared.dyn"
+    return KernelPlan(tiles, layout, chunk, patch, smem, scope), []
+
+
+def _chunk(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> int | None:
+    channels = RULES[spec.kind].reduction_channels(spec)
+    candidates = sorted({min(c, channels) for c in CHUNKS}, reverse=True)
+    for budget in sorted({min(STATIC_SMEM, max_smem), max_smem}):
+        fitting = [c for c in candidates if shared_bytes(spec, tiles, c) <= budget]
+        dividing = [c for c in fitting if channels % c == 0 and c >= min(4, channels)]
+        if fitting:
+            return (dividing or fitting)[0]
+    return None
+
+
+def default_tiles(spec: FcmSpec, max_smem_per_block: int = STATIC_SMEM) -> FcmTiles:
+    """A sensible tile for ``spec``: 8x8 (or 7x7) pixels, channels to fill about 256 threads.
+
+    The channel tile shrinks until the block fits in static shared memory (48 KiB, so that
+    several blocks share an SM), else in ``max_smem_per_block``.
+    """
+    out = spec.output
+    tile_h, tile_w = _tile_side(out.h), _tile_side(out.w)
+    thread_channels = _power_of_two_near(PIXELS_PER_BLOCK / (tile_h * tile_w))
+    options = []
+    limit = MAX_CHANNEL_TILE
+    while limit >= thread_channels:
+        channel_tile = _channel_tile(out.c, thread_channels, limit)
+        options.append(FcmTiles(channel_tile, tile_h, tile_w, thread_channels * tile_h * tile_w))
+        limit = channel_tile - thread_channels
+    for budget in (min(STATIC_SMEM, max_smem_per_block), max_smem_per_block):
+        for tiles in options:
+            if not tile_problems(spec, tiles, budget):
+                return tiles
+    return options[-1]
+
+
+def _power_of_two_near(value: float) -> int:
+    power = 1
+    while power * 2 <= value * 1.25:  # round to the nearer power, a little upwards
+        power *= 2
+    return power
+
+
+def _tile_side(extent: int) -> int:
+    if extent <= max(TILE_SIDES):
+        return extent
+    return min(TILE_SIDES, key=lambda side: ceil_div(extent, side) * side - extent)
+
+
+def _channel_tile(channels: int, step: int, limit: int = MAX_CHANNEL_TILE) -> int:
+    """The multiple of ``step`` up to ``limit`` that wastes the fewest channels in the last tile."""
+    options = range(step, max(step, limit) + 1, step)
+    return min(options, key=lambda tile: (ceil_div(channels, tile) * tile - channels, -tile))

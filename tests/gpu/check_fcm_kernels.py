@@ -1,0 +1,311 @@
+"""Check the FCM kernels on a GPU: numbers against float64 torch, times against cuDNN.
+
+Two steps, because the GPU host has only the TVM runtime:
+
+1. Here (TVM compiler, nvcc not needed)::
+
+       .venv/bin/python tests/gpu/check_fcm_kernels.py export /tmp/fcm_kernels
+
+   compiles every variant for sm_90 and writes ``<name>.so`` per kernel plus ``manifest.json``
+   (the specs as plain data, so that step 2 needs neither TE nor fcm_tvm.schedules).
+
+2. On the GPU host (TVM runtime with CUDA, torch)::
+
+       python tests/gpu/check_fcm_kernels.py run /tmp/fcm_kernels [--repeat 50]
+
+   loads each library, poisons the output with NaN, runs on fresh random inputs, compares every
+   element with a float64 torch reference (``conv2d`` with ``groups``), times the kernel with
+   ``time_evaluator`` and the unfused torch/cuDNN sequence in the same dtype with CUDA events,
+   and prints a table last. Exit status 1 if any kernel is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+TOLERANCE = {"float32": 1e-5, "float16": 2e-3}
+TARGET = {"kind": "cuda", "arch": "sm_90"}
+
+# -- step 1: export (needs the TVM compiler and fcm_tvm) --------------------------------------
+
+
+def variants() -> list[tuple[str, object, object]]:
+    """(name, spec, tiles or None): MobileNetV2/V3-like layers, then edge cases of the kernels."""
+    from fcm_tvm.schedules import Depthwise as D
+    from fcm_tvm.schedules import FcmSpec, FcmTiles
+    from fcm_tvm.schedules import Pointwise as P
+
+    layers = {
+        "mbv2_b0_dw_pw": (32, 112, 112, (D(3, 1, None, "relu6"), P(16)), False),
+        "mbv2_b1_expand_dw": (16, 112, 112, (P(96, "relu6"), D(3, 2, (0, 0, 1, 1), "relu6")), False),
+        "mbv2_b2_ir": (24, 56, 56, (P(144, "relu6"), D(3, 1, None, "relu6"), P(24)), True),
+        "mbv2_b4_ir": (32, 28, 28, (P(192, "relu6"), D(3, 1, None, "relu6"), P(32)), True),
+        "mbv2_b11_ir": (96, 14, 14, (P(576, "relu6"), D(3, 1, None, "relu6"), P(96)), True),
+        "mbv2_b15_ir": (160, 7, 7, (P(960, "relu6"), D(3, 1, None, "relu6"), P(160)), True),
+        "mbv2_b16_dw_pw": (960, 7, 7, (D(3, 1, None, "relu6"), P(320)), False),
+        "mbv3_k5_hswish": (96, 14, 14, (P(240, "hardswish"), D(5, 1, None, "hardswish"), P(40)), False),
+        "mbv3_k5_s2_dw_pw": (72, 56, 56, (D(5, 2, None, "relu"), P(40)), False),
+    }
+    result = []
+    for dtype in ("float32", "float16"):
+        for batch in (1, 8):
+            for name, (c, h, w, stages, residual) in layers.items():
+                spec = FcmSpec(batch, c, h, w, stages, residual, dtype)
+                result.append((f"{name}_n{batch}_{dtype}", spec, None))
+    edges = {
+        "edge_k7_s2_asym_silu": FcmSpec(3, 20, 13, 13, (D(7, 2, (1, 3, 2, 0), "silu"), P(24, "sigmoid"))),
+        "edge_pw_dw_k5_s2_odd": FcmSpec(2, 12, 9, 11, (P(40, "hardswish"), D(5, 2, (2, 1, 1, 2), "relu"))),
+        "edge_ir_k7_tail": FcmSpec(
+            1, 10, 13, 13, (P(30, "silu"), D(7, 1, None, "sigmoid"), P(10, "relu")), True
+        ),
+        "edge_fp16_ir_batch64": FcmSpec(
+            64, 16, 14, 14, (P(64, "relu6"), D(3, 2, (0, 0, 1, 1), "relu6"), P(24)), dtype="float16"
+        ),
+    }
+    result += [(name, spec, None) for name, spec in edges.items()]
+    tiles = {
+        "tiles_dw_pw_16x4x8": ("mbv2_b0_dw_pw_n1_float32", FcmTiles(16, 4, 8, 128)),
+        "tiles_ir_8x8x8": ("mbv2_b2_ir_n1_float32", FcmTiles(8, 8, 8, 128)),
+        "tiles_expand_dyn_smem": ("mbv2_b1_expand_dw_n1_float32", FcmTiles(64, 8, 8, 256)),
+    }
+    by_name = {name: spec for name, spec, _ in result}
+    result += [(name, by_name[base], t) for name, (base, t) in tiles.items()]
+    return result
+
+
+def spec_to_dict(spec) -> dict:
+    from fcm_tvm.schedules import Depthwise
+
+    stages = []
+    for stage in spec.stages:
+        if isinstance(stage, Depthwise):
+            stages.append(
+                {"type": "dw", "kernel": stage.kernel, "stride": stage.stride, "pads": list(stage.pads),
+                 "activation": stage.activation}
+            )  # fmt: skip
+        else:
+            stages.append({"type": "pw", "out_channels": stage.out_channels, "activation": stage.activation})
+    return {
+        "input": list(spec.input.as_tuple()),
+        "output": list(spec.output.as_tuple()),
+        "stages": stages,
+        "residual": spec.residual,
+        "dtype": spec.dtype,
+        "param_shapes": [list(s) for s in spec.param_shapes()],
+    }
+
+
+def export(folder: Path) -> None:
+    import tvm
+
+    from fcm_tvm.schedules import default_tiles, fcm_primfunc
+    from fcm_tvm.schedules.cuda import max_shared_memory
+
+    target = tvm.target.Target(TARGET)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for name, spec, tiles in variants():
+        func = fcm_primfunc(spec, tiles, target)
+        symbol = str(func.attrs["global_symbol"])
+        lib = tvm.compile(tvm.IRModule({symbol: func}), target=target)
+        lib.export_library(str(folder / f"{name}.so"))
+        used = tiles or default_tiles(spec, max_shared_memory(target))
+        manifest.append(
+            {
+                "name": name,
+                "file": f"{name}.so",
+                "symbol": symbol,
+                "tiles": asdict(used),
+                **spec_to_dict(spec),
+            }
+        )
+        print(f"exported {name} ({symbol}, tiles {used})")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    print(f"{len(manifest)} kernels in {folder}")
+
+
+# -- step 2: run (needs the TVM runtime with CUDA, and torch) ---------------------------------
+
+
+def torch_activation(name: str):
+    import torch.nn.functional as F
+
+    return {
+        "none": lambda v: v,
+        "relu": F.relu,
+        "relu6": lambda v: v.clamp(0.0, 6.0),
+        "hardswish": lambda v: v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+        "sigmoid": lambda v: v.sigmoid(),
+        "silu": lambda v: v * v.sigmoid(),
+    }[name]
+
+
+def torch_fcm(entry: dict, tensors: list, dtype):
+    """The chain with torch ops in ``dtype`` (float64: the reference; the model dtype: cuDNN)."""
+    import torch.nn.functional as F
+
+    current = tensors[0].to(dtype)
+    for index, stage in enumerate(entry["stages"]):
+        weight, bias = tensors[1 + 2 * index].to(dtype), tensors[2 + 2 * index].to(dtype)
+        if stage["type"] == "dw":
+            top, left, bottom, right = stage["pads"]
+            padded = F.pad(current, (left, right, top, bottom))
+            current = F.conv2d(padded, weight, bias, stride=stage["stride"], groups=current.shape[1])
+        else:
+            current = F.conv2d(current, weight, bias)
+        current = torch_activation(stage["activation"])(current)
+    if entry["residual"]:
+        current = current + tensors[-1].to(dtype)
+    return current
+
+
+def random_inputs(entry: dict, generator) -> list:
+    import torch
+
+    dtype = getattr(torch, entry["dtype"])
+    shapes = entry["param_shapes"]
+    arrays = []
+    for index, shape in enumerate(shapes):
+        is_weight = 0 < index < 1 + 2 * len(entry["stages"]) and index % 2 == 1
+        is_bias = 0 < index < 1 + 2 * len(entry["stages"]) and index % 2 == 0
+        scale = (shape[1] * shape[2] * shape[3]) ** -0.5 if is_weight else 0.2 if is_bias else 1.0
+        values = torch.randn(shape, generator=generator, dtype=torch.float64, device="cuda") * scale
+        arrays.append(values.to(dtype))
+    return arrays
+
+
+def check(entry: dict, folder: Path, generator, repeat: int) -> dict:
+    import numpy as np
+    import torch
+    import tvm
+
+    dev = tvm.cuda(0)
+    module = tvm.runtime.load_module(str(folder / entry["file"]))
+    kernel = module[entry["symbol"]]
+    inputs = random_inputs(entry, generator)
+    args = [tvm.runtime.tensor(t.cpu().numpy(), dev) for t in inputs]
+    out = tvm.runtime.tensor(np.full(entry["output"], np.nan, dtype=entry["dtype"]), dev)
+    kernel(*args, out)
+    dev.sync()
+    actual = torch.from_numpy(out.numpy().astype(np.float64))
+    expected = torch_fcm(entry, inputs, torch.float64).cpu()
+    finite = bool(torch.isfinite(actual).all())
+    rel = float((actual - expected).norm() / expected.norm().clamp_min(1e-30)) if finite else float("inf")
+    worst = (
+        float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
+        if finite
+        else float("inf")
+    )
+    tolerance = TOLERANCE[entry["dtype"]]
+    ok = finite and rel < tolerance and worst < 10 * tolerance
+
+    timer = module.time_evaluator(entry["symbol"], dev, number=10, repeat=repeat)
+    fcm_us = float(np.median(timer(*args, out).results)) * 1e6
+    cudnn_us = time_torch(lambda: torch_fcm(entry, inputs, inputs[0].dtype), repeat)
+    return {
+        "name": entry["name"],
+        "ok": ok,
+        "rel": rel,
+        "worst": worst,
+        "fcm_us": fcm_us,
+        "cudnn_us": cudnn_us,
+    }
+
+
+def time_torch(fn, repeat: int) -> float:
+    """Median microseconds of ``fn`` (10 calls per sample) with CUDA events, after warm-up."""
+    import statistics
+
+    import torch
+
+    for _ in range(5):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(10):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        samples.append(start.elapsed_time(end) * 1e3 / 10)
+    return statistics.median(samples)
+
+
+def run(folder: Path, repeat: int, only: str | None) -> int:
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    _register_cuda_compiler()
+    generator = torch.Generator(device="cuda")
+    generator.seed()  # fresh inputs every run
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rows = []
+    for entry in manifest:
+        if only and only not in entry["name"]:
+            continue
+        try:
+            rows.append(check(entry, folder, generator, repeat))
+        except Exception as error:  # report and carry on: one broken kernel must not hide the rest
+            message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            rows.append({"name": entry["name"], "ok": False, "error": message[:120]})
+        print(json.dumps(rows[-1]), flush=True)
+    print_table(rows)
+    return 0 if rows and all(r["ok"] for r in rows) else 1
+
+
+def _register_cuda_compiler() -> None:
+    """Load the CUDA runtime and compile callback with fcm_tvm's helpers when they are importable.
+
+    A runtime-only TVM needs both to load CUDA source libraries; a full TVM has them already.
+    """
+    try:
+        import tvm
+
+        from fcm_tvm.runtime import load_cuda_runtime, register_cuda_compiler
+    except ImportError:
+        return
+    load_cuda_runtime()
+    major, minor = tvm.cuda(0).compute_version.split(".")
+    register_cuda_compiler(f"sm_{major}{minor}")
+
+
+def print_table(rows: list[dict]) -> None:
+    print()
+    print(f"{'kernel':40} {'ok':>4} {'rel err':>9} {'worst':>9} {'FCM us':>9} {'cuDNN us':>9} {'speedup':>8}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:40} {'FAIL':>4} {r['error']}")
+            continue
+        speedup = r["cudnn_us"] / r["fcm_us"] if r["fcm_us"] > 0 else float("nan")
+        print(
+            f"{r['name']:40} {'ok' if r['ok'] else 'FAIL':>4} {r['rel']:9.1e} {r['worst']:9.1e} "
+            f"{r['fcm_us']:9.1f} {r['cudnn_us']:9.1f} {speedup:7.2f}x"
+        )
+    bad = [r["name"] for r in rows if not r["ok"]]
+    print(f"\n{len(rows) - len(bad)} passed, {len(bad)} failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("export", help="compile and export every variant (no GPU needed)").add_argument(
+        "folder", type=Path
+    )
+    runner = sub.add_parser("run", help="check and time the exported kernels on the GPU")
+    runner.add_argument("folder", type=Path)
+    runner.add_argument("--repeat", type=int, default=30)
+    runner.add_argument("--only", help="run only kernels whose name contains this")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        export(args.folder)
+        return 0
+    return run(args.folder, args.repeat, args.only)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""FusePlanner's decisions, its GPU selection and its report, on MobileNetV2 and EfficientNet-B0 layers."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields, replace
+from types import SimpleNamespace
+
+import pytest
+
+import fcm_tvm.gpus as gpus
+from fcm_tvm.errors import FcmError, TargetError
+from fcm_tvm.gpus import GpuSpec, all_gpus, arch_defaults, detect_gpu, find_gpu, get_gpu, gpu_for_target
+from fcm_tvm.planner import candidate_tiles, estimate_fused, format_plan, plan_chain, plan_chains, to_json
+from fcm_tvm.planner.layers import EFFICIENTNET_B0, MOBILENET_V2, model_chains
+from fcm_tvm.planner.tiles import shared_bytes, tile_grid
+from fcm_tvm.schedules.spec import Depthwise, Pointwise
+from fcm_tvm.schedules.tiles import tile_problems
+
+H100 = get_gpu("h100")
+ORIN = get_gpu("orin")
+
+
+def chain(model: str, block: str, batch: int = 1):
+    return dict(model_chains(model, batch))[block]
+
+
+# -- what the planner decides ------------------------------------------------------------------
+
+
+def test_fusing_the_112x112x96_mobilenet_v2_block_saves_most_of_its_dram_traffic_on_an_h100():
+    spec = chain("mobilenet_v2", "b2")  # 16x112x112 -> 96x112x112 -> 96x56x56 -> 24x56x56
+    assert spec.intermediates[0].as_tuple() == (1, 96, 112, 112)
+    decision = plan_chain(spec, H100)
+    assert decision.fuse
+    assert decision.dram_saving >= 0.75
+    assert decision.fused.time_s < decision.unfused.time_s
+
+
+def test_the_planner_declines_when_the_intermediate_fits_in_l2_and_a_small_channel_tiles_reads_outweigh_it():
+    spec = chain("efficientnet_b0", "b10")  # 112x14x14 -> 672x14x14 -> 5x5 depthwise
+    eight_channels = [tiles for tiles in tile_grid(spec, H100) if tiles.channel_tile == 8]
+    decision = plan_chain(spec, H100, candidates=eight_channels)
+    assert not decision.fuse and decision.tiles is None
+    assert decision.unfused.kernels[1].reread_l2_hit == 1.0  # the stock kernels meet in L2
+    assert "stays in L2" in decision.reason and "redundant reads" in decision.reason
+    assert decision.fused.requested.input > 100 * decision.unfused.dram.input  # 84 channel blocks
+    assert plan_chain(spec, H100).fuse  # with wider channel tiles fusing pays
+
+
+def test_the_planner_keeps_deep_layers_whose_tiny_intermediate_stays_in_l2_anyway():
+    spec = chain("mobilenet_v2", "b15")  # 160x7x7 -> 960x7x7 -> 160x7x7
+    decision = plan_chain(spec, H100)
+    assert not decision.fuse
+    assert decision.unfused.dram.intermediate_read == 0
+    assert "stays in L2" in decision.reason
+    assert decision.fused.kernels[0].efficiency < 0.5  # a few dozen blocks on 132 SMs
+
+
+def test_the_planner_declines_when_no_tile_fits_in_shared_memory():
+    tiny = replace(H100, key="tiny", smem_per_block=64, smem_per_sm=2048)
+    decision = plan_chain(chain("mobilenet_v2", "b3"), tiny)
+    assert not decision.fuse and decision.fused is None
+    assert decision.reason.startswith("no tile fits tiny") and "shared memory" in decision.reason
+
+
+def test_tiles_that_overflow_shared_memory_are_never_chosen():
+    small = replace(H100, key="small", smem_per_block=6 * 1024)
+    for name in ("b2", "b8"):
+        spec = chain("mobilenet_v2", name)
+        decision = plan_chain(spec, small)
+        roomy = plan_chain(spec, H100)
+        assert decision.fused is not None
+        assert shared_bytes(spec, decision.fused.tiles, small) <= small.smem_per_block
+        assert shared_bytes(spec, roomy.fused.tiles, H100) > small.smem_per_block  # the limit did bind
+
+
+def test_a_bigger_l2_makes_the_planner_fuse_less():
+    big_l2 = replace(ORIN, l2_bytes=H100.l2_bytes)  # an Orin with an H100's L2, nothing else changed
+    newly_kept = []
+    for model in ("mobilenet_v2", "efficientnet_b0"):
+        for name, spec in model_chains(model, batch=16):
+            small, big = plan_chain(spec, ORIN), plan_chain(spec, big_l2)
+            assert small.fuse or not big.fuse, f"{model} {name}: a bigger L2 made fusing pay"
+            if small.fuse and not big.fuse:
+                newly_kept.append(big)
+    assert newly_kept
+    assert all("stays in L2" in d.reason for d in newly_kept)
+
+
+def test_chosen_tiles_are_accepted_by_the_kernel_builder():
+    plan = plan_chains([spec for _, spec in model_chains("mobilenet_v2")], H100)
+    assert plan.fused_count > 0
+    for decision in plan.decisions:
+        if decision.fuse:
+            assert decision.tiles == decision.fused.tiles
+            assert tile_problems(decision.spec, decision.tiles, H100.smem_per_block) == []
+        else:
+            assert decision.tiles is None
+
+
+def test_the_best_first_search_finds_the_same_tiles_as_pricing_every_candidate():
+    for spec in (chain("mobilenet_v2", "b1"), chain("efficientnet_b0", "b13")):
+        everything = [estimate_fused(spec, tiles, H100) for tiles in candidate_tiles(spec, H100)]
+        best = min(everything, key=lambda e: (e.time_s, e.dram.total))
+        assert plan_chain(spec, H100).fused.tiles == best.tiles
+
+
+def test_a_plan_never_moves_more_dram_data_than_running_unfused():
+    for gpu in (H100, ORIN):
+        for model in ("mobilenet_v2", "efficientnet_b0"):
+            plan = plan_chains([spec for _, spec in model_chains(model)], gpu)
+            assert plan.planned_dram <= plan.unfused_dram
+            assert plan.planned_time_s <= plan.unfused_time_s
+            assert plan.planned_dram == sum(d.planned.dram.total for d in plan.decisions)
+
+
+def test_a_gpu_can_be_named():
+    assert plan_chain(chain("mobilenet_v2", "b1"), "h100").gpu == H100
+    with pytest.raises(FcmError, match="unknown GPU"):
+        plan_chain(chain("mobilenet_v2", "b1"), "voodoo")
+
+
+# -- the layer tables --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [MOBILENET_V2, EFFICIENTNET_B0])
+def test_each_block_of_a_layer_table_feeds_the_next(model):
+    for before, after in zip(model.blocks, model.blocks[1:]):
+        assert after.in_channels == before.out_channels
+        assert after.size == before.size // before.stride
+
+
+def test_the_layer_tables_give_the_chains_the_relax_pass_finds():
+    mobilenet = model_chains("mobilenet_v2")
+    assert [spec.kind for _, spec in mobilenet] == ["dw_pw"] + ["pw_dw_pw"] * 16
+    assert sum(spec.residual for _, spec in mobilenet) == 10
+    efficientnet = model_chains("efficientnet_b0")
+    assert len(efficientnet) == 15 and {spec.kind for _, spec in efficientnet} == {"pw_dw"}
+    assert {spec.stages[0].activation for _, spec in efficientnet} == {"silu"}
+    with pytest.raises(FcmError, match="no layer table"):
+        model_chains("resnet50")
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def test_the_table_has_a_row_per_chain_and_a_total():
+    named = model_chains("efficientnet_b0")
+    plan = plan_chains([spec for _, spec in named], H100, [name for name, _ in named])
+    text = format_plan(plan)
+    rows = [line for line in text.splitlines() if re.match(r"b\d+ ", line)]
+    assert len(rows) == len(named)
+    decision = plan.decisions[0]
+    assert rows[0].split()[:4] == ["b2", "pw_dw", "1x16x112x112", "->"]
+    assert f"{decision.unfused.dram.total / 1e6:.2f}" in rows[0]
+    assert ("fuse" if decision.fuse else "keep") in rows[0].split()
+    total = next(line for line in text.splitlines() if line.startswith("total"))
+    assert f"{plan.unfused_dram / 1e6:.2f}" in total and f"{plan.planned_dram / 1e6:.2f}" in total
+    assert f"{plan.fused_count} of {len(named)} fused" in total
+    assert all(d.reason in text for d in plan.decisions)
+
+
+def test_the_json_has_every_decision_with_both_estimates():
+    plan = plan_chains([chain("mobilenet_v2", "b1"), chain("mobilenet_v2", "b15")], H100, ["b1", "b15"])
+    data = json.loads(to_json(plan))
+    assert data["gpu"] == "h100" and data["totals"]["fused"] == plan.fused_count
+    first, second = data["chains"]
+    assert first["fuse"] and first["tiles"]["channel_tile"] == plan.decisions[0].tiles.channel_tile
+    assert first["unfused"]["dram_bytes"]["total"] == plan.decisions[0].unfused.dram.total
+    assert len(first["unfused"]["kernels"]) == 2 and len(first["fused"]["kernels"]) == 1
+    assert not second["fuse"] and second["tiles"] is None and second["fused"] is not None
+
+
+# -- GPU selection -----------------------------------------------------------------------------
+
+
+def test_every_gpu_in_the_table_is_complete():
+    numbers = [f.name for f in fields(GpuSpec) if f.name not in ("key", "names", "arch")]
+    for key, gpu in all_gpus().items():
+        assert gpu.names and re.fullmatch(r"sm_\d+", gpu.arch), key
+        assert all(getattr(gpu, name) > 0 for name in numbers), key
+        assert gpu.smem_per_block + gpu.reserved_smem_per_block <= gpu.smem_per_sm, key
+        assert gpu.max_threads_per_block <= gpu.max_threads_per_sm, key
+        assert gpu.cache_line_bytes % gpu.sector_bytes == 0, key
+        assert all(find_gpu(name) == gpu for name in gpu.names), key
+    assert {gpu.arch for gpu in all_gpus().values()} == set(arch_defaults())
+    assert all(all_gpus()[key].arch == arch for arch, key in arch_defaults().items())
+
+
+@pytest.mark.parametrize(
+    ("target", "key"),
+    [
+        ({"kind": "cuda", "arch": "sm_90"}, "h100"),
+        ({"kind": "cuda", "arch": "sm_87"}, "orin"),
+        ({"kind": "cuda", "arch": "sm_90", "gpu": "h200"}, "h200"),
+        ('{"kind": "cuda", "arch": "sm_80"}', "a100"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        ("l4", "l4"),
+    ],
+)
+def test_the_gpu_of_a_target(target, key):
+    assert gpu_for_target(target).key == key
+
+
+def test_the_gpu_of_a_tvm_target():
+    import tvm
+
+    assert gpu_for_target(tvm.target.Target({"kind": "cuda", "arch": "sm_80"})).key == "a100"
+    with pytest.raises(TargetError, match="no GPU to plan for"):
+        gpu_for_target(tvm.target.Target("llvm"))
+
+
+@pytest.mark.parametrize(
+    "bad", ["llvm", {"kind": "cuda", "arch": "sm_52"}, {"kind": "cuda", "gpu": "voodoo"}, 42]
+)
+def test_a_target_without_a_known_gpu_is_one_clear_error(bad):
+    with pytest.raises(TargetError) as error:
+        gpu_for_target(bad)
+    assert "\n" not in str(error.value)
+
+
+def fake_cuda(monkeypatch, device):
+    import tvm
+
+    monkeypatch.setattr(tvm, "cuda", lambda index=0: device)
+
+
+def test_detect_gpu_reads_the_device_name(monkeypatch):
+    fake_cuda(monkeypatch, SimpleNamespace(exist=True, device_name="NVIDIA H100 80GB HBM3"))
+    assert detect_gpu() == H100
+    assert gpu_for_target("cuda") == H100
+
+
+def test_detect_gpu_is_none_without_a_device_or_for_an_unknown_one(monkeypatch):
+    fake_cuda(monkeypatch, SimpleNamespace(exist=False, device_name=""))
+    assert detect_gpu() is None
+    assert gpu_for_target({"kind": "cuda"}).key == gpus.DEFAULT_GPU
+    fake_cuda(monkeypatch, SimpleNamespace(exist=True, device_name="NVIDIA Voodoo 5"))
+    assert detect_gpu() is None
+
+
+def test_detect_gpu_is_none_when_the_cuda_runtime_is_missing(monkeypatch):
+    def no_runtime(index=0):
+        raise RuntimeError("Device API cuda is not enabled")
+
+    import tvm
+
+    monkeypatch.setattr(tvm, "cuda", no_runtime)
+    assert detect_gpu() is None
+
+
+def test_stage_helpers_describe_the_chain():
+    spec = chain("mobilenet_v2", "b2")
+    assert isinstance(spec.stages[0], Pointwise) and isinstance(spec.stages[1], Depthwise)
+    names = [k.name for k in plan_chain(spec, H100).unfused.kernels]
+    assert names == ["pw 16->96", "dw3x3/2 96", "pw 96->24"]

@@ -1,0 +1,201 @@
+"""The hand-written CUDA schedules, checked without a GPU.
+
+* CUDA code generation for sm_90 for every supported variant and several tile choices: one
+  kernel, its intermediates in ``__shared__`` memory and never in global memory, and the code
+  compiles with ``nvcc -arch=sm_90 -cubin`` using no more shared memory than ``tile_problems``
+  budgets for it.
+* The numbers of the *scheduled* PrimFunc, run on the CPU: every thread loop made serial (the
+  schedule's regions, predicates, tails and epilogue placement stay exactly as scheduled), then
+  compared with the float64 reference. The GPU run itself is ``tests/gpu/check_fcm_kernels.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+from tvm.script import from_source
+
+from fcm_tvm.schedules import (
+    Depthwise,
+    FcmSpec,
+    FcmTiles,
+    Pointwise,
+    default_tiles,
+    fcm_primfunc,
+    tile_problems,
+)
+from fcm_tvm.schedules.cuda import max_shared_memory
+from fcm_tvm.schedules.tiles import plan_kernel
+
+from .test_schedules import (
+    ALL_VARIANTS,
+    MOBILENET_V2_LIKE,
+    assert_matches_reference,
+    kernel_variants,
+    random_inputs,
+    spec_id,
+)
+
+CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+MAX_SMEM = max_shared_memory(CUDA)
+TILE_CHOICES = (
+    FcmTiles(8, 4, 8, 64),
+    FcmTiles(16, 8, 4, 128),
+    FcmTiles(4, 3, 5, 60),
+    FcmTiles(32, 8, 8, 256),
+    FcmTiles(6, 7, 7, 98),
+)
+
+
+def other_tiles(spec: FcmSpec, count: int = 2) -> list[FcmTiles]:
+    """The first ``count`` of TILE_CHOICES that fit ``spec`` (other than its default)."""
+    default = default_tiles(spec, MAX_SMEM)
+    fitting = [t for t in TILE_CHOICES if t != default and not tile_problems(spec, t, MAX_SMEM)]
+    return fitting[:count]
+
+
+def cases() -> list[tuple[FcmSpec, FcmTiles | None]]:
+    result: list[tuple[FcmSpec, FcmTiles | None]] = [
+        (spec, None) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE
+    ]
+    result += [(spec, tiles) for spec in kernel_variants() for tiles in other_tiles(spec)]
+    return result
+
+
+def case_id(case: tuple[FcmSpec, FcmTiles | None]) -> str:
+    spec, tiles = case
+    tag = (
+        "default" if tiles is None else f"t{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w}@{tiles.threads}"
+    )
+    return f"{spec_id(spec)}-{tag}"
+
+
+CASES = cases()
+
+
+def cuda_source(spec: FcmSpec, tiles: FcmTiles | None) -> str:
+    func = fcm_primfunc(spec, tiles, CUDA)
+    lib = tvm.compile(tvm.IRModule({func.attrs["global_symbol"]: func}), target=CUDA)
+    (device_module,) = lib.mod.imports
+    return device_module.inspect_source()
+
+
+def emulate_on_cpu(func: tvm.tirx.PrimFunc) -> tvm.runtime.Module:
+    """Build a CUDA-scheduled PrimFunc for the CPU with its thread loops serial.
+
+    Serial thread loops keep the schedule's semantics: each "thread" computes the shared tiles
+    of the whole block before reading its part of them, which is what the barriers guarantee on
+    the GPU. Shared buffers become ordinary buffers; registers stay per-iteration locals.
+    """
+    source = tvm.IRModule({"main": func}).script()
+    source = re.sub(
+        r'T\.thread_binding\((\d+), thread="[^"]+"(?:, annotations=\{[^}]*\})?\)', r"T.serial(\1)", source
+    )
+    source = re.sub(r', scope="shared(?:\.dyn)?"', "", source)
+    source = source.replace('"tirx.is_scheduled": True, ', "")
+    assert "thread_binding" not in source and 'scope="shared' not in source
+    return tvm.compile(from_source(source), target="llvm")
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_scheduled_kernel_matches_float64_reference_on_cpu(case, rng: np.random.Generator) -> None:
+    spec, tiles = case
+    lib = emulate_on_cpu(fcm_primfunc(spec, tiles, CUDA))
+    inputs = random_inputs(spec, rng)
+    device = tvm.cpu()
+    out = tvm.runtime.tensor(np.full(spec.output.as_tuple(), np.nan, spec.dtype), device)
+    lib["main"](*[tvm.runtime.tensor(a, device) for a in inputs], out)
+    assert_matches_reference(spec, out.numpy(), inputs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_cuda_kernel_keeps_intermediates_on_chip_and_compiles(case, nvcc: str, tmp_path: Path) -> None:
+    spec, tiles = case
+    source = cuda_source(spec, tiles)
+    kernels = re.findall(
+        r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)\s*\{', source
+    )
+    assert [name for name, _ in kernels] == [f"fcm_{spec.kind}_kernel"], "exactly one kernel"
+    pointers = [p for p in kernels[0][1].split(",") if "*" in p]
+    assert len(pointers) == len(spec.param_shapes()) + 1, "no global buffer beyond the parameters"
+    assert "__shared__" in source
+    plan = plan_kernel(spec, tiles or default_tiles(spec, MAX_SMEM), MAX_SMEM)
+    cubin_smem = compile_cubin(nvcc, source, tmp_path)
+    if plan.scope == "shared":
+        assert 0 < cubin_smem <= plan.shared_bytes, (
+            f"{cubin_smem} bytes of shared memory, {plan.shared_bytes} budgeted"
+        )
+
+
+def compile_cubin(nvcc: str, source: str, folder: Path) -> int:
+    """Compile with nvcc for sm_90; the static shared memory ptxas reports."""
+    path = folder / "kernel.cu"
+    path.write_text(source)
+    result = subprocess.run(
+        [nvcc, "-arch=sm_90", "-cubin", "-Xptxas", "-v", "-w", "-o", str(folder / "kernel.cubin"), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (folder / "kernel.cubin").stat().st_size > 0
+    found = re.search(r"(\d+) bytes smem", result.stderr)
+    return int(found.group(1)) if found else 0
+
+
+def test_large_tiles_use_dynamic_shared_memory(nvcc: str, tmp_path: Path) -> None:
+    spec = FcmSpec(1, 96, 28, 28, (Pointwise(576, "relu6"), Depthwise(3, 1, None, "relu6")))
+    tiles = FcmTiles(64, 8, 8, 256)
+    assert plan_kernel(spec, tiles, MAX_SMEM).scope == "shared.dyn"
+    source = cuda_source(spec, tiles)
+    assert "extern __shared__" in source
+    compile_cubin(nvcc, source, tmp_path)
+
+
+def test_fp16_kernel_stores_half_and_accumulates_in_float() -> None:
+    spec = FcmSpec(1, 16, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32, "none")), dtype="float16")
+    source = cuda_source(spec, None)
+    assert re.search(r"__shared__ alignas\(\d+\) half ", source), "fp16 intermediates in shared memory"
+    assert re.search(r"\bfloat s1_acc_local\w*\[", source), "fp32 accumulators"
+
+
+def test_every_depthwise_variant_of_a_kind_gets_the_same_rule() -> None:
+    """The rule is picked by kind alone: stride, kernel and padding change only the tile geometry."""
+    for kernel, stride in ((3, 1), (7, 2)):
+        spec = FcmSpec(1, 8, 16, 16, (Depthwise(kernel, stride, None, "relu"), Pointwise(16)))
+        assert "s0_pad_shared" in cuda_source(spec, None)
+
+
+def test_stock_relax_cuda_pipeline_keeps_the_kernel_whole() -> None:
+    """FuseOps must not fuse the scheduled kernel with a neighbour, nor dlight reschedule it."""
+    from tvm import relax
+
+    spec = FcmSpec(1, 16, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32)))
+    builder = relax.BlockBuilder()
+    params = [
+        relax.Var(f"p{i}", relax.TensorType(shape, spec.dtype)) for i, shape in enumerate(spec.param_shapes())
+    ]
+    with builder.function("main", params):
+        with builder.dataflow():
+            kernel = builder.add_func(fcm_primfunc(spec, None, CUDA), "fcm_dw_pw")
+            out_type = relax.TensorType(spec.output.as_tuple(), spec.dtype)
+            fused = builder.emit(relax.call_tir(kernel, params, out_type))
+            doubled = builder.emit_output(relax.op.add(fused, fused))
+        builder.emit_func_output(doubled)
+    executable = tvm.compile(builder.get(), target=CUDA)
+    (source,) = [m.inspect_source() for m in walk_modules(executable.mod) if m.kind == "cuda"]
+    assert "fcm_dw_pw_kernel(" in source and "__shared__" in source
+    body = re.search(r"fcm_dw_pw_kernel\([^)]*\)\s*\{", source).end()
+    fcm_kernel = source[body:].split('extern "C"', 1)[0]
+    assert "s0_out_shared" in fcm_kernel, "the kernel body is the hand schedule, not a fused rewrite"
+
+
+def walk_modules(module):
+    yield module
+    for imported in module.imports:
+        yield from walk_modules(imported)
