@@ -224,7 +224,8 @@ def test_kernel_time_is_the_binding_resource_over_efficiency_plus_a_launch():
     kernel = estimate_fused(dw_pw(32, 112, 16), FcmTiles(16, 8, 8, 256), H100).kernels[0]
     assert kernel.dram_s == pytest.approx(kernel.dram.total / 3350e9)
     assert kernel.time_s == pytest.approx(
-        max(kernel.dram_s, kernel.l2_s, kernel.compute_s) / kernel.efficiency + LAUNCH_OVERHEAD_S
+        max(kernel.dram_s, kernel.l2_s, kernel.compute_s) / kernel.efficiency * kernel.slowdown
+        + LAUNCH_OVERHEAD_S
     )
     unfused = estimate_unfused(dw_pw(32, 112, 16), H100)
     assert len(unfused.kernels) == 2

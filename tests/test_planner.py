@@ -33,11 +33,29 @@ def test_fusing_the_112x112x96_mobilenet_v2_block_saves_most_of_its_dram_traffic
     spec = chain("mobilenet_v2", "b2")  # 16x112x112 -> 96x112x112 -> 96x56x56 -> 24x56x56
     assert spec.intermediates[0].as_tuple() == (1, 96, 112, 112)
     decision = plan_chain(spec, H100)
-    assert decision.fuse
     assert decision.dram_saving >= 0.75
-    assert decision.fused.time_s < decision.unfused.time_s
 
 
+def test_a_fused_kernel_slower_than_the_stock_kernels_is_declined_despite_saving_traffic():
+    """The measured slowdown of today's PW->DW->PW kernels (data/calibration.json) outweighs
+    the DRAM they save on the 112x112x96 block: the planner keeps the stock kernels."""
+    decision = plan_chain(chain("mobilenet_v2", "b2"), H100)
+    assert decision.dram_saving > 0 and decision.fused.time_s > decision.unfused.time_s
+    assert not decision.fuse and "slower" in decision.reason
+
+
+def test_the_first_mobilenet_v2_dw_pw_pair_is_fused_on_an_h100():
+    decision = plan_chain(chain("mobilenet_v2", "b1"), H100)
+    assert decision.fuse and decision.fused.time_s < decision.unfused.time_s
+
+
+@pytest.fixture
+def roofline_only(monkeypatch):
+    """The cost model without the measured slowdown of today's kernels: its own reasoning."""
+    monkeypatch.setattr("fcm_tvm.planner.cost_model.fcm_time_factor", lambda kind: 1.0)
+
+
+@pytest.mark.usefixtures("roofline_only")
 def test_the_planner_declines_when_the_intermediate_fits_in_l2_and_a_small_channel_tiles_reads_outweigh_it():
     spec = chain("efficientnet_b0", "b10")  # 112x14x14 -> 672x14x14 -> 5x5 depthwise
     eight_channels = [tiles for tiles in tile_grid(spec, H100) if tiles.channel_tile == 8]
@@ -76,6 +94,7 @@ def test_tiles_that_overflow_shared_memory_are_never_chosen():
         assert shared_bytes(spec, roomy.fused.tiles, H100) > small.smem_per_block  # the limit did bind
 
 
+@pytest.mark.usefixtures("roofline_only")
 def test_a_bigger_l2_makes_the_planner_fuse_less():
     big_l2 = replace(ORIN, l2_bytes=H100.l2_bytes)  # an Orin with an H100's L2, nothing else changed
     newly_kept = []

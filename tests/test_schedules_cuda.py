@@ -103,6 +103,18 @@ def emulate_on_cpu(func: tvm.tirx.PrimFunc) -> tvm.runtime.Module:
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_every_thread_loop_spans_the_kernels_thread_count(case) -> None:
+    """A loop bound to fewer lanes than the kernel launches is not guarded by TVM: the surplus
+    threads would run it with out-of-range indices (the serial CPU emulation cannot see this)."""
+    spec, tiles = case
+    script = fcm_primfunc(spec, tiles, CUDA).script()
+    extents = {int(n) for n in re.findall(r'T\.thread_binding\((\d+), thread="threadIdx\.x"', script)}
+    launched = re.search(r"__launch_bounds__\((\d+)\)", cuda_source(spec, tiles))
+    assert len(extents) == 1, f"threadIdx.x loops of different extents: {sorted(extents)}"
+    assert launched is None or int(launched.group(1)) == extents.pop()
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_scheduled_kernel_matches_float64_reference_on_cpu(case, rng: np.random.Generator) -> None:
     spec, tiles = case
     lib = emulate_on_cpu(fcm_primfunc(spec, tiles, CUDA))

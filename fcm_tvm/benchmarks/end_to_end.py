@@ -31,6 +31,7 @@ VARIANTS = {
     "fcm-tuned": ("auto", True),
 }
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
+DATABASE = "database_tuning_record.json"
 COLUMNS = [
     "model",
     "batch",
@@ -53,7 +54,14 @@ class BenchCase:
     precision: str
 
     def tuning_dir(self, root: Path, fuse: str) -> Path:
-        return root / f"{self.model}_b{self.batch}_{self.precision}_{'fcm' if fuse != 'none' else 'stock'}"
+        """The database for ``fuse``: the fused graph's if tuned, else the stock graph's.
+
+        The stock graph's records serve the fused graph too: the operators around the FCMs are
+        the same workloads, and the FCMs themselves are never tuned by MetaSchedule.
+        """
+        stem = f"{self.model}_b{self.batch}_{self.precision}"
+        own = root / f"{stem}_{'fcm' if fuse != 'none' else 'stock'}"
+        return own if (own / DATABASE).is_file() else root / f"{stem}_stock"
 
 
 def progress(done: int, total: int, label: str) -> None:
@@ -84,7 +92,7 @@ def bench_case(
         fuse, tuned = VARIANTS[variant]
         row = {"model": case.model, "batch": case.batch, "precision": case.precision, "variant": variant}
         records = case.tuning_dir(tuning_root, fuse) if tuned and tuning_root else None
-        if tuned and (records is None or not (records / "database_tuning_record.json").is_file()):
+        if tuned and (records is None or not (records / DATABASE).is_file()):
             rows.append({**row, "status": f"no tuning records ({records})"})
             continue
         try:

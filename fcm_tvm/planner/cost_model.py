@@ -20,7 +20,10 @@ The formulas are listed in docs/planner.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import json
+from dataclasses import dataclass, fields, replace
+from functools import cache
+from importlib import resources
 from math import prod
 
 from ..gpus import GpuSpec
@@ -99,11 +102,12 @@ class KernelEstimate:
     dram_s: float
     l2_s: float
     compute_s: float
+    slowdown: float = 1.0  # measured over modelled time of this kind of kernel (data/calibration.json)
 
     @property
     def busy_s(self) -> float:
         """Time the GPU works on the kernel: the binding resource over the parallel efficiency."""
-        return max(self.dram_s, self.l2_s, self.compute_s) / self.efficiency
+        return max(self.dram_s, self.l2_s, self.compute_s) / self.efficiency * self.slowdown
 
     @property
     def time_s(self) -> float:
@@ -467,7 +471,17 @@ def estimate_fused(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> ChainEstimat
     kernel = kernel_estimate(
         fcm_name(spec, tiles), requested, dram, fcm_flops(spec, tiles), grid, input_hit, gpu
     )
-    return ChainEstimate((kernel,), tiles)
+    return ChainEstimate((replace(kernel, slowdown=fcm_time_factor(spec.kind)),), tiles)
+
+
+@cache
+def _calibration() -> dict:
+    return json.loads(resources.files("fcm_tvm").joinpath("data/calibration.json").read_text())
+
+
+def fcm_time_factor(kind: str) -> float:
+    """How much slower the FCM kernels of ``kind`` measured than the roofline model predicts."""
+    return float(_calibration()["fcm_time_factor"].get(kind, 1.0))
 
 
 def fused_time_bound(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> float:

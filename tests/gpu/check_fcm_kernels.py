@@ -128,6 +128,50 @@ def export(folder: Path) -> None:
     print(f"{len(manifest)} kernels in {folder}")
 
 
+def sweep_export(folder: Path, per_layer: int = 12) -> None:
+    """Export tile choices of the MobileNet-like layers, one library per layer, for timing them.
+
+    Half the choices are FusePlanner's best predicted, half spread over the rest of its ranking,
+    so the measurements show both whether the best tiles win and how far the prediction is off.
+    """
+    import tvm
+
+    from fcm_tvm.gpus import get_gpu
+    from fcm_tvm.planner import estimate_fused
+    from fcm_tvm.planner.tiles import candidate_tiles
+    from fcm_tvm.schedules import default_tiles, fcm_primfunc
+
+    target, gpu = tvm.target.Target(TARGET), get_gpu("h100")
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = []
+    layers = [(n, s) for n, s, tiles in variants() if tiles is None and n.startswith("mb") and "_n1_" in n]
+    for name, spec in layers:
+        ranked = sorted(candidate_tiles(spec, gpu), key=lambda t: estimate_fused(spec, t, gpu).time_s)
+        best, rest = ranked[: per_layer // 2], ranked[per_layer // 2 :]
+        step = max(1, len(rest) // (per_layer - len(best)))
+        spread = rest[::step][: per_layer - len(best)]
+        chosen = list(dict.fromkeys([*best, *spread, default_tiles(spec, gpu.smem_per_block)]))
+        functions = {}
+        for index, tiles in enumerate(chosen):
+            symbol = f"fcm_{spec.kind}_t{index}"
+            functions[symbol] = fcm_primfunc(spec, tiles, target).with_attr("global_symbol", symbol)
+            manifest.append(
+                {
+                    "name": f"{name}@{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w}t{tiles.threads}",
+                    "layer": name,
+                    "file": f"{name}.so",
+                    "symbol": symbol,
+                    "tiles": asdict(tiles),
+                    "predicted_us": estimate_fused(spec, tiles, gpu).time_s * 1e6,
+                    "sweep": True,
+                    **spec_to_dict(spec),
+                }
+            )
+        tvm.compile(tvm.IRModule(functions), target=target).export_library(str(folder / f"{name}.so"))
+        print(f"exported {len(chosen)} tile choices of {name}", flush=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
 # -- step 2: run (needs the TVM runtime with CUDA, and torch) ---------------------------------
 
 
@@ -205,9 +249,14 @@ def check(entry: dict, folder: Path, generator, repeat: int) -> dict:
 
     timer = module.time_evaluator(entry["symbol"], dev, number=10, repeat=repeat)
     fcm_us = float(np.median(timer(*args, out).results)) * 1e6
-    cudnn_us = time_torch(lambda: torch_fcm(entry, inputs, inputs[0].dtype), repeat)
+    cudnn_us = float("nan")
+    if not entry.get("sweep"):  # a sweep times many tiles of one layer: cuDNN once is enough
+        cudnn_us = time_torch(lambda: torch_fcm(entry, inputs, inputs[0].dtype), repeat)
     return {
         "name": entry["name"],
+        "layer": entry.get("layer", entry["name"]),
+        "tiles": entry["tiles"],
+        "predicted_us": entry.get("predicted_us"),
         "ok": ok,
         "rel": rel,
         "worst": worst,
@@ -236,7 +285,7 @@ def time_torch(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def run(folder: Path, repeat: int, only: str | None) -> int:
+def run(folder: Path, repeat: int, only: str | None, json_path: Path | None = None) -> int:
     import torch
 
     torch.backends.cudnn.benchmark = True
@@ -255,6 +304,8 @@ def run(folder: Path, repeat: int, only: str | None) -> int:
             rows.append({"name": entry["name"], "ok": False, "error": message[:120]})
         print(json.dumps(rows[-1]), flush=True)
     print_table(rows)
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=1))
     return 0 if rows and all(r["ok"] for r in rows) else 1
 
 
@@ -296,15 +347,22 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("export", help="compile and export every variant (no GPU needed)").add_argument(
         "folder", type=Path
     )
+    sub.add_parser("sweep", help="export tile choices of the MobileNet-like layers").add_argument(
+        "folder", type=Path
+    )
     runner = sub.add_parser("run", help="check and time the exported kernels on the GPU")
     runner.add_argument("folder", type=Path)
     runner.add_argument("--repeat", type=int, default=30)
     runner.add_argument("--only", help="run only kernels whose name contains this")
+    runner.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.command == "export":
         export(args.folder)
         return 0
-    return run(args.folder, args.repeat, args.only)
+    if args.command == "sweep":
+        sweep_export(args.folder)
+        return 0
+    return run(args.folder, args.repeat, args.only, args.json)
 
 
 if __name__ == "__main__":
