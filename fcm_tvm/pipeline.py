@@ -32,11 +32,11 @@ def fusion_passes(target: ResolvedTarget, fuse: str) -> list[tvm.transform.Pass]
     """The passes that fold BatchNorm and rewrite DW/PW chains into FCM kernels."""
     if fuse == "none":
         return []
-    from .relay_passes import FoldBatchNorm, FuseDepthwisePointwise, FusePlanner
+    from .relay_passes import FoldAndFuse, FuseDepthwisePointwise, FusePlanner
 
     if fuse == "all":
-        return [FoldBatchNorm(), FuseDepthwisePointwise(target.tvm_target)]
-    return [FoldBatchNorm(), FusePlanner(target.tvm_target, target.gpu)]
+        return [FoldAndFuse(FuseDepthwisePointwise(target.tvm_target))]
+    return [FoldAndFuse(FusePlanner(target.tvm_target, target.gpu))]
 
 
 def apply_fusion(

@@ -2,21 +2,24 @@
 
 Run them on an imported model before TVM's stock pipeline::
 
-    mod = FoldBatchNorm()(mod)
-    mod = FusePlanner(target, "h100")(mod)        # where the cost model says it pays
-    mod = FuseDepthwisePointwise(target)(mod)     # or: every supported chain
+    mod = FoldAndFuse(FusePlanner(target, "h100"))(mod)   # where the cost model says it pays
+    mod = FoldAndFuse(FuseDepthwisePointwise(target))(mod)  # or: every supported chain
+
+FoldAndFuse folds BatchNorm only where a chain is fused (``FoldBatchNorm()`` folds everywhere).
 
 What is matched and what is rejected is described in ``docs/passes.md``.
 """
 
 from .chain import Unsupported, chain_spec
 from .fold_batchnorm import FoldBatchNorm
+from .fold_for_fusion import FoldAndFuse
 from .fuse_dw_pw import FuseDepthwisePointwise, select_chains
 from .fuse_planner import FusePlanner, find_chains
 from .record import SPEC_ATTR, spec_from_record
 
 __all__ = [
     "SPEC_ATTR",
+    "FoldAndFuse",
     "FoldBatchNorm",
     "FuseDepthwisePointwise",
     "FusePlanner",

@@ -68,13 +68,20 @@ def _patterns():
 
 @tvm.transform.module_pass(opt_level=0, name="FoldBatchNorm")
 class FoldBatchNorm:
-    """Fold every inference ``batch_norm`` that follows a conv2d with constant weights."""
+    """Fold every inference ``batch_norm`` that follows a conv2d with constant weights.
+
+    ``only``: fold only after these conv2d calls, counted in binding order over the module's
+    Relax functions (see :func:`conv2d_calls`); None folds everywhere.
+    """
+
+    def __init__(self, only: frozenset[int] | None = None):
+        self.only = only
 
     def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
         updates = {}
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                folds = _find_folds(mod, func)
+                folds = _find_folds(mod, func, self._allowed(mod, func))
                 if folds:
                     updates[gvar] = replace_bindings(mod, func, folds)
         if not updates:
@@ -84,8 +91,35 @@ class FoldBatchNorm:
             mod[gvar] = func
         return mod
 
+    def _allowed(self, mod: tvm.IRModule, func: relax.Function) -> set[relax.Call] | None:
+        if self.only is None:
+            return None
+        offset = 0
+        for _, other in mod.functions_items():
+            if other.same_as(func):
+                break
+            if isinstance(other, relax.Function):
+                offset += len(conv2d_calls(other))
+        return {call for i, call in enumerate(conv2d_calls(func)) if offset + i in self.only}
 
-def _find_folds(mod: tvm.IRModule, func: relax.Function) -> dict[relax.Var, ValueBuilder]:
+
+def conv2d_calls(func: relax.Function) -> list[relax.Call]:
+    """The conv2d calls of ``func`` in binding order (folding keeps both their order and count)."""
+    calls: list[relax.Call] = []
+    relax.analysis.post_order_visit(
+        func.body,
+        lambda node: (
+            calls.append(node)
+            if isinstance(node, relax.Call) and getattr(node.op, "name", "") == "relax.nn.conv2d"
+            else None
+        ),
+    )
+    return calls
+
+
+def _find_folds(
+    mod: tvm.IRModule, func: relax.Function, allowed: set[relax.Call] | None = None
+) -> dict[relax.Var, ValueBuilder]:
     index = FunctionIndex(mod, func)
     conv, biased, with_bias, without_bias = _patterns()
     folds: dict[relax.Var, ValueBuilder] = {}
@@ -96,6 +130,8 @@ def _find_folds(mod: tvm.IRModule, func: relax.Function) -> dict[relax.Var, Valu
             matched = pattern.extract_matched_expr(binding.value, index.context.var2val)
             if matched is None:
                 continue
+            if allowed is not None and not any(matched[conv].same_as(c) for c in allowed):
+                break
             fold = _fold(index, matched[conv], matched.get(biased), binding.value.tuple_value)
             if fold is not None:
                 folds[binding.var] = fold.build

@@ -201,13 +201,13 @@ def bench(
         raise FcmError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     meter = _energy_meter() if energy else None
     cases = [BenchCase(m, b, p) for m in models for b in batches for p in precisions]
+    context = {"target": target, "variants": variants, "energy": meter is not None}
     rows: list[dict] = []
     for index, case in enumerate(cases):
         progress(index, len(cases), f"{case.model} b{case.batch} {case.precision}")
         rows += bench_case(case, variants, target, tuning_root, input_sets, meter)
+        table = save_report(out_dir, "bench", rows, COLUMNS, context)  # after each case: partial runs count
     progress(len(cases), len(cases), "done")
-    context = {"target": target, "variants": variants, "energy": meter is not None}
-    table = save_report(out_dir, "bench", rows, COLUMNS, context)
     plot(rows, out_dir / "bench.png")
     print(table)
     return rows

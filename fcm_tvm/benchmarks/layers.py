@@ -196,7 +196,7 @@ def torch_reference(spec, arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def time_function(library, name: str, device, arguments, number: int, repeat: int) -> float:
-    evaluator = library.time_evaluator(name, device, number=number, repeat=repeat)
+    evaluator = library.mod.time_evaluator(name, device, number=number, repeat=repeat)
     return statistics.median(evaluator(*arguments).results) * 1e6
 
 
