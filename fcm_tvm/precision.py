@@ -26,7 +26,25 @@ def cast_model(model: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
                 attribute.t.CopyFrom(_cast_tensor(attribute.t, elem_type))
             if node.op_type == "Cast" and attribute.name == "to" and attribute.i in FLOAT_TYPES:
                 attribute.i = elem_type
+    _cast_batchnorm_outputs(graph, elem_type)
     return cast
+
+
+def _cast_batchnorm_outputs(graph: onnx.GraphProto, elem_type: int) -> None:
+    """Follow each BatchNormalization by a Cast back to ``elem_type``.
+
+    TVM's ONNX importer computes a float16 BatchNormalization in float32 and returns float32,
+    which the next float16 operator then rejects.
+    """
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type == "BatchNormalization" and elem_type != onnx.TensorProto.FLOAT:
+            output = node.output[0]
+            node.output[0] = f"{output}__{node.name}_unconverted"
+            nodes.append(helper.make_node("Cast", [node.output[0]], [output], to=elem_type))
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def with_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:

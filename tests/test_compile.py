@@ -59,3 +59,16 @@ def test_compiled_model_reports_its_signature(mobilenet_v2):
     assert compiled.inputs[0].shape == (1, 3, RESOLUTION, RESOLUTION)
     assert compiled.outputs[0].shape == (1, 1000)
     assert compiled.metadata()["fused"] == []
+
+
+def test_a_float16_model_with_batchnorm_builds_and_runs_in_float16(rng):
+    """TVM's importer returns float32 from a float16 BatchNormalization; with_precision casts back."""
+    from fcm_tvm.precision import with_precision
+    from fcm_tvm.reference import float64_reference
+
+    model = with_precision(build_model("mobilenet_v2", resolution=64), "fp16")
+    runner = fcm_tvm.compile(model, "llvm").runner()
+    inputs = [rng.standard_normal((1, 3, 64, 64)).astype(np.float16)]
+    (output,) = runner.run(*inputs)
+    assert output.dtype == np.float16
+    assert relative_error(output, float64_reference(model, inputs)[0]) < 0.1  # fp16 accumulation on CPU
