@@ -415,3 +415,21 @@ def test_cuda_source_with_the_fcm_kernel_compiles_with_nvcc(cuda_build, nvcc: st
         text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_batchnorm_is_folded_only_into_the_convs_a_chain_absorbs(rng):
+    """Every conv left to stock TVM keeps its BatchNorm, so its kernel is stock TVM's own."""
+    from fcm_tvm.relay_passes import FoldAndFuse
+
+    builder = GraphBuilder("float32", 0)
+    x, channels = builder.conv("x", 8, Conv("dense", batchnorm=True, activation="relu"))
+    x, channels = builder.conv(x, channels, Conv("dw", batchnorm=True, activation="clip6"))
+    x, channels = builder.conv(x, channels, Conv("pw", 16, batchnorm=True))
+    model = builder.model({"x": (1, 8, 10, 10)}, [x], 17)
+    mod = imported(model)
+    fused = FoldAndFuse(FuseDepthwisePointwise("llvm"))(mod)
+    assert ops_in(mod["main"]).count("relax.nn.batch_norm") == 3
+    assert ops_in(fused["main"]).count("relax.nn.batch_norm") == 1  # the dense conv's
+    assert len(fcm_kernels(fused)) == 1
+    inputs = random_inputs(model, rng)
+    assert relative_error(run_llvm(fused, inputs), float64_reference(model, inputs)[0]) < 1e-5
