@@ -1,0 +1,80 @@
+"""Faults on the GPU give clear errors (issue 8): run on the GPU host with the runtime only.
+
+    python tests/gpu/check_faults.py build DIR    # here: a model whose intermediate needs 275 GB
+    python tests/gpu/check_faults.py run DIR      # GPU host: expects a DeviceError, not a crash
+
+Prints one line per check, ``PASS`` or ``FAIL``, and exits 1 on any FAIL.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SHAPE = (64, 8, 512, 512)  # 0.5 GB in and out; 4096 channels in between: 275 GB
+
+
+def build(folder: Path) -> None:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    import fcm_tvm
+
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((4096, 8, 1, 1)).astype(np.float32), "w_up"),
+        numpy_helper.from_array(rng.standard_normal((8, 4096, 1, 1)).astype(np.float32), "w_down"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_up"], ["up"]),
+        helper.make_node("Relu", ["up"], ["act"]),
+        helper.make_node("Conv", ["act", "w_down"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "huge_intermediate",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, SHAPE)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, SHAPE)],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder.mkdir(parents=True, exist_ok=True)
+    fcm_tvm.compile(model, "h100", fuse="none").export_library(folder / "huge.so")
+    (folder / "not_a_library.so").write_bytes(b"\x7fELF but not really")
+
+
+def run(folder: Path) -> int:
+    import fcm_tvm
+    from fcm_tvm.errors import FcmError
+
+    results = []
+
+    def expect_error(label: str, action, words: str) -> None:
+        try:
+            action()
+        except FcmError as error:
+            ok = words in str(error).lower()
+            results.append(ok)
+            print(f"{'PASS' if ok else 'FAIL'} {label}: {type(error).__name__}: {error}")
+        except Exception as error:  # anything else is a crash the user would not understand
+            results.append(False)
+            print(f"FAIL {label}: unexpected {type(error).__name__}: {error}")
+        else:
+            results.append(False)
+            print(f"FAIL {label}: no error")
+
+    model = fcm_tvm.load(folder / "huge.so", "cuda")
+    x = np.zeros(SHAPE, np.float32)
+    expect_error("out of device memory", lambda: model.run(x), "memory")
+    expect_error("a file that is no library", lambda: fcm_tvm.load(folder / "not_a_library.so"), "not")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    command, folder = sys.argv[1], Path(sys.argv[2])
+    if command == "build":
+        build(folder)
+        sys.exit(0)
+    sys.exit(run(folder))
