@@ -44,6 +44,15 @@ def parse_input_shapes(text: str | None) -> dict[str, tuple[int, ...]] | None:
     return shapes
 
 
+def model_source(name: str):
+    """An ONNX path as given, or, when no such file exists, the zoo model of that name (224x224)."""
+    if Path(name).exists():
+        return name
+    from .models import MODELS, build_model
+
+    return build_model(name) if name in MODELS else name  # a missing file is reported by the loader
+
+
 # --- sub-commands ------------------------------------------------------------------------
 
 
@@ -53,7 +62,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     progress(f"compiling {args.model} for {args.target} (fuse={args.fuse})")
     started = time.perf_counter()
     compiled = compile_model(
-        args.model,
+        model_source(args.model),
         args.target,
         fuse=args.fuse,
         input_shapes=parse_input_shapes(args.input_shapes),
@@ -140,7 +149,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .planning import plan
 
     progress(f"planning {args.model} for {args.gpu}")
-    result = plan(args.model, gpu=args.gpu, input_shapes=parse_input_shapes(args.input_shapes))
+    result = plan(model_source(args.model), gpu=args.gpu, input_shapes=parse_input_shapes(args.input_shapes))
     print(result.table())
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
@@ -153,7 +162,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     progress(f"tuning {args.model} for {args.target} with {args.trials} trials (fuse={args.fuse})")
     folder = tune(
-        args.model,
+        model_source(args.model),
         args.target,
         work_dir=args.output,
         trials=args.trials,
@@ -186,7 +195,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="path of the ONNX model to read")
+    parser.add_argument(
+        "model", help="path of the ONNX model to read, or a zoo model name (see 'fcm-tvm models')"
+    )
     parser.add_argument(
         "--input-shapes",
         metavar="SHAPES",

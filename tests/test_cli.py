@@ -97,3 +97,9 @@ def test_input_shapes_follow_tvmc_syntax():
     assert parse_input_shapes("input:[1,3,224,224]") == {"input": (1, 3, 224, 224)}
     assert parse_input_shapes("a:[1,2] b:[3]") == {"a": (1, 2), "b": (3,)}
     assert parse_input_shapes("input:0:[1, 3, 8, 8]") == {"input:0": (1, 3, 8, 8)}
+
+
+def test_plan_accepts_a_zoo_model_name_and_prints_a_total(tmp_path: Path):
+    result = fcm_tvm("plan", "mobilenet_v2", "--gpu", "h100", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "FusePlanner on h100" in result.stdout and "\ntotal " in result.stdout
