@@ -16,7 +16,7 @@ from .thread_guard import guard_thread_lanes
 from .tiles import STATIC_SMEM, default_tiles, plan_kernel
 
 SHARED_ARRAY = re.compile(r"__shared__ alignas\(\d+\) (float|half) \w+\[(\d+)\]")
-DTYPE_BYTES = {"float": 4, "half": 2}
+C_TYPE_BYTES = {"float": 4, "half": 2}  # CUDA C element types in generated code
 
 
 def max_shared_memory(target: tvm.target.Target) -> int:
@@ -49,4 +49,4 @@ def static_shared_bytes(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> i
     """Bytes of static ``__shared__`` arrays in the CUDA code TVM generates for ``func``."""
     library = tvm.compile(tvm.IRModule({"main": func}), target=target)
     source = "".join(module.inspect_source() for module in library.mod.imports)
-    return sum(int(count) * DTYPE_BYTES[dtype] for dtype, count in SHARED_ARRAY.findall(source))
+    return sum(int(count) * C_TYPE_BYTES[ctype] for ctype, count in SHARED_ARRAY.findall(source))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import tvm
 
 from ..errors import FcmError
@@ -19,19 +21,28 @@ def symbol_name(spec: FcmSpec) -> str:
     return f"fcm_{spec.kind}"
 
 
+@lru_cache(maxsize=256)
+def _cuda_primfunc(spec: FcmSpec, tiles: FcmTiles | None, target_json: str) -> tvm.tirx.PrimFunc:
+    """Scheduling is pure and costs a code generation (the shared-memory check): done once per key.
+
+    ``FoldAndFuse`` runs the fusion twice, and a benchmark compiles a model several times.
+    """
+    from .cuda import schedule_cuda
+
+    func = fcm_te_primfunc(spec, symbol_name(spec))
+    scheduled = schedule_cuda(spec, tiles, tvm.target.Target(target_json), func)
+    return scheduled.with_attrs({SCHEDULED_ATTR: True, OP_PATTERN_ATTR: OPAQUE})
+
+
 def fcm_primfunc(spec: FcmSpec, tiles: FcmTiles | None, target: tvm.target.Target) -> tvm.tirx.PrimFunc:
     """The FCM for ``target``: plain TE on CPUs (the stock pipeline schedules it), hand-scheduled on CUDA.
 
     ``tiles=None`` picks :func:`default_tiles`; tiles that do not fit raise :class:`FcmError`.
     """
     target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
-    func = fcm_te_primfunc(spec, symbol_name(spec))
     kind = target.kind.name
     if kind in CPU_KINDS:
-        return func
+        return fcm_te_primfunc(spec, symbol_name(spec))
     if kind == "cuda":
-        from .cuda import schedule_cuda
-
-        scheduled = schedule_cuda(spec, tiles, target, func)
-        return scheduled.with_attrs({SCHEDULED_ATTR: True, OP_PATTERN_ATTR: OPAQUE})
+        return _cuda_primfunc(spec, tiles, str(target))
     raise FcmError(f"no FCM kernels for target kind '{kind}' (supported: cuda, {', '.join(CPU_KINDS)})")
