@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass
 
@@ -37,7 +38,9 @@ class VmRunner:
         try:
             self.vm = VirtualMachine(module, device)
         except Exception as error:
-            raise DeviceError(f"could not start the model on {device}: {_last_line(error)}") from None
+            raise DeviceError(
+                f"could not start the model on {device}: {device_error_summary(error)}"
+            ) from None
 
     def random_inputs(self, seed: int | None = None) -> list[np.ndarray]:
         """Fresh random inputs of the right shapes and dtypes (standard normal for floats)."""
@@ -51,7 +54,9 @@ class VmRunner:
             result = self.vm["main"](*arguments)
             self.device.sync()  # a kernel fault surfaces here, not at launch
         except Exception as error:
-            raise DeviceError(f"running the model on {self.device} failed: {_last_line(error)}") from None
+            raise DeviceError(
+                f"running the model on {self.device} failed: {device_error_summary(error)}"
+            ) from None
         return [tensor.numpy() for tensor in _flatten(result)]
 
     def benchmark(self, *inputs: np.ndarray, number: int = 10, repeat: int = 20) -> Timing:
@@ -60,7 +65,7 @@ class VmRunner:
         try:
             results_ms = [seconds * 1e3 for seconds in evaluator().results]
         except Exception as error:
-            raise DeviceError(f"timing failed on {self.device}: {_last_line(error)}") from None
+            raise DeviceError(f"timing failed on {self.device}: {device_error_summary(error)}") from None
         return Timing(
             statistics.median(results_ms),
             statistics.fmean(results_ms),
@@ -95,7 +100,8 @@ def _to_tensor(value: np.ndarray, device: tvm.runtime.Device) -> tvm.runtime.Ten
         return tvm.runtime.tensor(value, device)
     except Exception as error:  # out of device memory, most often
         raise DeviceError(
-            f"could not copy a {value.nbytes / 2**20:.0f} MiB input to {device}: {_last_line(error)}"
+            f"could not copy a {value.nbytes / 2**20:.0f} MiB input to {device}: "
+            f"{device_error_summary(error)}"
         ) from None
 
 
@@ -111,6 +117,20 @@ def _flatten(result) -> list:
     return [tensor for item in result for tensor in _flatten(item)]
 
 
-def _last_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(error).__name__
+# A CUDA failure as TVM reports it: the error line, the launch shape, and (for a launch failure)
+# the whole CUDA source of the module after it, which must not become the message.
+_CUDA_FAILURE = re.compile(r"CUDA_ERROR_\w+|cudaError\w+|CUDALaunch Error|CUDA Runtime Error|out of memory")
+
+
+def device_error_summary(error: BaseException) -> str:
+    """One line for a device failure: the CUDA error, launch shape and kernel if TVM gave them."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    failure = next((i for i, line in enumerate(lines) if _CUDA_FAILURE.search(line)), None)
+    if failure is None:
+        return lines[-1][:300] if lines else type(error).__name__
+    details = [lines[failure]]
+    details += [line for line in lines[failure + 1 : failure + 3] if line.startswith("grid=")]
+    kernel = next((line for line in lines if line.startswith("// func_name=")), None)
+    if kernel:
+        details.append(f"in kernel {kernel.removeprefix('// func_name=')}")
+    return " ".join(details)[:400]

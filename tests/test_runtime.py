@@ -14,6 +14,7 @@ import pytest
 import fcm_tvm
 from fcm_tvm import DeviceError, FcmError
 from fcm_tvm.reference import float64_reference
+from fcm_tvm.runner import device_error_summary
 from fcm_tvm.runtime import register_cuda_compiler
 from tests.conftest import relative_error
 from tests.test_frontend import separable_block
@@ -96,6 +97,23 @@ def test_an_unknown_device_or_compiler_is_named(cpu_artifact: Path):
         fcm_tvm.load(cpu_artifact, "tpu")
     with pytest.raises(DeviceError, match="unknown CUDA compiler 'clang'"):
         register_cuda_compiler("sm_90", "clang")
+
+
+def test_a_kernel_launch_failure_names_the_cuda_error_not_the_source():
+    """TVM appends the module's whole CUDA source to a launch failure; the message keeps the cause."""
+    tvm_message = (
+        "InternalError: CUDALaunch Error: CUDA_ERROR_INVALID_VALUE\n grid=(64,1,1),  block=(4096,1,1)\n"
+        "// func_name=relu_kernel\n// CUDA Source\n// -----------\n"
+        'extern "C" __global__ void relu_kernel(float* x) {\n  x[0] = 0.f;\n}\n'
+    )
+    summary = device_error_summary(RuntimeError(tvm_message))
+    assert summary == (
+        "InternalError: CUDALaunch Error: CUDA_ERROR_INVALID_VALUE grid=(64,1,1),  block=(4096,1,1) "
+        "in kernel relu_kernel"
+    )
+    oom = "Traceback...\nCUDA Runtime Error: cudaErrorMemoryAllocation (2): out of memory\n  at alloc.cc:12"
+    assert device_error_summary(RuntimeError(oom)).endswith("out of memory")
+    assert device_error_summary(ValueError("a\nlast line")) == "last line"
 
 
 @pytest.mark.gpu

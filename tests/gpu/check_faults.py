@@ -1,6 +1,6 @@
 """Faults on the GPU give clear errors (issue 8): run on the GPU host with the runtime only.
 
-    python tests/gpu/check_faults.py build DIR    # here: a model whose intermediate needs 275 GB
+    python tests/gpu/check_faults.py build DIR    # here: the faulty artifacts below
     python tests/gpu/check_faults.py run DIR      # GPU host: expects a DeviceError, not a crash
 
 Prints one line per check, ``PASS`` or ``FAIL``, and exits 1 on any FAIL.
@@ -8,12 +8,17 @@ Prints one line per check, ``PASS`` or ``FAIL``, and exits 1 on any FAIL.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import numpy as np
 
 SHAPE = (64, 8, 512, 512)  # 0.5 GB in and out; 4096 channels in between: 275 GB
+RELU_SHAPE = (1, 64, 64, 64)
+# A target that claims 4096 threads per block: TVM schedules the kernel for it, nvcc compiles it,
+# and the driver refuses the launch (the limit is 1024) -- a real kernel launch failure.
+LYING_TARGET = {"kind": "cuda", "arch": "sm_90", "max_threads_per_block": 4096, "max_num_threads": 4096}
 
 
 def build(folder: Path) -> None:
@@ -42,7 +47,27 @@ def build(folder: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     folder.mkdir(parents=True, exist_ok=True)
     fcm_tvm.compile(model, "h100", fuse="none").export_library(folder / "huge.so")
+    fcm_tvm.compile(relu_model(), LYING_TARGET, fuse="none").export_library(folder / "launch.so")
+    fcm_tvm.compile(relu_model(), "h100", fuse="none").export_library(folder / "relu.so")
     (folder / "not_a_library.so").write_bytes(b"\x7fELF but not really")
+
+
+def relu_model():
+    import onnx
+    from onnx import helper
+
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, RELU_SHAPE)
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, RELU_SHAPE)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def without_nvcc() -> dict:
+    """The environment of a runtime host with no CUDA toolkit: no nvcc on PATH or in CUDA_HOME."""
+    import os
+
+    path = [p for p in os.environ.get("PATH", "").split(":") if not (Path(p) / "nvcc").exists()]
+    return {"PATH": ":".join(path), "CUDA_HOME": "/nonexistent-cuda"}
 
 
 def run(folder: Path) -> int:
@@ -69,7 +94,35 @@ def run(folder: Path) -> int:
     x = np.zeros(SHAPE, np.float32)
     expect_error("out of device memory", lambda: model.run(x), "memory")
     expect_error("a file that is no library", lambda: fcm_tvm.load(folder / "not_a_library.so"), "not")
+    relu_input = np.random.default_rng().standard_normal(RELU_SHAPE).astype(np.float32)
+    launch = fcm_tvm.load(folder / "launch.so", "cuda")
+    expect_error("a kernel launch failure", lambda: launch.run(relu_input), "cuda_error_invalid_value")
+    relu = fcm_tvm.load(folder / "relu.so", "cuda")  # the context survives a refused launch
+    output = relu.run(relu_input)[0]
+    ok = bool(np.array_equal(output, np.maximum(relu_input, 0)))
+    results.append(ok)
+    print(f"{'PASS' if ok else 'FAIL'} a correct model still runs after the refused launch")
+    with patched_environment(without_nvcc()):
+        expect_error(
+            "no nvcc on the runtime host", lambda: fcm_tvm.load(folder / "relu.so", compiler="nvcc"), "nvcc"
+        )
     return 0 if all(results) else 1
+
+
+@contextlib.contextmanager
+def patched_environment(values: dict):
+    import os
+
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 if __name__ == "__main__":
