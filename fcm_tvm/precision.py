@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -33,8 +32,10 @@ def cast_model(model: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
 def _cast_batchnorm_outputs(graph: onnx.GraphProto, elem_type: int) -> None:
     """Follow each BatchNormalization by a Cast back to ``elem_type``.
 
-    TVM's ONNX importer computes a float16 BatchNormalization in float32 and returns float32,
-    which the next float16 operator then rejects.
+    TVM legalizes a float16 ``batch_norm`` into a PrimFunc that computes and returns float32 (the
+    Relax types still say float16), which the next float16 operator then rejects; the Cast (an
+    ``astype`` to float16 in Relax) converts it back. FoldBatchNorm folds the Cast away with the
+    BatchNorm wherever a chain is fused.
     """
     nodes = []
     for node in graph.node:
@@ -57,5 +58,6 @@ def with_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
 def _cast_tensor(tensor: onnx.TensorProto, elem_type: int) -> onnx.TensorProto:
     if tensor.data_type not in FLOAT_TYPES or tensor.data_type == elem_type:
         return tensor
-    array = numpy_helper.to_array(tensor).astype(helper.tensor_dtype_to_np_dtype(elem_type))
-    return numpy_helper.from_array(np.ascontiguousarray(array), tensor.name)
+    # order="C", not np.ascontiguousarray: that makes a 0-d tensor (a Clip bound) 1-d
+    array = numpy_helper.to_array(tensor).astype(helper.tensor_dtype_to_np_dtype(elem_type), order="C")
+    return numpy_helper.from_array(array, tensor.name)

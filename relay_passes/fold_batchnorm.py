@@ -7,7 +7,12 @@ scaled filters plus a per-channel bias::
 
     s = gamma / sqrt(var + eps);  W' = W * s[o];  b' = (b - mean) * s + beta
 
-computed here in float64 and rounded once to the model's dtype. Weights must be constants
+computed here in float64 and rounded once to the model's dtype. Casts around the BatchNorm go
+with it: TVM's importer computes a float16 BatchNorm with float32 statistics in float32
+(``astype(conv, "float32")`` in, ``astype(y, "float16")`` out) and ``fcm_tvm.precision`` follows
+every BatchNorm of a float16 model by a cast to float16 (TVM's legalized batch_norm returns float32
+for float16 data). Folding replaces the last cast that still has the conv's dtype, so no cast is
+left between the conv and what follows it. Weights must be constants
 (``from_onnx(..., keep_params_in_input=False)``, what ``fcm_tvm.compile`` does; a module whose
 weights are function parameters must be bound first with ``relax.transform.BindParams``).
 Anything else (training mode, other layouts, a conv output read elsewhere) is left as it is.
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, wildcard
+from tvm.relax.dpl import DFPattern, is_const, is_op, is_tuple_get_item, wildcard
 
 from .constants import constant_value
 from .matcher import FunctionIndex
@@ -28,6 +33,7 @@ from .patterns import bias_operand
 from .rewrite import ValueBuilder, replace_bindings
 
 CONV_LAYOUTS = ("NCHW", "OIHW", "NCHW")
+_ASTYPE = tvm.ir.Op.get("relax.astype")
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class _Fold:
         dtype = str(self.conv.ty.dtype)
         conv = relax.op.nn.conv2d(
             self.conv.args[0],
-            relax.const(self.weight.astype(dtype)),
+            relax.const(self.weight.astype(str(self.conv.args[1].ty.dtype))),
             strides=attrs.strides,
             padding=attrs.padding,
             dilation=attrs.dilation,
@@ -57,13 +63,25 @@ class _Fold:
         return relax.op.add(builder.emit(conv), bias)
 
 
-def _patterns():
+@dataclass(frozen=True)
+class _Patterns:
+    """``TupleGetItem(batch_norm([astype](conv [+ bias]), ...), 0)``: the forms, most specific first."""
+
+    conv: DFPattern
+    biased: DFPattern
+    cast: DFPattern  # the cast of the conv (+ bias) output to BatchNorm's compute dtype
+    forms: tuple[DFPattern, ...]
+
+
+def _patterns() -> _Patterns:
     conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
     biased = is_op("relax.add")(conv, bias_operand())
+    cast = is_op("relax.astype")(biased | conv)
     stats = [wildcard() for _ in range(4)]  # gamma, beta, mean, var
-    with_bias = is_tuple_get_item(is_op("relax.nn.batch_norm")(biased, *stats), 0)
-    without_bias = is_tuple_get_item(is_op("relax.nn.batch_norm")(conv, *stats), 0)
-    return conv, biased, with_bias, without_bias
+    forms = tuple(
+        is_tuple_get_item(is_op("relax.nn.batch_norm")(data, *stats), 0) for data in (cast, biased, conv)
+    )
+    return _Patterns(conv, biased, cast, forms)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FoldBatchNorm")
@@ -121,31 +139,56 @@ def _find_folds(
     mod: tvm.IRModule, func: relax.Function, allowed: set[relax.Call] | None = None
 ) -> dict[relax.Var, ValueBuilder]:
     index = FunctionIndex(mod, func)
-    conv, biased, with_bias, without_bias = _patterns()
+    patterns = _patterns()
     folds: dict[relax.Var, ValueBuilder] = {}
     for binding in index.bindings:
         if not isinstance(binding.value, relax.TupleGetItem):
             continue
-        for pattern in (with_bias, without_bias):
+        for pattern in patterns.forms:
             matched = pattern.extract_matched_expr(binding.value, index.context.var2val)
             if matched is None:
                 continue
-            if allowed is not None and not any(matched[conv].same_as(c) for c in allowed):
+            conv = matched[patterns.conv]
+            if allowed is not None and not any(conv.same_as(c) for c in allowed):
                 break
-            fold = _fold(index, matched[conv], matched.get(biased), binding.value.tuple_value)
-            if fold is not None:
-                folds[binding.var] = fold.build
+            output = _folded_output(index, binding.var, str(conv.ty.dtype))
+            add, cast = matched.get(patterns.biased), matched.get(patterns.cast)
+            fold = _fold(index, conv, add, cast, binding.value.tuple_value)
+            if output is not None and fold is not None:
+                folds[output] = fold.build
             break
     return folds
 
 
-def _fold(index: FunctionIndex, conv: relax.Call, add: relax.Call | None, bn_var: relax.Expr) -> _Fold | None:
+def _folded_output(index: FunctionIndex, var: relax.Var, dtype: str) -> relax.Var | None:
+    """The variable the folded conv + bias replaces: BatchNorm's output ``var``, or the last of the
+    casts applied to it alone that still has the conv's ``dtype`` (so that the casts go too)."""
+    casts = [var]
+    while len(index.users[casts[-1]]) == 1 and index.users[casts[-1]][0] is not None:
+        user = index.users[casts[-1]][0]
+        value = index.context.var2val.get(user)
+        if not (
+            isinstance(value, relax.Call) and value.op.same_as(_ASTYPE) and value.args[0].same_as(casts[-1])
+        ):
+            break
+        casts.append(user)
+    same_dtype = [v for v in casts if isinstance(v.ty, relax.TensorType) and str(v.ty.dtype) == dtype]
+    return same_dtype[-1] if same_dtype else None
+
+
+def _fold(
+    index: FunctionIndex,
+    conv: relax.Call,
+    add: relax.Call | None,
+    cast: relax.Call | None,
+    bn_var: relax.Expr,
+) -> _Fold | None:
     bn = index.context.var2val[bn_var] if isinstance(bn_var, relax.Var) else bn_var
     attrs = bn.attrs
     layouts = (str(conv.attrs.data_layout), str(conv.attrs.kernel_layout), str(conv.attrs.out_layout))
     if attrs.training or int(attrs.axis) not in (1, -3) or layouts != CONV_LAYOUTS:
         return None
-    if not _read_only_by_next(index, conv, add):
+    if not _read_only_by_next(index, [conv, add, cast]):
         return None
     weight = conv.args[1].value.numpy().astype(np.float64)
     channels = weight.shape[0]
@@ -175,7 +218,8 @@ def _per_channel(index: FunctionIndex, add: relax.Call | None, conv: relax.Call,
         return None
 
 
-def _read_only_by_next(index: FunctionIndex, conv: relax.Call, add: relax.Call | None) -> bool:
-    """The conv output (and the bias add) feed nothing but the next op, so folding drops them."""
-    chain = [index.var_for(conv)] + ([index.var_for(add)] if add is not None else [])
+def _read_only_by_next(index: FunctionIndex, calls: list[relax.Call | None]) -> bool:
+    """The conv output (and the bias add, and the cast) feed nothing but the next op, so folding
+    drops them."""
+    chain = [index.var_for(call) for call in calls if call is not None]
     return all(var is not None and len(index.users[var]) == 1 for var in chain)

@@ -79,8 +79,13 @@ def _bound_value(
         bound = bound.value
     if isinstance(bound, tirx.FloatImm | tirx.IntImm):
         return float(bound.value)
-    if isinstance(bound, tvm.ir.TensorLoad) and len(bound.indices) == 0:
+    if isinstance(bound, tvm.ir.TensorLoad) and all(_is_zero(i) for i in bound.indices):
+        # a scalar, or a one-element tensor (exporters write Clip bounds of shape [1] too)
         for param, arg in zip(list(func.params)[1 : len(args)], args[1:]):
             if bound.source.same_as(param):
                 return scalar_value(arg, var2val)
     return None
+
+
+def _is_zero(index) -> bool:
+    return isinstance(index, tirx.IntImm) and int(index.value) == 0

@@ -186,3 +186,24 @@ def random_inputs(model: onnx.ModelProto, rng: np.random.Generator) -> list[np.n
         dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         arrays.append(rng.standard_normal(dims).astype(dtype))
     return arrays
+
+
+def batchnorm_blocks_model(
+    shape: tuple[int, int, int, int] = (1, 8, 10, 10), seed: int = 0
+) -> onnx.ModelProto:
+    """A float32 network of Conv + BatchNormalization blocks, as real networks are exported: a dense
+    3x3 conv (stock TVM's, its BatchNorm is not folded), a MobileNetV2 block (pw_dw_pw, Clip(0, 6),
+    residual), then a MobileNetV1 block (dw_pw, ReLU). ``with_precision`` makes it float16."""
+    builder = GraphBuilder("float32", seed)
+    x, channels = builder.conv("x", shape[1], Conv("dense", bias=False, batchnorm=True, activation="relu"))
+    block_input = x
+    for conv in [
+        Conv("pw", 32, bias=False, batchnorm=True, activation="clip6"),
+        Conv("dw", bias=False, batchnorm=True, activation="clip6"),
+        Conv("pw", shape[1], bias=False, batchnorm=True),
+    ]:
+        x, channels = builder.conv(x, channels, conv)
+    x = builder.node("Add", [x, block_input])
+    for conv in [Conv("dw", bias=False, batchnorm=True, activation="relu"), Conv("pw", 16, batchnorm=True)]:
+        x, channels = builder.conv(x, channels, conv)
+    return builder.model({"x": shape}, [x], 17)

@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
+import fcm_tvm
+from fcm_tvm.precision import with_precision
 from fcm_tvm.reference import float64_reference
 from fcm_tvm.relay_passes import SPEC_ATTR, FoldBatchNorm, FuseDepthwisePointwise, find_chains
 from fcm_tvm.schedules.spec import Depthwise, FcmSpec, Pointwise
-from tests.chain_graphs import ACTIVATION_OF, Conv, chain_model, random_inputs
+from tests.chain_graphs import ACTIVATION_OF, Conv, batchnorm_blocks_model, chain_model, random_inputs
 from tests.conftest import relative_error
 
 TOLERANCE = {"float32": 1e-4, "float16": 4e-3}
@@ -137,6 +139,24 @@ def test_float16_chain_matches_the_onnx_model(rng):
     stages = [Conv("pw", 32, activation="hardswish"), Conv("dw", activation="clip6"), Conv("pw", 8)]
     model = chain_model(stages, residual=True, stock_ops=True, dtype="float16")
     assert_fused_model_matches(model, ["pw_dw_pw"], rng, dtype="float16")
+
+
+@pytest.mark.parametrize("fuse", ["none", "all"])
+def test_float16_batchnorm_blocks_match_float64(fuse, rng):
+    """with_precision's float16 network: BatchNorm (and its Cast) folded into the fused chains, the
+    dense conv's BatchNorm left to stock TVM; every output element near the float64 reference."""
+    model = with_precision(batchnorm_blocks_model(), "fp16")
+    compiled = fcm_tvm.compile(model, "llvm", fuse=fuse)
+    kinds = sorted(kind for chain in compiled.fused for kind in [chain.kind] * chain.spec["calls"])
+    assert kinds == ([] if fuse == "none" else ["dw_pw", "pw_dw_pw"])
+    assert all(chain.spec["dtype"] == "float16" for chain in compiled.fused)
+    for _ in range(2):  # fresh inputs each time
+        inputs = random_inputs(model, rng)
+        (actual,) = compiled.run(*inputs)
+        expected = float64_reference(model, inputs)[0]
+        assert actual.dtype == np.float16
+        assert relative_error(actual, expected) < 1e-2
+        np.testing.assert_allclose(actual, expected, rtol=1e-2, atol=1e-2 * np.abs(expected).max())
 
 
 # ---- random chains ----

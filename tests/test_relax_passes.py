@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +16,17 @@ import onnx
 import onnxruntime
 import pytest
 import tvm
+from onnx import numpy_helper
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
+import fcm_tvm
+from fcm_tvm.models import build_model
+from fcm_tvm.precision import with_precision
 from fcm_tvm.reference import float64_reference
 from fcm_tvm.relay_passes import (
     SPEC_ATTR,
+    FoldAndFuse,
     FoldBatchNorm,
     FuseDepthwisePointwise,
     FusePlanner,
@@ -32,7 +37,14 @@ from fcm_tvm.relay_passes import (
 )
 from fcm_tvm.relay_passes.matcher import FunctionIndex, candidates
 from fcm_tvm.schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
-from tests.chain_graphs import ACTIVATION_OF, Conv, GraphBuilder, chain_model, random_inputs
+from tests.chain_graphs import (
+    ACTIVATION_OF,
+    Conv,
+    GraphBuilder,
+    batchnorm_blocks_model,
+    chain_model,
+    random_inputs,
+)
 from tests.conftest import relative_error
 
 SM90 = {"kind": "cuda", "arch": "sm_90"}
@@ -171,6 +183,76 @@ def test_float16_chains_keep_their_dtype():
     stages = [Conv("dw", activation="relu"), Conv("pw", 16)]
     (spec,) = find_chains(imported(chain_model(stages, dtype="float16")))
     assert spec.dtype == "float16"
+
+
+def as_float16(specs: list[FcmSpec]) -> list[FcmSpec]:
+    return [replace(spec, dtype="float16") for spec in specs]
+
+
+def test_float16_batchnorm_is_folded_with_its_cast_so_that_chains_match():
+    """with_precision follows every BatchNorm by a Cast to float16 (TVM's legalized float16
+    batch_norm returns float32); the Cast sits inside the chains until folding takes it away."""
+    model = batchnorm_blocks_model()
+    half = imported(with_precision(model, "fp16"))
+    assert ops_in(half["main"]).count("relax.astype") == 6  # one per BatchNorm
+    assert not {"relax.nn.batch_norm", "relax.astype"} & set(ops_in(FoldBatchNorm()(half)["main"]))
+    expected = find_chains(imported(model))
+    assert sorted(spec.kind for spec in expected) == ["dw_pw", "pw_dw_pw"]
+    assert find_chains(half) == as_float16(expected)
+
+
+def test_float16_batchnorm_computed_in_float32_is_folded_with_both_casts():
+    """Float32 statistics on float16 data: the importer casts to float32 before the BatchNorm and
+    back after it (then comes with_precision's Cast); the fold replaces all three."""
+    model = with_precision(batchnorm_blocks_model(), "fp16")
+    stats = {
+        name for node in model.graph.node if node.op_type == "BatchNormalization" for name in node.input[1:]
+    }
+    for tensor in model.graph.initializer:
+        if tensor.name in stats:
+            tensor.CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
+            )
+    mod = imported(model)
+    assert "float32" in mod["main"].script()
+    assert ops_in(mod["main"]).count("relax.astype") == 6 * 3  # data in, out, and the Cast
+    assert find_chains(mod) == as_float16(find_chains(imported(batchnorm_blocks_model())))
+    fused = FoldAndFuse(FuseDepthwisePointwise("llvm"))(mod)
+    assert ops_in(fused["main"]).count("relax.nn.batch_norm") == 1  # the dense conv's, with its casts
+    assert ops_in(fused["main"]).count("relax.astype") == 3
+    assert len(fcm_kernels(fused)) == 2
+
+
+def test_float16_mobilenet_v2_fuses_the_chains_of_float32():
+    model = build_model("mobilenet_v2")
+    fused = {p: fcm_tvm.compile(with_precision(model, p), "h100", fuse="all").fused for p in ("fp32", "fp16")}
+    assert len(fused["fp32"]) >= 10
+    assert [chain.spec["dtype"] for chain in fused["fp16"]] == ["float16"] * len(fused["fp32"])
+    without_dtype = {
+        p: [(chain.function, {k: v for k, v in chain.spec.items() if k != "dtype"}) for chain in chains]
+        for p, chains in fused.items()
+    }
+    assert without_dtype["fp16"] == without_dtype["fp32"]
+
+
+def test_clip_bounds_of_shape_one_are_recognised():
+    """ONNX says Clip bounds are scalars, but exporters (and onnxruntime) accept shape [1] too."""
+    stages = [Conv("pw", 16, activation="clip6"), Conv("dw", activation="clip6"), Conv("pw", 8)]
+    model = chain_model(stages)
+    bounds = {name for node in model.graph.node if node.op_type == "Clip" for name in node.input[1:]}
+    for tensor in model.graph.initializer:
+        if tensor.name in bounds:
+            tensor.dims.append(1)
+    assert [spec.kind for spec in find_chains(imported(model))] == ["pw_dw_pw"]
+
+
+def test_with_precision_keeps_scalars_scalar():
+    model = chain_model([Conv("pw", 16, activation="clip6"), Conv("dw", activation="clip6")])
+    for precision in ("fp16", "fp64"):
+        cast = with_precision(model, precision)
+        assert [list(t.dims) for t in cast.graph.initializer] == [
+            list(t.dims) for t in model.graph.initializer
+        ]
 
 
 # ---- what is rejected, and why ----
@@ -419,8 +501,6 @@ def test_cuda_source_with_the_fcm_kernel_compiles_with_nvcc(cuda_build, nvcc: st
 
 def test_batchnorm_is_folded_only_into_the_convs_a_chain_absorbs(rng):
     """Every conv left to stock TVM keeps its BatchNorm, so its kernel is stock TVM's own."""
-    from fcm_tvm.relay_passes import FoldAndFuse
-
     builder = GraphBuilder("float32", 0)
     x, channels = builder.conv("x", 8, Conv("dense", batchnorm=True, activation="relu"))
     x, channels = builder.conv(x, channels, Conv("dw", batchnorm=True, activation="clip6"))
