@@ -61,12 +61,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     progress(f"compiling {args.model} for {args.target} (fuse={args.fuse})")
     started = time.perf_counter()
+    records = args.tuning_records
+    if records == SHIPPED:
+        records = _shipped_records_for(args.model, args.target, args.fuse)
+        progress(f"applying the shipped tuning records {records}")
     compiled = compile_model(
         model_source(args.model),
         args.target,
         fuse=args.fuse,
         input_shapes=parse_input_shapes(args.input_shapes),
-        tuning_records=args.tuning_records,
+        tuning_records=records,
         cuda_graph=args.cuda_graph,
     )
     output = compiled.export_library(args.output)
@@ -77,6 +81,31 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"fused {chain.kind:9s} {chain.function}")
     print(f"wrote {output} ({len(compiled.fused)} chains fused)")
     return 0
+
+
+SHIPPED = "shipped"
+
+
+def _shipped_records_for(model: str, target: str, fuse: str) -> Path:
+    """The records shipped for zoo model ``model`` on ``target``'s GPU, at batch 1 and fp32 (as compiled)."""
+    from .models import MODELS
+    from .records import shipped_cases, shipped_records
+    from .target import resolve_target
+
+    if model not in MODELS or Path(model).exists():
+        raise FcmError(
+            f"--tuning-records {SHIPPED} needs a zoo model name (see 'fcm-tvm models'), not {model}"
+        )
+    resolved = resolve_target(target)
+    if not resolved.is_cuda or resolved.gpu is None:
+        raise FcmError(f"--tuning-records {SHIPPED}: records ship for GPUs only, not {resolved.describe()}")
+    folder = shipped_records(resolved.gpu.key, model, 1, "fp32", fuse)
+    if folder is None:
+        have = ", ".join(shipped_cases(resolved.gpu.key)) or "none"
+        raise FcmError(
+            f"no tuning records ship for {model} (batch 1, fp32) on {resolved.gpu.key}; shipped: {have}"
+        )
+    return folder
 
 
 def _dump_code(compiled, output: Path, formats: str) -> None:
@@ -158,7 +187,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .tuning import tune
+    from .tuning import SUMMARY, tune
 
     progress(f"tuning {args.model} for {args.target} with {args.trials} trials (fuse={args.fuse})")
     folder = tune(
@@ -166,10 +195,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         args.target,
         work_dir=args.output,
         trials=args.trials,
+        trials_per_task=args.trials_per_task,
         fuse=args.fuse,
         input_shapes=parse_input_shapes(args.input_shapes),
+        run_timeout_s=args.run_timeout,
+        search=args.search,
     )
     print(f"tuning records in {folder} (use: fcm-tvm compile ... --tuning-records {folder})")
+    print(f"summary in {folder / SUMMARY}")
     return 0
 
 
@@ -186,6 +219,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         out_dir=Path(args.output),
         input_sets=args.input_sets,
         energy=not args.no_energy,
+        cuda_graph=args.cuda_graph,
     )
     failed = [row for row in rows if row.get("status", "").startswith(("WRONG", "failed"))]
     return EXIT_ERROR if failed else 0
@@ -245,7 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write generated code beside the output: 'cuda' writes <output>.cu",
     )
     compile_parser.add_argument(
-        "--tuning-records", metavar="DIR", help="a MetaSchedule work directory from 'fcm-tvm tune' to apply"
+        "--tuning-records",
+        metavar="DIR",
+        help="a MetaSchedule work directory from 'fcm-tvm tune' to apply, or 'shipped': the records "
+        "that ship with fcm-tvm for a zoo model on the target's GPU",
     )
     compile_parser.add_argument(
         "--cuda-graph", action="store_true", help="capture the kernel launches in CUDA graphs"
@@ -303,7 +340,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="tuning_records",
         help="MetaSchedule work directory to write (default: tuning_records)",
     )
-    tune_parser.add_argument("--trials", type=int, default=2000, help="total trials (default: 2000)")
+    tune_parser.add_argument(
+        "--trials", type=int, default=2000, help="candidates measured over all tasks (default: 2000)"
+    )
+    tune_parser.add_argument(
+        "--trials-per-task",
+        type=int,
+        metavar="N",
+        help="at most N candidates per task (default: trials / tasks, at least 64); tasks are tuned "
+        "largest first, so a small N spreads the trials over more tasks",
+    )
+    tune_parser.add_argument(
+        "--search",
+        choices=["evolutionary", "replay-trace"],
+        default="evolutionary",
+        help="MetaSchedule's search: evolutionary (XGBoost-guided, default) or replay-trace (random "
+        "samples, no search cost: for short runs)",
+    )
+    tune_parser.add_argument(
+        "--run-timeout", type=float, metavar="S", help="seconds to measure one candidate (default: 30)"
+    )
     tune_parser.add_argument(
         "--fuse",
         choices=["auto", "all", "none"],
@@ -332,11 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument(
         "--tuning-records",
         metavar="DIR",
-        help="folder of work directories named MODEL_bB_PRECISION_{stock,fcm}",
+        help="folder of work directories named MODEL_bB_PRECISION_{stock,fcm} "
+        "(default: the records shipped for the target's GPU)",
     )
     bench_parser.add_argument("-o", "--output", default="bench_results", help="folder for the results")
     bench_parser.add_argument("--input-sets", type=int, default=3, help="fresh input sets timed (default: 3)")
     bench_parser.add_argument("--no-energy", action="store_true", help="skip the NVML energy reading")
+    bench_parser.add_argument(
+        "--cuda-graph", action="store_true", help="capture every variant's kernel launches in CUDA graphs"
+    )
     bench_parser.set_defaults(handler=cmd_bench)
 
     models_parser = commands.add_parser(

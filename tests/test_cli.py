@@ -26,7 +26,7 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", [[], ["compile"], ["run"], ["plan"], ["models"]])
+@pytest.mark.parametrize("command", [[], ["compile"], ["run"], ["plan"], ["models"], ["tune"], ["bench"]])
 def test_help_explains_every_command(command):
     result = fcm_tvm(*command, "--help")
     assert result.returncode == 0
@@ -97,6 +97,12 @@ def test_input_shapes_follow_tvmc_syntax():
     assert parse_input_shapes("input:[1,3,224,224]") == {"input": (1, 3, 224, 224)}
     assert parse_input_shapes("a:[1,2] b:[3]") == {"a": (1, 2), "b": (3,)}
     assert parse_input_shapes("input:0:[1, 3, 8, 8]") == {"input:0": (1, 3, 8, 8)}
+
+
+def test_tune_exposes_its_trial_bounds_and_timeouts():
+    result = fcm_tvm("tune", "--help")
+    for flag in ("--trials ", "--trials-per-task", "--run-timeout"):
+        assert flag in result.stdout
 
 
 def test_plan_accepts_a_zoo_model_name_and_prints_a_total(tmp_path: Path):

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import records as shipped
 from ..errors import FcmError
+from ..records import is_database, tuning_dir
 from .report import save_report
 
 VARIANTS = {
@@ -31,7 +33,6 @@ VARIANTS = {
     "fcm-tuned": ("auto", True),
 }
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
-DATABASE = "database_tuning_record.json"
 COLUMNS = [
     "model",
     "batch",
@@ -54,14 +55,8 @@ class BenchCase:
     precision: str
 
     def tuning_dir(self, root: Path, fuse: str) -> Path:
-        """The database for ``fuse``: the fused graph's if tuned, else the stock graph's.
-
-        The stock graph's records serve the fused graph too: the operators around the FCMs are
-        the same workloads, and the FCMs themselves are never tuned by MetaSchedule.
-        """
-        stem = f"{self.model}_b{self.batch}_{self.precision}"
-        own = root / f"{stem}_{'fcm' if fuse != 'none' else 'stock'}"
-        return own if (own / DATABASE).is_file() else root / f"{stem}_stock"
+        """The database for ``fuse`` under ``root``: the fused graph's if tuned, else the stock graph's."""
+        return tuning_dir(root, self.model, self.batch, self.precision, fuse)
 
 
 def progress(done: int, total: int, label: str) -> None:
@@ -78,7 +73,13 @@ def progress(done: int, total: int, label: str) -> None:
 
 
 def bench_case(
-    case: BenchCase, variants: list[str], target: str, tuning_root: Path | None, input_sets: int, energy_meter
+    case: BenchCase,
+    variants: list[str],
+    target: str,
+    tuning_root: Path | None,
+    input_sets: int,
+    energy_meter,
+    cuda_graph: bool = False,
 ) -> list[dict]:
     """Compile, check and time every variant of one (model, batch, precision)."""
     from ..compiler import compile as compile_model
@@ -92,11 +93,13 @@ def bench_case(
         fuse, tuned = VARIANTS[variant]
         row = {"model": case.model, "batch": case.batch, "precision": case.precision, "variant": variant}
         records = case.tuning_dir(tuning_root, fuse) if tuned and tuning_root else None
-        if tuned and (records is None or not (records / DATABASE).is_file()):
+        if tuned and (records is None or not is_database(records)):
             rows.append({**row, "status": f"no tuning records ({records})"})
             continue
         try:
-            compiled = compile_model(onnx_model, target, fuse=fuse, tuning_records=records)
+            compiled = compile_model(
+                onnx_model, target, fuse=fuse, tuning_records=records, cuda_graph=cuda_graph
+            )
             runner = compiled.runner()
             inputs = runner.random_inputs()
             error = _max_error(runner.run(*inputs), float64_reference(onnx_model, inputs))
@@ -194,23 +197,46 @@ def bench(
     out_dir: Path,
     input_sets: int = 3,
     energy: bool = True,
+    cuda_graph: bool = False,
 ) -> list[dict]:
-    """Run every case, print and save the table (JSON, Markdown, PNG); return the rows."""
+    """Run every case, print and save the table (JSON, Markdown, PNG); return the rows.
+
+    ``tuning_root``: a folder of work directories named ``MODEL_bB_PRECISION_{stock,fcm}``; without
+    it, the tuned variants use the records shipped for the target's GPU (``fcm_tvm/data/tuning``).
+    """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise FcmError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if tuning_root is None and any(VARIANTS[v][1] for v in variants):
+        tuning_root = shipped_tuning_root(target)
+        if tuning_root is not None:
+            print(f"[bench] tuned variants use the records shipped in {tuning_root}", file=sys.stderr)
     meter = _energy_meter() if energy else None
     cases = [BenchCase(m, b, p) for m in models for b in batches for p in precisions]
-    context = {"target": target, "variants": variants, "energy": meter is not None}
+    context = {
+        "target": target,
+        "variants": variants,
+        "energy": meter is not None,
+        "tuning_records": str(tuning_root) if tuning_root else None,
+        "cuda_graph": cuda_graph,
+    }
     rows: list[dict] = []
     for index, case in enumerate(cases):
         progress(index, len(cases), f"{case.model} b{case.batch} {case.precision}")
-        rows += bench_case(case, variants, target, tuning_root, input_sets, meter)
+        rows += bench_case(case, variants, target, tuning_root, input_sets, meter, cuda_graph)
         table = save_report(out_dir, "bench", rows, COLUMNS, context)  # after each case: partial runs count
     progress(len(cases), len(cases), "done")
     plot(rows, out_dir / "bench.png")
     print(table)
     return rows
+
+
+def shipped_tuning_root(target: str) -> Path | None:
+    """Where the records shipped for ``target``'s GPU live (None for a CPU target)."""
+    from ..target import resolve_target
+
+    resolved = resolve_target(target)
+    return shipped.shipped_root() / resolved.gpu.key if resolved.is_cuda and resolved.gpu else None
 
 
 def _energy_meter():

@@ -2,31 +2,49 @@
 # On the GPU host, after `.gpu/full-a/stage.sh`:  source .gpu/full-b/env.sh; bash tests/gpu/h100_session.sh STAGE
 # Results go to $OUT (at most 8 files come back per call); scratch goes to /tmp/fcm-run.
 set -u
-STAGE=${1:?stage: layers | bench | tune | tuned | ncu}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | tune | ncu}
+shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
 mkdir -p "$OUT" "$RUN"
 FCM="python -m fcm_tvm.cli"
-TUNED=$RUN/tuning  # <model>_b<batch>_<precision>_stock, as fcm-tvm bench expects
+
+# tvm-ffi imports torch whenever it is installed. On the GPU host that triples the modules loaded,
+# and TVMScript's parser (inspect.getmodule walks them all) then needed over 60 s to import TVM's
+# tensor intrinsics in each process: MetaSchedule measured nothing in 150 s. Tuning and the
+# end-to-end bench need no torch, so they run with it hidden; layers and ncu need it.
+hide_torch() {
+  mkdir -p /tmp/no-torch/torch
+  echo 'raise ImportError("torch is hidden from TVM in this run (tests/gpu/h100_session.sh)")' \
+    > /tmp/no-torch/torch/__init__.py
+  export PYTHONPATH=/tmp/no-torch${PYTHONPATH:+:$PYTHONPATH}
+}
 
 case "$STAGE" in
+faults)  # issue 8 on the runtime only: OOM, launch failure, no nvcc, a bad file (build: check_faults.py build)
+  env -u PYTHONPATH bash -c 'source .gpu/rt/env.sh; python tests/gpu/check_faults.py run .gpu/faults' \
+    2>&1 | tee "$OUT/faults.log" | tail -8 ;;
+tunecheck)  # a short MetaSchedule run whose logs say what builds and what fails
+  timeout 300 $FCM tune mobilenet_v2 --fuse none --trials "${TRIALS:-192}" -o $RUN/tunecheck > $RUN/tunecheck.log 2>&1
+  echo "tune exit $?"; tail -5 $RUN/tunecheck.log
+  grep -rhoiE "(error|fail|timeout)[^\"]{0,160}" $RUN/tunecheck/logs | sort | uniq -c | sort -rn | head -12
+  tar czf "$OUT/tunecheck.tgz" -C $RUN tunecheck tunecheck.log ;;
 layers)  # per-chain: FCM vs stock (dlight) vs cuDNN vs the DRAM floor
-  timeout 280 python -m fcm_tvm.benchmarks.layers --models mobilenet_v2,efficientnet_b0 \
-    --batch 1 --precision fp32 --number 20 --repeat 10 --out "$OUT" 2>&1 | tail -45 ;;
-bench)  # end to end, untuned variants
-  timeout 300 $FCM bench mobilenet_v2,efficientnet_b0,mobilenet_v3_large --baseline stock --variants fcm \
-    --batch 1,32 --precision fp32 -o "$OUT" 2>&1 | tail -20 ;;
-tune)  # MetaSchedule on the stock MobileNetV2 graph, then the tuned variants side by side
-  $FCM models mobilenet_v2 -o $RUN/mobilenet_v2.onnx
-  timeout 420 $FCM tune $RUN/mobilenet_v2.onnx --fuse none --trials "${TRIALS:-600}" \
-    -o $TUNED/mobilenet_v2_b1_fp32_stock 2>&1 | grep -v "^\s*$" | tail -5
-  cp $TUNED/mobilenet_v2_b1_fp32_stock/database_*.json "$OUT"/
-  timeout 150 $FCM bench mobilenet_v2 --baseline stock,stock-tuned --variants fcm,fcm-tuned --batch 1 \
-    --precision fp32 --tuning-records $TUNED -o "$OUT" 2>&1 | tail -12 ;;
+  timeout 560 python -m fcm_tvm.benchmarks.layers --models ${MODELS:-mobilenet_v2,efficientnet_b0} \
+    --batch ${BATCH:-1} --precision ${PRECISION:-fp32} --number 20 --repeat 10 --out "$OUT" 2>&1 | tail -45 ;;
+bench)  # end to end, all four variants, with the records tune_zoo.sh left in /tmp/fcm-tune
+  hide_torch
+  timeout 560 $FCM bench ${MODELS:-mobilenet_v2,efficientnet_b0,mobilenet_v3_large} --baseline stock,stock-tuned \
+    --variants fcm,fcm-tuned --batch ${BATCH:-1} --precision ${PRECISION:-fp32} ${BENCH_FLAGS:-} \
+    --tuning-records /tmp/fcm-tune/tuning/h100 -o "$OUT" 2>&1 | tail -${TAIL:-20} ;;
+tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
+  hide_torch
+  bash tests/gpu/tune_zoo.sh "$@" ;;
 ncu)  # DRAM bytes of every chain, fused and unfused, for the cost model's validation
-  timeout 500 ncu --cache-control none --metrics dram__bytes_read.sum,dram__bytes_write.sum --csv \
+  timeout 500 ncu --cache-control none --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum --csv \
     --page raw --log-file $RUN/ncu.csv \
-    python -m fcm_tvm.benchmarks.layers --models mobilenet_v2,efficientnet_b0 --batch 1 --precision fp32 \
+    python -m fcm_tvm.benchmarks.layers --models mobilenet_v2,efficientnet_b0 --batch ${BATCH:-1} --precision fp32 \
     --profile-run --out $RUN >/dev/null 2>&1
-  python -m fcm_tvm.benchmarks.ncu_bytes $RUN 2>&1 | tail -45; cp $RUN/dram_bytes.json "$OUT"/ ;;
+  gzip -c $RUN/ncu.csv > "$OUT/ncu.csv.gz"; cp $RUN/profile_order.json "$OUT"/
+  python -m fcm_tvm.benchmarks.ncu_bytes $RUN 2>&1 | tail -50; cp $RUN/dram_bytes.json "$OUT"/ ;;
 esac

@@ -1,0 +1,105 @@
+"""MetaSchedule databases that ship with fcm-tvm, one per (GPU, model, batch, precision, graph).
+
+``fcm_tvm/data/tuning/<gpu>/<model>_b<batch>_<precision>_<stock|fcm>/`` holds the two files of a
+MetaSchedule JSON database (``database_workload.json``, ``database_tuning_record.json``), as
+``fcm-tvm tune`` writes them; ``<gpu>`` is a key of ``data/gpus.json``. What ships is whatever
+folders are there: nothing here lists models.
+
+``stock`` records come from tuning the unfused graph (``--fuse none``), ``fcm`` records from the
+fused one. The stock graph's records serve the fused graph too: the operators around the FCMs
+are the same workloads, and MetaSchedule never tunes the FCMs themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+DATABASE = "database_tuning_record.json"
+WORKLOADS = "database_workload.json"
+FAILED_RUN_SECS = 1e9  # MetaSchedule records a candidate that failed to build or run as 1e10 s
+
+
+def shipped_root() -> Path:
+    """The folder of shipped records (``fcm_tvm/data/tuning``); it may not exist."""
+    return Path(str(resources.files("fcm_tvm").joinpath("data", "tuning")))
+
+
+def record_name(model: str, batch: int, precision: str, fuse: str) -> str:
+    """``mobilenet_v2_b1_fp32_stock``: the work directory name of one tuning run."""
+    return f"{model}_b{batch}_{precision}_{'stock' if fuse == 'none' else 'fcm'}"
+
+
+def is_database(folder: Path) -> bool:
+    return (folder / DATABASE).is_file() and (folder / WORKLOADS).is_file()
+
+
+def tuning_dir(root: Path, model: str, batch: int, precision: str, fuse: str) -> Path:
+    """The database under ``root`` for ``fuse``: the fused graph's if there is one, else the stock graph's.
+
+    The path is returned even when it holds no database, so that callers can say where they looked.
+    """
+    own = root / record_name(model, batch, precision, fuse)
+    return own if is_database(own) else root / record_name(model, batch, precision, "none")
+
+
+def shipped_records(gpu_key: str, model_name: str, batch: int, precision: str, fuse: str) -> Path | None:
+    """The shipped database for this case on ``gpu_key`` (``h100``, ...), or None if none ships."""
+    folder = tuning_dir(shipped_root() / gpu_key, model_name, batch, precision, fuse)
+    return folder if is_database(folder) else None
+
+
+def shipped_cases(gpu_key: str) -> list[str]:
+    """Names of the databases shipped for ``gpu_key`` (for messages), sorted."""
+    root = shipped_root() / gpu_key
+    return sorted(path.name for path in root.iterdir() if is_database(path)) if root.is_dir() else []
+
+
+def prune_database(source: str | os.PathLike, destination: str | os.PathLike) -> int:
+    """Copy a MetaSchedule database keeping only the fastest measured record of each workload.
+
+    That is all ``compile`` reads (the top record per workload), at a fraction of the size: what
+    ships. Workloads with no successful record are left out. Returns the number of records kept.
+    """
+    source, destination = Path(source), Path(destination)
+    workloads = (source / WORKLOADS).read_text().splitlines()
+    best: dict[int, tuple[float, list]] = {}
+    for line in (source / DATABASE).read_text().splitlines():
+        try:
+            index, record = json.loads(line)
+        except ValueError:  # a line cut short by a killed run
+            continue
+        seconds = [float(s) for s in record[1] or []]
+        if not seconds or not all(math.isfinite(s) and s < FAILED_RUN_SECS for s in seconds):
+            continue
+        mean = sum(seconds) / len(seconds)
+        if index not in best or mean < best[index][0]:
+            best[index] = (mean, record)
+    kept = sorted(best)
+    if not kept:
+        return 0
+    destination.mkdir(parents=True, exist_ok=True)
+    (destination / WORKLOADS).write_text("".join(workloads[i] + "\n" for i in kept))
+    (destination / DATABASE).write_text(
+        "".join(json.dumps([new, best[old][1]], separators=(",", ":")) + "\n" for new, old in enumerate(kept))
+    )
+    return len(kept)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fcm_tvm.records prune SOURCE DESTINATION``: the database to ship."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3 or args[0] != "prune":
+        print("usage: python -m fcm_tvm.records prune SOURCE_WORK_DIR DESTINATION", file=sys.stderr)
+        return 2
+    kept = prune_database(args[1], args[2])
+    print(f"{args[2]}: {kept} workloads with their best record" if kept else f"{args[1]}: no measured record")
+    return 0 if kept else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

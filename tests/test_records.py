@@ -1,0 +1,141 @@
+"""Shipped tuning records: found by (GPU, model, batch, precision, graph), used by bench and compile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fcm_tvm import cli, records
+from fcm_tvm.benchmarks import end_to_end
+from fcm_tvm.errors import FcmError
+
+
+def fake_database(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / records.WORKLOADS).write_text("")
+    (folder / records.DATABASE).write_text("")
+    return folder
+
+
+@pytest.fixture
+def shipped(tmp_path: Path, monkeypatch) -> Path:
+    """An empty shipped-records folder in place of fcm_tvm/data/tuning."""
+    root = tmp_path / "tuning"
+    root.mkdir()
+    monkeypatch.setattr(records, "shipped_root", lambda: root)
+    return root
+
+
+def test_the_package_data_folder_is_where_records_ship():
+    assert records.shipped_root().parts[-3:] == ("fcm_tvm", "data", "tuning")
+
+
+def test_work_directories_are_named_by_model_batch_precision_and_graph():
+    assert records.record_name("mobilenet_v2", 1, "fp32", "none") == "mobilenet_v2_b1_fp32_stock"
+    assert records.record_name("efficientnet_b0", 32, "fp16", "auto") == "efficientnet_b0_b32_fp16_fcm"
+    assert records.record_name("efficientnet_b0", 32, "fp16", "all") == "efficientnet_b0_b32_fp16_fcm"
+
+
+def test_shipped_records_are_looked_up_per_gpu_and_case(shipped: Path):
+    stock = fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_stock")
+    assert records.shipped_records("h100", "mobilenet_v2", 1, "fp32", "none") == stock
+    assert records.shipped_records("a100", "mobilenet_v2", 1, "fp32", "none") is None
+    assert records.shipped_records("h100", "mobilenet_v2", 32, "fp32", "none") is None
+    assert records.shipped_records("h100", "mobilenet_v2", 1, "fp16", "none") is None
+    assert records.shipped_records("h100", "efficientnet_b0", 1, "fp32", "none") is None
+    assert records.shipped_cases("h100") == ["mobilenet_v2_b1_fp32_stock"]
+    assert records.shipped_cases("a100") == []
+
+
+def test_the_fused_graph_uses_its_own_records_else_the_stock_graphs(shipped: Path):
+    stock = fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_stock")
+    assert records.shipped_records("h100", "mobilenet_v2", 1, "fp32", "auto") == stock
+    fused = fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_fcm")
+    assert records.shipped_records("h100", "mobilenet_v2", 1, "fp32", "auto") == fused
+    assert records.shipped_records("h100", "mobilenet_v2", 1, "fp32", "none") == stock
+
+
+def test_a_folder_without_both_database_files_is_not_a_database(shipped: Path):
+    half = shipped / "h100" / "mobilenet_v2_b1_fp32_stock"
+    half.mkdir(parents=True)
+    (half / records.DATABASE).write_text("")
+    assert records.shipped_records("h100", "mobilenet_v2", 1, "fp32", "none") is None
+    assert records.shipped_cases("h100") == []
+
+
+class CompileSpy:
+    """Stands in for fcm_tvm.compile: notes the records it was given, then fails the build."""
+
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def __call__(self, model, target, **options):
+        self.records.append(options.get("tuning_records"))
+        raise FcmError("stopped by the test")
+
+
+@pytest.fixture
+def compile_spy(monkeypatch) -> CompileSpy:
+    spy = CompileSpy()
+    monkeypatch.setattr("fcm_tvm.compiler.compile", spy)
+    return spy
+
+
+def test_bench_falls_back_to_the_records_shipped_for_the_targets_gpu(shipped, compile_spy, tmp_path):
+    stock = fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_stock")
+    rows = end_to_end.bench(
+        ["mobilenet_v2"], ["stock-tuned", "fcm-tuned"], [1], ["fp32"], "h100", None, tmp_path, energy=False
+    )
+    assert compile_spy.records == [stock, stock]
+    assert [row["status"] for row in rows] == ["failed: stopped by the test"] * 2
+
+
+def test_bench_without_shipped_records_reports_the_tuned_variants_as_missing(shipped, compile_spy, tmp_path):
+    fake_database(shipped / "a100" / "mobilenet_v2_b1_fp32_stock")  # another GPU's
+    rows = end_to_end.bench(
+        ["mobilenet_v2"], ["stock-tuned"], [1], ["fp32"], "h100", None, tmp_path, energy=False
+    )
+    assert compile_spy.records == []
+    assert rows[0]["status"].startswith("no tuning records")
+
+
+def test_bench_prefers_the_records_it_is_given(shipped, compile_spy, tmp_path):
+    fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_stock")
+    given = fake_database(tmp_path / "mine" / "mobilenet_v2_b1_fp32_stock")
+    end_to_end.bench(
+        ["mobilenet_v2"], ["stock-tuned"], [1], ["fp32"], "h100", tmp_path / "mine", tmp_path, energy=False
+    )
+    assert compile_spy.records == [given]
+
+
+def test_compile_with_shipped_records_applies_the_zoo_models_folder(shipped, compile_spy, tmp_path, capsys):
+    stock = fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_stock")
+    args = ["compile", "mobilenet_v2", "--target", "h100", "--tuning-records", "shipped"]
+    assert cli.main([*args, "--fuse", "none", "-o", str(tmp_path / "m.so")]) == cli.EXIT_ERROR
+    assert compile_spy.records == [stock]
+    assert "fcm-tvm: error: stopped by the test" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("model", "target", "expected"),
+    [
+        (
+            "mobilenet_v2",
+            "h100",
+            "no tuning records ship for mobilenet_v2 (batch 1, fp32) on h100; shipped: ",
+        ),
+        ("mobilenet_v2", "llvm", "records ship for GPUs only"),
+        ("not_a_zoo_model.onnx", "h100", "needs a zoo model name"),
+    ],
+)
+def test_compile_with_shipped_records_explains_what_is_missing(
+    model, target, expected, shipped, compile_spy, capsys
+):
+    fake_database(shipped / "h100" / "efficientnet_b0_b1_fp32_stock")
+    assert cli.main(["compile", model, "--target", target, "--tuning-records", "shipped"]) == cli.EXIT_ERROR
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("fcm-tvm: error:") and expected in error
+    assert compile_spy.records == []
+    if target == "h100" and model == "mobilenet_v2":
+        assert error.endswith("shipped: efficientnet_b0_b1_fp32_stock")

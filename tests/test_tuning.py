@@ -1,0 +1,264 @@
+"""MetaSchedule tuning: the summary a run leaves behind, pruned databases, and a real (tiny) CPU run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+
+import fcm_tvm
+from fcm_tvm.errors import FcmError
+from fcm_tvm.records import DATABASE, WORKLOADS, prune_database
+from fcm_tvm.tuning import SUMMARY, _StopSignals, summarize, table, tune
+from tests.conftest import relative_error
+from tests.test_frontend import separable_block
+
+TIR = "# from tvm.script import ir as I\n# from tvm.script import tirx as T\n\n@I.ir_module\nclass Module:\n"
+TRACEBACK = (
+    "LocalBuilder: An exception occurred\nTraceback (most recent call last):\n"
+    + "".join(f'  File "frame{i}.py", line {i}, in f\n    call()\n' for i in range(8))
+    + 'RuntimeError: Compilation error:\nkernel.cu(12): error: identifier "half4" is undefined\n'
+)
+
+
+def log_record(stamp: str, message: str) -> str:
+    return f"2026-11-25 {stamp} [INFO] [task_scheduler.cc:134] {message}\n"
+
+
+def trial(stamp: str, task: str, number: int, outcome: str) -> str:
+    return log_record(stamp, f"[Task #0: {task}] Trial #{number}: {outcome}")
+
+
+def ok(stamp: str, task: str, number: int) -> str:
+    return trial(stamp, task, number, "GFLOPs: 27.4857. Time: 2.3844 us. Best GFLOPs: 27.4857")
+
+
+def work_dir(tmp_path: Path, task_logs: dict[str, str], scheduler_log: str = "", started=None) -> Path:
+    folder = tmp_path / "work"
+    (folder / "logs").mkdir(parents=True)
+    for task, text in task_logs.items():
+        (folder / "logs" / f"tvm.s_tir.meta_schedule.logging.{task}.log").write_text(text)
+    (folder / "logs" / "tvm.s_tir.meta_schedule.logging.task_scheduler.log").write_text(scheduler_log)
+    if started is not None:
+        plan = {"status": "running", "started": started, "tasks": 3, "trials": 64}
+        (folder / SUMMARY).write_text(json.dumps(plan))
+    return folder
+
+
+def record(workload: int, seconds: list[float], tag: str = "t") -> str:
+    return json.dumps([workload, [[[], [tag]], seconds, {"kind": "cuda"}, []]])
+
+
+def test_summary_counts_each_candidate_once_by_outcome_and_groups_errors(tmp_path: Path):
+    conv = "".join(ok("10:00:05", "conv2d", n) for n in (1, 2))
+    conv += trial("10:00:06", "conv2d", 3, "Error in building:\n" + TRACEBACK + TIR)
+    conv += trial("10:00:06", "conv2d", 4, "Error in building:\n" + TRACEBACK + TIR)
+    dw = trial(
+        "10:00:09", "dw", 1, "Error in building:\nLocalBuilder: Timeout, killed after 30 seconds\n" + TIR
+    )
+    dw += trial(
+        "10:00:09", "dw", 2, "Error in running:\nLocalRunner: Timeout, killed after 30 seconds\n\n" + TIR
+    )
+    dw += trial(
+        "10:00:09", "dw", 3, "Error in building:\nLocalBuilder: Timeout, killed after 30 seconds\n" + TIR
+    )
+    folder = work_dir(tmp_path, {"task_0_conv2d": conv, "task_1_dw": dw}, started="2026-11-25 10:00:00")
+
+    summary = summarize(folder, status="finished", elapsed_s=12.34)
+
+    data = json.loads((folder / SUMMARY).read_text())
+    assert data == summary.to_json()
+    assert data["candidates"] == {"measured": 7, "ok": 2, "build_failed": 4, "run_failed": 1}
+    assert data["tasks_tuned"] == 1 and data["tasks"] == 3 and data["trials"] == 64  # the plan is kept
+    assert data["status"] == "finished" and data["elapsed_s"] == 12.3
+    errors = {(e["stage"], e["message"].splitlines()[-1]): e for e in data["errors"]}
+    assert errors[("build", "LocalBuilder: Timeout, killed after 30 seconds")]["count"] == 2
+    assert errors[("run", "LocalRunner: Timeout, killed after 30 seconds")]["count"] == 1
+    compile_error = errors[("build", 'kernel.cu(12): error: identifier "half4" is undefined')]
+    assert compile_error["count"] == 2 and compile_error["first_task"] == "conv2d"
+    assert compile_error["message"].startswith("LocalBuilder: An exception occurred")
+    assert all("ir_module" not in e["message"] for e in data["errors"])  # no TIR scripts, no traces
+    assert len(compile_error["message"].splitlines()) <= 12  # a long traceback: head and tail only
+    line = summary.line()
+    assert "\n" not in line and "1/3 tasks" in line and "7 candidates: 2 ok, 4 failed to build" in line
+    assert "first error: " in line
+
+
+def test_summary_ignores_log_records_older_than_the_run(tmp_path: Path):
+    earlier_run = "".join(ok("09:59:00", "conv2d", n) for n in range(1, 65))
+    this_run = trial(
+        "10:00:03", "conv2d", 65, "Error in building:\nLocalBuilder: Timeout, killed after 30 s\n"
+    )
+    folder = work_dir(tmp_path, {"task_0_conv2d": earlier_run + this_run}, started="2026-11-25 10:00:00")
+    assert summarize(folder).data["candidates"] == {
+        "measured": 1,
+        "ok": 0,
+        "build_failed": 1,
+        "run_failed": 0,
+    }
+
+
+def test_a_run_that_never_reported_its_end_is_interrupted_and_its_cut_database_is_repaired(tmp_path: Path):
+    folder = work_dir(tmp_path, {"task_0_conv2d": ok("10:00:05", "conv2d", 1)}, started="2026-11-25 10:00:00")
+    (folder / WORKLOADS).write_text('["1", "AAAA"]\n["2", "BBBB"]\n')
+    good = [record(0, [2e-6, 3e-6]), record(0, [1e10]), record(1, [1e10])]
+    (folder / DATABASE).write_text("\n".join(good) + "\n" + record(1, [5e-6])[:40])  # killed mid-write
+
+    data = summarize(folder).data
+
+    assert data["status"] == "interrupted"
+    assert (folder / DATABASE).read_text().splitlines() == good
+    assert data["database"] == {
+        "records": 3,
+        "valid_records": 1,
+        "workloads": 2,
+        "workloads_with_valid_records": 1,
+    }
+
+
+def test_batches_report_the_time_spent_building_and_measuring(tmp_path: Path):
+    scheduler = (
+        log_record("10:00:00", "Sending 64 sample(s) to builder")
+        + log_record("10:02:30", "Build errors: 59 sample(s)")
+        + log_record("10:02:30", "Sending 5 valid sample(s) to runner")
+        + log_record("10:02:34", '[Updated] Task #0: "conv2d"')
+        + log_record("10:02:40", "Sending 64 sample(s) to builder")
+        + log_record("10:02:50", "Sending 64 valid sample(s) to runner")
+        + log_record("10:03:00", '[Updated] Task #1: "dw"')
+    )
+    folder = work_dir(tmp_path, {}, scheduler)
+    batches = summarize(folder).data["batches"]
+    assert batches == {"count": 2, "build_s": 160.0, "measure_s": 14.0, "build_s_per_batch": 80.0}
+
+
+def test_the_table_has_a_row_per_run_and_their_first_errors(tmp_path: Path):
+    log = trial("10:00:01", "dw", 1, "Error in building:\nLocalBuilder: Timeout, killed after 30 seconds\n")
+    summary = summarize(work_dir(tmp_path, {"task_0_dw": log}), status="finished")
+    lines = table([summary]).splitlines()
+    assert lines[0].startswith("| work dir | status | tasks tuned |") and len(lines) == 4
+    assert lines[2].startswith("| work | finished | 0/") and " | 1 | 0 | 1 | 0 |" in lines[2]
+    assert lines[3] == "work: 1 x build: LocalBuilder: Timeout, killed after 30 seconds"
+
+
+def test_pruning_keeps_the_fastest_measured_record_of_each_workload(tmp_path: Path):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / WORKLOADS).write_text('["h0", "W0"]\n["h1", "W1"]\n["h2", "W2"]\n')
+    records = [
+        record(0, [3e-6], "slow"),
+        record(2, [2e-6, 2e-6], "fast2"),
+        record(0, [1e10], "failed"),
+        record(1, [1e10], "failed"),  # workload 1 never ran: it is left out
+        record(0, [1e-6, 2e-6], "fast0"),
+        record(2, [5e-6], "slow2"),
+    ]
+    (source / DATABASE).write_text("\n".join(records) + "\n")
+
+    assert prune_database(source, tmp_path / "pruned") == 2
+
+    workloads = (tmp_path / "pruned" / WORKLOADS).read_text().splitlines()
+    kept = [json.loads(line) for line in (tmp_path / "pruned" / DATABASE).read_text().splitlines()]
+    assert workloads == ['["h0", "W0"]', '["h2", "W2"]']
+    assert [(index, rec[0][1][0]) for index, rec in kept] == [(0, "fast0"), (1, "fast2")]
+
+
+def test_pruning_a_database_without_a_measured_record_writes_nothing(tmp_path: Path):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / WORKLOADS).write_text('["h0", "W0"]\n')
+    (source / DATABASE).write_text(record(0, [1e10]) + "\n")
+    assert prune_database(source, tmp_path / "pruned") == 0
+    assert not (tmp_path / "pruned").exists()
+
+
+def test_a_stop_signal_during_tuning_is_an_interrupt_that_is_noted():
+    before = signal.getsignal(signal.SIGTERM)
+    stop = _StopSignals()
+    with pytest.raises(KeyboardInterrupt), stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs at the next bytecode; this is never reached in full
+    assert stop.received == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_tune_rejects_a_non_positive_trial_count():
+    pytest.importorskip("xgboost")
+    with pytest.raises(FcmError, match="--trials-per-task must be positive"):
+        tune(separable_block(), "llvm", work_dir="unused", trials=10, trials_per_task=0)
+    with pytest.raises(FcmError, match="--trials must be positive"):
+        tune(separable_block(), "llvm", work_dir="unused", trials=0)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory) -> Path:
+    """A real MetaSchedule run on the CPU: the separable block, one batch of two candidates."""
+    pytest.importorskip("xgboost")
+    folder = tmp_path_factory.mktemp("tuning") / "separable_b1_fp32_stock"
+    assert tune(separable_block(), "llvm", work_dir=folder, trials=2, fuse="none") == folder
+    return folder
+
+
+@pytest.mark.slow
+def test_a_tuning_run_writes_its_summary(tuned: Path):
+    data = json.loads((tuned / SUMMARY).read_text())
+    assert data["status"] == "finished" and data["fuse"] == "none"
+    assert data["tasks"] == 2 and data["trials"] == 2 and data["trials_per_iter"] == 2
+    assert data["builder"]["kind"].startswith("in-process")
+    assert data["runner"]["timeout_s"] > 0
+    assert data["candidates"]["measured"] == 2  # trials bound the batch, not only the total
+    assert (
+        data["candidates"]["ok"] + data["candidates"]["build_failed"] + data["candidates"]["run_failed"] == 2
+    )
+    assert data["database"]["records"] == 2 and data["batches"]["count"] == 1
+
+
+def scheduled_functions(monkeypatch) -> list[set[str]]:
+    """Spy on the database pass: the names of the PrimFuncs it leaves scheduled, per compile."""
+    applied: list[set[str]] = []
+    real = tvm.relax.transform.MetaScheduleApplyDatabase
+
+    def spy(*args, **kwargs):
+        database_pass = real(*args, **kwargs)
+
+        @tvm.transform.module_pass(opt_level=0, name="SpyApplyDatabase")
+        def run(module, context):
+            module = database_pass(module)
+            applied.append(
+                {
+                    gv.name_hint
+                    for gv, func in module.functions.items()
+                    if isinstance(func, tvm.tirx.PrimFunc)
+                    and func.attrs
+                    and "tirx.is_scheduled" in func.attrs
+                }
+            )
+            return module
+
+        return run
+
+    monkeypatch.setattr(tvm.relax.transform, "MetaScheduleApplyDatabase", spy)
+    return applied
+
+
+@pytest.mark.slow
+def test_compile_applies_the_tuned_database_and_its_pruned_copy(
+    tuned: Path, tmp_path: Path, monkeypatch, rng
+):
+    applied = scheduled_functions(monkeypatch)
+    model = separable_block()
+    x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
+    expected = fcm_tvm.compile(model, "llvm", fuse="none").run(x)[0]
+    assert applied == []  # no records, no database pass
+
+    largest_task = json.loads((tuned / SUMMARY).read_text())["task_names"][0]  # tuned first: it got the batch
+    prune_database(tuned, tmp_path / "pruned")
+    for records in (tuned, tmp_path / "pruned"):
+        actual = fcm_tvm.compile(model, "llvm", fuse="none", tuning_records=records).run(x)[0]
+        assert relative_error(actual, expected) < 1e-5
+        assert applied.pop() == {largest_task}
