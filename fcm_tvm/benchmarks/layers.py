@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..records import tuning_dir
 from .chains import LayerCase, fused_module, model_chains, traffic_floor_bytes, unfused_module
 from .report import save_report
 
@@ -245,12 +246,20 @@ def copy_bandwidth_gbs() -> float:
 
 
 def profile_run(cases: list[LayerCase], target, gpu, out: Path) -> None:
-    """Run each workload once, fused then unfused, between marker kernels; write the order."""
+    """Run each workload once, fused then unfused, from a cold L2 between markers; write the order.
+
+    See :mod:`.ncu_bytes`: a read-only reduction over a buffer twice the L2 size evicts the
+    previous workload's data without leaving dirty lines, then a marker kernel opens the segment.
+    """
     import torch
     import tvm
 
     device = tvm.cuda(0)
-    marker = torch.zeros(1, device="cuda")
+    # torch.empty launches no kernel (a fill would be an elementwise kernel, read as a marker);
+    # the values are never used.
+    marker = torch.empty(1, device="cuda")
+    l2_bytes = torch.cuda.get_device_properties(0).L2_cache_size
+    flush = torch.empty(max(2 * l2_bytes // 4, 1 << 20), device="cuda")
     order = []
     for case in cases:
         workloads = Workloads(case, target, gpu, None)
@@ -259,6 +268,7 @@ def profile_run(cases: list[LayerCase], target, gpu, out: Path) -> None:
             arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
             output = tvm.runtime.empty(spec.output.as_tuple(), spec.dtype, device)
             for variant in ("fcm", "stock"):
+                flush.sum()  # evict: the workload starts with a cold L2
                 marker.add_(1)  # a marker kernel: ncu rows between two markers belong to one workload
                 torch.cuda.synchronize()
                 if variant == "fcm":
@@ -291,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32,fp16")
     parser.add_argument("--gpu", default="h100")
     parser.add_argument(
-        "--tuning-records", type=Path, help="folder of work dirs named <model>_b<B>_<precision>"
+        "--tuning-records",
+        type=Path,
+        help="folder of work dirs named <model>_b<B>_<precision>_stock (as fcm-tvm bench and tune_zoo.sh)",
     )
     parser.add_argument("--out", type=Path, default=Path("layer_results"))
     parser.add_argument("--number", type=int, default=50)
@@ -320,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for case in cases:
         print(f"[layers] {case.label}", file=sys.stderr, flush=True)
-        records = args.tuning_records / case.label if args.tuning_records else None
+        records = (
+            tuning_dir(args.tuning_records, case.model, case.batch, case.precision, "none")
+            if args.tuning_records
+            else None
+        )
         rows += measure_case(
             Workloads(case, target, gpu, records), tvm.cuda(0), args.number, args.repeat, bandwidth
         )

@@ -1,11 +1,15 @@
 """DRAM bytes per workload from an ``ncu`` CSV of ``layers --profile-run``.
 
-The profile run launches a marker kernel (a torch elementwise add) before every workload; the
-kernels ncu lists between two markers belong to that workload, in the order written to
-``profile_order.json``. Run on the GPU host::
+The profile run launches, before every workload, a read-only pass over a buffer larger than L2
+(a torch reduction: it leaves L2 holding clean lines of no use, so the workload starts cold and
+no write-back of earlier data is billed to it) and then a marker kernel (a torch elementwise
+add); the kernels ncu lists between two markers, flushes excluded, belong to that workload, in
+the order written to ``profile_order.json``. Both ledgers of the cost model are measured: DRAM
+bytes (``dram__bytes``) and L2 requests (``lts__t_bytes``). Run on the GPU host::
 
-    ncu --metrics dram__bytes_read.sum,dram__bytes_write.sum --csv --page raw \\
-        --log-file OUT/ncu.csv python -m fcm_tvm.benchmarks.layers --profile-run --out OUT ...
+    ncu --cache-control none --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum \\
+        --csv --page raw --log-file OUT/ncu.csv \\
+        python -m fcm_tvm.benchmarks.layers --profile-run --out OUT ...
     python -m fcm_tvm.benchmarks.ncu_bytes OUT
 """
 
@@ -16,34 +20,46 @@ import json
 import sys
 from pathlib import Path
 
-METRICS = ("dram__bytes_read.sum", "dram__bytes_write.sum")
+DRAM_METRICS = ("dram__bytes_read.sum", "dram__bytes_write.sum")
+L2_METRIC = "lts__t_bytes.sum"
 MARKER = "elementwise_kernel"
+FLUSH = "reduce_kernel"
 UNIT_SCALE = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 
 
 def kernel_rows(csv_path: Path) -> list[dict]:
-    """(name, bytes) of every profiled kernel in launch order."""
+    """(name, DRAM bytes, L2 bytes) of every profiled kernel in launch order."""
     lines = csv_path.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
     reader = csv.DictReader(lines[start:])
     units = next(reader)  # the second row holds units
-    rows = []
-    for row in reader:
-        total = sum(float(row[m].replace(",", "")) * UNIT_SCALE.get(units[m], 1) for m in METRICS)
-        rows.append({"name": row["Kernel Name"], "bytes": total})
-    return rows
+
+    def value(row: dict, metric: str) -> float:
+        if metric not in row:
+            return float("nan")
+        return float(row[metric].replace(",", "")) * UNIT_SCALE.get(units[metric], 1)
+
+    return [
+        {
+            "name": row["Kernel Name"],
+            "bytes": sum(value(row, metric) for metric in DRAM_METRICS),
+            "l2_bytes": value(row, L2_METRIC),
+        }
+        for row in reader
+    ]
 
 
 def bytes_per_workload(rows: list[dict], order: list[dict]) -> list[dict]:
-    """Attach to each workload of ``order`` the DRAM bytes and kernel count between its markers."""
+    """Attach to each workload of ``order`` the bytes and kernel count between its markers."""
     segments, current = [], None
     for row in rows:
         if MARKER in row["name"]:
             if current is not None:
                 segments.append(current)
-            current = {"bytes": 0.0, "kernels": 0}
-        elif current is not None:
+            current = {"bytes": 0.0, "l2_bytes": 0.0, "kernels": 0}
+        elif current is not None and FLUSH not in row["name"]:
             current["bytes"] += row["bytes"]
+            current["l2_bytes"] += row["l2_bytes"]
             current["kernels"] += 1
     if len(segments) != len(order):
         raise ValueError(f"{len(segments)} marker-delimited segments for {len(order)} workloads")
@@ -59,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for entry in measured:
         print(
             f"{entry['case']:32s} {entry['chain']:3d} {entry['variant']:6s} {entry['bytes'] / 1e6:9.3f} MB "
-            f"{entry['kernels']} kernels  {entry['shape']}"
+            f"DRAM {entry['l2_bytes'] / 1e6:9.3f} MB L2 {entry['kernels']} kernels  {entry['shape']}"
         )
     return 0
 

@@ -1,0 +1,49 @@
+"""DRAM and L2 bytes per workload are read off an ncu CSV between marker kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fcm_tvm.benchmarks.ncu_bytes import bytes_per_workload, kernel_rows
+
+HEADER = '"ID","Kernel Name","dram__bytes_read.sum","dram__bytes_write.sum","lts__t_bytes.sum"'
+UNITS = '"","","Mbyte","Kbyte","byte"'
+
+
+def ncu_csv(tmp_path: Path, kernels: list[tuple[str, str, str, str]]) -> Path:
+    rows = [f'"{i}","{name}","{read}","{write}","{l2}"' for i, (name, read, write, l2) in enumerate(kernels)]
+    path = tmp_path / "ncu.csv"
+    path.write_text("\n".join(["==PROF== Connected to process", HEADER, UNITS, *rows]) + "\n")
+    return path
+
+
+def test_units_are_scaled_and_thousands_separators_dropped(tmp_path: Path):
+    rows = kernel_rows(ncu_csv(tmp_path, [("fcm_0_kernel", "1.5", "2,000", "3000")]))
+    assert rows == [{"name": "fcm_0_kernel", "bytes": 1.5e6 + 2e6, "l2_bytes": 3000.0}]
+
+
+def test_kernels_between_markers_belong_to_one_workload_and_flushes_are_not_counted(tmp_path: Path):
+    kernels = [
+        ("at::reduce_kernel<flush>", "500", "0", "900"),
+        ("vectorized_elementwise_kernel", "9", "9", "9"),
+        ("fcm_0_kernel", "1", "1", "10"),
+        ("at::reduce_kernel<flush>", "500", "0", "900"),
+        ("vectorized_elementwise_kernel", "9", "9", "9"),
+        ("conv_dw_kernel", "2", "0", "20"),
+        ("conv_pw_kernel", "3", "0", "30"),
+        ("vectorized_elementwise_kernel", "9", "9", "9"),
+    ]
+    order = [{"chain": 0, "variant": "fcm"}, {"chain": 0, "variant": "stock"}]
+    measured = bytes_per_workload(kernel_rows(ncu_csv(tmp_path, kernels)), order)
+    assert [(m["variant"], m["bytes"], m["l2_bytes"], m["kernels"]) for m in measured] == [
+        ("fcm", 1e6 + 1e3, 10.0, 1),
+        ("stock", 5e6, 50.0, 2),
+    ]
+
+
+def test_an_unclosed_or_missing_segment_is_an_error_not_a_shifted_table(tmp_path: Path):
+    kernels = [("vectorized_elementwise_kernel", "0", "0", "0"), ("fcm_0_kernel", "1", "0", "0")]
+    with pytest.raises(ValueError, match="0 marker-delimited segments for 2 workloads"):
+        bytes_per_workload(kernel_rows(ncu_csv(tmp_path, kernels)), [{}, {}])
