@@ -186,6 +186,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_task_slice(text: str | None) -> slice | None:
+    """``START:END`` (either may be left out) as a slice of the tasks, largest first."""
+    if text is None:
+        return None
+    start, colon, end = text.partition(":")
+    try:
+        if not colon:
+            raise ValueError
+        return slice(int(start) if start else None, int(end) if end else None)
+    except ValueError:
+        raise FcmError(f"--tasks takes START:END (e.g. 0:15), not '{text}'") from None
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning import SUMMARY, tune
 
@@ -200,6 +213,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         input_shapes=parse_input_shapes(args.input_shapes),
         run_timeout_s=args.run_timeout,
         search=args.search,
+        task_slice=parse_task_slice(args.tasks),
     )
     print(f"tuning records in {folder} (use: fcm-tvm compile ... --tuning-records {folder})")
     print(f"summary in {folder / SUMMARY}")
@@ -349,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="at most N candidates per task (default: trials / tasks, at least 64); tasks are tuned "
         "largest first, so a small N spreads the trials over more tasks",
+    )
+    tune_parser.add_argument(
+        "--tasks",
+        metavar="START:END",
+        help="tune only these tasks, counted largest first from 0 (e.g. 0:15, 15:), to tune a model "
+        "in several runs into the same output folder",
     )
     tune_parser.add_argument(
         "--search",

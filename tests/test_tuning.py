@@ -15,7 +15,8 @@ import tvm
 import fcm_tvm
 from fcm_tvm.errors import FcmError
 from fcm_tvm.records import DATABASE, WORKLOADS, prune_database
-from fcm_tvm.tuning import SUMMARY, _StopSignals, summarize, table, tune
+from fcm_tvm.tuning import _StopSignals, tune
+from fcm_tvm.tuning_summary import SUMMARY, summarize, table
 from tests.conftest import relative_error
 from tests.test_frontend import separable_block
 
@@ -195,13 +196,43 @@ def test_tune_rejects_a_non_positive_trial_count():
         tune(separable_block(), "llvm", work_dir="unused", trials=0)
 
 
+def test_task_slices_are_read_as_start_end_counted_largest_first():
+    from fcm_tvm.cli import parse_task_slice
+
+    assert parse_task_slice("0:15") == slice(0, 15)
+    assert parse_task_slice("15:") == slice(15, None)
+    assert parse_task_slice(None) is None
+    for wrong in ("15", "a:b", "1:2:3"):
+        with pytest.raises(FcmError, match="--tasks takes START:END"):
+            parse_task_slice(wrong)
+
+
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory) -> Path:
-    """A real MetaSchedule run on the CPU: the separable block, one batch of two candidates."""
+def tuned_runs(tmp_path_factory) -> dict[str, Path]:
+    """Real MetaSchedule runs on the CPU, all in one fixture: MetaSchedule's loggers keep the
+    handler of the pytest capture they were first used under, so tuning again under another
+    test's capture fails. ``full``: the separable block, one batch of two candidates; ``second``:
+    only its second-largest task. An empty slice is refused."""
     pytest.importorskip("xgboost")
-    folder = tmp_path_factory.mktemp("tuning") / "separable_b1_fp32_stock"
-    assert tune(separable_block(), "llvm", work_dir=folder, trials=2, fuse="none") == folder
-    return folder
+    root = tmp_path_factory.mktemp("tuning")
+    with pytest.raises(FcmError, match="selects none of the model's 2 tasks"):
+        tune(separable_block(), "llvm", work_dir=root / "none", trials=2, task_slice=slice(5, None))
+    full = root / "separable_b1_fp32_stock"
+    assert tune(separable_block(), "llvm", work_dir=full, trials=2, fuse="none") == full
+    second = tune(separable_block(), "llvm", work_dir=root / "second", trials=2, task_slice=slice(1, 2))
+    return {"full": full, "second": second}
+
+
+@pytest.fixture(scope="module")
+def tuned(tuned_runs: dict[str, Path]) -> Path:
+    return tuned_runs["full"]
+
+
+@pytest.mark.slow
+def test_a_slice_of_the_tasks_tunes_only_those(tuned_runs: dict[str, Path]):
+    data = json.loads((tuned_runs["second"] / SUMMARY).read_text())
+    assert data["tasks"] == 1 and data["tasks_tuned"] == 1
+    assert len(data["task_names"]) == 1
 
 
 @pytest.mark.slow

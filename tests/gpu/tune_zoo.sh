@@ -3,11 +3,13 @@
 # On the GPU host, after `.gpu/full-a/stage.sh`:
 #   source .gpu/full-b/env.sh; bash tests/gpu/tune_zoo.sh [MODEL:BATCH:PRECISION ...]
 # Default cases: mobilenet_v2, efficientnet_b0, mobilenet_v3_large at batch 1, fp32.
-# Environment: TRIALS (per model, 384), TRIALS_PER_TASK (32), SEARCH (evolutionary), RUN_TIMEOUT (150 s),
+# Environment: TRIALS (per model, 384), TRIALS_PER_TASK (32), SEARCH (evolutionary), TASKS (all; START:END
+# resumes into the same work dir on a warm host), RUN_TIMEOUT (150 s),
 # TOTAL (s for the whole script, 510: each run's timeout shrinks to fit), OUT (results),
 # TARGET (cuda; llvm for a dry run of the script on a machine without a GPU).
-# MetaSchedule has no time budget: the timeout is the budget. Tasks are tuned largest first and the
-# database is appended batch by batch, so a run cut short still leaves usable records.
+# MetaSchedule has no time budget and records a task's results only when it comes back to that task
+# (or at the end): size TRIALS to finish (tasks x TRIALS_PER_TASK) within RUN_TIMEOUT, or tune in
+# slices (TASKS=0:15, then TASKS=15:30, ... in later calls on the same warm host).
 # Back in $OUT (8 files at most): tune_zoo.tar.gz (everything: tuning/<gpu>/<case>/ pruned databases
 # to ship, runs/<case>/ full work dirs with logs and summaries, tune logs), tune_zoo_summary.json,
 # and the pruned databases of the first three cases in $OUT/<case>/.
@@ -25,7 +27,8 @@ CASES=("$@")
 # tvm-ffi would import torch and JIT-build a DLPack add-on in every MetaSchedule worker process
 export TVM_FFI_DISABLE_TORCH_C_DLPACK=1
 START=$(date +%s)
-rm -rf "$RUN" && mkdir -p "$OUT" "$RUN/runs"
+[ -n "${TASKS:-}" ] || rm -rf "$RUN"  # a slice resumes the work dirs of the slices before it
+rm -rf "$RUN/tuning" && mkdir -p "$OUT" "$RUN/runs"
 GPU=$(python -c "from fcm_tvm.target import resolve_target; print(resolve_target('cuda').gpu.key)") || exit 1
 mkdir -p "$RUN/tuning/$GPU"
 echo "GPU: $GPU; $TRIALS trials per model, $TRIALS_PER_TASK per task; $(nproc) CPUs"
@@ -45,7 +48,7 @@ onnx.save(with_precision(build_model('$model', batch=$batch), '$precision'), sys
   if [ "$limit" -lt 30 ]; then echo "$name: skipped, no time left"; left=$((left - 1)); continue; fi
   echo "== $name: tuning for at most $limit s"
   timeout -s INT -k 10 "$limit" python -m fcm_tvm.cli tune "$RUN/$name.onnx" --target "$TARGET" --fuse none \
-    --trials "$TRIALS" --trials-per-task "$TRIALS_PER_TASK" --search "${SEARCH:-evolutionary}" -o "$work" > "$RUN/runs/$name.log" 2>&1
+    --trials "$TRIALS" --trials-per-task "$TRIALS_PER_TASK" --search "${SEARCH:-evolutionary}" ${TASKS:+--tasks "$TASKS"} -o "$work" > "$RUN/runs/$name.log" 2>&1
   echo "   exit $? after $(( $(date +%s) - START )) s; $(grep '^\[fcm-tvm\] .*candidates' "$RUN/runs/$name.log" | tail -1)"
   if [ -d "$work" ]; then
     python -m fcm_tvm.records prune "$work" "$RUN/tuning/$GPU/$name" > /dev/null 2>&1 \
@@ -56,7 +59,7 @@ done
 
 cd "$RUN" || exit 1
 works=(); for name in "${names[@]}"; do [ -d "runs/$name" ] && works+=("runs/$name"); done
-echo; python -m fcm_tvm.tuning "${works[@]}"
+echo; python -m fcm_tvm.tuning_summary "${works[@]}"
 python - "${works[@]}" > "$OUT/tune_zoo_summary.json" <<'EOF'
 import json, sys
 from pathlib import Path
