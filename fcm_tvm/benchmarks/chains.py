@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -53,15 +54,23 @@ def fused_module(
     return tvm.IRModule(functions)
 
 
-def unfused_module(specs: list[FcmSpec]) -> tvm.IRModule:
-    """One Relax function ``chain_<i>`` per chain, built from the same ops the ONNX importer emits."""
+def unfused_module(specs: list[FcmSpec], batchnorm: bool = True) -> tvm.IRModule:
+    """One Relax function ``chain_<i>`` per chain, built from the same ops the ONNX importer emits.
+
+    ``batchnorm``: each convolution is followed by a BatchNormalization, as in the zoo's models,
+    where fcm-tvm leaves it unfolded unless it fuses the chain (so this is what a declined chain
+    costs inside a model, and its workloads are the whole-model tuning database's); otherwise by a
+    bias add, as exporters that fold BatchNorm emit it (dlight then schedules the depthwise
+    convolution with its bias and activation through a much slower fallback). The BatchNorm has
+    unit scale and variance and zero mean, its shift is the chain's bias: the same function.
+    """
     builder = relax.BlockBuilder()
     for index, spec in enumerate(specs):
-        _emit_chain(builder, f"chain_{index}", spec)
+        _emit_chain(builder, f"chain_{index}", spec, batchnorm)
     return builder.get()
 
 
-def _emit_chain(builder: relax.BlockBuilder, name: str, spec: FcmSpec) -> None:
+def _emit_chain(builder: relax.BlockBuilder, name: str, spec: FcmSpec, batchnorm: bool) -> None:
     params = [
         relax.Var(f"p{i}", relax.TensorType(shape, spec.dtype)) for i, shape in enumerate(spec.param_shapes())
     ]
@@ -72,12 +81,43 @@ def _emit_chain(builder: relax.BlockBuilder, name: str, spec: FcmSpec) -> None:
                 weight, bias = params[cursor], params[cursor + 1]
                 cursor += 2
                 value = builder.emit(_conv(value, weight, stage))
-                value = builder.emit(relax.op.add(value, relax.op.reshape(bias, (1, -1, 1, 1))))
+                value = _batchnorm(builder, value, bias) if batchnorm else _bias_add(builder, value, bias)
                 value = _activation(builder, value, stage.activation)
             if spec.residual:
                 value = builder.emit(relax.op.add(value, params[cursor]))
             output = builder.emit_output(value)
         builder.emit_func_output(output)
+
+
+def _bias_add(builder: relax.BlockBuilder, value: relax.Expr, bias: relax.Expr) -> relax.Expr:
+    return builder.emit(relax.op.add(value, relax.op.reshape(bias, (1, -1, 1, 1))))
+
+
+BATCHNORM_EPSILON = 1e-5
+
+
+def _batchnorm(builder: relax.BlockBuilder, value: relax.Expr, bias: relax.Expr) -> relax.Expr:
+    """An inference BatchNormalization whose only effect is adding ``bias`` (see unfused_module)."""
+    channels, dtype = int(bias.ty.shape.values[0]), _dtype(value)
+
+    def constant(fill: float) -> relax.Constant:
+        return relax.const(np.full((channels,), fill, dtype=dtype))
+
+    normed = builder.emit(
+        relax.op.nn.batch_norm(
+            value,
+            constant(1.0),
+            bias,
+            constant(0.0),
+            constant(1.0 - BATCHNORM_EPSILON),
+            axis=1,
+            epsilon=BATCHNORM_EPSILON,
+            training=False,
+        )
+    )
+    result = builder.emit(relax.TupleGetItem(normed, 0))
+    # TVM lowers a float16 batch_norm to float32 arithmetic; the importer path casts back the same way
+    return builder.emit(relax.op.astype(result, dtype)) if dtype != "float32" else result
 
 
 def _conv(value: relax.Expr, weight: relax.Expr, stage) -> relax.Expr:

@@ -3,7 +3,10 @@
 For every DW/PW chain of the chosen zoo models, side by side in one process:
 
 - ``fcm``: the FCM kernel (tiles from FusePlanner, or the kernel's defaults);
-- ``stock``: the chain's ops through TVM's default pipeline (dlight), separate kernels;
+- ``stock``: the chain's ops as the zoo's models have them (conv, BatchNorm, activation) through
+  TVM's default pipeline (dlight), separate kernels: what a chain the planner declines costs;
+- ``stock_folded``: the same with BatchNorm folded into a bias (as exporters that fold it emit),
+  which dlight schedules through a slower fallback (the ``stock`` of results before 2026-11-26);
 - ``stock_tuned``: the same ops with a MetaSchedule database (``--tuning-records``);
 - ``cudnn``: ``torch.nn.functional.conv2d`` (cuDNN) in the same dtype;
 - ``floor``: the DRAM-traffic floor (inputs, weights and output moved once) at the measured
@@ -42,6 +45,7 @@ COLUMNS = [
     "count",
     "fcm_us",
     "stock_us",
+    "stock_folded_us",
     "stock_tuned_us",
     "cudnn_us",
     "floor_us",
@@ -86,6 +90,7 @@ class Workloads:
         self.fused = tvm.compile(fused_module(self.specs, [t for _, t in decisions], target), target)
         unfused = unfused_module(self.specs)
         self.stock = tvm.compile(unfused, target)
+        self.stock_folded = tvm.compile(unfused_module(self.specs, batchnorm=False), target)
         self.tuned = None
         if tuning_records is not None and (tuning_records / "database_tuning_record.json").is_file():
             self.tuned = tvm.compile(
@@ -98,6 +103,7 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
 
     case, rows = workloads.case, []
     stock_vm = tvm.relax.VirtualMachine(workloads.stock, device)
+    folded_vm = tvm.relax.VirtualMachine(workloads.stock_folded, device)
     tuned_vm = tvm.relax.VirtualMachine(workloads.tuned, device) if workloads.tuned else None
     for index, spec in enumerate(workloads.specs):
         arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
@@ -121,6 +127,7 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
             workloads.fused, f"fcm_{index}", device, [*arguments, output], number, repeat
         )
         row["stock_us"] = time_vm(stock_vm, f"chain_{index}", device, arguments, number, repeat)
+        row["stock_folded_us"] = time_vm(folded_vm, f"chain_{index}", device, arguments, number, repeat)
         if tuned_vm is not None:
             row["stock_tuned_us"] = time_vm(tuned_vm, f"chain_{index}", device, arguments, number, repeat)
         row["cudnn_us"] = time_cudnn(spec, number, repeat)
@@ -263,18 +270,21 @@ def profile_run(cases: list[LayerCase], target, gpu, out: Path) -> None:
     order = []
     for case in cases:
         workloads = Workloads(case, target, gpu, None)
-        vm = tvm.relax.VirtualMachine(workloads.stock, device)
+        vms = {
+            "stock": tvm.relax.VirtualMachine(workloads.stock, device),
+            "stock_folded": tvm.relax.VirtualMachine(workloads.stock_folded, device),
+        }
         for index, spec in enumerate(workloads.specs):
             arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
             output = tvm.runtime.empty(spec.output.as_tuple(), spec.dtype, device)
-            for variant in ("fcm", "stock"):
+            for variant in ("fcm", *vms):
                 flush.sum()  # evict: the workload starts with a cold L2
                 marker.add_(1)  # a marker kernel: ncu rows between two markers belong to one workload
                 torch.cuda.synchronize()
                 if variant == "fcm":
                     workloads.fused[f"fcm_{index}"](*arguments, output)
                 else:
-                    vm[f"chain_{index}"](*arguments)
+                    vms[variant][f"chain_{index}"](*arguments)
                 device.sync()
                 order.append(
                     {
