@@ -62,7 +62,7 @@ def test_compiled_model_reports_its_signature(mobilenet_v2):
 
 
 def test_a_float16_model_with_batchnorm_builds_and_runs_in_float16(rng):
-    """TVM's importer returns float32 from a float16 BatchNormalization; with_precision casts back."""
+    """TVM lowers a float16 BatchNormalization to float32 arithmetic; with_precision casts back."""
     from fcm_tvm.precision import with_precision
     from fcm_tvm.reference import float64_reference
 

@@ -1,6 +1,11 @@
 # The GPU-machine runs behind docs/results.md, one stage per device call (each under 10 minutes).
 # On the GPU host, after `.gpu/full-a/stage.sh`:  source .gpu/full-b/env.sh; bash tests/gpu/h100_session.sh STAGE
 # Results go to $OUT (at most 8 files come back per call); scratch goes to /tmp/fcm-run.
+# Run from a snapshot of the tree (helpers editing files do not leak into a run), e.g. with
+# .gpu/snap carried: cd .gpu/snap; ln -s .. .gpu; export PYTHONPATH=/tmp/fcm-gpu/site:$PWD.
+# Measured costs (H100 host, 2026-11-25): stage + unpack ~1 min; faults ~1 min; ncu at batch 1
+# ~2 min; MobileNetV2 tuning, replay-trace 16/task, 57 tasks: 8.5 min; bench of one model with
+# the four variants: 3.3 min. A 30-minute device budget (half-counted) is about five such calls.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | tune | ncu}
 shift
