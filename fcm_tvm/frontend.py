@@ -83,6 +83,22 @@ def _check(proto: onnx.ModelProto) -> None:
     except ValueError as error:  # models over 2 GiB can only be checked by path
         warnings.warn(f"ONNX checker skipped: {_first_line(error)}", stacklevel=3)
     _check_ops(proto)
+    _check_no_bfloat16(proto)
+
+
+def _check_no_bfloat16(proto: onnx.ModelProto) -> None:
+    """Refuse bfloat16: TVM 0.27's ONNX importer reads a bfloat16 weight's bit pattern as its value
+    (measured: a DW/PW pair's outputs came out near 1e10), which would be a silently wrong model."""
+    graph = proto.graph
+    tensors = [(f"weight '{t.name}'", t.data_type) for t in graph.initializer]
+    tensors += [(f"input '{v.name}'", v.type.tensor_type.elem_type) for v in graph.input]
+    tensors += [(f"output '{v.name}'", v.type.tensor_type.elem_type) for v in graph.output]
+    for what, elem_type in tensors:
+        if elem_type == onnx.TensorProto.BFLOAT16:
+            raise ModelError(
+                f"{what} is bfloat16, which fcm-tvm does not support (TVM's ONNX importer misreads "
+                "bfloat16 weights); convert the model to float16 or float32"
+            )
 
 
 def onnx_opset(proto: onnx.ModelProto) -> int:

@@ -107,6 +107,34 @@ def test_int8_inputs_are_refused_clearly():
         fcm_tvm.compile(model, target="llvm")
 
 
+def as_bfloat16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with bfloat16 input, output and weights (each weight rounded to bfloat16)."""
+    import ml_dtypes
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    for index, initializer in enumerate(graph.initializer):
+        bits = numpy_helper.to_array(initializer).astype(ml_dtypes.bfloat16).view(np.uint16)
+        graph.initializer[index].CopyFrom(
+            helper.make_tensor(initializer.name, TensorProto.BFLOAT16, bits.shape, bits.flatten().tolist())
+        )
+    for value in [*graph.input, *graph.output]:
+        value.type.tensor_type.elem_type = TensorProto.BFLOAT16
+    del graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def test_bfloat16_models_are_refused_clearly_not_miscompiled():
+    """TVM's importer reads a bfloat16 weight's bits as its value: refused, never silently wrong."""
+    with pytest.raises(FcmError, match="weight 'w0' is bfloat16, which fcm-tvm does not support"):
+        fcm_tvm.compile(as_bfloat16(conv_graph([DW, PW])), target="llvm")
+    x = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 8, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [1, 8, 4, 4])
+    relu = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    with pytest.raises(FcmError, match="input 'x' is bfloat16"):
+        fcm_tvm.compile(helper.make_model(relu, opset_imports=[helper.make_opsetid("", 17)]), "llvm")
+
+
 def test_a_huge_dimension_is_refused_or_compiled_never_crashes():
     model = conv_graph([DW, PW])
     try:
