@@ -58,11 +58,11 @@ def unfused_module(specs: list[FcmSpec], batchnorm: bool = True) -> tvm.IRModule
     """One Relax function ``chain_<i>`` per chain, built from the same ops the ONNX importer emits.
 
     ``batchnorm``: each convolution is followed by a BatchNormalization, as in the zoo's models,
-    where fcm-tvm leaves it unfolded unless it fuses the chain (so this is what a declined chain
-    costs inside a model; its convolutions are workloads of the whole-model tuning database: all
-    28 of MobileNetV2's chains, checked against the H100 records, but not its BatchNorm kernels,
-    whose clip the importer writes as maximum/minimum and which differ otherwise); otherwise by a
-    bias add, as exporters that fold BatchNorm emit it (dlight then schedules the depthwise
+    where fcm-tvm leaves it unfolded unless it fuses the chain: what a declined chain costs inside
+    a model. Its convolutions are workloads of the whole-model tuning database (all 28 convolution
+    tasks of MobileNetV2's chains are in the H100 records); its BatchNorm kernels are not (the
+    importer writes Clip as maximum/minimum, and they differ otherwise). Without ``batchnorm``, a
+    bias add follows, as exporters that fold BatchNorm emit it (dlight then schedules a depthwise
     convolution with its bias and activation through a much slower fallback). The BatchNorm has
     unit scale and variance and zero mean, its shift is the chain's bias: the same function.
     """
