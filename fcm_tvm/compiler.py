@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
-from .errors import DeviceError, FcmError
+from .errors import DeviceError, FcmError, last_line
 from .frontend import ModelLike, TensorInfo, graph_inputs, import_onnx, load_onnx
 from .pipeline import FUSE_MODES, FusedChain, apply_fusion, stock_pipeline
 from .runner import VmRunner
@@ -145,9 +145,8 @@ def _build(
         with tvm.transform.PassContext(opt_level=3, config=config):
             return tvm.compile(module, target=resolved.tvm_target, relax_pipeline=pipeline)
     except Exception as error:
-        message = [line for line in str(error).strip().splitlines() if line.strip()]
         raise FcmError(
-            f"TVM could not build the model for {resolved.describe()}: {message[-1][:300]}"
+            f"TVM could not build the model for {resolved.describe()}: {last_line(error)[:300]}"
         ) from None
 
 

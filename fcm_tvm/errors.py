@@ -13,5 +13,13 @@ class TargetError(FcmError):
     """The target is unknown or does not fit the machine."""
 
 
+def last_line(error: BaseException | str) -> str:
+    """The last non-blank line of an error's message: where TVM puts the reason, after its traceback."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if lines:
+        return lines[-1]
+    return type(error).__name__ if isinstance(error, BaseException) else "unknown error"
+
+
 class DeviceError(FcmError):
     """No GPU, no CUDA compiler, or an artifact that does not fit the runtime."""

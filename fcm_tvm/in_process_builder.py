@@ -20,6 +20,8 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.builder import BuilderInput, BuilderResult, PyBuilder
 from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
 
+from .errors import last_line
+
 
 @derived_object
 class InProcessBuilder(PyBuilder):
@@ -39,5 +41,4 @@ def build_one(item: BuilderInput) -> BuilderResult:
     try:
         return BuilderResult(default_export(default_build(item.mod, item.target, None)), None)
     except Exception as error:  # one bad candidate must not stop the search
-        lines = [line for line in str(error).strip().splitlines() if line.strip()]
-        return BuilderResult(None, f"InProcessBuilder: {lines[-1] if lines else type(error).__name__}")
+        return BuilderResult(None, f"InProcessBuilder: {last_line(error)}")

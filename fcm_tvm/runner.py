@@ -10,7 +10,7 @@ import numpy as np
 import tvm
 from tvm.runtime.vm import VirtualMachine
 
-from .errors import DeviceError, FcmError
+from .errors import DeviceError, FcmError, last_line
 from .frontend import TensorInfo
 
 
@@ -127,7 +127,7 @@ def device_error_summary(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     failure = next((i for i, line in enumerate(lines) if _CUDA_FAILURE.search(line)), None)
     if failure is None:
-        return lines[-1][:300] if lines else type(error).__name__
+        return last_line(error)[:300]
     details = [lines[failure]]
     details += [line for line in lines[failure + 1 : failure + 3] if line.startswith("grid=")]
     kernel = next((line for line in lines if line.startswith("// func_name=")), None)

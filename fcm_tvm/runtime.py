@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
-from .errors import DeviceError, FcmError
+from .errors import DeviceError, FcmError, last_line
 from .frontend import TensorInfo
 from .runner import Timing, VmRunner
 
@@ -102,10 +102,7 @@ def _load_module(path: Path) -> tvm.runtime.Module:
     try:
         return tvm.runtime.load_module(str(path))
     except Exception as error:
-        lines = [line for line in str(error).strip().splitlines() if line.strip()]
-        raise FcmError(
-            f"{path}: not a loadable TVM library ({lines[-1][:200] if lines else error})"
-        ) from None
+        raise FcmError(f"{path}: not a loadable TVM library ({last_line(error)[:200]})") from None
 
 
 def load_cuda_runtime() -> None:

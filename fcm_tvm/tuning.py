@@ -26,12 +26,12 @@ from pathlib import Path
 
 import tvm
 
-from .errors import FcmError
+from .errors import FcmError, last_line
 from .frontend import ModelLike, graph_inputs, import_onnx, load_onnx
 from .in_process_builder import InProcessBuilder
 from .pipeline import apply_fusion, tuning_passes
 from .target import TargetLike, resolve_target
-from .tuning_summary import SUMMARY, last_line, summarize, timestamp, write_json
+from .tuning_summary import SUMMARY, summarize, timestamp, write_json
 
 log = logging.getLogger(__name__)
 

@@ -208,11 +208,6 @@ def timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(int(seconds)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
-
-
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
