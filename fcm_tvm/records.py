@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -59,6 +60,19 @@ def shipped_cases(gpu_key: str) -> list[str]:
     return sorted(path.name for path in root.iterdir() if is_database(path)) if root.is_dir() else []
 
 
+def measured_records(path: Path) -> Iterator[tuple[int, list, float | None]]:
+    """(workload index, record, mean seconds) per record of a database file; the mean is None for
+    a candidate that failed to build or run. A line cut short by a killed run is skipped."""
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            index, record = json.loads(line)
+            seconds = [float(s) for s in record[1] or []]
+        except (ValueError, TypeError, IndexError):
+            continue
+        ok = seconds and all(math.isfinite(s) and s < FAILED_RUN_SECS for s in seconds)
+        yield index, record, sum(seconds) / len(seconds) if ok else None
+
+
 def prune_database(source: str | os.PathLike, destination: str | os.PathLike) -> int:
     """Copy a MetaSchedule database keeping only the fastest measured record of each workload.
 
@@ -68,16 +82,8 @@ def prune_database(source: str | os.PathLike, destination: str | os.PathLike) ->
     source, destination = Path(source), Path(destination)
     workloads = (source / WORKLOADS).read_text().splitlines()
     best: dict[int, tuple[float, list]] = {}
-    for line in (source / DATABASE).read_text().splitlines():
-        try:
-            index, record = json.loads(line)
-        except ValueError:  # a line cut short by a killed run
-            continue
-        seconds = [float(s) for s in record[1] or []]
-        if not seconds or not all(math.isfinite(s) and s < FAILED_RUN_SECS for s in seconds):
-            continue
-        mean = sum(seconds) / len(seconds)
-        if index not in best or mean < best[index][0]:
+    for index, record, mean in measured_records(source / DATABASE):
+        if mean is not None and (index not in best or mean < best[index][0]):
             best[index] = (mean, record)
     kept = sorted(best)
     if not kept:

@@ -10,7 +10,6 @@ say) and prints them as a table.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sys
@@ -19,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .records import DATABASE as RECORDS
-from .records import FAILED_RUN_SECS, WORKLOADS
+from .records import WORKLOADS, measured_records
 
 SUMMARY = "tuning_summary.json"
 MAX_ERRORS = 5
@@ -165,24 +164,14 @@ def _read_batches(log_dir: Path, since: str | None) -> dict:
 
 
 def _read_database(folder: Path) -> dict:
-    records, valid, best = 0, 0, {}
-    path = folder / RECORDS
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            workload, (_trace, run_secs, *_rest) = json.loads(line)
-        except (ValueError, TypeError):
-            continue
-        records += 1
-        seconds = [float(s) for s in run_secs or []]
-        if seconds and math.isfinite(sum(seconds)) and max(seconds) < FAILED_RUN_SECS:
-            valid += 1
-            best[workload] = min(best.get(workload, math.inf), sum(seconds) / len(seconds))
+    measured = list(measured_records(folder / RECORDS))
+    valid = [index for index, _record, mean in measured if mean is not None]
     workloads = folder / WORKLOADS
     return {
-        "records": records,
-        "valid_records": valid,
+        "records": len(measured),
+        "valid_records": len(valid),
         "workloads": len(workloads.read_text().splitlines()) if workloads.is_file() else 0,
-        "workloads_with_valid_records": len(best),
+        "workloads_with_valid_records": len(set(valid)),
     }
 
 
