@@ -5,10 +5,11 @@ build in a process imports ``tvm.s_tir.tensor_intrin``, which parses a few hundr
 functions; on the H100 host (where tvm-ffi also imports torch) that took over 30 s per worker,
 so every candidate hit the builder's timeout and tuning measured nothing (15 s per worker on a
 bare 2-core machine, where 16 candidates still timed out at 120 s). Building in-process pays
-that import once. A build is lowering, CUDA code generation and, where NVRTC is installed, its
-compilation (~2 s a candidate on the H100 host); TVM's FFI releases the GIL for all three, so
-threads build candidates in parallel (measured: 16 candidates in 1.84 s on one thread, 0.97 s
-on two).
+that import once. A build is lowering, CUDA code generation and its compilation (~1.2 s a
+candidate on the H100 host). TVM's FFI releases the GIL, so threads lower and generate code in
+parallel (here, without compilation: 16 candidates in 1.84 s on one thread, 0.97 s on two); the
+compilation overlaps only with nvcc, a subprocess, not with NVRTC, which holds the GIL (H100
+host: 20.7 s on one thread, 18.0 s on sixteen), so ``fcm_tvm.tuning`` picks nvcc.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from .tuning_summary import SUMMARY, summarize, timestamp, write_json
 log = logging.getLogger(__name__)
 
 TRIALS_PER_ITER = 64  # MetaSchedule's batch: candidates built and measured together
-RUN_TIMEOUT_S = {"cuda": 30.0, "cpu": 30.0}
+RUN_TIMEOUT_S = 30.0  # per candidate measured
 SEARCH_STRATEGIES = ("evolutionary", "replay-trace")
 
 
@@ -108,7 +108,7 @@ def tune(
     per_task = trials_per_task or max(TRIALS_PER_ITER, trials // len(tasks))
     per_iter = min(TRIALS_PER_ITER, per_task, trials)
     builder_config = {"kind": "in-process (see fcm_tvm.in_process_builder)"}
-    runner_config = {"timeout_s": run_timeout_s or RUN_TIMEOUT_S[kind], **_EVALUATOR}
+    runner_config = {"timeout_s": run_timeout_s or RUN_TIMEOUT_S, **_EVALUATOR}
     plan = {
         "format": "fcm-tvm-tuning-summary/1",
         "status": "running",

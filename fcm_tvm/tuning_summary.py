@@ -88,29 +88,25 @@ def summarize(folder: str | os.PathLike, *, status: str | None = None, elapsed_s
 
 
 def _log_records(log_dir: Path, since: str | None):
-    """(time, text) of every log record in ``log_dir`` files, multi-line messages joined."""
+    """(file, time, text) of every log record in ``log_dir`` files from ``since`` on (all if None),
+    multi-line messages joined."""
     for path in sorted(log_dir.glob("*.log")) if log_dir.is_dir() else []:
-        current: list | None = None
+        records: list[tuple[str, list[str]]] = []
         for raw in path.read_text(errors="replace").splitlines():
             match = LOG_LINE.match(raw)
             if match:
-                if current is not None:
-                    yield path.name, current[0], "\n".join(current[1])
-                current = [match.group(1), [match.group(3)]]
-            elif current is not None:
-                current[1].append(raw)
-        if current is not None:
-            yield path.name, current[0], "\n".join(current[1])
-
-
-def _after(stamp: str, since: str | None) -> bool:
-    return since is None or stamp >= since  # same format, so string order is time order
+                records.append((match.group(1), [match.group(3)]))
+            elif records:
+                records[-1][1].append(raw)
+        for stamp, lines in records:
+            if since is None or stamp >= since:  # same format, so string order is time order
+                yield path.name, stamp, "\n".join(lines)
 
 
 def _read_trials(log_dir: Path, since: str | None) -> tuple[list[dict], list[dict]]:
     trials, errors = [], {}
-    for name, stamp, text in _log_records(log_dir, since):
-        if "task_scheduler" in name or not _after(stamp, since):
+    for name, _stamp, text in _log_records(log_dir, since):
+        if "task_scheduler" in name:
             continue
         match = TRIAL.search(text)
         if match is None:
@@ -144,7 +140,7 @@ def _read_batches(log_dir: Path, since: str | None) -> dict:
     build_s, run_s, count = 0.0, 0.0, 0
     build_start = run_start = None
     for name, stamp, text in _log_records(log_dir, since):
-        if "task_scheduler" not in name or not _after(stamp, since):
+        if "task_scheduler" not in name:
             continue
         moment = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").timestamp()
         if "to builder" in text:

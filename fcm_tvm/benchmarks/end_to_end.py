@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import records as shipped
+from .. import records as shipped  # a module reference: tests point shipped_root elsewhere
 from ..errors import FcmError
 from ..records import is_database, tuning_dir
 from .report import save_report
