@@ -14,6 +14,7 @@ import tvm
 from .errors import DeviceError, FcmError, last_line
 from .frontend import ModelLike, TensorInfo, graph_inputs, import_onnx, load_onnx
 from .pipeline import FUSE_MODES, FusedChain, apply_fusion, stock_pipeline
+from .records import DATABASE
 from .runner import VmRunner
 from .runtime import METADATA_SUFFIX
 from .target import ResolvedTarget, TargetLike, local_cuda_device, resolve_target
@@ -131,8 +132,8 @@ def _tuning_records(path: str | os.PathLike | None) -> str | None:
     if path is None:
         return None
     folder = Path(path)
-    if not (folder / "database_tuning_record.json").is_file():
-        raise FcmError(f"{folder}: not a MetaSchedule work directory (no database_tuning_record.json)")
+    if not (folder / DATABASE).is_file():
+        raise FcmError(f"{folder}: not a MetaSchedule work directory (no {DATABASE})")
     return str(folder)
 
 

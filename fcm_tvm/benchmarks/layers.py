@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import tuning_dir
+from ..records import is_database, tuning_dir
 from .chains import LayerCase, fused_module, model_chains, traffic_floor_bytes, unfused_module
 from .report import save_report
 
@@ -92,7 +92,7 @@ class Workloads:
         self.stock = tvm.compile(unfused, target)
         self.stock_folded = tvm.compile(unfused_module(self.specs, batchnorm=False), target)
         self.tuned = None
-        if tuning_records is not None and (tuning_records / "database_tuning_record.json").is_file():
+        if tuning_records is not None and is_database(tuning_records):
             self.tuned = tvm.compile(
                 unfused, target, relax_pipeline=stock_pipeline(target, str(tuning_records))
             )
