@@ -87,14 +87,20 @@ class OutputLoops:
     registers: list[LoopRV]  # c, y, x of the thread's register tile
 
 
-def tile_output(sch: Schedule, block: SBlockRV, layout: ThreadLayout) -> OutputLoops:
-    """Tile the n, c, y, x loops of ``block`` over blocks, threads and registers (innermost)."""
+def tile_output(sch: Schedule, block: SBlockRV, layout: ThreadLayout, split: int = 1) -> OutputLoops:
+    """Tile the n, c, y, x loops of ``block`` over blocks, threads and registers (innermost).
+
+    With ``split > 1`` the block is the workspace block of :func:`split_reduction`, whose loop
+    after x deals out the reduction slices: it goes to the block index, innermost, so that the
+    blocks of one output tile run together and share its input patch in L2.
+    """
     n, c, y, x, *reductions = sch.get_loops(block)
+    slices = [reductions.pop(0)] if split > 1 else []
     c_blk, c_thr, c_reg = sch.split(c, [None, layout.channels, layout.reg_c])
     y_blk, y_thr, y_reg = sch.split(y, [None, layout.rows, layout.reg_y])
     x_blk, x_thr, x_reg = sch.split(x, [None, layout.cols, layout.reg_x])
-    sch.reorder(n, c_blk, y_blk, x_blk, c_thr, y_thr, x_thr, *reductions, c_reg, y_reg, x_reg)
-    block_loop = sch.fuse(n, c_blk, y_blk, x_blk)
+    sch.reorder(n, c_blk, y_blk, x_blk, *slices, c_thr, y_thr, x_thr, *reductions, c_reg, y_reg, x_reg)
+    block_loop = sch.fuse(n, c_blk, y_blk, x_blk, *slices)
     thread_loop = sch.fuse(c_thr, y_thr, x_thr)
     sch.bind(block_loop, "blockIdx.x")
     sch.bind(thread_loop, "threadIdx.x")
@@ -105,6 +111,63 @@ def keep_in_registers(sch: Schedule, acc: SBlockRV, epilogue: SBlockRV, loop: Lo
     """Accumulate ``acc`` in registers and apply its ``epilogue`` right there, under ``loop``."""
     sch.set_scope(acc, 0, "local")
     sch.reverse_compute_at(epilogue, loop, preserve_unit_loops=True)
+
+
+def split_reduction(sch: Schedule, acc: SBlockRV, split: int) -> SBlockRV:
+    """Deal the (single) reduction of ``acc`` out to ``split`` slices summed apart (``rfactor``).
+
+    Returns the slice block, which writes a float32 workspace ``[split, n, c, y, x]`` in global
+    memory; ``acc`` is left summing the workspace over the slices (see :func:`sum_slices`).
+    """
+    *_, reduction = sch.get_loops(acc)
+    slices, _ = sch.split(reduction, [split, None])
+    return sch.rfactor(slices, 0)
+
+
+def keep_slice_in_registers(sch: Schedule, slice_acc: SBlockRV, loop: LoopRV) -> None:
+    """Accumulate a slice in registers and store it to the workspace once, under ``loop``."""
+    store = sch.cache_write(slice_acc, 0, "local")
+    sch.reverse_compute_at(store, loop, preserve_unit_loops=True)
+
+
+@dataclass
+class FinalSum:
+    """The last stage's sum, tiled: the block that accumulates it, its loops, the chunk loop."""
+
+    acc: SBlockRV  # the slice block when the reduction is split
+    loops: OutputLoops
+    chunk_loop: LoopRV  # one chunk of the reduction per step: the producers are computed here
+
+
+def tile_final_sum(sch: Schedule, acc: SBlockRV, epilogue: SBlockRV, plan: KernelPlan) -> FinalSum:
+    """Tile the last stage's sum ``acc`` over the output and chunk its reduction, split or not.
+
+    Unsplit, the sum stays in registers and the ``epilogue`` runs right after it. Split, each
+    block sums its slice into the workspace and a second kernel sums the slices (``epilogue``
+    included).
+    """
+    split, threads = plan.tiles.split, plan.tiles.threads
+    total = acc
+    if split > 1:
+        acc = split_reduction(sch, total, split)
+    loops = tile_output(sch, acc, plan.layout, split)
+    chunk_loop, _ = sch.split(loops.reductions[0], [None, plan.chunk])
+    if split > 1:
+        keep_slice_in_registers(sch, acc, loops.thread)
+        sum_slices(sch, total, epilogue, threads)
+    else:
+        keep_in_registers(sch, acc, epilogue, loops.thread)
+    return FinalSum(acc, loops, chunk_loop)
+
+
+def sum_slices(sch: Schedule, acc: SBlockRV, epilogue: SBlockRV, threads: int) -> None:
+    """The second kernel of a split reduction: a thread per output sums its slices and applies
+    the ``epilogue`` (bias, activation, residual, cast)."""
+    flat = sch.fuse(*sch.get_loops(epilogue))
+    blocks, lanes = sch.split(flat, [None, threads])
+    sch.bind(blocks, "blockIdx.x")
+    sch.bind(lanes, "threadIdx.x")
+    compute_local_at(sch, acc, lanes)
 
 
 def compute_shared_at(sch: Schedule, block: SBlockRV, loop: LoopRV, scope: str) -> None:

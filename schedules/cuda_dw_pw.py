@@ -21,10 +21,9 @@ from .cuda_base import (
     compute_depthwise_shared,
     compute_shared_at,
     init_before,
-    keep_in_registers,
     spread_over_threads,
     stage_weights,
-    tile_output,
+    tile_final_sum,
     unroll_inner,
 )
 from .layout import clipped_tile, depthwise_patch, exact_lanes, fetched_elements
@@ -57,10 +56,8 @@ class DwPw(FcmRule):
 
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
         threads, scope = plan.tiles.threads, plan.scope
-        pw_acc = sch.get_sblock("s1_acc")
-        loops = tile_output(sch, pw_acc, plan.layout)
-        chunk_loop, _ = sch.split(loops.reductions[0], [None, plan.chunk])
-        keep_in_registers(sch, pw_acc, sch.get_sblock("s1_out"), loops.thread)
+        final = tile_final_sum(sch, sch.get_sblock("s1_acc"), sch.get_sblock("s1_out"), plan)
+        pw_acc, chunk_loop = final.acc, final.chunk_loop
 
         dw_acc = sch.get_sblock("s0_acc")
         compute_depthwise_shared(sch, sch.get_sblock("s0_out"), dw_acc, chunk_loop, threads, scope)
@@ -71,4 +68,4 @@ class DwPw(FcmRule):
         stage_weights(sch, pw_acc, "w1", chunk_loop, threads, scope)
 
         init_before(sch, pw_acc, chunk_loop)
-        unroll_inner(sch, loops.block)
+        unroll_inner(sch, final.loops.block)

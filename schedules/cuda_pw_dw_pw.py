@@ -23,9 +23,8 @@ from .cuda_base import (
     compute_depthwise_shared,
     compute_patch,
     init_before,
-    keep_in_registers,
     stage_weights,
-    tile_output,
+    tile_final_sum,
     unroll_inner,
 )
 from .layout import clipped_tile, depthwise_patch, exact_lanes, fetched_elements, patch_channels, patch_layout
@@ -63,10 +62,8 @@ class PwDwPw(FcmRule):
 
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
         threads, scope = plan.tiles.threads, plan.scope
-        pw2_acc = sch.get_sblock("s2_acc")
-        loops = tile_output(sch, pw2_acc, plan.layout)
-        chunk_loop, _ = sch.split(loops.reductions[0], [None, plan.chunk])
-        keep_in_registers(sch, pw2_acc, sch.get_sblock("s2_out"), loops.thread)
+        final = tile_final_sum(sch, sch.get_sblock("s2_acc"), sch.get_sblock("s2_out"), plan)
+        chunk_loop = final.chunk_loop
 
         dw_acc = sch.get_sblock("s1_acc")
         compute_depthwise_shared(sch, sch.get_sblock("s1_out"), dw_acc, chunk_loop, threads, scope)
@@ -74,7 +71,7 @@ class PwDwPw(FcmRule):
         compute_patch(sch, sch.get_sblock("s0_out"), pw1_acc, chunk_loop, plan.patch, scope)
         stage_weights(sch, pw1_acc, "w0", chunk_loop, threads, scope)
         stage_weights(sch, dw_acc, "w1", chunk_loop, threads, scope)
-        stage_weights(sch, pw2_acc, "w2", chunk_loop, threads, scope)
+        stage_weights(sch, final.acc, "w2", chunk_loop, threads, scope)
 
-        init_before(sch, pw2_acc, chunk_loop)
-        unroll_inner(sch, loops.block)
+        init_before(sch, final.acc, chunk_loop)
+        unroll_inner(sch, final.loops.block)

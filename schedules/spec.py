@@ -184,9 +184,16 @@ class FcmTiles:
 
     A thread block computes ``channel_tile`` output channels of a ``tile_h x tile_w`` output
     patch of one image with ``threads`` threads; the intermediate tile lives in shared memory.
+
+    ``split`` blocks share one output tile, each summing its slice of the last stage's reduction
+    (the mid channels of PW->DW->PW, the input channels of DW->PW) into a float32 workspace
+    that a second, small kernel sums, adding bias, activation and residual. At batch 1 a deep
+    layer has only a few output tiles, and without a split a few blocks loop over hundreds of
+    channels while most SMs idle. PW->DW has no such reduction: its split is 1.
     """
 
     channel_tile: int = 32
     tile_h: int = 8
     tile_w: int = 8
     threads: int = 256
+    split: int = 1

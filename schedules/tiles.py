@@ -48,10 +48,10 @@ def shared_bytes(spec: FcmSpec, tiles: FcmTiles, chunk: int) -> int:
 
 
 def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | None, list[str]]:
-    knobs = (tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads)
+    knobs = (tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads, tiles.split)
     if min(knobs) < 1:
         return None, [f"every tile knob must be >= 1, got {tiles}"]
-    problems = []
+    problems = _split_problems(spec, tiles.split)
     if tiles.threads > MAX_THREADS:
         problems.append(f"{tiles.threads} threads per block > {MAX_THREADS}")
     layout = output_layout(tiles)
@@ -85,8 +85,20 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
     return KernelPlan(tiles, layout, chunk, patch, smem, scope), []
 
 
-def _chunk(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> int | None:
+def _split_problems(spec: FcmSpec, split: int) -> list[str]:
     channels = RULES[spec.kind].reduction_channels(spec)
+    if split == 1:
+        return []
+    if channels == 1:
+        return [f"a {spec.kind} FCM has no channel reduction to split (split must be 1, got {split})"]
+    if channels % split:
+        return [f"split {split} does not divide the {channels} channels of the {spec.kind} reduction"]
+    return []
+
+
+def _chunk(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> int | None:
+    """The reduction chunk: channels summed per shared-memory step, within one split slice."""
+    channels = max(1, RULES[spec.kind].reduction_channels(spec) // tiles.split)
     candidates = sorted({min(c, channels) for c in CHUNKS}, reverse=True)
     for budget in sorted({min(STATIC_SMEM, max_smem), max_smem}):
         fitting = [c for c in candidates if shared_bytes(spec, tiles, c) <= budget]

@@ -23,6 +23,7 @@ from fcm_tvm.schedules import (
     tile_problems,
 )
 from fcm_tvm.schedules.spec import ACTIVATIONS
+from fcm_tvm.schedules.tiles import plan_kernel
 
 from .conftest import relative_error
 
@@ -280,12 +281,26 @@ def test_default_tiles_fit_in_static_shared_memory(spec: FcmSpec) -> None:
         (FcmTiles(64, 8, 8, 32), 48 * 1024, "outputs per thread"),
         (FcmTiles(32, 8, 8, 256), 1024, "bytes of shared memory per block, more than 1024"),
         (FcmTiles(0, 8, 8, 256), 48 * 1024, "must be >= 1"),
+        (FcmTiles(32, 8, 8, 256, split=5), 48 * 1024, "split 5 does not divide the 64 channels"),
     ],
 )
 def test_tile_problems_name_what_does_not_fit(tiles: FcmTiles, smem: int, problem: str) -> None:
     spec = FcmSpec(1, 32, 28, 28, (Pointwise(64, "relu6"), Depthwise(3, 1), Pointwise(32)))
     problems = tile_problems(spec, tiles, smem)
     assert any(problem in p for p in problems), problems
+
+
+def test_pw_dw_has_no_reduction_to_split() -> None:
+    spec = FcmSpec(1, 32, 28, 28, (Pointwise(64, "relu6"), Depthwise(3, 1)))
+    assert tile_problems(spec, FcmTiles(16, 8, 8, 256, split=2), 48 * 1024) == [
+        "a pw_dw FCM has no channel reduction to split (split must be 1, got 2)"
+    ]
+
+
+def test_a_split_chunks_only_its_own_slice_of_the_reduction() -> None:
+    spec = FcmSpec(1, 96, 14, 14, (Pointwise(576, "relu6"), Depthwise(3, 1), Pointwise(96)))
+    assert plan_kernel(spec, FcmTiles(32, 7, 7, 196, split=72), 48 * 1024).chunk == 8
+    assert plan_kernel(spec, FcmTiles(32, 7, 7, 196, split=1), 48 * 1024).chunk == 16
 
 
 def test_a_bigger_budget_admits_bigger_tiles() -> None:

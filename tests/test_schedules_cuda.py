@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,17 @@ def cases() -> list[tuple[FcmSpec, FcmTiles | None]]:
         (spec, None) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE
     ]
     result += [(spec, tiles) for spec in kernel_variants() for tiles in other_tiles(spec)]
+    result += [(spec, tiles) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE for tiles in split_tiles(spec)]
     return result
+
+
+def split_tiles(spec: FcmSpec) -> list[FcmTiles]:
+    """The default tile with its reduction split over 2 and over the most blocks that fit
+    (one chunk per block); none for PW->DW, which has no reduction to split."""
+    default = default_tiles(spec, MAX_SMEM)
+    options = [replace(default, split=split) for split in (2, 3, 4, 8, 16, 32, 64)]
+    fitting = [tiles for tiles in options if not tile_problems(spec, tiles, MAX_SMEM)]
+    return list(dict.fromkeys(fitting[:1] + fitting[-1:]))
 
 
 def case_id(case: tuple[FcmSpec, FcmTiles | None]) -> str:
@@ -72,6 +83,8 @@ def case_id(case: tuple[FcmSpec, FcmTiles | None]) -> str:
     tag = (
         "default" if tiles is None else f"t{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w}@{tiles.threads}"
     )
+    if tiles is not None and tiles.split > 1:
+        tag += f"-split{tiles.split}"
     return f"{spec_id(spec)}-{tag}"
 
 
@@ -132,11 +145,17 @@ def test_cuda_kernel_keeps_intermediates_on_chip_and_compiles(case, nvcc: str, t
     kernels = re.findall(
         r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)\s*\{', source
     )
-    assert [name for name, _ in kernels] == [f"fcm_{spec.kind}_kernel"], "exactly one kernel"
-    pointers = [p for p in kernels[0][1].split(",") if "*" in p]
-    assert len(pointers) == len(spec.param_shapes()) + 1, "no global buffer beyond the parameters"
-    assert "__shared__" in source
     plan = plan_kernel(spec, tiles or default_tiles(spec, MAX_SMEM), MAX_SMEM)
+    name = f"fcm_{spec.kind}_kernel"
+    if plan.tiles.split == 1:
+        assert [name for name, _ in kernels] == [name], "exactly one kernel"
+    else:
+        assert [name for name, _ in kernels] == [name, f"{name}_1"], "the slices' kernel, then their sum"
+    pointers = [p.split()[-1] for p in kernels[0][1].split(",") if "*" in p]
+    beyond = [p for p in pointers if not re.fullmatch(r"(x|w\d|b\d|residual|s\d_out)_ptr", p)]
+    workspace = [] if plan.tiles.split == 1 else [f"s{len(spec.stages) - 1}_acc_rf_ptr"]
+    assert beyond == workspace, "no global buffer beyond the parameters (and a split's partial sums)"
+    assert "__shared__" in source
     cubin_smem = compile_cubin(nvcc, source, tmp_path)
     if plan.scope == "shared":
         assert 0 < cubin_smem <= plan.shared_bytes, (
@@ -183,18 +202,21 @@ def test_every_depthwise_variant_of_a_kind_gets_the_same_rule() -> None:
         assert "s0_pad_shared" in cuda_source(spec, None)
 
 
-def test_stock_relax_cuda_pipeline_keeps_the_kernel_whole() -> None:
-    """FuseOps must not fuse the scheduled kernel with a neighbour, nor dlight reschedule it."""
+@pytest.mark.parametrize("split", [1, 4])
+def test_stock_relax_cuda_pipeline_keeps_the_kernel_whole(split: int) -> None:
+    """FuseOps must not fuse the scheduled kernel with a neighbour, nor dlight reschedule it;
+    a split's workspace is allocated by the host code."""
     from tvm import relax
 
     spec = FcmSpec(1, 16, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32)))
+    tiles = FcmTiles(16, 7, 7, 49, split)
     builder = relax.BlockBuilder()
     params = [
         relax.Var(f"p{i}", relax.TensorType(shape, spec.dtype)) for i, shape in enumerate(spec.param_shapes())
     ]
     with builder.function("main", params):
         with builder.dataflow():
-            kernel = builder.add_func(fcm_primfunc(spec, None, CUDA), "fcm_dw_pw")
+            kernel = builder.add_func(fcm_primfunc(spec, tiles, CUDA), "fcm_dw_pw")
             out_type = relax.TensorType(spec.output.as_tuple(), spec.dtype)
             fused = builder.emit(relax.call_tir(kernel, params, out_type))
             doubled = builder.emit_output(relax.op.add(fused, fused))
@@ -205,6 +227,8 @@ def test_stock_relax_cuda_pipeline_keeps_the_kernel_whole() -> None:
     body = re.search(r"fcm_dw_pw_kernel\([^)]*\)\s*\{", source).end()
     fcm_kernel = source[body:].split('extern "C"', 1)[0]
     assert "s0_out_shared" in fcm_kernel, "the kernel body is the hand schedule, not a fused rewrite"
+    host = next(m for m in walk_modules(executable.mod) if m.kind == "llvm").inspect_source("ll")
+    assert ("TVMBackendAllocWorkspace" in host) == (split > 1)
 
 
 def walk_modules(module):
