@@ -1,8 +1,9 @@
 """Tile choices: the default for a spec, and why a choice does not fit (shared memory, threads).
 
 The reduction chunk (channels summed per shared-memory step) is derived here, not a knob: the
-largest of :data:`CHUNKS` whose buffers fit in :data:`STATIC_SMEM` (so that two or more blocks
-share an SM), preferring one that divides the channel count; beyond that, the device's limit.
+largest of :data:`CHUNKS` or of the divisors of the channel count up to 16 whose buffers fit in
+:data:`STATIC_SMEM` (so that two or more blocks share an SM), preferring one that divides the
+channel count (a split slice takes only those); beyond that, the device's limit.
 """
 
 from __future__ import annotations
@@ -99,10 +100,13 @@ def _split_problems(spec: FcmSpec, split: int) -> list[str]:
 def _chunk(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> int | None:
     """The reduction chunk: channels summed per shared-memory step, within one split slice."""
     channels = max(1, RULES[spec.kind].reduction_channels(spec) // tiles.split)
-    candidates = sorted({min(c, channels) for c in CHUNKS}, reverse=True)
+    divisors = {c for c in range(1, min(max(CHUNKS), channels) + 1) if channels % c == 0}
+    candidates = sorted({min(c, channels) for c in CHUNKS} | divisors, reverse=True)
     for budget in sorted({min(STATIC_SMEM, max_smem), max_smem}):
         fitting = [c for c in candidates if shared_bytes(spec, tiles, c) <= budget]
-        dividing = [c for c in fitting if channels % c == 0 and c >= min(4, channels)]
+        if tiles.split > 1:  # a ragged last chunk of a slice made TVM size shared buffers for 4x more
+            fitting = [c for c in fitting if c in divisors]
+        dividing = [c for c in fitting if c in divisors and c >= min(4, channels)]
         if fitting:
             return (dividing or fitting)[0]
     return None

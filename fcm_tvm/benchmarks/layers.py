@@ -57,13 +57,24 @@ TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
 
 
 def planner_tiles(specs, gpu):
-    """The planner's decision per chain (fuse?, tiles), or defaults where no planner is present."""
+    """The planner's decision per chain (fuse?, tiles), or defaults where no planner is present.
+
+    The tiles are those of the planner's best fused candidate also where it declines to fuse:
+    what the FCM would be had it fused, so that the decision can be checked against it.
+    """
     try:
         from ..planner import plan_chain
     except ImportError:
         return [(None, None)] * len(specs)
     decisions = [plan_chain(spec, gpu) for spec in specs]
-    return [(decision.fuse, decision.tiles) for decision in decisions]
+    return [(d.fuse, d.fused.tiles if d.fused is not None else None) for d in decisions]
+
+
+def tiles_text(tiles) -> str:
+    """``c24 8x8 t256 s4``: channel tile, spatial tile, threads, split ("default" for none)."""
+    if tiles is None:
+        return "default"
+    return f"c{tiles.channel_tile} {tiles.tile_h}x{tiles.tile_w} t{tiles.threads} s{tiles.split}"
 
 
 def describe(spec) -> str:
@@ -87,6 +98,7 @@ class Workloads:
         self.counts = [count for _, count in chains]
         decisions = planner_tiles(self.specs, gpu)
         self.planner_fuse = [fuse for fuse, _ in decisions]
+        self.tiles = [tiles for _, tiles in decisions]
         self.fused = tvm.compile(fused_module(self.specs, [t for _, t in decisions], target), target)
         unfused = unfused_module(self.specs)
         self.stock = tvm.compile(unfused, target)
@@ -118,6 +130,7 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
             "count": workloads.counts[index],
             "rel_error": error,
             "fused_by_planner": workloads.planner_fuse[index],
+            "tiles": tiles_text(workloads.tiles[index]),
         }
         if not error < TOLERANCE[spec.dtype]:
             rows.append({**row, "fcm_us": None, "status": "WRONG RESULT"})

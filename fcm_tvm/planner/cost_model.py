@@ -103,6 +103,7 @@ class KernelEstimate:
     l2_s: float
     compute_s: float
     slowdown: float = 1.0  # measured over modelled time of this kind of kernel (data/calibration.json)
+    launch_s: float = LAUNCH_OVERHEAD_S  # what the launch costs beyond the work
 
     @property
     def busy_s(self) -> float:
@@ -111,7 +112,7 @@ class KernelEstimate:
 
     @property
     def time_s(self) -> float:
-        return self.busy_s + LAUNCH_OVERHEAD_S
+        return self.busy_s + self.launch_s
 
     @property
     def bound(self) -> str:
@@ -264,7 +265,10 @@ def estimate_stage(spec: FcmSpec, index: int, gpu: GpuSpec, input_l2_hit: float 
     )
     grid = stock_grid(spec, index, gpu)
     hit = input_l2_hit if index else 1.0
-    return kernel_estimate(stage_name(spec, index), requested, dram, stage_flops(spec, index), grid, hit, gpu)
+    flops = stage_flops(spec, index)
+    kernel = kernel_estimate(stage_name(spec, index), requested, dram, flops, grid, hit, gpu)
+    stock = _calibration()["stock_stage"]
+    return replace(kernel, slowdown=stock["time_factor"], launch_s=stock["overhead_us"] * 1e-6)
 
 
 def estimate_unfused(spec: FcmSpec, gpu: GpuSpec) -> ChainEstimate:
@@ -292,6 +296,26 @@ def fcm_grid_shape(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int, int, int]:
     out = spec.output
     channels, rows, cols = clipped_tiles(spec, tiles)
     return out.n, ceil_div(out.c, channels), ceil_div(out.h, rows), ceil_div(out.w, cols)
+
+
+def fcm_blocks(spec: FcmSpec, tiles: FcmTiles) -> int:
+    """Thread blocks of the FCM kernel: the grid of output tiles, each dealt to ``split`` blocks."""
+    return prod(fcm_grid_shape(spec, tiles)) * tiles.split
+
+
+def input_passes(spec: FcmSpec, tiles: FcmTiles) -> int:
+    """How many blocks read each input patch: one per channel block, and with a split, one per
+    slice where the first stage is a PW (every slice needs every input channel); a DW-first
+    slice reads only its own channels."""
+    channel_blocks = fcm_grid_shape(spec, tiles)[1]
+    return channel_blocks * (tiles.split if isinstance(spec.stages[0], Pointwise) else 1)
+
+
+def workspace_bytes(spec: FcmSpec, tiles: FcmTiles, sector: int) -> int:
+    """The float32 partial sums a split writes (and its second kernel reads): one output per slice."""
+    if tiles.split == 1:
+        return 0
+    return contiguous_bytes(tiles.split * spec.output.numel * DTYPE_BYTES["float32"], sector)
 
 
 def halo_spans(
@@ -359,17 +383,18 @@ def fcm_output_plane(spec: FcmSpec, tiles: FcmTiles, sector: int) -> float:
 
 
 def fcm_requested(spec: FcmSpec, tiles: FcmTiles, sector: int) -> Traffic:
-    """Global-memory accesses of the FCM kernel: the input patches once per channel block, the
-    weights per block, each output (and residual) element once."""
-    images, channel_blocks, row_tiles, col_tiles = fcm_grid_shape(spec, tiles)
-    result = fcm_output_plane(spec, tiles, sector)
-    blocks = images * channel_blocks * row_tiles * col_tiles
-    return Traffic(
-        input=images
-        * (channel_blocks * fcm_input_sweep(spec, tiles, sector) + (result if spec.residual else 0)),
-        weights=blocks * fcm_block_weight_bytes(spec, tiles, sector),
-        output=images * result,
-    )
+    """Global-memory accesses of the FCM kernel: the input patches once per :func:`input_passes`,
+    the weights per output tile (a split's slices share them out), each output (and residual)
+    element once. A split kernel writes its workspace instead; :func:`split_sum_estimate` reads
+    it, with the residual, and writes the output."""
+    images = spec.output.n
+    result = images * fcm_output_plane(spec, tiles, sector)
+    patches = images * input_passes(spec, tiles) * fcm_input_sweep(spec, tiles, sector)
+    weights = prod(fcm_grid_shape(spec, tiles)) * fcm_block_weight_bytes(spec, tiles, sector)
+    if tiles.split > 1:
+        workspace = workspace_bytes(spec, tiles, sector)
+        return Traffic(input=patches, weights=weights, intermediate_write=workspace)
+    return Traffic(input=patches + (result if spec.residual else 0), weights=weights, output=result)
 
 
 def fcm_flops(spec: FcmSpec, tiles: FcmTiles) -> float:
@@ -384,8 +409,7 @@ def fcm_flops(spec: FcmSpec, tiles: FcmTiles) -> float:
         pixels = patch_rows * patch_cols if i < dw else rows * cols
         stage_channels = channels if cut else spec.shapes[i + 1].c
         per_block += 2 * pixels * stage_channels * stage_macs_per_output(spec, i)
-    images, channel_blocks, row_tiles, col_tiles = fcm_grid_shape(spec, tiles)
-    return float(per_block * images * channel_blocks * row_tiles * col_tiles)
+    return float(per_block * prod(fcm_grid_shape(spec, tiles)))  # a split shares each tile's work out
 
 
 def fcm_input_l2_hit(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> float:
@@ -437,8 +461,10 @@ def fcm_dram(
     """DRAM traffic of the FCM kernel, and the share of input re-reads that L2 serves.
 
     The input is fetched once (what the tiles touch), and again per further channel block for
-    the share :func:`fcm_input_l2_hit` misses. The weights are fetched once, and the per-block
-    re-reads again for the share :func:`fcm_weight_l2_hit` misses. Output and residual move once.
+    the share :func:`fcm_input_l2_hit` misses (a split's slices of one tile run back to back: their
+    re-reads hit). The weights are fetched once, and the per-block re-reads again for the share
+    :func:`fcm_weight_l2_hit` misses. Output and residual move once; a split's workspace, for the
+    share L2 cannot hold (:func:`workspace_l2_hit`).
     """
     eb, sector = element_bytes(spec), gpu.sector_bytes
     images, channel_blocks, _, _ = fcm_grid_shape(spec, tiles)
@@ -448,30 +474,59 @@ def fcm_dram(
     first = min(x_bytes, images * fcm_input_sweep(spec, tiles, sector))
     input_hit = fcm_input_l2_hit(spec, tiles, gpu)
     weight_hit = fcm_weight_l2_hit(spec, tiles, requested, wave_blocks, gpu)
-    dram = Traffic(
-        input=first * (1 + (channel_blocks - 1) * (1 - input_hit)) + (out_bytes if spec.residual else 0),
-        weights=weights + max(0.0, requested.weights - weights) * (1 - weight_hit),
-        output=out_bytes,
+    inputs = first * (1 + (channel_blocks - 1) * (1 - input_hit))
+    weights = weights + max(0.0, requested.weights - weights) * (1 - weight_hit)
+    if tiles.split > 1:
+        spill = requested.intermediate_write * (1 - workspace_l2_hit(spec, tiles, gpu))
+        return Traffic(input=inputs, weights=weights, intermediate_write=spill), input_hit
+    residual = out_bytes if spec.residual else 0
+    return Traffic(input=inputs + residual, weights=weights, output=out_bytes), input_hit
+
+
+def workspace_l2_hit(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> float:
+    """Share of a split's workspace that stays in L2 from its write to its read.
+
+    TVM's workspace pool hands every call the same scratch memory, so the lines stay dirty in L2
+    and are overwritten in place: only the share that L2 cannot hold is written back to DRAM.
+    """
+    return l2_hit_fraction(workspace_bytes(spec, tiles, gpu.sector_bytes), l2_capacity(gpu))
+
+
+def split_sum_estimate(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> KernelEstimate:
+    """The second kernel of a split: reads the workspace (and the residual), writes the output."""
+    sector, threads = gpu.sector_bytes, tiles.threads
+    workspace = workspace_bytes(spec, tiles, sector)
+    out_bytes = contiguous_bytes(spec.output.numel * element_bytes(spec), sector)
+    requested = Traffic(
+        input=out_bytes if spec.residual else 0, intermediate_read=workspace, output=out_bytes
     )
-    return dram, input_hit
+    hit = workspace_l2_hit(spec, tiles, gpu)
+    dram = replace(requested, intermediate_read=workspace * (1 - hit))
+    grid = (ceil_div(spec.output.numel, threads), threads, occupancy(threads, 0, REGISTERS_BASE, gpu))
+    flops = float(tiles.split * spec.output.numel)
+    return kernel_estimate(f"sum of {tiles.split} slices", requested, dram, flops, grid, hit, gpu)
 
 
 def fcm_name(spec: FcmSpec, tiles: FcmTiles) -> str:
-    return f"fcm {spec.kind} c{tiles.channel_tile} {tiles.tile_h}x{tiles.tile_w} t{tiles.threads}"
+    split = f" split {tiles.split}" if tiles.split > 1 else ""
+    return f"fcm {spec.kind} c{tiles.channel_tile} {tiles.tile_h}x{tiles.tile_w} t{tiles.threads}{split}"
 
 
 def estimate_fused(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> ChainEstimate:
     """The chain as one FCM kernel with ``tiles``; :class:`FcmError` if they do not fit ``gpu``."""
     smem = shared_bytes(spec, tiles, gpu)
     occ = occupancy(tiles.threads, smem, registers_per_thread(accumulators(tiles)), gpu)
-    blocks = prod(fcm_grid_shape(spec, tiles))
+    blocks = fcm_blocks(spec, tiles)
     requested = fcm_requested(spec, tiles, gpu.sector_bytes)
     dram, input_hit = fcm_dram(spec, tiles, requested, min(blocks, occ.blocks_per_sm * gpu.sm_count), gpu)
     grid = (blocks, tiles.threads, occ)
     kernel = kernel_estimate(
         fcm_name(spec, tiles), requested, dram, fcm_flops(spec, tiles), grid, input_hit, gpu
     )
-    return ChainEstimate((replace(kernel, slowdown=fcm_time_factor(spec.kind)),), tiles)
+    kernels = (replace(kernel, slowdown=fcm_time_factor(spec.kind)),)
+    if tiles.split > 1:
+        kernels += (split_sum_estimate(spec, tiles, gpu),)
+    return ChainEstimate(kernels, tiles)
 
 
 @cache
@@ -494,7 +549,7 @@ def fused_time_bound(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> float:
     estimate found, so it builds shared-memory plans for a few candidates only.
     """
     occ = occupancy(tiles.threads, 0, registers_per_thread(accumulators(tiles)), gpu)
-    blocks = prod(fcm_grid_shape(spec, tiles))
+    blocks = fcm_blocks(spec, tiles)
     efficiency = max(
         parallel_efficiency(blocks, tiles.threads, b, gpu) for b in range(1, occ.blocks_per_sm + 1)
     )
@@ -505,4 +560,5 @@ def fused_time_bound(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> float:
         requested.total / l2_bandwidth(gpu),
         fcm_flops(spec, tiles) / (gpu.fp32_tflops * 1e12),
     )
-    return max(seconds) / efficiency + LAUNCH_OVERHEAD_S
+    launches = 2 if tiles.split > 1 else 1
+    return max(seconds) / efficiency * fcm_time_factor(spec.kind) + launches * LAUNCH_OVERHEAD_S

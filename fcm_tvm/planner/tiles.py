@@ -1,25 +1,32 @@
 """The tile search space of an FCM: the choices the planner prices and tuning searches.
 
 Every knob is a power of two (clipped to the output, so a 7x7 output gets 7-wide tiles), plus
-the kernel builder's own default tile. A candidate is kept only if the kernel builder
-(:mod:`fcm_tvm.schedules.tiles`) accepts it on the GPU: threads that factor over the tile,
-registers, and shared memory within ``smem_per_block``. Nothing here prices a tile.
+the kernel builder's own default tile split 1x, 2x, 4x, ... (the splits that divide the split
+reduction). Splits are tried on the default tile only: that is the family the H100 sweep
+measured (docs/results/splits_h100.json), and over other tiles the calibrated model ranked split
+kernels badly (its picks measured up to 2.7x slower than the default tile's best split). A
+candidate is kept only if the kernel builder (:mod:`fcm_tvm.schedules.tiles`) accepts it on the
+GPU: threads that factor over the tile, registers, and shared memory within ``smem_per_block``.
+Nothing here prices a tile.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 from ..errors import FcmError
 from ..gpus import GpuSpec
 from ..schedules.cuda_base import KernelPlan
 from ..schedules.layout import MAX_ACCUMULATORS, output_layout
+from ..schedules.rules import RULES
 from ..schedules.spec import FcmSpec, FcmTiles
 from ..schedules.tiles import default_tiles, plan_kernel, tile_problems
 
 CHANNEL_TILES = (4, 8, 16, 32, 64, 128)
 TILE_SIDES = (4, 8, 16, 32)
 THREADS = (32, 64, 128, 256, 512, 1024)
+SPLITS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def candidate_tiles(spec: FcmSpec, gpu: GpuSpec) -> list[FcmTiles]:
@@ -45,8 +52,15 @@ def tile_grid(spec: FcmSpec, gpu: GpuSpec) -> list[FcmTiles]:
         for t in THREADS
         if t <= min(gpu.max_threads_per_block, c * h * w)
     ]
-    grid.append(default_tiles(spec, gpu.smem_per_block))
+    default = default_tiles(spec, gpu.smem_per_block)
+    grid += [replace(default, split=split) for split in splits(spec)]
     return [tiles for tiles in dict.fromkeys(grid) if _lays_out(tiles)]
+
+
+def splits(spec: FcmSpec) -> list[int]:
+    """The splits of :data:`SPLITS` that divide the chain's split reduction (only 1 for PW->DW)."""
+    channels = RULES[spec.kind].reduction_channels(spec)
+    return [split for split in SPLITS if channels % split == 0]
 
 
 def _lays_out(tiles: FcmTiles) -> bool:

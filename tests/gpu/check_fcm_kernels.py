@@ -172,6 +172,75 @@ def sweep_export(folder: Path, per_layer: int = 12) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
+SPLITS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def split_choices(spec, gpu) -> list:
+    """The default tile and the planner's best, each unsplit and split 2x, 4x, ... up to one
+    reduction chunk per block: what the split buys on every chain, and whether the planner sees it."""
+    from dataclasses import replace
+
+    from fcm_tvm.planner import plan_chain
+    from fcm_tvm.planner.tiles import fit_problems
+    from fcm_tvm.schedules import default_tiles
+
+    bases = [default_tiles(spec, gpu.smem_per_block)]
+    planned = plan_chain(spec, gpu).tiles
+    if planned is not None:
+        bases.append(replace(planned, split=1))
+    choices = [replace(base, split=split) for base in bases for split in SPLITS]
+    return [t for t in dict.fromkeys(choices) if not fit_problems(spec, t, gpu)]
+
+
+def splits_export(folder: Path, models: list[str], batches: list[int], jobs: int = 2) -> None:
+    """Export :func:`split_choices` for every distinct chain of ``models``: a library per chain."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from fcm_tvm.gpus import get_gpu
+    from fcm_tvm.planner.layers import model_chains
+
+    gpu = get_gpu("h100")
+    folder.mkdir(parents=True, exist_ok=True)
+    chains = {}
+    for model in models:
+        for batch in batches:
+            for block, spec in model_chains(model, batch):
+                chains.setdefault(spec, f"{model}_{block}_n{batch}")
+    work = [(name, spec, split_choices(spec, gpu), folder) for spec, name in chains.items()]
+    with ProcessPoolExecutor(jobs) as pool:
+        manifest = [entry for entries in pool.map(_export_layer, work) for entry in entries]
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    print(f"{len(manifest)} kernels of {len(work)} chains in {folder}")
+
+
+def _export_layer(item) -> list[dict]:
+    import tvm
+
+    from fcm_tvm.schedules import fcm_primfunc
+
+    name, spec, choices, folder = item
+    target = tvm.target.Target(TARGET)
+    functions, manifest = {}, []
+    for index, tiles in enumerate(choices):
+        symbol = f"fcm_{spec.kind}_t{index}"
+        functions[symbol] = fcm_primfunc(spec, tiles, target).with_attr("global_symbol", symbol)
+        tag = f"{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w}t{tiles.threads}s{tiles.split}"
+        manifest.append(
+            {
+                "name": f"{name}@{tag}",
+                "layer": name,
+                "file": f"{name}.so",
+                "symbol": symbol,
+                "tiles": asdict(tiles),
+                "sweep": True,
+                **spec_to_dict(spec),
+            }
+        )
+    tvm.compile(tvm.IRModule(functions), target=target).export_library(str(folder / f"{name}.so"))
+    print(f"exported {len(choices)} tile choices of {name}", flush=True)
+    return manifest
+
+
 # -- step 2: run (needs the TVM runtime with CUDA, and torch) ---------------------------------
 
 
@@ -350,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("sweep", help="export tile choices of the MobileNet-like layers").add_argument(
         "folder", type=Path
     )
+    splits = sub.add_parser("splits", help="export split choices of every chain of the layer tables")
+    splits.add_argument("folder", type=Path)
+    splits.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
+    splits.add_argument("--batch", default="1")
+    splits.add_argument("--jobs", type=int, default=2)
     runner = sub.add_parser("run", help="check and time the exported kernels on the GPU")
     runner.add_argument("folder", type=Path)
     runner.add_argument("--repeat", type=int, default=30)
@@ -361,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "sweep":
         sweep_export(args.folder)
+        return 0
+    if args.command == "splits":
+        batches = [int(b) for b in args.batch.split(",")]
+        splits_export(args.folder, args.models.split(","), batches, args.jobs)
         return 0
     return run(args.folder, args.repeat, args.only, args.json)
 

@@ -36,7 +36,8 @@ tunecheck)  # a short MetaSchedule run whose logs say what builds and what fails
   tar czf "$OUT/tunecheck.tgz" -C $RUN tunecheck tunecheck.log ;;
 layers)  # per-chain: FCM vs stock (dlight) vs cuDNN vs the DRAM floor
   timeout 560 python -m fcm_tvm.benchmarks.layers --models ${MODELS:-mobilenet_v2,efficientnet_b0} \
-    --batch ${BATCH:-1} --precision ${PRECISION:-fp32} --number 20 --repeat 10 --out "$OUT" 2>&1 | tail -45 ;;
+    --batch ${BATCH:-1} --precision ${PRECISION:-fp32} --number 20 --repeat 10 --out "$OUT" \
+    ${TUNING:+--tuning-records $TUNING} 2>&1 | tail -${TAIL:-45} ;;
 bench)  # end to end, all four variants, with the records tune_zoo.sh left in /tmp/fcm-tune
   hide_torch
   timeout 560 $FCM bench ${MODELS:-mobilenet_v2,efficientnet_b0,mobilenet_v3_large} --baseline stock,stock-tuned \
