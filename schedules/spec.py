@@ -111,6 +111,18 @@ class FcmSpec:
         return self.kind_name
 
     @property
+    def key(self) -> str:
+        """Canonical text of the computation, padding spelt out: the key of measured tables."""
+        stages = " ".join(
+            f"dw{s.kernel}s{s.stride}p{''.join(map(str, s.pads))}:{s.activation}"
+            if isinstance(s, Depthwise)
+            else f"pw{s.out_channels}:{s.activation}"
+            for s in self.stages
+        )
+        n, c, h, w = self.input.as_tuple()
+        return f"{n}x{c}x{h}x{w} {stages}{' +res' if self.residual else ''} {self.dtype}"
+
+    @property
     def input(self) -> TensorShape:
         return self.shapes[0]
 

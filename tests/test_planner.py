@@ -59,9 +59,12 @@ def test_the_first_mobilenet_v2_dw_pw_pair_is_fused_on_an_h100():
 @pytest.fixture
 def roofline_only(monkeypatch):
     """The cost model without its H100 calibration (today's kernels' slowdown, the stock stages'
-    measured time): its own reasoning, from traffic and GPU characteristics alone."""
+    measured time) and without the measured chains: its own reasoning, from traffic and GPU
+    characteristics alone."""
     uncalibrated = {"fcm_time_factor": {}, "stock_stage": {"time_factor": 1.0, "overhead_us": 3.0}}
     monkeypatch.setattr("fcm_tvm.planner.cost_model._calibration", lambda: uncalibrated)
+    monkeypatch.setattr("fcm_tvm.planner.planner.measured", lambda spec, gpu: None)
+    monkeypatch.setattr("fcm_tvm.planner.planner.measured_table", lambda gpu_key: {})
 
 
 @pytest.mark.usefixtures("roofline_only")
@@ -131,9 +134,24 @@ def test_chosen_tiles_are_accepted_by_the_kernel_builder():
 
 def test_the_best_first_search_finds_the_same_tiles_as_pricing_every_candidate():
     for spec in (chain("mobilenet_v2", "b1"), chain("efficientnet_b0", "b13")):
-        everything = [estimate_fused(spec, tiles, H100) for tiles in candidate_tiles(spec, H100)]
+        candidates = candidate_tiles(spec, H100)
+        everything = [estimate_fused(spec, tiles, H100) for tiles in candidates]
         best = min(everything, key=lambda e: (e.time_s, e.dram.total))
-        assert plan_chain(spec, H100).fused.tiles == best.tiles
+        assert plan_chain(spec, H100, candidates=candidates).fused.tiles == best.tiles
+
+
+def test_a_measured_chain_is_decided_by_its_measured_times():
+    decision = plan_chain(chain("mobilenet_v2", "b8"), H100)  # 64x14x14 -> 384 -> 64, measured
+    assert decision.reason.startswith("measured: ")
+    assert decision.fused.time_s == decision.fused.measured_s < decision.unfused.measured_s
+    assert decision.fuse and decision.tiles.split > 1
+
+
+def test_on_a_gpu_with_measured_chains_an_unmeasured_chain_is_not_fused():
+    spec = chain("mobilenet_v2", "b2", batch=16)  # measured at batch 1 and 32 only
+    decision = plan_chain(spec, H100)
+    assert not decision.fuse and decision.reason.startswith("not measured on h100")
+    assert plan_chain(spec, ORIN).reason != decision.reason  # no measured table: the model decides
 
 
 def test_a_plan_never_moves_more_dram_data_than_running_unfused():

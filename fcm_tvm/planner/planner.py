@@ -3,23 +3,29 @@
 A chain is fused only when some tile fits the GPU and the best fused kernel (least predicted
 time, then least DRAM traffic) beats the stock kernels on both counts: fewer DRAM bytes (the
 paper's criterion, and what ncu can check) and less predicted time (so that recomputation, L2
-load of redundant reads and a grid too small for the GPU can still veto it).
+load of redundant reads and a grid too small for the GPU can still veto it). Where the chain
+was timed on the GPU (:mod:`.measured`), the measured times replace the predicted ones; on a
+GPU with measured chains, a chain that was not measured is not fused (see ``UNMEASURED``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..gpus import GpuSpec, get_gpu
 from ..schedules.spec import FcmSpec, FcmTiles
 from ..schedules.tiles import default_tiles
 from .cost_model import ChainEstimate, estimate_fused, estimate_unfused, fcm_grid_shape, fused_time_bound
+from .measured import Measured, measured, measured_table
 from .tiles import fit_problems, tile_grid
 
 MB = 1e6
 US = 1e-6
 L2_RESIDENT = 0.99  # an intermediate this much served by L2 is "L2-resident"
+# Why a GPU with measured chains fuses only those: on the H100 the model's own picks for the
+# chains it had not seen (MobileNetV3-Large's) made that model 0.60x as fast as stock TVM.
+UNMEASURED = "the model alone fused MobileNetV3-Large's chains into a model 0.60x as fast as stock"
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ def plan_chain(
     """
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     unfused = estimate_unfused(spec, gpu)
+    known = measured(spec, gpu) if candidates is None else None
+    if known is not None:
+        return measured_decision(spec, gpu, unfused, known, name)
     tried = tile_grid(spec, gpu) if candidates is None else list(candidates)
     fused = best_fused(spec, tried, gpu)
     if fused is None:
@@ -98,7 +107,21 @@ def plan_chain(
         reason = f"no tile fits {gpu.key}: {problems[0]}"
         return Decision(spec, gpu, False, None, reason, unfused, None, name)
     fuse, reason = judge(spec, unfused, fused)
+    if fuse and candidates is None and measured_table(gpu.key):
+        fuse, reason = False, f"not measured on {gpu.key}, which has measured chains: {UNMEASURED}"
     return Decision(spec, gpu, fuse, fused.tiles if fuse else None, reason, unfused, fused, name)
+
+
+def measured_decision(
+    spec: FcmSpec, gpu: GpuSpec, unfused: ChainEstimate, known: Measured, name: str
+) -> Decision:
+    """Decide from the times measured on ``gpu`` (:mod:`.measured`); traffic is still modelled."""
+    fused = replace(estimate_fused(spec, known.tiles, gpu), measured_s=known.fcm_s)
+    if known.stock_s is not None:
+        unfused = replace(unfused, measured_s=known.stock_s)
+    fuse, reason = judge(spec, unfused, fused)
+    tiles = known.tiles if fuse else None
+    return Decision(spec, gpu, fuse, tiles, f"measured: {reason}", unfused, fused, name)
 
 
 def best_fused(spec: FcmSpec, candidates: Sequence[FcmTiles], gpu: GpuSpec) -> ChainEstimate | None:

@@ -193,19 +193,20 @@ def split_choices(spec, gpu) -> list:
 
 
 def splits_export(folder: Path, models: list[str], batches: list[int], jobs: int = 2) -> None:
-    """Export :func:`split_choices` for every distinct chain of ``models``: a library per chain."""
+    """Export :func:`split_choices` for every distinct chain of ``models`` (as the ONNX importer
+    finds them in the zoo's models): a library per chain."""
     from concurrent.futures import ProcessPoolExecutor
 
+    from fcm_tvm.benchmarks.chains import LayerCase, model_chains
     from fcm_tvm.gpus import get_gpu
-    from fcm_tvm.planner.layers import model_chains
 
     gpu = get_gpu("h100")
     folder.mkdir(parents=True, exist_ok=True)
     chains = {}
     for model in models:
         for batch in batches:
-            for block, spec in model_chains(model, batch):
-                chains.setdefault(spec, f"{model}_{block}_n{batch}")
+            for index, (spec, _) in enumerate(model_chains(LayerCase(model, batch, "fp32"))):
+                chains.setdefault(spec, f"{model}_c{index}_n{batch}")
     work = [(name, spec, split_choices(spec, gpu), folder) for spec, name in chains.items()]
     with ProcessPoolExecutor(jobs) as pool:
         manifest = [entry for entries in pool.map(_export_layer, work) for entry in entries]
@@ -331,6 +332,7 @@ def check(entry: dict, folder: Path, generator, repeat: int) -> dict:
         "worst": worst,
         "fcm_us": fcm_us,
         "cudnn_us": cudnn_us,
+        **{key: entry[key] for key in ("input", "output", "stages", "residual", "dtype")},
     }
 
 

@@ -1,0 +1,99 @@
+"""Write the planner's table of measured chains for one GPU from benchmark results.
+
+    python -m fcm_tvm.benchmarks.measured_table --gpu h100 \\
+        --sweep docs/results/splits_h100.json \\
+        --layers docs/results/layers.json docs/results/layers_b32.json \\
+        -o fcm_tvm/data/measured/h100.json
+
+Sources: ``tests/gpu/check_fcm_kernels.py run --json`` (FCM kernels of many tile choices, each
+row with its spec) and ``python -m fcm_tvm.benchmarks.layers`` (the planner's tiles of every
+chain of a model, with the stock chain timed beside them). Per chain: the fastest correct FCM
+row and its tiles, and the stock chain's time (conv + BatchNorm + activation, as fcm-tvm leaves
+a declined chain) where a layer benchmark measured it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
+from .chains import LayerCase, model_chains
+
+TILES_TEXT = re.compile(r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)")
+
+
+def spec_from_row(row: dict) -> FcmSpec:
+    """The spec of a kernel-check row (``check_fcm_kernels.spec_to_dict``)."""
+    stages = tuple(
+        Depthwise(s["kernel"], s["stride"], tuple(s["pads"]), s["activation"])
+        if s["type"] == "dw"
+        else Pointwise(s["out_channels"], s["activation"])
+        for s in row["stages"]
+    )
+    n, c, h, w = row["input"]
+    return FcmSpec(n, c, h, w, stages, row["residual"], row["dtype"])
+
+
+def tiles_from_text(text: str) -> FcmTiles | None:
+    found = TILES_TEXT.fullmatch(text)
+    return FcmTiles(*map(int, found.groups())) if found else None
+
+
+def sweep_entries(rows: list[dict]) -> list[tuple[FcmSpec, FcmTiles, float, float | None]]:
+    return [
+        (spec_from_row(r), FcmTiles(**r["tiles"]), r["fcm_us"], None) for r in rows if r.get("ok")
+    ]
+
+
+def layer_entries(rows: list[dict]) -> list[tuple[FcmSpec, FcmTiles, float, float | None]]:
+    """Layer-benchmark rows, their chains rebuilt from the model as the benchmark built them."""
+    specs: dict[tuple, list[FcmSpec]] = {}
+    entries = []
+    for row in rows:
+        case = (row["model"], row["batch"], row["precision"])
+        if case not in specs:
+            specs[case] = [spec for spec, _ in model_chains(LayerCase(*case))]
+        tiles = tiles_from_text(row.get("tiles", ""))
+        if tiles is None or row.get("fcm_us") is None:
+            continue
+        entries.append((specs[case][row["chain"]], tiles, row["fcm_us"], row.get("stock_us")))
+    return entries
+
+
+def best_per_chain(entries) -> list[dict]:
+    """The fastest FCM of each chain; the stock time from whichever row measured it."""
+    table: dict[str, dict] = {}
+    for spec, tiles, fcm_us, stock_us in entries:
+        row = table.setdefault(spec.key, {"key": spec.key, "fcm_us": float("inf"), "stock_us": None})
+        if fcm_us < row["fcm_us"]:
+            row.update(fcm_us=fcm_us, tiles=vars(tiles).copy())
+        if stock_us is not None:
+            row["stock_us"] = stock_us
+    return sorted(table.values(), key=lambda row: row["key"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", required=True)
+    parser.add_argument("--sweep", type=Path, nargs="*", default=[])
+    parser.add_argument("--layers", type=Path, nargs="*", default=[])
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    entries = []
+    for path in args.sweep:
+        entries += sweep_entries(json.loads(path.read_text()))
+    for path in args.layers:
+        entries += layer_entries(json.loads(path.read_text())["rows"])
+    chains = best_per_chain(entries)
+    sources = [str(p) for p in [*args.sweep, *args.layers]]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"gpu": args.gpu, "sources": sources, "chains": chains}, indent=1))
+    print(f"{len(chains)} chains measured on {args.gpu} -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
