@@ -43,9 +43,7 @@ def tiles_from_text(text: str) -> FcmTiles | None:
 
 
 def sweep_entries(rows: list[dict]) -> list[tuple[FcmSpec, FcmTiles, float, float | None]]:
-    return [
-        (spec_from_row(r), FcmTiles(**r["tiles"]), r["fcm_us"], None) for r in rows if r.get("ok")
-    ]
+    return [(spec_from_row(r), FcmTiles(**r["tiles"]), r["fcm_us"], None) for r in rows if r.get("ok")]
 
 
 def layer_entries(rows: list[dict]) -> list[tuple[FcmSpec, FcmTiles, float, float | None]]:
