@@ -6,6 +6,9 @@
 # Measured costs (H100 host, 2026-11-25): stage + unpack ~1 min; faults ~1 min; ncu at batch 1
 # ~2 min; MobileNetV2 tuning, replay-trace 16/task, 57 tasks: 8.5 min; bench of one model with
 # the four variants: 3.3 min. A 30-minute device budget (half-counted) is about five such calls.
+# Second session: layers, two models at batch 1: 1.7 min, at batch 32: 2.1 min; bench stock vs fcm,
+# four models at batch 1: 3.6-4.5 min, two models at batch 32: 3.7 min; check_fcm_kernels.py run
+# of 185 exported split kernels (runtime only, .gpu/rt): 6.2 min.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | tune | ncu}
 shift
