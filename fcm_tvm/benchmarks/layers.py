@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.tuning_records
             else None
         )
+        if records is not None and not is_database(records):
+            print(f"[layers] no MetaSchedule database at {records}: no stock_tuned", file=sys.stderr)
         rows += measure_case(
             Workloads(case, target, gpu, records), tvm.cuda(0), args.number, args.repeat, bandwidth
         )
