@@ -209,3 +209,8 @@ class FcmTiles:
     tile_w: int = 8
     threads: int = 256
     split: int = 1
+
+    @property
+    def label(self) -> str:
+        """``c24 8x8 t256 s4``: how reports and result files spell tiles."""
+        return f"c{self.channel_tile} {self.tile_h}x{self.tile_w} t{self.threads} s{self.split}"

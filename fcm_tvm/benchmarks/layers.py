@@ -71,10 +71,8 @@ def planner_tiles(specs, gpu):
 
 
 def tiles_text(tiles) -> str:
-    """``c24 8x8 t256 s4``: channel tile, spatial tile, threads, split ("default" for none)."""
-    if tiles is None:
-        return "default"
-    return f"c{tiles.channel_tile} {tiles.tile_h}x{tiles.tile_w} t{tiles.threads} s{tiles.split}"
+    """``FcmTiles.label`` ("default" for none: the kernel builder's defaults)."""
+    return "default" if tiles is None else tiles.label
 
 
 def describe(spec) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .chains import LayerCase, model_chains
 
-TILES_TEXT = re.compile(r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)")
+TILES_TEXT = re.compile(r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)")  # FcmTiles.label
 
 
 def spec_from_row(row: dict) -> FcmSpec:

@@ -511,8 +511,7 @@ def split_sum_estimate(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> KernelEs
 
 
 def fcm_name(spec: FcmSpec, tiles: FcmTiles) -> str:
-    split = f" split {tiles.split}" if tiles.split > 1 else ""
-    return f"fcm {spec.kind} c{tiles.channel_tile} {tiles.tile_h}x{tiles.tile_w} t{tiles.threads}{split}"
+    return f"fcm {spec.kind} {tiles.label}"
 
 
 def estimate_fused(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> ChainEstimate:

@@ -22,7 +22,7 @@ def shape_text(shape: TensorShape) -> str:
 def tiles_text(tiles: FcmTiles | None) -> str:
     if tiles is None:
         return "-"
-    return f"c{tiles.channel_tile} {tiles.tile_h}x{tiles.tile_w} t{tiles.threads}"
+    return tiles.label
 
 
 def decision_row(decision: Decision) -> tuple[str, ...]:

@@ -1,0 +1,46 @@
+"""The table of measured chains: how it is written from benchmark rows, and what ships for the H100."""
+
+from __future__ import annotations
+
+from fcm_tvm.benchmarks.measured_table import best_per_chain, spec_from_row, tiles_from_text
+from fcm_tvm.gpus import get_gpu
+from fcm_tvm.planner.layers import model_chains
+from fcm_tvm.planner.measured import measured, measured_table
+from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise
+
+SPEC = FcmSpec(1, 24, 56, 56, (Pointwise(144, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True)
+
+
+def test_a_kernel_check_row_gives_back_its_spec_with_the_padding_spelt_out():
+    row = {
+        "input": [1, 24, 56, 56],
+        "stages": [
+            {"type": "pw", "out_channels": 144, "activation": "relu6"},
+            {"type": "dw", "kernel": 3, "stride": 1, "pads": [1, 1, 1, 1], "activation": "relu6"},
+            {"type": "pw", "out_channels": 24, "activation": "none"},
+        ],
+        "residual": True,
+        "dtype": "float32",
+    }
+    assert spec_from_row(row).key == SPEC.key
+    assert SPEC.key == "1x24x56x56 pw144:relu6 dw3s1p1111:relu6 pw24:none +res float32"
+
+
+def test_tiles_round_trip_through_their_label():
+    tiles = FcmTiles(24, 8, 8, 256, 4)
+    assert tiles_from_text(tiles.label) == tiles
+    assert tiles_from_text("default") is None
+
+
+def test_the_fastest_fcm_and_the_measured_stock_time_are_kept_per_chain():
+    slow, fast = FcmTiles(24, 8, 8, 256, 1), FcmTiles(24, 8, 8, 256, 8)
+    rows = best_per_chain([(SPEC, slow, 51.5, 30.4), (SPEC, fast, 18.3, None)])
+    assert rows == [{"key": SPEC.key, "fcm_us": 18.3, "stock_us": 30.4, "tiles": vars(fast)}]
+
+
+def test_the_h100_table_covers_every_mobilenet_v2_chain_at_batch_1_with_both_times():
+    h100 = get_gpu("h100")
+    for _, spec in model_chains("mobilenet_v2"):
+        known = measured(spec, h100)
+        assert known is not None and known.fcm_s > 0 and known.stock_s > 0
+    assert measured_table("orin") == {}  # never measured: the model decides there
