@@ -52,7 +52,7 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
     knobs = (tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads, tiles.split)
     if min(knobs) < 1:
         return None, [f"every tile knob must be >= 1, got {tiles}"]
-    problems = _split_problems(spec, tiles.split)
+    problems = split_problems(spec, tiles.split)
     if tiles.threads > MAX_THREADS:
         problems.append(f"{tiles.threads} threads per block > {MAX_THREADS}")
     layout = output_layout(tiles)
@@ -86,7 +86,8 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
     return KernelPlan(tiles, layout, chunk, patch, smem, scope), []
 
 
-def _split_problems(spec: FcmSpec, split: int) -> list[str]:
+def split_problems(spec: FcmSpec, split: int) -> list[str]:
+    """Why ``spec``'s last reduction cannot be split ``split`` ways (empty if it can)."""
     channels = RULES[spec.kind].reduction_channels(spec)
     if split == 1:
         return []

@@ -19,9 +19,8 @@ from ..errors import FcmError
 from ..gpus import GpuSpec
 from ..schedules.cuda_base import KernelPlan
 from ..schedules.layout import MAX_ACCUMULATORS, output_layout
-from ..schedules.rules import RULES
 from ..schedules.spec import FcmSpec, FcmTiles
-from ..schedules.tiles import default_tiles, plan_kernel, tile_problems
+from ..schedules.tiles import default_tiles, plan_kernel, split_problems, tile_problems
 
 CHANNEL_TILES = (4, 8, 16, 32, 64, 128)
 TILE_SIDES = (4, 8, 16, 32)
@@ -58,9 +57,8 @@ def tile_grid(spec: FcmSpec, gpu: GpuSpec) -> list[FcmTiles]:
 
 
 def splits(spec: FcmSpec) -> list[int]:
-    """The splits of :data:`SPLITS` that divide the chain's split reduction (only 1 for PW->DW)."""
-    channels = RULES[spec.kind].reduction_channels(spec)
-    return [split for split in SPLITS if channels % split == 0]
+    """The splits of :data:`SPLITS` that the kernel builder accepts for ``spec`` (1 for PW->DW)."""
+    return [split for split in SPLITS if not split_problems(spec, split)]
 
 
 def _lays_out(tiles: FcmTiles) -> bool:

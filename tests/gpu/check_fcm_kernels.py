@@ -134,14 +134,12 @@ def sweep_export(folder: Path, per_layer: int = 12) -> None:
     Half the choices are FusePlanner's best predicted, half spread over the rest of its ranking,
     so the measurements show both whether the best tiles win and how far the prediction is off.
     """
-    import tvm
-
     from fcm_tvm.gpus import get_gpu
     from fcm_tvm.planner import estimate_fused
     from fcm_tvm.planner.tiles import candidate_tiles
-    from fcm_tvm.schedules import default_tiles, fcm_primfunc
+    from fcm_tvm.schedules import default_tiles
 
-    target, gpu = tvm.target.Target(TARGET), get_gpu("h100")
+    gpu = get_gpu("h100")
     folder.mkdir(parents=True, exist_ok=True)
     manifest = []
     layers = [(n, s) for n, s, tiles in variants() if tiles is None and n.startswith("mb") and "_n1_" in n]
@@ -151,43 +149,26 @@ def sweep_export(folder: Path, per_layer: int = 12) -> None:
         step = max(1, len(rest) // (per_layer - len(best)))
         spread = rest[::step][: per_layer - len(best)]
         chosen = list(dict.fromkeys([*best, *spread, default_tiles(spec, gpu.smem_per_block)]))
-        functions = {}
-        for index, tiles in enumerate(chosen):
-            symbol = f"fcm_{spec.kind}_t{index}"
-            functions[symbol] = fcm_primfunc(spec, tiles, target).with_attr("global_symbol", symbol)
-            manifest.append(
-                {
-                    "name": f"{name}@{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w}t{tiles.threads}",
-                    "layer": name,
-                    "file": f"{name}.so",
-                    "symbol": symbol,
-                    "tiles": asdict(tiles),
-                    "predicted_us": estimate_fused(spec, tiles, gpu).time_s * 1e6,
-                    "sweep": True,
-                    **spec_to_dict(spec),
-                }
-            )
-        tvm.compile(tvm.IRModule(functions), target=target).export_library(str(folder / f"{name}.so"))
-        print(f"exported {len(chosen)} tile choices of {name}", flush=True)
+        entries = _export_layer((name, spec, chosen, folder))
+        for entry, tiles in zip(entries, chosen):
+            entry["predicted_us"] = estimate_fused(spec, tiles, gpu).time_s * 1e6
+        manifest += entries
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
-SPLITS = (1, 2, 4, 8, 16, 32, 64)
-
-
 def split_choices(spec, gpu) -> list:
-    """The default tile and the planner's best, each unsplit and split 2x, 4x, ... up to one
-    reduction chunk per block: what the split buys on every chain, and whether the planner sees it."""
+    """The default tile and the cost model's best, each unsplit and split 2x, 4x, ... up to one
+    reduction chunk per block: what the split buys on every chain, and whether the model sees it."""
     from dataclasses import replace
 
     from fcm_tvm.planner import plan_chain
-    from fcm_tvm.planner.tiles import fit_problems
+    from fcm_tvm.planner.tiles import SPLITS, fit_problems, tile_grid
     from fcm_tvm.schedules import default_tiles
 
     bases = [default_tiles(spec, gpu.smem_per_block)]
-    planned = plan_chain(spec, gpu).tiles
-    if planned is not None:
-        bases.append(replace(planned, split=1))
+    modelled = plan_chain(spec, gpu, candidates=tile_grid(spec, gpu)).fused  # not the measured table
+    if modelled is not None:
+        bases.append(replace(modelled.tiles, split=1))
     choices = [replace(base, split=split) for base in bases for split in SPLITS]
     return [t for t in dict.fromkeys(choices) if not fit_problems(spec, t, gpu)]
 
@@ -215,6 +196,7 @@ def splits_export(folder: Path, models: list[str], batches: list[int], jobs: int
 
 
 def _export_layer(item) -> list[dict]:
+    """Compile tile choices of one chain into one library; its manifest entries."""
     import tvm
 
     from fcm_tvm.schedules import fcm_primfunc
@@ -225,10 +207,9 @@ def _export_layer(item) -> list[dict]:
     for index, tiles in enumerate(choices):
         symbol = f"fcm_{spec.kind}_t{index}"
         functions[symbol] = fcm_primfunc(spec, tiles, target).with_attr("global_symbol", symbol)
-        tag = f"{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w}t{tiles.threads}s{tiles.split}"
         manifest.append(
             {
-                "name": f"{name}@{tag}",
+                "name": f"{name}@{tiles.label}",
                 "layer": name,
                 "file": f"{name}.so",
                 "symbol": symbol,
