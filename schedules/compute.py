@@ -2,16 +2,18 @@
 
 Every stage is three TE stages with stable names, so that schedules can find them:
 
-* ``s{i}_pad`` (depthwise only): the zero-padded input of stage ``i``;
+* ``s{i}_pad``: the zero-padded input of stage ``i`` (a DW's, or a PW's that feeds a DW);
 * ``s{i}_acc``: the convolution sum, always accumulated in float32;
 * ``s{i}_out``: bias, activation (and the residual for the last stage), cast to the storage dtype.
 
 Intermediates are stored in the spec's dtype (float16 for float16 models), as an unfused graph
 would store them; only the sums are float32.
 
-A PW stage that feeds a DW stage computes over the DW's *padded* domain and writes zeros in the
-border, so the DW reads it without a pad stage: a fused kernel then produces its halo directly,
-and never has to index outside a tensor. Only a DW that reads the FCM input gets ``s{i}_pad``.
+A PW stage that feeds a DW stage computes over the DW's *padded* domain (from its own input,
+zero-padded alike) and writes zeros in the border, so the DW reads it without a pad stage: a
+fused kernel then produces its halo directly, and never has to index outside a tensor. A
+schedule inlines the PW's pad stage or stages it in shared memory; a DW that reads the FCM input
+gets a pad stage of its own.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def fcm_compute(spec: FcmSpec) -> tuple[list[te.Tensor], te.Tensor]:
             padded = current if current_is_padded else _pad(index, stage.pads, current)
             acc = _depthwise_sum(index, stage, padded, weight)
         else:
-            acc = _pointwise_sum(index, stage, current, weight, out_pads)
+            padded = current if out_pads == NO_PADS else _pad(index, out_pads, current)
+            acc = _pointwise_sum(index, stage, padded, weight)
         is_last = index == len(spec.stages) - 1
         current = _epilogue(
             index, stage.activation, acc, bias, residual if is_last else None, spec.dtype, out_pads
@@ -143,22 +146,15 @@ def _depthwise_sum(index: int, stage: Depthwise, padded: te.Tensor, weight: te.T
     )
 
 
-def _pointwise_sum(
-    index: int, stage: Pointwise, data: te.Tensor, weight: te.Tensor, out_pads: Pads
-) -> te.Tensor:
-    """The 1x1 sum, over the padded domain when the stage writes padded output (zeros read there)."""
+def _pointwise_sum(index: int, stage: Pointwise, data: te.Tensor, weight: te.Tensor) -> te.Tensor:
+    """The 1x1 sum over ``data``: zero-padded when the stage writes a DW's padded input (its
+    epilogue zeroes the border, where the sum saw only zeros but the bias would not be)."""
     n, c, h, w = (int(d) for d in data.shape)
-    top, left, bottom, right = out_pads
     ci = te.reduce_axis((0, c), name="ci")
-
-    def value(b, co, y, x):
-        pixel = data[b, ci, y - top, x - left]
-        if out_pads != NO_PADS:
-            pixel = tirx.if_then_else(_inside(out_pads, h, w, y, x), pixel, tirx.const(0, data.dtype))
-        return te.sum(_as_acc(pixel) * _as_acc(weight[co, ci, 0, 0]), axis=ci)
-
     return te.compute(
-        (n, stage.out_channels, h + top + bottom, w + left + right), value, name=stage_names(index)[1]
+        (n, stage.out_channels, h, w),
+        lambda b, co, y, x: te.sum(_as_acc(data[b, ci, y, x]) * _as_acc(weight[co, ci, 0, 0]), axis=ci),
+        name=stage_names(index)[1],
     )
 
 

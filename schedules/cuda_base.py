@@ -35,6 +35,7 @@ class KernelPlan:
     patch: PatchLayout | None  # threads over the 1x1-computed patch (pw_dw, pw_dw_pw)
     shared_bytes: int
     scope: str  # "shared" (static, <= 48 KiB) or "shared.dyn"
+    staged_input: bool = False  # the 1x1 patch reads the FCM input from shared memory (see stage_input)
 
 
 class FcmRule(ABC):
@@ -53,6 +54,10 @@ class FcmRule(ABC):
     @abstractmethod
     def shared_elements(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> dict[str, int]:
         """Elements of each shared-memory buffer of one thread block."""
+
+    def staged_input_elements(self, spec: FcmSpec, tiles: FcmTiles) -> int:
+        """Elements of the FCM input a block stages for its 1x1 patch (0: the kind stages none)."""
+        return 0
 
     @abstractmethod
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
@@ -229,6 +234,37 @@ def compute_patch(
     *channel_loops, reduce_loop = loops_below(sch, acc, row_step)
     sch.reorder(reduce_loop, *channel_loops)
     init_before(sch, acc, reduce_loop)
+
+
+def place_patch_input(
+    sch: Schedule, acc: SBlockRV, under: LoopRV, threads: int, scope: str, staged: bool
+) -> None:
+    """Where the 1x1 sums ``acc`` of a patch read their input (zero-padded around the image).
+
+    Not ``staged``: from global memory, one value per multiply-add, the padding a condition
+    (the pad stage inlined). That is a dependent load per step which a few warps per SM do not
+    hide (the PW->DW kernels measured 18x their roofline). ``staged``: all threads first copy the
+    padded input region of the block into shared memory, coalesced and with many loads in
+    flight, under ``under`` (for PW->DW->PW the block loop, so once for all chunks).
+    """
+    pad = _block_or_none(sch, "s0_pad")
+    if not staged:
+        if pad is not None:
+            sch.compute_inline(pad)
+        return
+    if pad is None:  # a DW without padding: the input itself
+        pad = sch.cache_read(acc, "x", scope)
+        sch.compute_at(pad, under, preserve_unit_loops=True)
+    else:
+        compute_shared_at(sch, pad, under, scope)
+    spread_over_threads(sch, pad, under, threads)
+
+
+def _block_or_none(sch: Schedule, name: str) -> SBlockRV | None:
+    try:
+        return sch.get_sblock(name)
+    except ScheduleError:
+        return None
 
 
 def compute_depthwise_shared(

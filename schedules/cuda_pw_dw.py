@@ -17,11 +17,19 @@ from .cuda_base import (
     KernelPlan,
     compute_patch,
     keep_in_registers,
+    place_patch_input,
     stage_weights,
     tile_output,
     unroll_inner,
 )
-from .layout import clipped_tile, depthwise_patch, fetched_elements, patch_channels, patch_layout
+from .layout import (
+    clipped_tile,
+    depthwise_patch,
+    fetched_elements,
+    patch_channels,
+    patch_layout,
+    staged_input_elements,
+)
 from .spec import FcmSpec, FcmTiles
 
 
@@ -48,6 +56,9 @@ class PwDw(FcmRule):
             "dw weights": fetched_elements(channel_tile, kernel**2, mid, threads),
         }
 
+    def staged_input_elements(self, spec: FcmSpec, tiles: FcmTiles) -> int:
+        return staged_input_elements(spec, tiles)
+
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
         threads, scope = plan.tiles.threads, plan.scope
         dw_acc = sch.get_sblock("s1_acc")
@@ -57,6 +68,7 @@ class PwDw(FcmRule):
 
         pw_acc = sch.get_sblock("s0_acc")
         compute_patch(sch, sch.get_sblock("s0_out"), pw_acc, loops.block, plan.patch, scope)
+        place_patch_input(sch, pw_acc, loops.block, threads, scope, plan.staged_input)
         stage_weights(sch, pw_acc, "w0", loops.block, threads, scope)
         stage_weights(sch, dw_acc, "w1", loops.block, threads, scope)
 

@@ -23,11 +23,20 @@ from .cuda_base import (
     compute_depthwise_shared,
     compute_patch,
     init_before,
+    place_patch_input,
     stage_weights,
     tile_final_sum,
     unroll_inner,
 )
-from .layout import clipped_tile, depthwise_patch, exact_lanes, fetched_elements, patch_channels, patch_layout
+from .layout import (
+    clipped_tile,
+    depthwise_patch,
+    exact_lanes,
+    fetched_elements,
+    patch_channels,
+    patch_layout,
+    staged_input_elements,
+)
 from .spec import FcmSpec, FcmTiles
 
 
@@ -60,6 +69,9 @@ class PwDwPw(FcmRule):
             "pw2 weights": fetched_elements(channel_tile, chunk, c_out, threads),
         }
 
+    def staged_input_elements(self, spec: FcmSpec, tiles: FcmTiles) -> int:
+        return staged_input_elements(spec, tiles)
+
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
         threads, scope = plan.tiles.threads, plan.scope
         final = tile_final_sum(sch, sch.get_sblock("s2_acc"), sch.get_sblock("s2_out"), plan)
@@ -69,6 +81,7 @@ class PwDwPw(FcmRule):
         compute_depthwise_shared(sch, sch.get_sblock("s1_out"), dw_acc, chunk_loop, threads, scope)
         pw1_acc = sch.get_sblock("s0_acc")
         compute_patch(sch, sch.get_sblock("s0_out"), pw1_acc, chunk_loop, plan.patch, scope)
+        place_patch_input(sch, pw1_acc, final.loops.block, threads, scope, plan.staged_input)
         stage_weights(sch, pw1_acc, "w0", chunk_loop, threads, scope)
         stage_weights(sch, dw_acc, "w1", chunk_loop, threads, scope)
         stage_weights(sch, final.acc, "w2", chunk_loop, threads, scope)

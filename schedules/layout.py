@@ -116,6 +116,13 @@ def depthwise_patch(spec: FcmSpec, index: int, tiles: FcmTiles) -> tuple[int, in
     return rows, cols
 
 
+def staged_input_elements(spec: FcmSpec, tiles: FcmTiles) -> int:
+    """Elements of the zero-padded FCM input that a first 1x1 stage reads for one output tile
+    (the DW's patch with its halo, as TVM allocates it when the block copies it)."""
+    rows, cols = depthwise_patch(spec, 1, tiles)
+    return fetched_elements(spec.in_channels, rows * cols, spec.in_channels, tiles.threads)
+
+
 # -- shared memory that TVM allocates ---------------------------------------------------------
 # TVM sizes a shared buffer as the bounding box of its accesses with every threadIdx.x loop
 # relaxed over the block's full thread count (it unifies the thread loops of all phases), and

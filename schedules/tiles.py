@@ -15,6 +15,7 @@ from .rules import RULES
 from .spec import FcmSpec, FcmTiles
 
 STATIC_SMEM = 48 * 1024  # the most a kernel may declare statically; more needs dynamic shared memory
+STAGED_SMEM = 100 * 1024  # the most a block with a staged input may use: two blocks per H100 SM
 SMEM_ALIGN = 16
 CHUNKS = (16, 8, 4, 2, 1)
 DTYPE_BYTES = {"float32": 4, "float16": 2}
@@ -38,14 +39,25 @@ def plan_kernel(spec: FcmSpec, tiles: FcmTiles, max_smem_per_block: int) -> Kern
     return plan
 
 
-def shared_bytes(spec: FcmSpec, tiles: FcmTiles, chunk: int) -> int:
+def shared_bytes(spec: FcmSpec, tiles: FcmTiles, chunk: int, staged_input: bool = False) -> int:
     """Shared memory of one thread block: an upper bound of what TVM allocates (it may reuse buffers).
 
     Each buffer is rounded up to SMEM_ALIGN bytes for the padding TVM puts between buffers it
     packs together; tests compare the bound with the generated CUDA.
     """
-    elements = RULES[spec.kind].shared_elements(spec, tiles, chunk).values()
+    rule = RULES[spec.kind]
+    elements = list(rule.shared_elements(spec, tiles, chunk).values())
+    if staged_input:
+        elements.append(rule.staged_input_elements(spec, tiles))
     return sum(ceil_div(n * DTYPE_BYTES[spec.dtype], SMEM_ALIGN) * SMEM_ALIGN for n in elements)
+
+
+def stages_input(spec: FcmSpec, tiles: FcmTiles, chunk: int, max_smem: int) -> bool:
+    """Whether the block stages its input for the 1x1 patch: where the kind has one and the
+    staged block fits in :data:`STAGED_SMEM` (staging never shrinks the chunk)."""
+    if not RULES[spec.kind].staged_input_elements(spec, tiles):
+        return False
+    return shared_bytes(spec, tiles, chunk, staged_input=True) <= min(STAGED_SMEM, max_smem)
 
 
 def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | None, list[str]]:
@@ -81,9 +93,10 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
             )
     if problems:
         return None, problems
-    smem = shared_bytes(spec, tiles, chunk)
+    staged = stages_input(spec, tiles, chunk, max_smem)
+    smem = shared_bytes(spec, tiles, chunk, staged)
     scope = "shared" if smem <= STATIC_SMEM else "shared.dyn"
-    return KernelPlan(tiles, layout, chunk, patch, smem, scope), []
+    return KernelPlan(tiles, layout, chunk, patch, smem, scope, staged), []
 
 
 def split_problems(spec: FcmSpec, split: int) -> list[str]:

@@ -27,8 +27,14 @@ class LayerCase:
         return f"{self.model}_b{self.batch}_{self.precision}"
 
 
-def model_chains(case: LayerCase, resolution: int = 224) -> list[tuple[FcmSpec, int]]:
-    """The distinct supported chains of the model with how often each occurs, in graph order."""
+def model_chains(
+    case: LayerCase, resolution: int = 224, sub_chains: bool = False
+) -> list[tuple[FcmSpec, int]]:
+    """The distinct supported chains of the model with how often each occurs, in graph order.
+
+    ``sub_chains``: each PW->DW->PW chain is followed by the shorter chains the rewrite pass
+    tries in its place when the planner declines it (:func:`fallback_chains`).
+    """
     from ..frontend import graph_inputs, import_onnx
     from ..models import build_model
     from ..precision import with_precision
@@ -36,8 +42,22 @@ def model_chains(case: LayerCase, resolution: int = 224) -> list[tuple[FcmSpec, 
 
     proto = with_precision(build_model(case.model, batch=case.batch, resolution=resolution), case.precision)
     specs = find_chains(import_onnx(proto, graph_inputs(proto)))
+    if sub_chains:
+        specs = [part for spec in specs for part in (spec, *fallback_chains(spec))]
     counts = Counter(specs)
     return [(spec, counts[spec]) for spec in dict.fromkeys(specs)]
+
+
+def fallback_chains(spec: FcmSpec) -> list[FcmSpec]:
+    """The two-stage chains inside a PW->DW->PW chain, in the order the rewrite pass falls back
+    to them: DW->PW (the tail; a residual add stays a separate op, since an FCM's residual has
+    the shape of its own input), then PW->DW (the head). Empty for other kinds."""
+    if spec.kind != "pw_dw_pw":
+        return []
+    mid = spec.shapes[1]
+    tail = FcmSpec(spec.batch, mid.c, mid.h, mid.w, spec.stages[1:], False, spec.dtype)
+    head = FcmSpec(spec.batch, spec.in_channels, spec.height, spec.width, spec.stages[:2], False, spec.dtype)
+    return [tail, head]
 
 
 def fused_module(

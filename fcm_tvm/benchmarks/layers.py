@@ -19,6 +19,10 @@ each workload once between marker kernels, for ``ncu`` to count DRAM bytes (see
 :mod:`.ncu_bytes`).
 
     python -m fcm_tvm.benchmarks.layers --models mobilenet_v2 --batch 1,32 --precision fp32,fp16 --out DIR
+
+``--sub-chains`` adds the shorter chains the rewrite pass falls back to inside a declined
+PW->DW->PW chain, so that the planner's table of measured chains (:mod:`.measured_table`) has
+them too.
 """
 
 from __future__ import annotations
@@ -85,13 +89,23 @@ def describe(spec) -> str:
 class Workloads:
     """Built fused and unfused modules for one case, with random arguments per chain."""
 
-    def __init__(self, case: LayerCase, target, gpu, tuning_records: Path | None):
+    def __init__(
+        self,
+        case: LayerCase,
+        target,
+        gpu,
+        tuning_records: Path | None,
+        sub_chains: bool = False,
+        unmeasured: bool = False,
+    ):
         import tvm
 
         from ..pipeline import stock_pipeline
 
         self.case = case
-        chains = model_chains(case)
+        chains = model_chains(case, sub_chains=sub_chains)
+        if unmeasured:
+            chains = [(spec, count) for spec, count in chains if not _stock_measured(spec, gpu)]
         self.specs = [spec for spec, _ in chains]
         self.counts = [count for _, count in chains]
         decisions = planner_tiles(self.specs, gpu)
@@ -106,6 +120,13 @@ class Workloads:
             self.tuned = tvm.compile(
                 unfused, target, relax_pipeline=stock_pipeline(target, str(tuning_records))
             )
+
+
+def _stock_measured(spec, gpu) -> bool:
+    from ..planner.measured import measured
+
+    known = measured(spec, gpu)
+    return known is not None and known.stock_s is not None
 
 
 def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwidth_gbs: float) -> list[dict]:
@@ -123,6 +144,7 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
             "batch": case.batch,
             "precision": case.precision,
             "chain": index,
+            "key": spec.key,
             "kind": spec.kind,
             "shape": describe(spec),
             "count": workloads.counts[index],
@@ -330,6 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--number", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--profile-run", action="store_true", help="run each workload once, for ncu")
+    parser.add_argument(
+        "--sub-chains",
+        action="store_true",
+        help="also the DW->PW and PW->DW chains inside each PW->DW->PW (what the pass falls back to)",
+    )
+    parser.add_argument(
+        "--unmeasured", action="store_true", help="only chains whose stock time the GPU's table lacks"
+    )
     args = parser.parse_args(argv)
 
     from ..gpus import get_gpu
@@ -361,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         if records is not None and not is_database(records):
             print(f"[layers] no MetaSchedule database at {records}: no stock_tuned", file=sys.stderr)
         rows += measure_case(
-            Workloads(case, target, gpu, records), tvm.cuda(0), args.number, args.repeat, bandwidth
+            Workloads(case, target, gpu, records, args.sub_chains, args.unmeasured),
+            tvm.cuda(0),
+            args.number,
+            args.repeat,
+            bandwidth,
         )
     context = {
         "gpu": tvm.cuda(0).device_name,

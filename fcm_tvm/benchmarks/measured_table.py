@@ -5,6 +5,9 @@
         --layers docs/results/layers.json docs/results/layers_b32.json \\
         -o fcm_tvm/data/measured/h100.json
 
+Results from before a kernel change go under ``--old-sweep``/``--old-layers`` with
+``--changed-kinds``: their stock times are kept, their FCM times of the changed kinds dropped.
+
 Sources: ``tests/gpu/check_fcm_kernels.py run --json`` (FCM kernels of many tile choices, each
 row with its spec) and ``python -m fcm_tvm.benchmarks.layers`` (the planner's tiles of every
 chain of a model, with the stock chain timed beside them). Per chain: the fastest correct FCM
@@ -42,30 +45,37 @@ def tiles_from_text(text: str) -> FcmTiles | None:
     return FcmTiles(*map(int, found.groups())) if found else None
 
 
-def sweep_entries(rows: list[dict]) -> list[tuple[FcmSpec, FcmTiles, float, float | None]]:
-    return [(spec_from_row(r), FcmTiles(**r["tiles"]), r["fcm_us"], None) for r in rows if r.get("ok")]
+Entry = tuple[str, FcmTiles, float, float | None]  # chain key, tiles, FCM us, stock us (if timed)
 
 
-def layer_entries(rows: list[dict]) -> list[tuple[FcmSpec, FcmTiles, float, float | None]]:
-    """Layer-benchmark rows, their chains rebuilt from the model as the benchmark built them."""
+def sweep_entries(rows: list[dict]) -> list[Entry]:
+    return [(spec_from_row(r).key, FcmTiles(**r["tiles"]), r["fcm_us"], None) for r in rows if r.get("ok")]
+
+
+def layer_entries(rows: list[dict]) -> list[Entry]:
+    """Layer-benchmark rows, keyed by their ``key`` or (older rows) by their chain rebuilt from
+    the model as the benchmark built it."""
     specs: dict[tuple, list[FcmSpec]] = {}
     entries = []
     for row in rows:
-        case = (row["model"], row["batch"], row["precision"])
-        if case not in specs:
-            specs[case] = [spec for spec, _ in model_chains(LayerCase(*case))]
         tiles = tiles_from_text(row.get("tiles", ""))
         if tiles is None or row.get("fcm_us") is None:
             continue
-        entries.append((specs[case][row["chain"]], tiles, row["fcm_us"], row.get("stock_us")))
+        key = row.get("key")
+        if key is None:
+            case = (row["model"], row["batch"], row["precision"])
+            if case not in specs:
+                specs[case] = [spec for spec, _ in model_chains(LayerCase(*case))]
+            key = specs[case][row["chain"]].key
+        entries.append((key, tiles, row["fcm_us"], row.get("stock_us")))
     return entries
 
 
-def best_per_chain(entries) -> list[dict]:
+def best_per_chain(entries: list[Entry]) -> list[dict]:
     """The fastest FCM of each chain; the stock time from whichever row measured it."""
     table: dict[str, dict] = {}
-    for spec, tiles, fcm_us, stock_us in entries:
-        row = table.setdefault(spec.key, {"key": spec.key, "fcm_us": float("inf"), "stock_us": None})
+    for key, tiles, fcm_us, stock_us in entries:
+        row = table.setdefault(key, {"key": key, "fcm_us": float("inf"), "stock_us": None})
         if fcm_us < row["fcm_us"]:
             row.update(fcm_us=fcm_us, tiles=vars(tiles).copy())
         if stock_us is not None:
@@ -73,20 +83,52 @@ def best_per_chain(entries) -> list[dict]:
     return sorted(table.values(), key=lambda row: row["key"])
 
 
+def without_fcm_of(kinds: set[str], entries: list[Entry]) -> list[Entry]:
+    """``entries`` measured before the kernels of ``kinds`` changed: their stock times stand,
+    their FCM times of those kinds do not."""
+    kept = []
+    for key, tiles, fcm_us, stock_us in entries:
+        if _kind_of_key(key) in kinds:
+            if stock_us is None:
+                continue
+            fcm_us = float("inf")
+        kept.append((key, tiles, fcm_us, stock_us))
+    return kept
+
+
+def _kind_of_key(key: str) -> str:
+    stages = key.split(" ")[1:-1]
+    return "_".join(stage[:2] for stage in stages if stage[:2] in ("dw", "pw"))
+
+
+def read_sources(sweeps: list[Path], layers: list[Path]) -> list[Entry]:
+    entries = []
+    for path in sweeps:
+        entries += sweep_entries(json.loads(path.read_text()))
+    for path in layers:
+        entries += layer_entries(json.loads(path.read_text())["rows"])
+    return entries
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", required=True)
     parser.add_argument("--sweep", type=Path, nargs="*", default=[])
     parser.add_argument("--layers", type=Path, nargs="*", default=[])
+    parser.add_argument("--old-sweep", type=Path, nargs="*", default=[])
+    parser.add_argument("--old-layers", type=Path, nargs="*", default=[])
+    parser.add_argument(
+        "--changed-kinds",
+        default="",
+        help="FCM kinds whose kernels changed after the --old-* results (their FCM times are dropped)",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    entries = []
-    for path in args.sweep:
-        entries += sweep_entries(json.loads(path.read_text()))
-    for path in args.layers:
-        entries += layer_entries(json.loads(path.read_text())["rows"])
-    chains = best_per_chain(entries)
-    sources = [str(p) for p in [*args.sweep, *args.layers]]
+    changed = set(filter(None, args.changed_kinds.split(",")))
+    entries = read_sources(args.sweep, args.layers)
+    entries += without_fcm_of(changed, read_sources(args.old_sweep, args.old_layers))
+    chains = [row for row in best_per_chain(entries) if row["fcm_us"] != float("inf")]
+    sources = [str(p) for p in [*args.sweep, *args.layers, *args.old_sweep, *args.old_layers]]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"gpu": args.gpu, "sources": sources, "chains": chains}, indent=1))
     print(f"{len(chains)} chains measured on {args.gpu} -> {args.output}")

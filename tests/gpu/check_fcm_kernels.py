@@ -22,6 +22,8 @@ Two steps, because the GPU host has only the TVM runtime:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
 from dataclasses import asdict
@@ -173,22 +175,41 @@ def split_choices(spec, gpu) -> list:
     return [t for t in dict.fromkeys(choices) if not fit_problems(spec, t, gpu)]
 
 
-def splits_export(folder: Path, models: list[str], batches: list[int], jobs: int = 2) -> None:
+def splits_export(
+    folder: Path,
+    models: list[str],
+    batches: list[int],
+    jobs: int = 2,
+    precisions: tuple[str, ...] = ("fp32",),
+    sub_chains: bool = False,
+    kinds: set[str] | None = None,
+    skip_measured: set[str] = frozenset(),
+) -> None:
     """Export :func:`split_choices` for every distinct chain of ``models`` (as the ONNX importer
-    finds them in the zoo's models): a library per chain."""
+    finds them in the zoo's models; with ``sub_chains`` also what the pass falls back to inside
+    a PW->DW->PW chain), only of ``kinds`` if given, and of the ``skip_measured`` kinds only the
+    chains the H100's table of measured chains lacks: a library per chain."""
     from concurrent.futures import ProcessPoolExecutor
 
     from fcm_tvm.benchmarks.chains import LayerCase, model_chains
     from fcm_tvm.gpus import get_gpu
+    from fcm_tvm.planner.measured import measured
 
     gpu = get_gpu("h100")
     folder.mkdir(parents=True, exist_ok=True)
     chains = {}
     for model in models:
         for batch in batches:
-            for index, (spec, _) in enumerate(model_chains(LayerCase(model, batch, "fp32"))):
-                chains.setdefault(spec, f"{model}_c{index}_n{batch}")
+            for precision in precisions:
+                case = LayerCase(model, batch, precision)
+                for index, (spec, _) in enumerate(model_chains(case, sub_chains=sub_chains)):
+                    if kinds is not None and spec.kind not in kinds:
+                        continue
+                    if spec.kind in skip_measured and measured(spec, gpu) is not None:
+                        continue
+                    chains.setdefault(spec, f"{model}_c{index}_n{batch}_{precision}")
     work = [(name, spec, split_choices(spec, gpu), folder) for spec, name in chains.items()]
+    print(f"{sum(len(choices) for _, _, choices, _ in work)} kernels of {len(work)} chains", flush=True)
     with ProcessPoolExecutor(jobs) as pool:
         manifest = [entry for entries in pool.map(_export_layer, work) for entry in entries]
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -273,13 +294,22 @@ def random_inputs(entry: dict, generator) -> list:
     return arrays
 
 
+@functools.cache
+def load_library(path: str):
+    """Each library once: a CUDA source library is compiled (nvcc) when it is loaded, and a
+    sweep's library holds all the tile choices of a chain."""
+    import tvm
+
+    return tvm.runtime.load_module(path)
+
+
 def check(entry: dict, folder: Path, generator, repeat: int) -> dict:
     import numpy as np
     import torch
     import tvm
 
     dev = tvm.cuda(0)
-    module = tvm.runtime.load_module(str(folder / entry["file"]))
+    module = load_library(str(folder / entry["file"]))
     kernel = module[entry["symbol"]]
     inputs = random_inputs(entry, generator)
     args = [tvm.runtime.tensor(t.cpu().numpy(), dev) for t in inputs]
@@ -337,27 +367,42 @@ def time_torch(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def run(folder: Path, repeat: int, only: str | None, json_path: Path | None = None) -> int:
+def compile_libraries(folder: Path, manifest: list[dict], jobs: int) -> None:
+    """Load (and so compile) every library up front on ``jobs`` threads: nvcc runs as a
+    subprocess, so the threads overlap; a failure is left for :func:`check` to report."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(path: str) -> None:
+        with contextlib.suppress(Exception):
+            load_library(path)
+
+    files = sorted({str(folder / entry["file"]) for entry in manifest})
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(load, files))
+
+
+def run(folder: Path, repeat: int, only: str | None, json_path: Path | None = None, jobs: int = 8) -> int:
     import torch
 
     torch.backends.cudnn.benchmark = True
     _register_cuda_compiler()
     generator = torch.Generator(device="cuda")
     generator.seed()  # fresh inputs every run
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = [
+        e for e in json.loads((folder / "manifest.json").read_text()) if not only or only in e["name"]
+    ]
+    compile_libraries(folder, manifest, jobs)
     rows = []
     for entry in manifest:
-        if only and only not in entry["name"]:
-            continue
         try:
             rows.append(check(entry, folder, generator, repeat))
         except Exception as error:  # report and carry on: one broken kernel must not hide the rest
             message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             rows.append({"name": entry["name"], "ok": False, "error": message[:120]})
         print(json.dumps(rows[-1]), flush=True)
+        if json_path:  # after every kernel: a run cut off by a time limit keeps what it measured
+            json_path.write_text(json.dumps(rows, indent=1))
     print_table(rows)
-    if json_path:
-        json_path.write_text(json.dumps(rows, indent=1))
     return 0 if rows and all(r["ok"] for r in rows) else 1
 
 
@@ -407,11 +452,16 @@ def main(argv: list[str] | None = None) -> int:
     splits.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
     splits.add_argument("--batch", default="1")
     splits.add_argument("--jobs", type=int, default=2)
+    splits.add_argument("--precision", default="fp32")
+    splits.add_argument("--sub-chains", action="store_true", help="also the chains the pass falls back to")
+    splits.add_argument("--kinds", help="only these kinds, e.g. pw_dw,pw_dw_pw")
+    splits.add_argument("--skip-measured", default="", help="kinds whose measured chains are left out")
     runner = sub.add_parser("run", help="check and time the exported kernels on the GPU")
     runner.add_argument("folder", type=Path)
     runner.add_argument("--repeat", type=int, default=30)
     runner.add_argument("--only", help="run only kernels whose name contains this")
     runner.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    runner.add_argument("--jobs", type=int, default=8, help="threads that compile the libraries first")
     args = parser.parse_args(argv)
     if args.command == "export":
         export(args.folder)
@@ -421,9 +471,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "splits":
         batches = [int(b) for b in args.batch.split(",")]
-        splits_export(args.folder, args.models.split(","), batches, args.jobs)
+        kinds = set(args.kinds.split(",")) if args.kinds else None
+        precisions = tuple(args.precision.split(","))
+        splits_export(
+            args.folder,
+            args.models.split(","),
+            batches,
+            args.jobs,
+            precisions,
+            args.sub_chains,
+            kinds,
+            set(filter(None, args.skip_measured.split(","))),
+        )
         return 0
-    return run(args.folder, args.repeat, args.only, args.json)
+    return run(args.folder, args.repeat, args.only, args.json, args.jobs)
 
 
 if __name__ == "__main__":
