@@ -66,7 +66,20 @@ def cases() -> list[tuple[FcmSpec, FcmTiles | None]]:
     ]
     result += [(spec, tiles) for spec in kernel_variants() for tiles in other_tiles(spec)]
     result += [(spec, tiles) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE for tiles in split_tiles(spec)]
-    return result
+    return result + UNSTAGED
+
+
+# Inputs too wide to stage in shared memory: the 1x1 sums read global memory, padding inlined.
+UNSTAGED = [
+    (
+        FcmSpec(1, 320, 15, 16, (Pointwise(24, "relu6"), Depthwise(3, 2, (0, 1, 1, 0), "relu"))),
+        FcmTiles(8, 8, 8, 64),
+    ),
+    (
+        FcmSpec(1, 320, 16, 16, (Pointwise(24, "silu"), Depthwise(5, 1, None, "hardswish"), Pointwise(16))),
+        FcmTiles(16, 8, 8, 128, 2),
+    ),
+]
 
 
 def split_tiles(spec: FcmSpec) -> list[FcmTiles]:
@@ -235,3 +248,22 @@ def walk_modules(module):
     yield module
     for imported in module.imports:
         yield from walk_modules(imported)
+
+
+def test_wide_inputs_are_read_from_global_memory_and_the_rest_staged() -> None:
+    for spec, tiles in UNSTAGED:
+        assert not plan_kernel(spec, tiles, MAX_SMEM).staged_input, spec_id(spec)
+    assert all(
+        plan_kernel(spec, tiles or default_tiles(spec, MAX_SMEM), MAX_SMEM).staged_input
+        for spec, tiles in CASES
+        if spec.kind != "dw_pw" and (spec, tiles) not in UNSTAGED
+    )
+
+
+def test_a_staged_pw_dw_kernel_reads_its_input_only_to_copy_it_to_shared_memory() -> None:
+    spec = FcmSpec(1, 112, 14, 14, (Pointwise(672, "hardswish"), Depthwise(3, 1, None, "hardswish")))
+    source = cuda_source(spec, FcmTiles(32, 7, 7, 196))
+    lines = source.splitlines()
+    reads = [number for number, line in enumerate(lines) if "x_ptr[" in line]
+    first_barrier = next(number for number, line in enumerate(lines) if "__syncthreads()" in line)
+    assert reads and max(reads) < first_barrier, "the input is read by the copy before the first barrier"

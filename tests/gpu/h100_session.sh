@@ -9,6 +9,10 @@
 # Second session: layers, two models at batch 1: 1.7 min, at batch 32: 2.1 min; bench stock vs fcm,
 # four models at batch 1: 3.6-4.5 min, two models at batch 32: 3.7 min; check_fcm_kernels.py run
 # of 185 exported split kernels (runtime only, .gpu/rt): 6.2 min.
+# Third session: check_fcm_kernels.py run compiles each library once on 16 threads: 499 kernels in
+# 41 s, 563 in 90 s; layers --sub-chains --unmeasured, three models at batch 1 (50 chains) plus
+# MobileNetV2 fp16 (32 chains): 5.8 min; at batch 32 (50 chains): 5.2 min; bench stock vs fcm,
+# four models at batch 1 plus MobileNetV2 fp16: 5.6 min; two models at batch 32: 3.0 min.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | tune | ncu}
 shift
