@@ -35,7 +35,7 @@ class KernelPlan:
     patch: PatchLayout | None  # threads over the 1x1-computed patch (pw_dw, pw_dw_pw)
     shared_bytes: int
     scope: str  # "shared" (static, <= 48 KiB) or "shared.dyn"
-    staged_input: bool = False  # the 1x1 patch reads the FCM input from shared memory (see stage_input)
+    staged_input: bool = False  # the 1x1 patch reads the FCM input from shared memory (place_patch_input)
 
 
 class FcmRule(ABC):
@@ -54,10 +54,6 @@ class FcmRule(ABC):
     @abstractmethod
     def shared_elements(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> dict[str, int]:
         """Elements of each shared-memory buffer of one thread block."""
-
-    def staged_input_elements(self, spec: FcmSpec, tiles: FcmTiles) -> int:
-        """Elements of the FCM input a block stages for its 1x1 patch (0: the kind stages none)."""
-        return 0
 
     @abstractmethod
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
@@ -206,10 +202,11 @@ def spread_over_threads(
 
 
 def stage_weights(
-    sch: Schedule, consumer: SBlockRV, weight: str, under: LoopRV, threads: int, scope: str
+    sch: Schedule, consumer: SBlockRV, buffer: str, under: LoopRV, threads: int, scope: str
 ) -> SBlockRV:
-    """Copy the part of ``weight`` that ``consumer`` reads under ``under`` into shared memory."""
-    cached = sch.cache_read(consumer, weight, scope)
+    """Copy the part of ``buffer`` (a weight, or an unpadded input) that ``consumer`` reads under
+    ``under`` into shared memory."""
+    cached = sch.cache_read(consumer, buffer, scope)
     sch.compute_at(cached, under, preserve_unit_loops=True)
     spread_over_threads(sch, cached, under, threads)
     return cached
@@ -253,11 +250,10 @@ def place_patch_input(
             sch.compute_inline(pad)
         return
     if pad is None:  # a DW without padding: the input itself
-        pad = sch.cache_read(acc, "x", scope)
-        sch.compute_at(pad, under, preserve_unit_loops=True)
+        stage_weights(sch, acc, "x", under, threads, scope)
     else:
         compute_shared_at(sch, pad, under, scope)
-    spread_over_threads(sch, pad, under, threads)
+        spread_over_threads(sch, pad, under, threads)
 
 
 def _block_or_none(sch: Schedule, name: str) -> SBlockRV | None:

@@ -28,7 +28,6 @@ from .layout import (
     fetched_elements,
     patch_channels,
     patch_layout,
-    staged_input_elements,
 )
 from .spec import FcmSpec, FcmTiles
 
@@ -55,9 +54,6 @@ class PwDw(FcmRule):
             "pw weights": max(pw_weights, allocated * spec.in_channels),
             "dw weights": fetched_elements(channel_tile, kernel**2, mid, threads),
         }
-
-    def staged_input_elements(self, spec: FcmSpec, tiles: FcmTiles) -> int:
-        return staged_input_elements(spec, tiles)
 
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
         threads, scope = plan.tiles.threads, plan.scope

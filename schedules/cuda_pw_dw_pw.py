@@ -35,7 +35,6 @@ from .layout import (
     fetched_elements,
     patch_channels,
     patch_layout,
-    staged_input_elements,
 )
 from .spec import FcmSpec, FcmTiles
 
@@ -68,9 +67,6 @@ class PwDwPw(FcmRule):
             ),
             "pw2 weights": fetched_elements(channel_tile, chunk, c_out, threads),
         }
-
-    def staged_input_elements(self, spec: FcmSpec, tiles: FcmTiles) -> int:
-        return staged_input_elements(spec, tiles)
 
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
         threads, scope = plan.tiles.threads, plan.scope

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from ..errors import FcmError
 from .cuda_base import KernelPlan
-from .layout import MAX_ACCUMULATORS, MAX_THREADS, ceil_div, output_layout, patch_layout
+from .layout import (
+    MAX_ACCUMULATORS,
+    MAX_THREADS,
+    ceil_div,
+    output_layout,
+    patch_layout,
+    staged_input_elements,
+)
 from .rules import RULES
 from .spec import FcmSpec, FcmTiles
 
@@ -45,18 +52,15 @@ def shared_bytes(spec: FcmSpec, tiles: FcmTiles, chunk: int, staged_input: bool 
     Each buffer is rounded up to SMEM_ALIGN bytes for the padding TVM puts between buffers it
     packs together; tests compare the bound with the generated CUDA.
     """
-    rule = RULES[spec.kind]
-    elements = list(rule.shared_elements(spec, tiles, chunk).values())
+    elements = list(RULES[spec.kind].shared_elements(spec, tiles, chunk).values())
     if staged_input:
-        elements.append(rule.staged_input_elements(spec, tiles))
+        elements.append(staged_input_elements(spec, tiles))
     return sum(ceil_div(n * DTYPE_BYTES[spec.dtype], SMEM_ALIGN) * SMEM_ALIGN for n in elements)
 
 
 def stages_input(spec: FcmSpec, tiles: FcmTiles, chunk: int, max_smem: int) -> bool:
-    """Whether the block stages its input for the 1x1 patch: where the kind has one and the
-    staged block fits in :data:`STAGED_SMEM` (staging never shrinks the chunk)."""
-    if not RULES[spec.kind].staged_input_elements(spec, tiles):
-        return False
+    """Whether a block with a 1x1 patch stages its input for it: where the staged block fits in
+    :data:`STAGED_SMEM` (staging never shrinks the chunk)."""
     return shared_bytes(spec, tiles, chunk, staged_input=True) <= min(STAGED_SMEM, max_smem)
 
 
@@ -93,7 +97,7 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
             )
     if problems:
         return None, problems
-    staged = stages_input(spec, tiles, chunk, max_smem)
+    staged = patch is not None and stages_input(spec, tiles, chunk, max_smem)
     smem = shared_bytes(spec, tiles, chunk, staged)
     scope = "shared" if smem <= STATIC_SMEM else "shared.dyn"
     return KernelPlan(tiles, layout, chunk, patch, smem, scope, staged), []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fcm_tvm.benchmarks.chains import fallback_chains
 from fcm_tvm.benchmarks.measured_table import (
+    Entry,
     best_per_chain,
     layer_entries,
     spec_from_row,
@@ -41,7 +42,9 @@ def test_tiles_round_trip_through_their_label():
 
 def test_the_fastest_fcm_and_the_measured_stock_time_are_kept_per_chain():
     slow, fast = FcmTiles(24, 8, 8, 256, 1), FcmTiles(24, 8, 8, 256, 8)
-    rows = best_per_chain([(SPEC.key, slow, 51.5, 30.4), (SPEC.key, fast, 18.3, None)])
+    rows = best_per_chain(
+        [Entry(SPEC.key, SPEC.kind, slow, 51.5, 30.4), Entry(SPEC.key, SPEC.kind, fast, 18.3, None)]
+    )
     assert rows == [{"key": SPEC.key, "fcm_us": 18.3, "stock_us": 30.4, "tiles": vars(fast)}]
 
 
@@ -54,8 +57,8 @@ def test_the_h100_table_covers_every_mobilenet_v2_chain_at_batch_1_with_both_tim
 
 
 def test_layer_rows_are_keyed_by_their_chain_key():
-    row = {"key": SPEC.key, "tiles": "c24 8x8 t256 s4", "fcm_us": 18.3, "stock_us": 30.4}
-    assert layer_entries([row]) == [(SPEC.key, FcmTiles(24, 8, 8, 256, 4), 18.3, 30.4)]
+    row = {"key": SPEC.key, "kind": SPEC.kind, "tiles": "c24 8x8 t256 s4", "fcm_us": 18.3, "stock_us": 30.4}
+    assert layer_entries([row]) == [Entry(SPEC.key, SPEC.kind, FcmTiles(24, 8, 8, 256, 4), 18.3, 30.4)]
 
 
 def test_a_pw_dw_pw_chain_falls_back_to_its_tail_then_its_head():
@@ -68,6 +71,13 @@ def test_a_pw_dw_pw_chain_falls_back_to_its_tail_then_its_head():
 def test_old_results_keep_their_stock_times_but_not_the_fcm_times_of_changed_kernels():
     dw_pw = "1x32x112x112 dw3s1p1111:relu6 pw16:none float32"
     tiles = FcmTiles(16, 8, 8, 256, 1)
-    old = [(SPEC.key, tiles, 51.5, 30.4), (SPEC.key, tiles, 18.3, None), (dw_pw, tiles, 7.3, 23.0)]
+    old = [
+        Entry(SPEC.key, "pw_dw_pw", tiles, 51.5, 30.4),
+        Entry(SPEC.key, "pw_dw_pw", tiles, 18.3, None),
+        Entry(dw_pw, "dw_pw", tiles, 7.3, 23.0),
+    ]
     kept = without_fcm_of({"pw_dw_pw"}, old)
-    assert kept == [(SPEC.key, tiles, float("inf"), 30.4), (dw_pw, tiles, 7.3, 23.0)]
+    assert kept == [
+        Entry(SPEC.key, "pw_dw_pw", tiles, float("inf"), 30.4),
+        Entry(dw_pw, "dw_pw", tiles, 7.3, 23.0),
+    ]

@@ -5,7 +5,7 @@ benchmarks and for the planner's validation against measured DRAM traffic."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
@@ -56,7 +56,7 @@ def fallback_chains(spec: FcmSpec) -> list[FcmSpec]:
         return []
     mid = spec.shapes[1]
     tail = FcmSpec(spec.batch, mid.c, mid.h, mid.w, spec.stages[1:], False, spec.dtype)
-    head = FcmSpec(spec.batch, spec.in_channels, spec.height, spec.width, spec.stages[:2], False, spec.dtype)
+    head = replace(spec, stages=spec.stages[:2], residual=False)
     return [tail, head]
 
 

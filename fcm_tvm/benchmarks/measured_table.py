@@ -21,6 +21,7 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .chains import LayerCase, model_chains
@@ -45,11 +46,22 @@ def tiles_from_text(text: str) -> FcmTiles | None:
     return FcmTiles(*map(int, found.groups())) if found else None
 
 
-Entry = tuple[str, FcmTiles, float, float | None]  # chain key, tiles, FCM us, stock us (if timed)
+class Entry(NamedTuple):
+    """One measured FCM of a chain, with the stock chain's time where the same row timed it."""
+
+    key: str  # FcmSpec.key
+    kind: str  # FcmSpec.kind
+    tiles: FcmTiles
+    fcm_us: float
+    stock_us: float | None
 
 
 def sweep_entries(rows: list[dict]) -> list[Entry]:
-    return [(spec_from_row(r).key, FcmTiles(**r["tiles"]), r["fcm_us"], None) for r in rows if r.get("ok")]
+    entries = []
+    for row in filter(lambda r: r.get("ok"), rows):
+        spec = spec_from_row(row)
+        entries.append(Entry(spec.key, spec.kind, FcmTiles(**row["tiles"]), row["fcm_us"], None))
+    return entries
 
 
 def layer_entries(rows: list[dict]) -> list[Entry]:
@@ -67,14 +79,14 @@ def layer_entries(rows: list[dict]) -> list[Entry]:
             if case not in specs:
                 specs[case] = [spec for spec, _ in model_chains(LayerCase(*case))]
             key = specs[case][row["chain"]].key
-        entries.append((key, tiles, row["fcm_us"], row.get("stock_us")))
+        entries.append(Entry(key, row["kind"], tiles, row["fcm_us"], row.get("stock_us")))
     return entries
 
 
 def best_per_chain(entries: list[Entry]) -> list[dict]:
     """The fastest FCM of each chain; the stock time from whichever row measured it."""
     table: dict[str, dict] = {}
-    for key, tiles, fcm_us, stock_us in entries:
+    for key, _, tiles, fcm_us, stock_us in entries:
         row = table.setdefault(key, {"key": key, "fcm_us": float("inf"), "stock_us": None})
         if fcm_us < row["fcm_us"]:
             row.update(fcm_us=fcm_us, tiles=vars(tiles).copy())
@@ -87,18 +99,13 @@ def without_fcm_of(kinds: set[str], entries: list[Entry]) -> list[Entry]:
     """``entries`` measured before the kernels of ``kinds`` changed: their stock times stand,
     their FCM times of those kinds do not."""
     kept = []
-    for key, tiles, fcm_us, stock_us in entries:
-        if _kind_of_key(key) in kinds:
-            if stock_us is None:
+    for entry in entries:
+        if entry.kind in kinds:
+            if entry.stock_us is None:
                 continue
-            fcm_us = float("inf")
-        kept.append((key, tiles, fcm_us, stock_us))
+            entry = entry._replace(fcm_us=float("inf"))
+        kept.append(entry)
     return kept
-
-
-def _kind_of_key(key: str) -> str:
-    stages = key.split(" ")[1:-1]
-    return "_".join(stage[:2] for stage in stages if stage[:2] in ("dw", "pw"))
 
 
 def read_sources(sweeps: list[Path], layers: list[Path]) -> list[Entry]:
