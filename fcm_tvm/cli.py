@@ -178,25 +178,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .planning import plan
 
     progress(f"planning {args.model} for {args.gpu}")
-    result = plan(model_source(args.model), gpu=args.gpu, input_shapes=parse_input_shapes(args.input_shapes))
+    shapes = parse_input_shapes(args.input_shapes)
+    result = plan(model_source(args.model), gpu=args.gpu, input_shapes=shapes, tuned=args.tuned)
     print(result.table())
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
         progress(f"wrote {args.json}")
     return 0
-
-
-def parse_task_slice(text: str | None) -> slice | None:
-    """``START:END`` (either may be left out) as a slice of the tasks, largest first."""
-    if text is None:
-        return None
-    start, colon, end = text.partition(":")
-    try:
-        if not colon:
-            raise ValueError
-        return slice(int(start) if start else None, int(end) if end else None)
-    except ValueError:
-        raise FcmError(f"--tasks takes START:END (e.g. 0:15), not '{text}'") from None
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -209,11 +197,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         work_dir=args.output,
         trials=args.trials,
         trials_per_task=args.trials_per_task,
+        focus=args.focus,
+        time_budget_s=args.time_budget,
         fuse=args.fuse,
         input_shapes=parse_input_shapes(args.input_shapes),
         run_timeout_s=args.run_timeout,
         search=args.search,
-        task_slice=parse_task_slice(args.tasks),
     )
     print(f"tuning records in {folder} (use: fcm-tvm compile ... --tuning-records {folder})")
     print(f"summary in {folder / SUMMARY}")
@@ -338,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(plan_parser)
     plan_parser.add_argument("--gpu", default="h100", help="GPU to plan for (default: h100)")
     plan_parser.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
+    plan_parser.add_argument(
+        "--tuned", action="store_true", help="plan as for a build with tuning records (against tuned stock)"
+    )
     plan_parser.set_defaults(handler=cmd_plan)
 
     tune_parser = commands.add_parser(
@@ -355,20 +347,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="MetaSchedule work directory to write (default: tuning_records)",
     )
     tune_parser.add_argument(
-        "--trials", type=int, default=2000, help="candidates measured over all tasks (default: 2000)"
+        "--trials", type=int, default=2000, help="candidates in this run, all tasks together (default: 2000)"
     )
     tune_parser.add_argument(
-        "--trials-per-task",
-        type=int,
-        metavar="N",
-        help="at most N candidates per task (default: trials / tasks, at least 64); tasks are tuned "
-        "largest first, so a small N spreads the trials over more tasks",
+        "--trials-per-task", type=int, default=64, metavar="N", help="candidates per tuned task (default: 64)"
     )
     tune_parser.add_argument(
-        "--tasks",
-        metavar="START:END",
-        help="tune only these tasks, counted largest first from 0 (e.g. 0:15, 15:), to tune a model "
-        "in several runs into the same output folder",
+        "--focus",
+        type=float,
+        default=0.9,
+        metavar="SHARE",
+        help="tune the slowest tasks that make up this share of the model's time under the default "
+        "schedules, slowest first (default: 0.9); every task keeps its default schedule as a record",
+    )
+    tune_parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="S",
+        help="start no task that would end after S seconds; run the command again to go on",
     )
     tune_parser.add_argument(
         "--search",

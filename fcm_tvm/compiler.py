@@ -14,7 +14,7 @@ import tvm
 from .errors import DeviceError, FcmError, last_line
 from .frontend import ModelLike, TensorInfo, graph_inputs, import_onnx, load_onnx
 from .pipeline import FUSE_MODES, FusedChain, apply_fusion, stock_pipeline
-from .records import DATABASE
+from .records import DATABASE, has_records, unpacked
 from .runner import VmRunner
 from .runtime import METADATA_SUFFIX
 from .target import ResolvedTarget, TargetLike, local_cuda_device, resolve_target
@@ -113,10 +113,10 @@ def compile(  # noqa: A001 (the public name mirrors tvm.compile)
     inputs = graph_inputs(proto, input_shapes)
     log.info("importing %d ONNX nodes", len(proto.graph.node))
     module = import_onnx(proto, inputs)
-    module, fused = apply_fusion(module, resolved, fuse_mode)
+    records = _tuning_records(tuning_records)
+    module, fused = apply_fusion(module, resolved, fuse_mode, tuned=records is not None)
     outputs = _output_infos(module, [value.name for value in proto.graph.output])
     log.info("building for %s (%d chains fused)", resolved.describe(), len(fused))
-    records = _tuning_records(tuning_records)
     executable = _build(module, resolved, records, cuda_graph)
     return CompiledModel(executable, resolved, inputs, outputs, fused)
 
@@ -132,9 +132,9 @@ def _tuning_records(path: str | os.PathLike | None) -> str | None:
     if path is None:
         return None
     folder = Path(path)
-    if not (folder / DATABASE).is_file():
+    if not has_records(folder):
         raise FcmError(f"{folder}: not a MetaSchedule work directory (no {DATABASE})")
-    return str(folder)
+    return str(unpacked(folder))
 
 
 def _build(

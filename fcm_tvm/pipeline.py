@@ -28,22 +28,23 @@ class FusedChain:
         return {"function": self.function, **self.spec}
 
 
-def fusion_passes(target: ResolvedTarget, fuse: str) -> list[tvm.transform.Pass]:
-    """The passes that fold BatchNorm and rewrite DW/PW chains into FCM kernels."""
+def fusion_passes(target: ResolvedTarget, fuse: str, tuned: bool = False) -> list[tvm.transform.Pass]:
+    """The passes that fold BatchNorm and rewrite DW/PW chains into FCM kernels; ``tuned``: the
+    rest will be MetaSchedule-tuned, which the planner weighs."""
     if fuse == "none":
         return []
     from .relay_passes import FoldAndFuse, FuseDepthwisePointwise, FusePlanner
 
     if fuse == "all":
         return [FoldAndFuse(FuseDepthwisePointwise(target.tvm_target))]
-    return [FoldAndFuse(FusePlanner(target.tvm_target, target.gpu))]
+    return [FoldAndFuse(FusePlanner(target.tvm_target, target.gpu, tuned))]
 
 
 def apply_fusion(
-    module: tvm.IRModule, target: ResolvedTarget, fuse: str
+    module: tvm.IRModule, target: ResolvedTarget, fuse: str, tuned: bool = False
 ) -> tuple[tvm.IRModule, list[FusedChain]]:
     """Run the fusion passes; return the module and what they fused."""
-    for fusion_pass in fusion_passes(target, fuse):
+    for fusion_pass in fusion_passes(target, fuse, tuned):
         module = fusion_pass(module)
     return module, fused_chains(module)
 
@@ -62,34 +63,38 @@ def stock_pipeline(target: tvm.target.Target, tuning_records: str | None = None)
 
     The database is applied right after FuseTIR, before dlight, so that tuned kernels win and
     dlight schedules only what the database does not cover (FCM kernels are already scheduled).
+    dlight runs as :class:`~fcm_tvm.default_schedules.ApplyStockSchedule`: the same rules, but a
+    rule that raises passes the function on to the next one instead of stopping the build.
     """
-    if tuning_records is None:
-        return tvm.relax.get_default_pipeline(target)
-    passes = _default_passes(target)
-    after_fuse_tir = next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR") + 1
-    with target:  # the pass reads the current target when it is made
-        passes.insert(after_fuse_tir, tvm.relax.transform.MetaScheduleApplyDatabase(str(tuning_records)))
 
-    @tvm.transform.module_pass(opt_level=0, name="StockPipelineWithDatabase")
+    @tvm.transform.module_pass(opt_level=0, name="StockPipeline")
     def run(module: tvm.IRModule, _context) -> tvm.IRModule:
-        with target:
+        with target:  # passes are made under the target, as TVM's pipeline makes them
+            passes = _default_passes(target)
+            if tuning_records is not None:
+                database = tvm.relax.transform.MetaScheduleApplyDatabase(str(tuning_records))
+                passes.insert(next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR") + 1, database)
             return tvm.transform.Sequential(passes)(module)
 
     return run
 
 
 def _default_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """The pass list behind ``relax.get_default_pipeline`` for CUDA and CPU targets."""
+    """The pass list behind ``relax.get_default_pipeline`` for CUDA and CPU targets, with dlight's
+    ``ApplyDefaultSchedule`` replaced by its tolerant twin."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
     from tvm.relax.backend.cuda import pipeline as cuda
 
+    from .default_schedules import ApplyStockSchedule
+
     backend = cuda if target.kind.name == "cuda" else cpu_generic
-    return [
+    passes = [
         *backend.library_dispatch_passes(target),
         *backend.legalize_passes(target),
         *backend.dataflow_lower_passes(target),
         *backend.finalize_passes(target),
     ]
+    return [ApplyStockSchedule() if p.info.name == "ApplyDefaultSchedule" else p for p in passes]
 
 
 def tuning_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
@@ -115,6 +120,6 @@ def fcm_relax_pipeline(fuse: str = "auto", gpu: str | None = None) -> tvm.transf
         if gpu is not None:
             resolved = ResolvedTarget(resolved.tvm_target, get_gpu(gpu))
         module, _ = apply_fusion(module, resolved, fuse)
-        return tvm.relax.get_default_pipeline(target)(module)
+        return stock_pipeline(target)(module)
 
     return run

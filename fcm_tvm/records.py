@@ -1,9 +1,11 @@
 """MetaSchedule databases that ship with fcm-tvm, one per (GPU, model, batch, precision, graph).
 
 ``fcm_tvm/data/tuning/<gpu>/<model>_b<batch>_<precision>_<stock|fcm>/`` holds the two files of a
-MetaSchedule JSON database (``database_workload.json``, ``database_tuning_record.json``), as
-``fcm-tvm tune`` writes them; ``<gpu>`` is a key of ``data/gpus.json``. What ships is whatever
-folders are there: nothing here lists models.
+MetaSchedule JSON database (``database_workload.json``, ``database_tuning_record.json``), pruned
+to the best record per workload and xz-compressed (``pack``): a workload file holds whole
+PrimFuncs, 6 MB for MobileNetV2, 60 kB packed. MetaSchedule reads plain files, so a packed
+database is unpacked once into the user's cache. ``<gpu>`` is a key of ``data/gpus.json``. What
+ships is whatever folders are there: nothing here lists models.
 
 ``stock`` records come from tuning the unfused graph (``--fuse none``), ``fcm`` records from the
 fused one. The stock graph's records serve the fused graph too: the operators around the FCMs
@@ -13,6 +15,7 @@ are the same workloads, and MetaSchedule never tunes the FCMs themselves.
 from __future__ import annotations
 
 import json
+import lzma
 import math
 import os
 import sys
@@ -35,8 +38,43 @@ def record_name(model: str, batch: int, precision: str, fuse: str) -> str:
     return f"{model}_b{batch}_{precision}_{'stock' if fuse == 'none' else 'fcm'}"
 
 
+PACKED = ".xz"
+
+
 def is_database(folder: Path) -> bool:
     return (folder / DATABASE).is_file() and (folder / WORKLOADS).is_file()
+
+
+def is_packed(folder: Path) -> bool:
+    return all((folder / (name + PACKED)).is_file() for name in (DATABASE, WORKLOADS))
+
+
+def has_records(folder: Path) -> bool:
+    return is_database(folder) or is_packed(folder)
+
+
+def cache_root() -> Path:
+    """Where packed databases are unpacked: ``$FCM_TVM_CACHE`` or ``~/.cache/fcm-tvm``."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcm-tvm"
+    return Path(os.environ.get("FCM_TVM_CACHE", default))
+
+
+def unpacked(folder: Path) -> Path:
+    """``folder`` itself if it is a plain database, else its packed files unpacked into the cache.
+
+    A cached copy is rewritten when the packed file is newer (a new release of the records).
+    """
+    if is_database(folder):
+        return folder
+    destination = cache_root() / "tuning" / folder.parent.name / folder.name
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in (DATABASE, WORKLOADS):
+        packed, plain = folder / (name + PACKED), destination / name
+        if not plain.is_file() or plain.stat().st_mtime < packed.stat().st_mtime:
+            partial = plain.with_suffix(".partial")
+            partial.write_bytes(lzma.decompress(packed.read_bytes()))
+            partial.replace(plain)  # whole files only, also when two processes unpack at once
+    return destination
 
 
 def tuning_dir(root: Path, model: str, batch: int, precision: str, fuse: str) -> Path:
@@ -45,19 +83,19 @@ def tuning_dir(root: Path, model: str, batch: int, precision: str, fuse: str) ->
     The path is returned even when it holds no database, so that callers can say where they looked.
     """
     own = root / record_name(model, batch, precision, fuse)
-    return own if is_database(own) else root / record_name(model, batch, precision, "none")
+    return own if has_records(own) else root / record_name(model, batch, precision, "none")
 
 
 def shipped_records(gpu_key: str, model_name: str, batch: int, precision: str, fuse: str) -> Path | None:
-    """The shipped database for this case on ``gpu_key`` (``h100``, ...), or None if none ships."""
+    """The shipped database for this case on ``gpu_key`` (``h100``, ...), unpacked; None if none ships."""
     folder = tuning_dir(shipped_root() / gpu_key, model_name, batch, precision, fuse)
-    return folder if is_database(folder) else None
+    return unpacked(folder) if has_records(folder) else None
 
 
 def shipped_cases(gpu_key: str) -> list[str]:
     """Names of the databases shipped for ``gpu_key`` (for messages), sorted."""
     root = shipped_root() / gpu_key
-    return sorted(path.name for path in root.iterdir() if is_database(path)) if root.is_dir() else []
+    return sorted(path.name for path in root.iterdir() if has_records(path)) if root.is_dir() else []
 
 
 def measured_records(path: Path) -> Iterator[tuple[int, list, float | None]]:
@@ -96,13 +134,26 @@ def prune_database(source: str | os.PathLike, destination: str | os.PathLike) ->
     return len(kept)
 
 
+def pack_database(source: str | os.PathLike, destination: str | os.PathLike) -> int:
+    """``prune_database`` into ``destination``, then xz-compress its two files: what ships."""
+    kept = prune_database(source, destination)
+    for name in (DATABASE, WORKLOADS) if kept else ():
+        plain = Path(destination) / name
+        Path(str(plain) + PACKED).write_bytes(lzma.compress(plain.read_bytes(), preset=9))
+        plain.unlink()
+    return kept
+
+
+COMMANDS = {"prune": prune_database, "pack": pack_database}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fcm_tvm.records prune SOURCE DESTINATION``: the database to ship."""
+    """``python -m fcm_tvm.records prune|pack SOURCE DESTINATION``: the database to apply or to ship."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 3 or args[0] != "prune":
-        print("usage: python -m fcm_tvm.records prune SOURCE_WORK_DIR DESTINATION", file=sys.stderr)
+    if len(args) != 3 or args[0] not in COMMANDS:
+        print("usage: python -m fcm_tvm.records prune|pack SOURCE_WORK_DIR DESTINATION", file=sys.stderr)
         return 2
-    kept = prune_database(args[1], args[2])
+    kept = COMMANDS[args[0]](args[1], args[2])
     print(f"{args[2]}: {kept} workloads with their best record" if kept else f"{args[1]}: no measured record")
     return 0 if kept else 1
 

@@ -5,37 +5,42 @@ graph tunes exactly the stock kernels around them; tuning with ``fuse="none"`` g
 stock-tuned baseline. The work directory is a MetaSchedule JSON database that ``compile`` and
 ``bench`` reuse through ``tuning_records=``.
 
-MetaSchedule has no time budget: ``trials`` (all tasks together) and ``trials_per_task`` bound
-the work, and tasks are tuned largest first (FLOPs x occurrences). MetaSchedule records a task's
-results only when it comes back to that task (or at the end), so a run cut short by a
-``timeout`` may leave no records: size runs to finish, or tune ``task_slice`` by slice. Every run
-writes ``tuning_summary.json`` into the work directory (:mod:`.tuning_summary`).
+Tuning goes where the time goes: every task's default schedule is measured first, and the
+tasks are tuned one at a time, slowest first, each finished and recorded before the next starts.
+MetaSchedule has no time budget and records a batch only when it comes back to its task, so a
+run cut short used to lose its work; here ``time_budget_s`` stops between tasks, and a run cut
+short loses at most the task in hand. Every run writes ``tuning_summary.json`` and
+``tasks.json`` into the work directory (:mod:`.tuning_summary`, :mod:`.tuning_progress`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
 
+from .default_schedules import mean_seconds
 from .errors import FcmError, last_line
 from .frontend import ModelLike, graph_inputs, import_onnx, load_onnx
 from .in_process_builder import InProcessBuilder
 from .pipeline import apply_fusion, tuning_passes
 from .target import TargetLike, resolve_target
-from .tuning_summary import SUMMARY, summarize, timestamp, write_json
+from .tuning_progress import TaskProgress
+from .tuning_summary import SUMMARY, log_offsets, summarize, timestamp, write_json
 
 log = logging.getLogger(__name__)
 
-TRIALS_PER_ITER = 64  # MetaSchedule's batch: candidates built and measured together
+TRIALS_PER_ITER = 32  # MetaSchedule's batch: candidates built and measured together
 RUN_TIMEOUT_S = 30.0  # per candidate measured
 SEARCH_STRATEGIES = ("evolutionary", "replay-trace")
 
@@ -59,29 +64,29 @@ def tune(
     *,
     work_dir: str | os.PathLike,
     trials: int = 2000,
-    trials_per_task: int | None = None,
+    trials_per_task: int = 64,
+    focus: float = 0.9,
+    time_budget_s: float | None = None,
     fuse: str = "auto",
     input_shapes=None,
     seed: int | None = 0,
     run_timeout_s: float | None = None,
     search: str = "evolutionary",
-    task_slice: slice | None = None,
 ) -> Path:
     """Tune ``model``'s stock kernels for ``target``; return the work directory (the database).
 
-    ``trials``: candidates measured over all tasks; ``trials_per_task``: at most this many per
-    task (default: ``trials`` spread over the tasks, at least one batch of 64). Tasks are tuned
-    largest first. ``search``: MetaSchedule's strategy, "evolutionary" (XGBoost-guided; ~10 s of
-    search per batch) or "replay-trace" (random samples of the design space; for short runs).
-    ``task_slice``: tune only these of the tasks, largest first (e.g. ``slice(0, 15)``), so that a
-    model too big for one sitting is tuned in several runs into the same work directory.
+    First every task's default schedule (dlight's on CUDA) is measured and ends up in the database
+    (:mod:`.default_schedules`), so the database never picks a kernel slower than stock. Then the
+    tasks that take ``focus`` of the default time are tuned, slowest first (default time x
+    occurrences), ``trials_per_task`` candidates each, one task at a time with one XGBoost cost
+    model shared by all, until ``trials`` candidates or ``time_budget_s`` seconds are spent. Each
+    task's records are in the database as soon as it is done, and the work directory remembers
+    what is done (``tasks.json``): running the same command again goes on where the last run
+    stopped. ``search``: "evolutionary" (XGBoost-guided) or "replay-trace" (random samples).
     Writes ``tuning_summary.json`` into the work directory, also on failure.
     """
     _check_xgboost()
-    if trials <= 0:
-        raise FcmError("--trials must be positive")
-    if trials_per_task is not None and trials_per_task <= 0:
-        raise FcmError("--trials-per-task must be positive")
+    _check_counts(trials, trials_per_task, focus, time_budget_s)
     if search not in SEARCH_STRATEGIES:
         raise FcmError(f"unknown search '{search}': use {' or '.join(SEARCH_STRATEGIES)}")
     resolved = resolve_target(target)
@@ -89,63 +94,31 @@ def tune(
         _check_gpu_present()
     started = time.time()
     module, tvm_target = tuning_module(model, target, fuse, input_shapes)
-    kind = "cuda" if tvm_target.kind.name == "cuda" else "cpu"
-    if kind == "cpu":
+    if tvm_target.kind.name != "cuda":
         tvm_target = _with_num_cores(tvm_target)
-    environment = _prepare_worker_environment(kind)
+    environment = _prepare_worker_environment(tvm_target.kind.name)
     from tvm.s_tir import meta_schedule as ms
 
     folder = Path(work_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    tasks = sorted(ms.relax_integration.extract_tasks(module, tvm_target), key=lambda task: -_task_cost(task))
+    tasks = ms.relax_integration.extract_tasks(module, tvm_target)
     if not tasks:
         raise FcmError("nothing to tune: every kernel of the model is already scheduled")
-    if task_slice is not None:
-        total = len(tasks)
-        tasks = tasks[task_slice]
-        if not tasks:
-            raise FcmError(f"--tasks selects none of the model's {total} tasks")
-    per_task = trials_per_task or max(TRIALS_PER_ITER, trials // len(tasks))
-    per_iter = min(TRIALS_PER_ITER, per_task, trials)
-    builder_config = {"kind": "in-process (see fcm_tvm.in_process_builder)"}
-    runner_config = {"timeout_s": run_timeout_s or RUN_TIMEOUT_S, **_EVALUATOR}
-    plan = {
-        "format": "fcm-tvm-tuning-summary/1",
-        "status": "running",
-        "started": timestamp(started),
-        "target": str(tvm_target),
-        "fuse": fuse,
-        "model": str(model) if isinstance(model, str | os.PathLike) else load_onnx(model).graph.name,
-        "tasks": len(tasks),
-        "task_names": [task.task_name for task in tasks],
-        "trials": trials,
-        "trials_per_task": per_task,
-        "trials_per_iter": per_iter,
-        "builder": builder_config,
-        "runner": runner_config,
-        "environment": environment,
-    }
+    builder, runner = InProcessBuilder(), _runner(run_timeout_s or RUN_TIMEOUT_S)
+    progress = TaskProgress.load(folder)
+    progress.measure_defaults(tasks, tvm_target, builder, runner)
+    chosen = progress.focus(tasks, focus)
+    plan = _plan(model, tvm_target, fuse, tasks, chosen, focus, trials, trials_per_task, time_budget_s)
+    plan.update(started=timestamp(started), environment=environment, log_offsets=log_offsets(folder / "logs"))
+    plan["runner"] = {"timeout_s": run_timeout_s or RUN_TIMEOUT_S, **_EVALUATOR}
     write_json(folder / SUMMARY, plan)
-    log.info("tuning %d tasks with %d trials (%d per task)", len(tasks), trials, per_task)
+    log.info("tuning %d of %d tasks, %d trials each", len(chosen), len(tasks), trials_per_task)
     status, stop = "failed", _StopSignals()
     try:
         with stop:
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                extracted_tasks=tasks, work_dir=str(folder), strategy=search, seed=seed
-            )
-            ms.tune.tune_tasks(
-                tasks=contexts,
-                task_weights=weights,
-                work_dir=str(folder),
-                max_trials_global=trials,
-                max_trials_per_task=per_task,
-                num_trials_per_iter=per_iter,
-                builder=InProcessBuilder(),
-                runner=ms.runner.LocalRunner(
-                    timeout_sec=runner_config["timeout_s"],
-                    evaluator_config=ms.runner.EvaluatorConfig(**_EVALUATOR),
-                ),
-            )
+            session = _Session(folder, tvm_target, builder, runner, search, seed)
+            budget = _Budget(trials, trials_per_task, started + (time_budget_s or math.inf))
+            session.tune_in_order(progress, tasks, chosen, budget)
         status = "finished"
     except KeyboardInterrupt:
         status = f"interrupted ({stop.received})" if stop.received else "interrupted"
@@ -160,6 +133,112 @@ def tune(
         summary = summarize(folder, status=status, elapsed_s=time.time() - started)
         print(f"[fcm-tvm] {summary.line()}", file=sys.stderr, flush=True)
     return folder
+
+
+@dataclass
+class _Budget:
+    """What a run may still spend: candidates in all, candidates per task, and a deadline."""
+
+    trials_left: int
+    per_task: int
+    deadline: float
+
+
+class _Session:
+    """One database and one XGBoost cost model, shared by the tasks tuned one after the other."""
+
+    def __init__(self, folder: Path, target, builder, runner, search: str, seed: int | None) -> None:
+        from tvm.s_tir import meta_schedule as ms
+
+        self.folder, self.target, self.builder, self.runner = folder, target, builder, runner
+        self.search, self.seed = search, seed
+        self.database = ms.database.JSONDatabase(work_dir=str(folder))
+        self.cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=os.cpu_count() or 1)
+        self.longest_task_s = 0.0
+
+    def tune_in_order(self, progress: TaskProgress, tasks: list, chosen: list, budget: _Budget) -> None:
+        """Tune ``chosen`` in order, skipping what is done, while ``budget`` lasts; every task of
+        ``tasks`` ends with its default record in the database (the others' go in first)."""
+        progress.commit_defaults([task for task in tasks if task not in chosen], self.database, self.target)
+        for task in chosen:
+            if budget.trials_left <= 0 or not self.fits(budget.deadline):
+                break
+            if progress.tuned(task):
+                continue
+            count = min(budget.per_task, budget.trials_left)
+            self.tune_task(task, count)
+            budget.trials_left -= count
+            progress.commit_defaults([task], self.database, self.target)
+            progress.mark_tuned(task, count, self.best_seconds(task))
+        progress.commit_defaults(tasks, self.database, self.target)
+
+    def fits(self, deadline: float) -> bool:
+        """Whether a task as long as the longest so far ends before ``deadline``."""
+        return time.time() + self.longest_task_s < deadline
+
+    def tune_task(self, task, trials: int) -> None:
+        from tvm.s_tir import meta_schedule as ms
+
+        began = time.time()
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            extracted_tasks=[task], work_dir=str(self.folder), strategy=self.search, seed=self.seed
+        )
+        ms.tune.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=str(self.folder),
+            max_trials_global=trials,
+            max_trials_per_task=trials,
+            num_trials_per_iter=min(TRIALS_PER_ITER, trials),
+            builder=self.builder,
+            runner=self.runner,
+            database=self.database,
+            cost_model=self.cost_model,
+        )
+        self.longest_task_s = max(self.longest_task_s, time.time() - began)
+
+    def best_seconds(self, task) -> float | None:
+        """The fastest run time in the database for ``task`` (None: nothing ran)."""
+        workload = self.database.commit_workload(task.dispatched[0])
+        best = self.database.get_top_k(workload, 1)
+        return mean_seconds(best[0].run_secs) if best and best[0].run_secs else None
+
+
+def _plan(model, target, fuse, tasks, chosen, focus, trials, per_task, time_budget_s) -> dict:
+    """The summary's head: what this run sets out to do."""
+    return {
+        "format": "fcm-tvm-tuning-summary/2",
+        "status": "running",
+        "target": str(target),
+        "fuse": fuse,
+        "model": str(model) if isinstance(model, str | os.PathLike) else load_onnx(model).graph.name,
+        "tasks": len(tasks),
+        "focus": focus,
+        "task_names": [task.task_name for task in chosen],
+        "trials": trials,
+        "trials_per_task": per_task,
+        "trials_per_iter": min(TRIALS_PER_ITER, per_task, trials),
+        "time_budget_s": time_budget_s,
+        "builder": {"kind": "in-process (see fcm_tvm.in_process_builder)"},
+    }
+
+
+def _runner(timeout_s: float):
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(**_EVALUATOR)
+    return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
+
+
+def _check_counts(trials: int, trials_per_task: int, focus: float, time_budget_s: float | None) -> None:
+    if trials <= 0:
+        raise FcmError("--trials must be positive")
+    if trials_per_task <= 0:
+        raise FcmError("--trials-per-task must be positive")
+    if not 0 < focus <= 1:
+        raise FcmError(f"--focus is a share of the model's time, in (0, 1], not {focus}")
+    if time_budget_s is not None and time_budget_s <= 0:
+        raise FcmError("--time-budget must be positive")
 
 
 class _StopSignals:
@@ -189,16 +268,6 @@ class _StopSignals:
 
 # Each candidate is timed `repeat` times over `number` runs, stretched to `min_repeat_ms` (MetaSchedule: 100).
 _EVALUATOR = {"number": 3, "repeat": 1, "min_repeat_ms": 50, "enable_cpu_cache_flush": False}
-
-
-def _task_cost(task) -> float:
-    """FLOPs x occurrences: the order in which tasks get their first batch."""
-    from tvm.s_tir.analysis import estimate_tir_flops
-
-    try:
-        return float(estimate_tir_flops(task.dispatched[0])) * int(task.weight)
-    except Exception:  # a workload the estimator does not know keeps its place at the end
-        return 0.0
 
 
 def _prepare_worker_environment(kind: str) -> dict:

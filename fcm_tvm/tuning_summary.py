@@ -71,7 +71,8 @@ def summarize(folder: str | os.PathLike, *, status: str | None = None, elapsed_s
     if elapsed_s is not None:
         data["elapsed_s"] = round(elapsed_s, 1)
     _repair_records(folder / RECORDS)
-    trials, errors = _read_trials(folder / "logs", since)
+    offsets = previous.get("log_offsets")
+    trials, errors = _read_trials(folder / "logs", since, offsets)
     data["candidates"] = {
         "measured": len(trials),
         "ok": sum(1 for t in trials if t["result"] == "ok"),
@@ -80,32 +81,39 @@ def summarize(folder: str | os.PathLike, *, status: str | None = None, elapsed_s
     }
     data["tasks_tuned"] = len({t["task"] for t in trials if t["result"] == "ok"})
     data["errors"] = errors
-    data["batches"] = _read_batches(folder / "logs", since)
+    data["batches"] = _read_batches(folder / "logs", since, offsets)
     data["database"] = _read_database(folder)
     summary = TuningSummary(folder, data)
     write_json(folder / SUMMARY, data)
     return summary
 
 
-def _log_records(log_dir: Path, since: str | None):
+def log_offsets(log_dir: Path) -> dict[str, int]:
+    """The size of each log file now: a run that starts here reads its logs from these offsets on
+    (timestamps have whole seconds, so a run resumed within a second would count the last run's)."""
+    return {path.name: path.stat().st_size for path in log_dir.glob("*.log")} if log_dir.is_dir() else {}
+
+
+def _log_records(log_dir: Path, since: str | None, offsets: dict[str, int] | None = None):
     """(file, time, text) of every log record in ``log_dir`` files from ``since`` on (all if None),
-    multi-line messages joined."""
+    multi-line messages joined; with ``offsets``, only what each file gained after its offset."""
     for path in sorted(log_dir.glob("*.log")) if log_dir.is_dir() else []:
         records: list[tuple[str, list[str]]] = []
-        for raw in path.read_text(errors="replace").splitlines():
+        text = path.read_bytes()[(offsets or {}).get(path.name, 0) :].decode(errors="replace")
+        for raw in text.splitlines():
             match = LOG_LINE.match(raw)
             if match:
                 records.append((match.group(1), [match.group(3)]))
             elif records:
                 records[-1][1].append(raw)
         for stamp, lines in records:
-            if since is None or stamp >= since:  # same format, so string order is time order
+            if offsets is not None or since is None or stamp >= since:  # string order is time order
                 yield path.name, stamp, "\n".join(lines)
 
 
-def _read_trials(log_dir: Path, since: str | None) -> tuple[list[dict], list[dict]]:
+def _read_trials(log_dir: Path, since: str | None, offsets: dict | None) -> tuple[list[dict], list[dict]]:
     trials, errors = [], {}
-    for name, _stamp, text in _log_records(log_dir, since):
+    for name, _stamp, text in _log_records(log_dir, since, offsets):
         if "task_scheduler" in name:
             continue
         match = TRIAL.search(text)
@@ -135,11 +143,11 @@ def _error_message(text: str) -> str:
     return "\n".join(lines)[:1500]
 
 
-def _read_batches(log_dir: Path, since: str | None) -> dict:
+def _read_batches(log_dir: Path, since: str | None, offsets: dict | None) -> dict:
     """Seconds spent building and measuring, from the task scheduler's timestamps."""
     build_s, run_s, count = 0.0, 0.0, 0
     build_start = run_start = None
-    for name, stamp, text in _log_records(log_dir, since):
+    for name, stamp, text in _log_records(log_dir, since, offsets):
         if "task_scheduler" not in name:
             continue
         moment = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").timestamp()

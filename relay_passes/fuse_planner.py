@@ -31,18 +31,22 @@ class FusePlanner:
     """Rewrite the DW/PW chains that FusePlanner's cost model accepts for ``gpu``, with its tiles.
 
     ``gpu``: a :class:`~fcm_tvm.gpus.GpuSpec`, a GPU table key such as ``"h100"``, or None.
+    ``tuned``: the rest of the model will be MetaSchedule-tuned (see ``plan_chain``).
     """
 
-    def __init__(self, target: tvm.target.Target | str | dict, gpu: GpuSpec | str | None):
+    def __init__(
+        self, target: tvm.target.Target | str | dict, gpu: GpuSpec | str | None, tuned: bool = False
+    ):
         self.target = target
         self.gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
+        self.tuned = tuned
 
     def decide(self, spec: FcmSpec) -> DecisionLike:
         if self.gpu is None:
             return _NoGpu()
         from ..planner import plan_chain  # the cost model is only needed when planning
 
-        return plan_chain(spec, self.gpu)
+        return plan_chain(spec, self.gpu, tuned=self.tuned)
 
     def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
         return FuseDepthwisePointwise(self.target, self.decide)(mod)

@@ -99,9 +99,9 @@ def test_input_shapes_follow_tvmc_syntax():
     assert parse_input_shapes("input:0:[1, 3, 8, 8]") == {"input:0": (1, 3, 8, 8)}
 
 
-def test_tune_exposes_its_trial_bounds_and_timeouts():
+def test_tune_exposes_its_trial_bounds_focus_and_budgets():
     result = fcm_tvm("tune", "--help")
-    for flag in ("--trials ", "--trials-per-task", "--run-timeout"):
+    for flag in ("--trials ", "--trials-per-task", "--focus", "--time-budget", "--run-timeout"):
         assert flag in result.stdout
 
 

@@ -48,6 +48,18 @@ def test_the_fastest_fcm_and_the_measured_stock_time_are_kept_per_chain():
     assert rows == [{"key": SPEC.key, "fcm_us": 18.3, "stock_us": 30.4, "tiles": vars(fast)}]
 
 
+def test_a_tuned_stock_time_is_kept_only_where_one_was_measured():
+    tiles = FcmTiles(24, 8, 8, 256, 8)
+    rows = best_per_chain(
+        [Entry(SPEC.key, SPEC.kind, tiles, 18.3, 30.4), Entry(SPEC.key, SPEC.kind, tiles, 19.0, 31.0, 12.5)]
+    )
+    assert rows[0]["stock_tuned_us"] == 12.5 and rows[0]["fcm_us"] == 18.3
+    assert "stock_tuned_us" not in best_per_chain([Entry(SPEC.key, SPEC.kind, tiles, 18.3, 30.4)])[0]
+    row = {"key": SPEC.key, "kind": SPEC.kind, "tiles": tiles.label, "fcm_us": 18.3, "stock_tuned_us": 12.5}
+    assert layer_entries([row])[0].stock_tuned_us == 12.5
+    assert without_fcm_of({SPEC.kind}, layer_entries([row]))[0].fcm_us == float("inf")  # stock stands
+
+
 def test_the_h100_table_covers_every_mobilenet_v2_chain_at_batch_1_with_both_times():
     h100 = get_gpu("h100")
     for _, spec in model_chains("mobilenet_v2"):

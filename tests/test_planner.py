@@ -10,10 +10,12 @@ from types import SimpleNamespace
 import pytest
 
 import fcm_tvm.gpus as gpus
+import fcm_tvm.planner.planner as planner_module
 from fcm_tvm.errors import FcmError, TargetError
 from fcm_tvm.gpus import GpuSpec, all_gpus, arch_defaults, detect_gpu, find_gpu, get_gpu, gpu_for_target
 from fcm_tvm.planner import candidate_tiles, estimate_fused, format_plan, plan_chain, plan_chains, to_json
 from fcm_tvm.planner.layers import EFFICIENTNET_B0, MOBILENET_V2, model_chains
+from fcm_tvm.planner.measured import measured
 from fcm_tvm.planner.tiles import shared_bytes, tile_grid
 from fcm_tvm.schedules.spec import Depthwise, Pointwise
 from fcm_tvm.schedules.tiles import tile_problems
@@ -144,9 +146,23 @@ def test_the_best_first_search_finds_the_same_tiles_as_pricing_every_candidate()
 
 def test_a_measured_chain_is_decided_by_its_measured_times():
     decision = plan_chain(chain("mobilenet_v2", "b8"), H100)  # 64x14x14 -> 384 -> 64, measured
-    assert decision.reason.startswith("measured: ")
+    assert decision.reason.startswith("measured against stock: ")
     assert decision.fused.time_s == decision.fused.measured_s < decision.unfused.measured_s
     assert decision.fuse and decision.tiles.split > 1
+
+
+def test_with_tuning_records_a_measured_chain_must_beat_the_tuned_stock_chain(monkeypatch):
+    spec = chain("mobilenet_v2", "b8")
+    known = measured(spec, H100)
+    untuned_only = plan_chain(spec, H100, tuned=True)
+    assert untuned_only.fuse and untuned_only.reason.startswith("measured against stock: ")  # none timed
+
+    faster_stock = replace(known, stock_tuned_s=known.fcm_s / 2)
+    monkeypatch.setattr(planner_module, "measured", lambda *_: faster_stock)
+    decision = plan_chain(spec, H100, tuned=True)
+    assert not decision.fuse and decision.reason.startswith("measured against tuned stock: ")
+    assert decision.unfused.measured_s == faster_stock.stock_tuned_s
+    assert plan_chain(spec, H100).fuse  # without tuning records the default stock time stands
 
 
 def test_on_a_gpu_with_measured_chains_an_unmeasured_chain_is_not_fused():

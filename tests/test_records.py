@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,41 @@ def test_compile_with_shipped_records_explains_what_is_missing(
     assert compile_spy.records == []
     if target == "h100" and model == "mobilenet_v2":
         assert error.endswith("shipped: efficientnet_b0_b1_fp32_stock")
+
+
+def measured_database(folder: Path) -> Path:
+    """A work directory with two workloads, the second measured twice."""
+    folder.mkdir(parents=True)
+    (folder / records.WORKLOADS).write_text('["w0"]\n["w1"]\n')
+    lines = [[0, [["t0"], [2e-6]]], [1, [["slow"], [9e-6]]], [1, [["fast"], [3e-6]]]]
+    (folder / records.DATABASE).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder
+
+
+def test_packed_records_ship_pruned_and_are_unpacked_into_the_cache(
+    shipped: Path, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setenv("FCM_TVM_CACHE", str(tmp_path / "cache"))
+    source = measured_database(tmp_path / "work")
+    case = shipped / "h100" / "mobilenet_v2_b1_fp32_stock"
+    assert records.pack_database(source, case) == 2
+    assert sorted(path.name for path in case.iterdir()) == [
+        "database_tuning_record.json.xz",
+        "database_workload.json.xz",
+    ]
+    assert records.shipped_cases("h100") == ["mobilenet_v2_b1_fp32_stock"]
+    folder = records.shipped_records("h100", "mobilenet_v2", 1, "fp32", "auto")
+    assert folder == tmp_path / "cache" / "tuning" / "h100" / "mobilenet_v2_b1_fp32_stock"
+    records.prune_database(source, tmp_path / "pruned")
+    for name in (records.DATABASE, records.WORKLOADS):
+        assert (folder / name).read_text() == (tmp_path / "pruned" / name).read_text()
+
+
+def test_a_newer_packed_file_replaces_the_cached_copy(shipped: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FCM_TVM_CACHE", str(tmp_path / "cache"))
+    case = shipped / "h100" / "mnasnet1_0_b1_fp32_stock"
+    records.pack_database(measured_database(tmp_path / "work"), case)
+    cached = records.unpacked(case) / records.DATABASE
+    cached.write_text("stale\n")
+    os.utime(cached, (0, 0))  # older than the packed file
+    assert "stale" not in (records.unpacked(case) / records.DATABASE).read_text()

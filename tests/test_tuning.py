@@ -14,9 +14,10 @@ import tvm
 
 import fcm_tvm
 from fcm_tvm.errors import FcmError
-from fcm_tvm.records import DATABASE, WORKLOADS, prune_database
+from fcm_tvm.records import DATABASE, WORKLOADS, pack_database, prune_database
 from fcm_tvm.tuning import _StopSignals, tune
-from fcm_tvm.tuning_summary import SUMMARY, summarize, table
+from fcm_tvm.tuning_progress import PROGRESS, TaskProgress, report
+from fcm_tvm.tuning_summary import SUMMARY, log_offsets, summarize, table
 from tests.conftest import relative_error
 from tests.test_frontend import separable_block
 
@@ -105,6 +106,16 @@ def test_summary_ignores_log_records_older_than_the_run(tmp_path: Path):
     }
 
 
+def test_summary_reads_only_what_the_logs_gained_since_the_run_began_even_within_one_second(tmp_path: Path):
+    earlier_run = "".join(ok("10:00:00", "conv2d", n) for n in range(1, 3))
+    folder = work_dir(tmp_path, {"task_0_conv2d": earlier_run}, started="2026-11-25 10:00:00")
+    plan = json.loads((folder / SUMMARY).read_text())
+    (folder / SUMMARY).write_text(json.dumps({**plan, "log_offsets": log_offsets(folder / "logs")}))
+    with open(folder / "logs" / "tvm.s_tir.meta_schedule.logging.task_0_conv2d.log", "a") as log:
+        log.write(ok("10:00:00", "conv2d", 3))
+    assert summarize(folder).data["candidates"]["measured"] == 1
+
+
 def test_a_run_that_never_reported_its_end_is_interrupted_and_its_cut_database_is_repaired(tmp_path: Path):
     folder = work_dir(tmp_path, {"task_0_conv2d": ok("10:00:05", "conv2d", 1)}, started="2026-11-25 10:00:00")
     (folder / WORKLOADS).write_text('["1", "AAAA"]\n["2", "BBBB"]\n')
@@ -188,39 +199,36 @@ def test_a_stop_signal_during_tuning_is_an_interrupt_that_is_noted():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_tune_rejects_a_non_positive_trial_count():
+def test_tune_rejects_counts_and_shares_out_of_range():
     pytest.importorskip("xgboost")
     with pytest.raises(FcmError, match="--trials-per-task must be positive"):
         tune(separable_block(), "llvm", work_dir="unused", trials=10, trials_per_task=0)
     with pytest.raises(FcmError, match="--trials must be positive"):
         tune(separable_block(), "llvm", work_dir="unused", trials=0)
-
-
-def test_task_slices_are_read_as_start_end_counted_largest_first():
-    from fcm_tvm.cli import parse_task_slice
-
-    assert parse_task_slice("0:15") == slice(0, 15)
-    assert parse_task_slice("15:") == slice(15, None)
-    assert parse_task_slice(None) is None
-    for wrong in ("15", "a:b", "1:2:3"):
-        with pytest.raises(FcmError, match="--tasks takes START:END"):
-            parse_task_slice(wrong)
+    with pytest.raises(FcmError, match="--focus is a share"):
+        tune(separable_block(), "llvm", work_dir="unused", focus=1.5)
+    with pytest.raises(FcmError, match="--time-budget must be positive"):
+        tune(separable_block(), "llvm", work_dir="unused", time_budget_s=0)
 
 
 @pytest.fixture(scope="module")
 def tuned_runs(tmp_path_factory) -> dict[str, Path]:
     """Real MetaSchedule runs on the CPU, all in one fixture: MetaSchedule's loggers keep the
     handler of the pytest capture they were first used under, so tuning again under another
-    test's capture fails. ``full``: the separable block, one batch of two candidates; ``second``:
-    only its second-largest task. An empty slice is refused."""
+    test's capture fails. The separable block has two tasks. ``full``: both tuned, two candidates
+    each, then the same command again; ``focused``: only the slowest; ``budget``: a time budget
+    spent before the first task."""
     pytest.importorskip("xgboost")
     root = tmp_path_factory.mktemp("tuning")
-    with pytest.raises(FcmError, match="selects none of the model's 2 tasks"):
-        tune(separable_block(), "llvm", work_dir=root / "none", trials=2, task_slice=slice(5, None))
     full = root / "separable_b1_fp32_stock"
-    assert tune(separable_block(), "llvm", work_dir=full, trials=2, fuse="none") == full
-    second = tune(separable_block(), "llvm", work_dir=root / "second", trials=2, task_slice=slice(1, 2))
-    return {"full": full, "second": second}
+    options = {"trials": 4, "trials_per_task": 2, "fuse": "none"}
+    assert tune(separable_block(), "llvm", work_dir=full, **options) == full
+    after_first = (full / DATABASE).read_text()
+    tune(separable_block(), "llvm", work_dir=full, **options)
+    (root / "after_first_run.json").write_text(after_first)
+    focused = tune(separable_block(), "llvm", work_dir=root / "focused", focus=0.01, **options)
+    budget = tune(separable_block(), "llvm", work_dir=root / "budget", time_budget_s=1e-3, **options)
+    return {"full": full, "focused": focused, "budget": budget, "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -228,25 +236,65 @@ def tuned(tuned_runs: dict[str, Path]) -> Path:
     return tuned_runs["full"]
 
 
+def progress_of(folder: Path) -> dict[str, dict]:
+    return json.loads((folder / PROGRESS).read_text())["tasks"]
+
+
 @pytest.mark.slow
-def test_a_slice_of_the_tasks_tunes_only_those(tuned_runs: dict[str, Path]):
-    data = json.loads((tuned_runs["second"] / SUMMARY).read_text())
-    assert data["tasks"] == 1 and data["tasks_tuned"] == 1
-    assert len(data["task_names"]) == 1
+def test_every_task_keeps_its_measured_default_schedule_as_a_record(tuned: Path):
+    tasks = progress_of(tuned)
+    assert len(tasks) == 2
+    for entry in tasks.values():
+        assert entry["rule"] == "unscheduled"  # CPU targets have no dlight rules
+        assert entry["default_s"] > 0 and entry["default_committed"]
+        assert entry["trials"] == 2 and entry["best_s"] <= entry["default_s"]
+    measured = sum(entry["trials"] for entry in tasks.values())
+    assert len((tuned / DATABASE).read_text().splitlines()) == measured + 2  # + one default per task
+
+
+@pytest.mark.slow
+def test_tuning_starts_with_the_task_that_takes_the_most_default_time(tuned_runs: dict[str, Path]):
+    tasks = progress_of(tuned_runs["focused"])
+    slowest = max(tasks, key=lambda name: tasks[name]["default_s"] * tasks[name]["weight"])
+    assert [name for name, entry in tasks.items() if entry["trials"]] == [slowest]
+    assert all(entry["default_committed"] for entry in tasks.values())
+
+
+@pytest.mark.slow
+def test_a_spent_time_budget_tunes_nothing_and_still_records_the_defaults(tuned_runs: dict[str, Path]):
+    tasks = progress_of(tuned_runs["budget"])
+    assert all(entry["trials"] == 0 and entry["default_committed"] for entry in tasks.values())
+    assert len((tuned_runs["budget"] / DATABASE).read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_running_the_same_command_again_goes_on_where_the_last_run_stopped(tuned_runs: dict[str, Path]):
+    after_first = (tuned_runs["root"] / "after_first_run.json").read_text()
+    assert (tuned_runs["full"] / DATABASE).read_text() == after_first  # all was done: nothing added
+    assert all(entry["trials"] == 2 for entry in progress_of(tuned_runs["full"]).values())
+    summary = json.loads((tuned_runs["full"] / SUMMARY).read_text())  # of the second run, within seconds
+    assert summary["candidates"]["measured"] == 0 and summary["tasks_tuned"] == 0
 
 
 @pytest.mark.slow
 def test_a_tuning_run_writes_its_summary(tuned: Path):
     data = json.loads((tuned / SUMMARY).read_text())
     assert data["status"] == "finished" and data["fuse"] == "none"
-    assert data["tasks"] == 2 and data["trials"] == 2 and data["trials_per_iter"] == 2
+    assert data["tasks"] == 2 and data["trials_per_task"] == 2 and data["trials_per_iter"] == 2
     assert data["builder"]["kind"].startswith("in-process")
     assert data["runner"]["timeout_s"] > 0
-    assert data["candidates"]["measured"] == 2  # trials bound the batch, not only the total
-    assert (
-        data["candidates"]["ok"] + data["candidates"]["build_failed"] + data["candidates"]["run_failed"] == 2
-    )
-    assert data["database"]["records"] == 2 and data["batches"]["count"] == 1
+    assert sorted(data["task_names"]) == sorted(progress_of(tuned))
+
+
+@pytest.mark.slow
+def test_the_progress_report_totals_the_kernel_time_before_and_after(tuned: Path):
+    tasks = progress_of(tuned)
+    text = report(TaskProgress.load(tuned))
+    default = sum(e["default_s"] * e["weight"] for e in tasks.values()) * 1e6
+    best = sum(e["best_s"] * e["weight"] for e in tasks.values()) * 1e6
+    total = f"kernel time, tasks x occurrences: default {default:.1f} us, best {best:.1f} us"
+    assert text.splitlines()[-1] == total
+    assert all(f"| {name} | 1 | unscheduled |" in text for name in tasks)
 
 
 def scheduled_functions(monkeypatch) -> list[set[str]]:
@@ -278,7 +326,7 @@ def scheduled_functions(monkeypatch) -> list[set[str]]:
 
 
 @pytest.mark.slow
-def test_compile_applies_the_tuned_database_and_its_pruned_copy(
+def test_compile_applies_the_tuned_database_and_its_pruned_and_packed_copies(
     tuned: Path, tmp_path: Path, monkeypatch, rng
 ):
     applied = scheduled_functions(monkeypatch)
@@ -287,9 +335,11 @@ def test_compile_applies_the_tuned_database_and_its_pruned_copy(
     expected = fcm_tvm.compile(model, "llvm", fuse="none").run(x)[0]
     assert applied == []  # no records, no database pass
 
-    largest_task = json.loads((tuned / SUMMARY).read_text())["task_names"][0]  # tuned first: it got the batch
+    every_task = set(progress_of(tuned))  # each has its default record at least
     prune_database(tuned, tmp_path / "pruned")
-    for records in (tuned, tmp_path / "pruned"):
+    pack_database(tuned, tmp_path / "packed")
+    monkeypatch.setenv("FCM_TVM_CACHE", str(tmp_path / "cache"))
+    for records in (tuned, tmp_path / "pruned", tmp_path / "packed"):
         actual = fcm_tvm.compile(model, "llvm", fuse="none", tuning_records=records).run(x)[0]
         assert relative_error(actual, expected) < 1e-5
-        assert applied.pop() == {largest_task}
+        assert applied.pop() == every_task

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import records as shipped  # a module reference: tests point shipped_root elsewhere
 from ..errors import FcmError
-from ..records import is_database, tuning_dir
+from ..records import has_records, tuning_dir, unpacked
 from .report import save_report
 
 VARIANTS = {
@@ -93,9 +93,10 @@ def bench_case(
         fuse, tuned = VARIANTS[variant]
         row = {"model": case.model, "batch": case.batch, "precision": case.precision, "variant": variant}
         records = case.tuning_dir(tuning_root, fuse) if tuned and tuning_root else None
-        if tuned and (records is None or not is_database(records)):
+        if tuned and (records is None or not has_records(records)):
             rows.append({**row, "status": f"no tuning records ({records})"})
             continue
+        records = unpacked(records) if records is not None else None
         try:
             compiled = compile_model(
                 onnx_model, target, fuse=fuse, tuning_records=records, cuda_graph=cuda_graph

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import is_database, tuning_dir
+from ..records import has_records, tuning_dir, unpacked
 from .chains import LayerCase, fused_module, model_chains, traffic_floor_bytes, unfused_module
 from .report import save_report
 
@@ -116,7 +116,7 @@ class Workloads:
         self.stock = tvm.compile(unfused, target)
         self.stock_folded = tvm.compile(unfused_module(self.specs, batchnorm=False), target)
         self.tuned = None
-        if tuning_records is not None and is_database(tuning_records):
+        if tuning_records is not None:
             self.tuned = tvm.compile(
                 unfused, target, relax_pipeline=stock_pipeline(target, str(tuning_records))
             )
@@ -388,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.tuning_records
             else None
         )
-        if records is not None and not is_database(records):
+        if records is not None and not has_records(records):
             print(f"[layers] no MetaSchedule database at {records}: no stock_tuned", file=sys.stderr)
+        records = unpacked(records) if records is not None and has_records(records) else None
         rows += measure_case(
             Workloads(case, target, gpu, records, args.sub_chains, args.unmeasured),
             tvm.cuda(0),

@@ -47,13 +47,15 @@ def tiles_from_text(text: str) -> FcmTiles | None:
 
 
 class Entry(NamedTuple):
-    """One measured FCM of a chain, with the stock chain's time where the same row timed it."""
+    """One measured FCM of a chain, with the stock chain's times (untuned and MetaSchedule-tuned)
+    where the same row timed them."""
 
     key: str  # FcmSpec.key
     kind: str  # FcmSpec.kind
     tiles: FcmTiles
     fcm_us: float
     stock_us: float | None
+    stock_tuned_us: float | None = None
 
 
 def sweep_entries(rows: list[dict]) -> list[Entry]:
@@ -79,19 +81,24 @@ def layer_entries(rows: list[dict]) -> list[Entry]:
             if case not in specs:
                 specs[case] = [spec for spec, _ in model_chains(LayerCase(*case))]
             key = specs[case][row["chain"]].key
-        entries.append(Entry(key, row["kind"], tiles, row["fcm_us"], row.get("stock_us")))
+        entries.append(
+            Entry(key, row["kind"], tiles, row["fcm_us"], row.get("stock_us"), row.get("stock_tuned_us"))
+        )
     return entries
 
 
 def best_per_chain(entries: list[Entry]) -> list[dict]:
-    """The fastest FCM of each chain; the stock time from whichever row measured it."""
+    """The fastest FCM of each chain; the stock times from whichever rows measured them (the
+    tuned time only where one was measured)."""
     table: dict[str, dict] = {}
-    for key, _, tiles, fcm_us, stock_us in entries:
-        row = table.setdefault(key, {"key": key, "fcm_us": float("inf"), "stock_us": None})
-        if fcm_us < row["fcm_us"]:
-            row.update(fcm_us=fcm_us, tiles=vars(tiles).copy())
-        if stock_us is not None:
-            row["stock_us"] = stock_us
+    for entry in entries:
+        row = table.setdefault(entry.key, {"key": entry.key, "fcm_us": float("inf"), "stock_us": None})
+        if entry.fcm_us < row["fcm_us"]:
+            row.update(fcm_us=entry.fcm_us, tiles=vars(entry.tiles).copy())
+        if entry.stock_us is not None:
+            row["stock_us"] = entry.stock_us
+        if entry.stock_tuned_us is not None:
+            row["stock_tuned_us"] = entry.stock_tuned_us
     return sorted(table.values(), key=lambda row: row["key"])
 
 
@@ -101,7 +108,7 @@ def without_fcm_of(kinds: set[str], entries: list[Entry]) -> list[Entry]:
     kept = []
     for entry in entries:
         if entry.kind in kinds:
-            if entry.stock_us is None:
+            if entry.stock_us is None and entry.stock_tuned_us is None:
                 continue
             entry = entry._replace(fcm_us=float("inf"))
         kept.append(entry)

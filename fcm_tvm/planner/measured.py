@@ -22,11 +22,18 @@ US = 1e-6
 
 @dataclass(frozen=True)
 class Measured:
-    """The best measured FCM of a chain on one GPU, and the stock chain's time where measured."""
+    """The best measured FCM of a chain on one GPU, and the stock chain's times where measured:
+    with dlight's default schedules and with a MetaSchedule database."""
 
     tiles: FcmTiles
     fcm_s: float
     stock_s: float | None
+    stock_tuned_s: float | None = None
+
+    def baseline_s(self, tuned: bool) -> float | None:
+        """The stock chain's time that fusing must beat: the tuned one when the build applies
+        tuning records and it was measured, else the default one."""
+        return self.stock_tuned_s if tuned and self.stock_tuned_s is not None else self.stock_s
 
 
 def measured(spec: FcmSpec, gpu: GpuSpec) -> Measured | None:
@@ -45,5 +52,9 @@ def measured_table(gpu_key: str) -> dict[str, Measured]:
 
 
 def from_row(row: dict) -> Measured:
-    stock = row.get("stock_us")
-    return Measured(FcmTiles(**row["tiles"]), row["fcm_us"] * US, None if stock is None else stock * US)
+    stock, tuned = _seconds(row.get("stock_us")), _seconds(row.get("stock_tuned_us"))
+    return Measured(FcmTiles(**row["tiles"]), row["fcm_us"] * US, stock, tuned)
+
+
+def _seconds(microseconds: float | None) -> float | None:
+    return None if microseconds is None else microseconds * US

@@ -87,18 +87,23 @@ class Plan:
 
 
 def plan_chain(
-    spec: FcmSpec, gpu: GpuSpec | str, candidates: Iterable[FcmTiles] | None = None, name: str = ""
+    spec: FcmSpec,
+    gpu: GpuSpec | str,
+    candidates: Iterable[FcmTiles] | None = None,
+    name: str = "",
+    tuned: bool = False,
 ) -> Decision:
     """Decide whether to fuse ``spec`` on ``gpu`` and with which tiles.
 
     ``candidates`` restricts the tiles considered (default: :func:`~.tiles.candidate_tiles`);
-    those that do not fit the GPU are dropped.
+    those that do not fit the GPU are dropped. ``tuned``: the kernels around the FCMs will be
+    MetaSchedule-tuned, so a measured chain must beat the tuned stock chain where that was timed.
     """
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     unfused = estimate_unfused(spec, gpu)
     known = measured(spec, gpu) if candidates is None else None
     if known is not None:
-        return measured_decision(spec, gpu, unfused, known, name)
+        return measured_decision(spec, gpu, unfused, known, name, tuned)
     tried = tile_grid(spec, gpu) if candidates is None else list(candidates)
     fused = best_fused(spec, tried, gpu)
     if fused is None:
@@ -113,15 +118,17 @@ def plan_chain(
 
 
 def measured_decision(
-    spec: FcmSpec, gpu: GpuSpec, unfused: ChainEstimate, known: Measured, name: str
+    spec: FcmSpec, gpu: GpuSpec, unfused: ChainEstimate, known: Measured, name: str, tuned: bool = False
 ) -> Decision:
     """Decide from the times measured on ``gpu`` (:mod:`.measured`); traffic is still modelled."""
     fused = replace(estimate_fused(spec, known.tiles, gpu), measured_s=known.fcm_s)
-    if known.stock_s is not None:
-        unfused = replace(unfused, measured_s=known.stock_s)
+    baseline = known.baseline_s(tuned)
+    if baseline is not None:
+        unfused = replace(unfused, measured_s=baseline)
     fuse, reason = judge(spec, unfused, fused)
     tiles = known.tiles if fuse else None
-    return Decision(spec, gpu, fuse, tiles, f"measured: {reason}", unfused, fused, name)
+    against = "tuned stock" if tuned and known.stock_tuned_s is not None else "stock"
+    return Decision(spec, gpu, fuse, tiles, f"measured against {against}: {reason}", unfused, fused, name)
 
 
 def best_fused(spec: FcmSpec, candidates: Sequence[FcmTiles], gpu: GpuSpec) -> ChainEstimate | None:
@@ -144,11 +151,15 @@ def best_fused(spec: FcmSpec, candidates: Sequence[FcmTiles], gpu: GpuSpec) -> C
     return best
 
 
-def plan_chains(specs: Sequence[FcmSpec], gpu: GpuSpec | str, names: Sequence[str] | None = None) -> Plan:
+def plan_chains(
+    specs: Sequence[FcmSpec], gpu: GpuSpec | str, names: Sequence[str] | None = None, tuned: bool = False
+) -> Plan:
     """:func:`plan_chain` for every chain; ``names`` label them in reports."""
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     labels = list(names) if names is not None else [str(i + 1) for i in range(len(specs))]
-    return Plan(gpu, tuple(plan_chain(spec, gpu, name=label) for spec, label in zip(specs, labels)))
+    return Plan(
+        gpu, tuple(plan_chain(spec, gpu, name=label, tuned=tuned) for spec, label in zip(specs, labels))
+    )
 
 
 def size_text(nbytes: float) -> str:

@@ -13,6 +13,9 @@
 # 41 s, 563 in 90 s; layers --sub-chains --unmeasured, three models at batch 1 (50 chains) plus
 # MobileNetV2 fp16 (32 chains): 5.8 min; at batch 32 (50 chains): 5.2 min; bench stock vs fcm,
 # four models at batch 1 plus MobileNetV2 fp16: 5.6 min; two models at batch 32: 3.0 min.
+# Fourth session: tune (tune_zoo.sh, 32 candidates per task, evolutionary): ~26 s per task, 16-20
+# tasks per 8-minute call, defaults measured in ~15 s; bench of the four models at batch 1 with all
+# four variants: 7.5 min (records carried in as xz and unpacked into /tmp/fcm-tune/tuning/h100).
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | tune | ncu}
 shift

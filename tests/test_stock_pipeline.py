@@ -1,0 +1,42 @@
+"""The stock pipeline fcm-tvm compiles everything around the FCMs with: TVM's, made robust."""
+
+from __future__ import annotations
+
+import pytest
+import tvm
+import tvm_ffi
+
+from fcm_tvm.frontend import graph_inputs, import_onnx
+from fcm_tvm.models import build_model
+from fcm_tvm.pipeline import stock_pipeline
+from fcm_tvm.target import resolve_target
+
+H100 = resolve_target("h100").tvm_target
+
+
+def imported(name: str, batch: int) -> tvm.IRModule:
+    model = build_model(name, batch=batch)
+    return import_onnx(model, graph_inputs(model, None))
+
+
+@pytest.mark.slow
+def test_where_dlight_works_the_kernels_are_exactly_tvms():
+    module = imported("mobilenet_v2", 1)
+    ours = stock_pipeline(H100)(module)
+    tvms = tvm.relax.get_default_pipeline(H100)(module)
+    assert tvm_ffi.structural_equal(ours, tvms)
+
+
+@pytest.mark.slow
+def test_where_a_dlight_rule_fails_the_next_rule_schedules_the_function():
+    """EfficientNet-B0 at batch 32: dlight's Matmul rule raises on the squeeze-excitation gates."""
+    module = imported("efficientnet_b0", 32)
+    with pytest.raises(Exception, match="cache-write stage that are not properly inlined"):
+        tvm.relax.get_default_pipeline(H100)(module)
+    lowered = stock_pipeline(H100)(module)
+    unscheduled = [
+        gv.name_hint
+        for gv, func in lowered.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc) and "tirx.is_scheduled" not in (func.attrs or {})
+    ]
+    assert unscheduled == []
