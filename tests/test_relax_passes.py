@@ -364,17 +364,18 @@ def test_planner_without_a_gpu_fuses_nothing():
     tvm.ir.assert_structural_equal(FusePlanner("llvm", None)(mod), mod)
 
 
-def test_planner_decides_with_the_gpu_it_was_given(monkeypatch):
+def test_planner_decides_with_the_gpu_and_the_baseline_it_was_given(monkeypatch):
     asked = []
 
-    def plan_chain(spec, gpu):
-        asked.append((spec.kind, gpu.key))
+    def plan_chain(spec, gpu, tuned):
+        asked.append((spec.kind, gpu.key, tuned))
         return Decision(True, FcmTiles(8, 8, 8, 64), "cheaper fused")
 
     monkeypatch.setitem(sys.modules, "fcm_tvm.planner", types.SimpleNamespace(plan_chain=plan_chain))
     mod = imported(chain_model([Conv("dw"), Conv("pw", 8)]))
     fused = FusePlanner("llvm", "h100")(mod)
-    assert asked == [("dw_pw", "h100")]
+    FusePlanner("llvm", "a100", tuned=True)(mod)
+    assert asked == [("dw_pw", "h100", False), ("dw_pw", "a100", True)]
     record = json.loads(str(fcm_kernels(fused)["fcm_dw_pw_0"].attrs[SPEC_ATTR]))
     assert record["reason"] == "cheaper fused" and record["tiles"]["threads"] == 64
 
