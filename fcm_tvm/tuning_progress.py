@@ -54,8 +54,8 @@ class TaskProgress:
 
         A task whose default schedule failed to build or run comes first: only tuning gives it one.
         """
-        failed = [task for task in tasks if self._seconds(task) is None]
-        timed = [task for task in tasks if self._seconds(task) is not None]
+        failed = [task for task in tasks if self.entries[task.task_name]["default_s"] is None]
+        timed = [task for task in tasks if task not in failed]
         timed.sort(key=self._cost, reverse=True)
         total = sum(self._cost(task) for task in timed)
         chosen, covered = failed, 0.0
@@ -84,18 +84,20 @@ class TaskProgress:
                 entry["default_committed"] = True
         self.save()
 
-    def _seconds(self, task) -> float | None:
-        return self.entries[task.task_name]["default_s"]
-
     def _cost(self, task) -> float:
-        return self._seconds(task) * self.entries[task.task_name]["weight"]
+        return default_cost(self.entries[task.task_name])
+
+
+def default_cost(entry: dict) -> float:
+    """A task's time under its default schedule, times its occurrences (0 where that failed)."""
+    return (entry["default_s"] or 0.0) * entry["weight"]
 
 
 def report(progress: TaskProgress) -> str:
     """A table of the tasks, slowest default first, and the model's kernel time before and after."""
     head = "| task | occurrences | default rule | default us | trials | best us |\n|---|---|---|---|---|---|"
     rows, default_total, best_total = [head], 0.0, 0.0
-    for name, entry in sorted(progress.entries.items(), key=lambda item: -_default_cost(item[1])):
+    for name, entry in sorted(progress.entries.items(), key=lambda item: -default_cost(item[1])):
         default, best = entry["default_s"], entry["best_s"] or entry["default_s"]
         if default is not None and best is not None:
             default_total += default * entry["weight"]
@@ -107,10 +109,6 @@ def report(progress: TaskProgress) -> str:
         f"best {best_total * 1e6:.1f} us"
     )
     return "\n".join(rows)
-
-
-def _default_cost(entry: dict) -> float:
-    return (entry["default_s"] or 0.0) * entry["weight"]
 
 
 def _us(seconds: float | None) -> str:

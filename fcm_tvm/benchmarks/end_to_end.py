@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import records as shipped  # a module reference: tests point shipped_root elsewhere
 from ..errors import FcmError
-from ..records import has_records, tuning_dir, unpacked
+from ..records import has_records, tuning_dir
 from .report import save_report
 
 VARIANTS = {
@@ -96,7 +96,6 @@ def bench_case(
         if tuned and (records is None or not has_records(records)):
             rows.append({**row, "status": f"no tuning records ({records})"})
             continue
-        records = unpacked(records) if records is not None else None
         try:
             compiled = compile_model(
                 onnx_model, target, fuse=fuse, tuning_records=records, cuda_graph=cuda_graph

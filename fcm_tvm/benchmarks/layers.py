@@ -388,9 +388,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.tuning_records
             else None
         )
-        if records is not None and not has_records(records):
+        if records is not None and has_records(records):
+            records = unpacked(records)
+        elif records is not None:
             print(f"[layers] no MetaSchedule database at {records}: no stock_tuned", file=sys.stderr)
-        records = unpacked(records) if records is not None and has_records(records) else None
+            records = None
         rows += measure_case(
             Workloads(case, target, gpu, records, args.sub_chains, args.unmeasured),
             tvm.cuda(0),

@@ -30,10 +30,12 @@ class Measured:
     stock_s: float | None
     stock_tuned_s: float | None = None
 
-    def baseline_s(self, tuned: bool) -> float | None:
-        """The stock chain's time that fusing must beat: the tuned one when the build applies
-        tuning records and it was measured, else the default one."""
-        return self.stock_tuned_s if tuned and self.stock_tuned_s is not None else self.stock_s
+    def baseline(self, tuned: bool) -> tuple[str, float | None]:
+        """The stock chain that fusing must beat, named, with its time: the tuned one when the
+        build applies tuning records and it was measured, else the default one."""
+        if tuned and self.stock_tuned_s is not None:
+            return "tuned stock", self.stock_tuned_s
+        return "stock", self.stock_s
 
 
 def measured(spec: FcmSpec, gpu: GpuSpec) -> Measured | None:

@@ -122,12 +122,11 @@ def measured_decision(
 ) -> Decision:
     """Decide from the times measured on ``gpu`` (:mod:`.measured`); traffic is still modelled."""
     fused = replace(estimate_fused(spec, known.tiles, gpu), measured_s=known.fcm_s)
-    baseline = known.baseline_s(tuned)
-    if baseline is not None:
-        unfused = replace(unfused, measured_s=baseline)
+    against, baseline_s = known.baseline(tuned)
+    if baseline_s is not None:
+        unfused = replace(unfused, measured_s=baseline_s)
     fuse, reason = judge(spec, unfused, fused)
     tiles = known.tiles if fuse else None
-    against = "tuned stock" if tuned and known.stock_tuned_s is not None else "stock"
     return Decision(spec, gpu, fuse, tiles, f"measured against {against}: {reason}", unfused, fused, name)
 
 
