@@ -54,6 +54,33 @@ def test_cuda_build_generates_code_that_nvcc_compiles(mobilenet_v2, nvcc: str, t
     assert library.stat().st_size > 0
 
 
+def vm_calls_per_function(executable) -> dict[str, list[str]]:
+    """What each Relax VM function of ``executable`` calls, in order (from its text form)."""
+    calls: dict[str, list[str]] = {}
+    for line in executable.as_text().splitlines():
+        if line.startswith("@") and line.endswith(":"):
+            current = calls.setdefault(line[1:-1], [])
+        elif line.strip().startswith("call "):
+            current.append(line.split()[1])
+    return calls
+
+
+@pytest.mark.parametrize("fuse", ["none", "all"])
+def test_cuda_graph_captures_every_kernel_between_the_first_and_the_last(mobilenet_v2, fuse):
+    compiled = fcm_tvm.compile(mobilenet_v2, target="h100", fuse=fuse, cuda_graph=True)
+    calls = vm_calls_per_function(compiled.executable)
+    kernels = {name: [c for c in called if not c.startswith("vm.")] for name, called in calls.items()}
+    assert "vm.builtin.cuda_graph.run_or_capture" in calls["main"]
+    # the first conv reads the input and the classifier writes the output: both stay outside
+    assert len(kernels["main"]) == 2
+    assert len(kernels["main_cuda_graph_capture"]) > 10
+    without = vm_calls_per_function(fcm_tvm.compile(mobilenet_v2, target="h100", fuse=fuse).executable)
+    assert not any("cuda_graph" in name for name in without)
+    assert sorted(kernels["main"] + kernels["main_cuda_graph_capture"]) == sorted(
+        c for c in without["main"] if not c.startswith("vm.")
+    )
+
+
 def test_compiled_model_reports_its_signature(mobilenet_v2):
     compiled = fcm_tvm.compile(mobilenet_v2, target="llvm", fuse="none")
     assert compiled.inputs[0].shape == (1, 3, RESOLUTION, RESOLUTION)

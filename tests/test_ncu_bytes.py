@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,24 @@ def ncu_csv(tmp_path: Path, kernels: list[tuple[str, str, str, str]]) -> Path:
 
 
 def test_units_are_scaled_and_thousands_separators_dropped(tmp_path: Path):
-    rows = kernel_rows(ncu_csv(tmp_path, [("fcm_0_kernel", "1.5", "2,000", "3000")]))
-    assert rows == [{"name": "fcm_0_kernel", "bytes": 1.5e6 + 2e6, "l2_bytes": 3000.0}]
+    (row,) = kernel_rows(ncu_csv(tmp_path, [("fcm_0_kernel", "1.5", "2,000", "3000")]))
+    assert (row["name"], row["bytes"], row["l2_bytes"]) == ("fcm_0_kernel", 1.5e6 + 2e6, 3000.0)
+    assert math.isnan(row["gpu_us"]), "a CSV without gpu__time_duration has no kernel time"
+
+
+def test_kernel_times_are_read_in_microseconds_and_summed_per_workload(tmp_path: Path):
+    path = tmp_path / "ncu.csv"
+    header = HEADER + ',"gpu__time_duration.sum"'
+    rows = [
+        '"0","vectorized_elementwise_kernel","0","0","0","1,000"',
+        '"1","conv_dw_kernel","1","0","0","2,500"',
+        '"2","conv_pw_kernel","1","0","0","1,500"',
+        '"3","vectorized_elementwise_kernel","0","0","0","1,000"',
+    ]
+    path.write_text("\n".join([header, UNITS + ',"nsecond"', *rows]) + "\n")
+    (measured,) = bytes_per_workload(kernel_rows(path), [{"variant": "stock"}])
+    assert measured["gpu_us"] == pytest.approx(4.0)
+    assert measured["kernels"] == 2
 
 
 def test_kernels_between_markers_belong_to_one_workload_and_flushes_are_not_counted(tmp_path: Path):

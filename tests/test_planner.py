@@ -154,6 +154,11 @@ def test_a_measured_chain_is_decided_by_its_measured_times():
 def test_with_tuning_records_a_measured_chain_must_beat_the_tuned_stock_chain(monkeypatch):
     spec = chain("mobilenet_v2", "b8")
     known = measured(spec, H100)
+    assert known.stock_tuned_s is not None, "the H100 table has tuned times for batch-1 chains"
+    assert plan_chain(spec, H100, tuned=True).reason.startswith("measured against tuned stock: ")
+
+    untimed = replace(known, stock_tuned_s=None)
+    monkeypatch.setattr(planner_module, "measured", lambda *_: untimed)
     untuned_only = plan_chain(spec, H100, tuned=True)
     assert untuned_only.fuse and untuned_only.reason.startswith("measured against stock: ")  # none timed
 

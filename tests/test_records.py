@@ -179,3 +179,17 @@ def test_a_newer_packed_file_replaces_the_cached_copy(shipped: Path, tmp_path: P
     cached.write_text("stale\n")
     os.utime(cached, (0, 0))  # older than the packed file
     assert "stale" not in (records.unpacked(case) / records.DATABASE).read_text()
+
+
+def test_every_shipped_database_holds_one_measured_record_per_workload(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FCM_TVM_CACHE", str(tmp_path / "cache"))
+    cases = records.shipped_cases("h100")
+    for batch in (1, 32):
+        for model in ("mobilenet_v2", "mnasnet1_0", "efficientnet_b0", "mobilenet_v3_large"):
+            assert records.record_name(model, batch, "fp32", "none") in cases
+    for case in cases:
+        folder = records.unpacked(records.shipped_root() / "h100" / case)
+        workloads = (folder / records.WORKLOADS).read_text().splitlines()
+        measured = list(records.measured_records(folder / records.DATABASE))
+        assert sorted(index for index, _, _ in measured) == list(range(len(workloads))), case
+        assert all(seconds is not None and seconds > 0 for _, _, seconds in measured), case

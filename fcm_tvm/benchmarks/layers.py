@@ -285,8 +285,27 @@ def copy_bandwidth_gbs() -> float:
     return 2 * source.numel() * 20 / (start.elapsed_time(end) * 1e-3) / 1e9
 
 
-def profile_run(cases: list[LayerCase], target, gpu, out: Path) -> None:
-    """Run each workload once, fused then unfused, from a cold L2 between markers; write the order.
+def case_records(tuning_root: Path | None, case: LayerCase) -> Path | None:
+    """The unpacked stock-graph database for ``case`` under ``tuning_root``, or None (said why)."""
+    if tuning_root is None:
+        return None
+    records = tuning_dir(tuning_root, case.model, case.batch, case.precision, "none")
+    if has_records(records):
+        return unpacked(records)
+    print(f"[layers] no MetaSchedule database at {records}: no stock_tuned", file=sys.stderr)
+    return None
+
+
+def profile_run(
+    cases: list[LayerCase],
+    target,
+    gpu,
+    out: Path,
+    tuning_root: Path | None = None,
+    sub_chains: bool = False,
+) -> None:
+    """Run each workload once, fused then unfused (and tuned, given records), from a cold L2
+    between markers; write the order.
 
     See :mod:`.ncu_bytes`: a read-only reduction over a buffer twice the L2 size evicts the
     previous workload's data without leaving dirty lines, then a marker kernel opens the segment.
@@ -302,11 +321,13 @@ def profile_run(cases: list[LayerCase], target, gpu, out: Path) -> None:
     flush = torch.empty(max(2 * l2_bytes // 4, 1 << 20), device="cuda")
     order = []
     for case in cases:
-        workloads = Workloads(case, target, gpu, None)
+        workloads = Workloads(case, target, gpu, case_records(tuning_root, case), sub_chains)
         vms = {
             "stock": tvm.relax.VirtualMachine(workloads.stock, device),
             "stock_folded": tvm.relax.VirtualMachine(workloads.stock_folded, device),
         }
+        if workloads.tuned is not None:
+            vms["stock_tuned"] = tvm.relax.VirtualMachine(workloads.tuned, device)
         for index, spec in enumerate(workloads.specs):
             arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
             output = tvm.runtime.empty(spec.output.as_tuple(), spec.dtype, device)
@@ -375,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.profile_run:
-        profile_run(cases, target, gpu, args.out)
+        profile_run(cases, target, gpu, args.out, args.tuning_records, args.sub_chains)
         return 0
     import tvm
 
@@ -383,16 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for case in cases:
         print(f"[layers] {case.label}", file=sys.stderr, flush=True)
-        records = (
-            tuning_dir(args.tuning_records, case.model, case.batch, case.precision, "none")
-            if args.tuning_records
-            else None
-        )
-        if records is not None and has_records(records):
-            records = unpacked(records)
-        elif records is not None:
-            print(f"[layers] no MetaSchedule database at {records}: no stock_tuned", file=sys.stderr)
-            records = None
+        records = case_records(args.tuning_records, case)
         rows += measure_case(
             Workloads(case, target, gpu, records, args.sub_chains, args.unmeasured),
             tvm.cuda(0),

@@ -16,6 +16,10 @@
 # Fourth session: tune (tune_zoo.sh, 32 candidates per task, evolutionary): ~26 s per task, 16-20
 # tasks per 8-minute call, defaults measured in ~15 s; bench of the four models at batch 1 with all
 # four variants: 7.5 min (records carried in as xz and unpacked into /tmp/fcm-tune/tuning/h100).
+# Fifth session: layers --sub-chains --tuning-records, the four models at batch 1 (99 chains), one
+# process per model: 5.7 min; tune_zoo.sh two models at batch 32: 8.3 min (6-7 tasks each); bench
+# --cuda-graph, four models x four variants at batch 1: 6.9 min; stock-tuned and fcm-tuned, four
+# models at batch 32, one process per model: 6.4 min.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | tune | ncu}
 shift
@@ -44,10 +48,17 @@ tunecheck)  # a short MetaSchedule run whose logs say what builds and what fails
   echo "tune exit $?"; tail -5 $RUN/tunecheck.log
   grep -rhoiE "(error|fail|timeout)[^\"]{0,160}" $RUN/tunecheck/logs | sort | uniq -c | sort -rn | head -12
   tar czf "$OUT/tunecheck.tgz" -C $RUN tunecheck tunecheck.log ;;
-layers)  # per-chain: FCM vs stock (dlight) vs cuDNN vs the DRAM floor
-  timeout 560 python -m fcm_tvm.benchmarks.layers --models ${MODELS:-mobilenet_v2,efficientnet_b0} \
-    --batch ${BATCH:-1} --precision ${PRECISION:-fp32} --number 20 --repeat 10 --out "$OUT" \
-    ${TUNING:+--tuning-records $TUNING} 2>&1 | tail -${TAIL:-45} ;;
+layers)  # per-chain: FCM vs stock (dlight), tuned stock (TUNING), cuDNN and the DRAM floor
+  # One process per model: with tuning records, a second model in the same process (torch loaded
+  # for cuDNN) aborted with "corrupted size vs. prev_size" (fifth session; not isolated further).
+  models=${MODELS:-mobilenet_v2,efficientnet_b0}
+  for model in ${models//,/ }; do
+    timeout 280 python -m fcm_tvm.benchmarks.layers --models "$model" --batch ${BATCH:-1} \
+      --precision ${PRECISION:-fp32} --number 20 --repeat 10 --out "$RUN/layers_$model" \
+      ${TUNING:+--tuning-records $TUNING} ${LAYERS_FLAGS:-} > "$RUN/layers_$model.log" 2>&1
+    echo "$model: exit $?"; tail -${TAIL:-3} "$RUN/layers_$model.log"
+    cp "$RUN/layers_$model/layers.json" "$OUT/layers_$model.json" 2>/dev/null
+  done ;;
 bench)  # end to end, all four variants, with the records tune_zoo.sh left in /tmp/fcm-tune
   hide_torch
   timeout 560 $FCM bench ${MODELS:-mobilenet_v2,efficientnet_b0,mobilenet_v3_large} --baseline stock,stock-tuned \
@@ -56,11 +67,13 @@ bench)  # end to end, all four variants, with the records tune_zoo.sh left in /t
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
   hide_torch
   bash tests/gpu/tune_zoo.sh "$@" ;;
-ncu)  # DRAM bytes of every chain, fused and unfused, for the cost model's validation
-  timeout 500 ncu --cache-control none --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum --csv \
+ncu)  # DRAM bytes and GPU time of every chain, fused and unfused (tuned too, given TUNING: then
+  # one model per MODELS, as the layers stage runs them, for the abort noted there)
+  timeout 500 ncu --cache-control none \
+    --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,gpu__time_duration.sum --csv \
     --page raw --log-file $RUN/ncu.csv \
-    python -m fcm_tvm.benchmarks.layers --models mobilenet_v2,efficientnet_b0 --batch ${BATCH:-1} --precision fp32 \
-    --profile-run --out $RUN >/dev/null 2>&1
+    python -m fcm_tvm.benchmarks.layers --models ${MODELS:-mobilenet_v2,efficientnet_b0} --batch ${BATCH:-1} \
+    --precision fp32 --profile-run --out $RUN ${TUNING:+--tuning-records $TUNING} ${LAYERS_FLAGS:-} >/dev/null 2>&1
   gzip -c $RUN/ncu.csv > "$OUT/ncu.csv.gz"; cp $RUN/profile_order.json "$OUT"/
   python -m fcm_tvm.benchmarks.ncu_bytes $RUN 2>&1 | tail -50; cp $RUN/dram_bytes.json "$OUT"/ ;;
 esac
