@@ -39,7 +39,7 @@ DRAM_ERROR_TARGET = 0.20  # median absolute relative error of predicted DRAM byt
 DECISION_TOLERANCE = 0.05  # a choice within 5% of the measured best option is right
 DECISION_TARGET = 0.90  # share of chains whose choice must be right
 MB = 1e6
-VARIANTS = ("fcm", "stock", "stock_folded")  # both stock forms are priced as the unfused chain
+VARIANTS = ("fcm", "stock", "stock_folded", "stock_tuned")  # every stock form is priced as the unfused chain
 LEDGERS = ("dram", "dram_read", "l2")
 
 
