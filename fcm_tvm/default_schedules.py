@@ -75,8 +75,11 @@ class ApplyStockSchedule:
 
     Stock TVM 0.27 stops with an error where dlight's first matching rule fails (EfficientNet-B0
     and MobileNetV3-Large at batch 32); here the next rule schedules that function. Everywhere
-    else the result is the same kernel as stock's.
+    else the result is the same kernel as stock's. ``rules``: those of the pass it replaces.
     """
+
+    def __init__(self, rules: list) -> None:
+        self.rules = rules
 
     def transform_module(self, mod: tvm.IRModule, _context) -> tvm.IRModule:
         updated = {}
@@ -84,7 +87,7 @@ class ApplyStockSchedule:
             if not isinstance(function, tvm.tirx.PrimFunc) or _is_scheduled(function):
                 continue
             target = (function.attrs or {}).get("target") or tvm.target.Target.current(allow_none=False)
-            schedule, rule = default_schedule(tvm.IRModule({"main": function}), target, default_rules(target))
+            schedule, rule = default_schedule(tvm.IRModule({"main": function}), target, self.rules)
             if rule != "unscheduled":
                 updated[global_var] = schedule.mod["main"].with_attr("tirx.is_scheduled", True)
         for global_var, function in updated.items():

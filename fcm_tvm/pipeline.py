@@ -94,7 +94,7 @@ def _default_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         *backend.dataflow_lower_passes(target),
         *backend.finalize_passes(target),
     ]
-    return [ApplyStockSchedule() if p.info.name == "ApplyDefaultSchedule" else p for p in passes]
+    return [ApplyStockSchedule(list(p.rules)) if p.info.name == "ApplyDefaultSchedule" else p for p in passes]
 
 
 def tuning_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:

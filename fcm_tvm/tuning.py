@@ -104,13 +104,14 @@ def tune(
     tasks = ms.relax_integration.extract_tasks(module, tvm_target)
     if not tasks:
         raise FcmError("nothing to tune: every kernel of the model is already scheduled")
-    builder, runner = InProcessBuilder(), _runner(run_timeout_s or RUN_TIMEOUT_S)
+    run_timeout_s = run_timeout_s or RUN_TIMEOUT_S
+    builder, runner = InProcessBuilder(), _runner(run_timeout_s)
     progress = TaskProgress.load(folder)
     progress.measure_defaults(tasks, tvm_target, builder, runner)
     chosen = progress.focus(tasks, focus)
     plan = _plan(model, tvm_target, fuse, tasks, chosen, focus, trials, trials_per_task, time_budget_s)
     plan.update(started=timestamp(started), environment=environment, log_offsets=log_offsets(folder / "logs"))
-    plan["runner"] = {"timeout_s": run_timeout_s or RUN_TIMEOUT_S, **_EVALUATOR}
+    plan["runner"] = {"timeout_s": run_timeout_s, **_EVALUATOR}
     write_json(folder / SUMMARY, plan)
     log.info("tuning %d of %d tasks, %d trials each", len(chosen), len(tasks), trials_per_task)
     status, stop = "failed", _StopSignals()

@@ -11,7 +11,7 @@
 # TARGET (cuda; llvm for a dry run of the script on a machine without a GPU).
 # Back in $OUT (8 files at most): tune_zoo.tar.gz (tuning/<gpu>/<case>/ pruned databases to ship,
 # runs/<case>/ full work dirs with logs, summaries and tasks.json), tune_zoo_summary.json.
-# To ship: tar xzf tune_zoo.tar.gz -C fcm_tvm/data tuning
+# To ship (pruned and xz-packed): python -m fcm_tvm.records pack runs/<case> fcm_tvm/data/tuning/<gpu>/<case>
 set -u
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-tune
