@@ -15,9 +15,9 @@ from fcm_tvm.errors import FcmError, TargetError
 from fcm_tvm.gpus import GpuSpec, all_gpus, arch_defaults, detect_gpu, find_gpu, get_gpu, gpu_for_target
 from fcm_tvm.planner import candidate_tiles, estimate_fused, format_plan, plan_chain, plan_chains, to_json
 from fcm_tvm.planner.layers import EFFICIENTNET_B0, MOBILENET_V2, model_chains
-from fcm_tvm.planner.measured import measured
+from fcm_tvm.planner.measured import Measured, measured
 from fcm_tvm.planner.tiles import shared_bytes, tile_grid
-from fcm_tvm.schedules.spec import Depthwise, Pointwise
+from fcm_tvm.schedules.spec import Depthwise, FcmTiles, Pointwise
 from fcm_tvm.schedules.tiles import tile_problems
 
 H100 = get_gpu("h100")
@@ -39,11 +39,35 @@ def test_fusing_the_112x112x96_mobilenet_v2_block_saves_most_of_its_dram_traffic
 
 
 def test_a_fused_kernel_slower_than_the_stock_kernels_is_declined_despite_saving_traffic():
-    """The measured slowdown of today's PW->DW->PW kernel outweighs the DRAM it saves on the
-    strided 96x14x14 block, whose 576-channel intermediate stays in L2 anyway."""
-    decision = plan_chain(chain("mobilenet_v2", "b14"), H100)
+    """Against tuned stock, the measured PW->DW->PW kernel of the 160x7x7 block is slower than
+    the three stock kernels, whose 960-channel intermediate stays in L2 anyway."""
+    decision = plan_chain(chain("mobilenet_v2", "b15"), H100, tuned=True)
     assert decision.dram_saving > 0 and decision.fused.time_s > decision.unfused.time_s
     assert not decision.fuse and "slower" in decision.reason
+
+
+def test_a_whole_block_is_declined_where_a_fused_sub_chain_with_the_other_pw_stock_is_faster(monkeypatch):
+    """The alternative to the whole PW->DW->PW kernel is the rewrite's fallback: the DW->PW tail
+    (or the PW->DW head) fused, the remaining PW stock, priced as the stock chain less the stock
+    sub-chain."""
+    spec = chain("mobilenet_v2", "b14")  # 96x14x14 pw576 dw3s2 pw160
+    tail, head = planner_module.sub_chains(spec)
+    assert (tail.kind, head.kind) == ("dw_pw", "pw_dw") and not tail.residual and not head.residual
+    us = 1e-6
+    table = {
+        spec: Measured(FcmTiles(), fcm_s=30 * us, stock_s=50 * us),
+        tail: Measured(FcmTiles(), fcm_s=8 * us, stock_s=35 * us),  # the first PW alone: 50 - 35
+        head: Measured(FcmTiles(), fcm_s=40 * us, stock_s=30 * us),  # slower fused: stays stock
+    }
+    monkeypatch.setattr(planner_module, "measured", lambda spec, gpu: table.get(spec))
+    assert planner_module.fallback_time(spec, H100) == pytest.approx((8 + 15) * us)
+    decision = plan_chain(spec, H100)
+    assert not decision.fuse and "fallback" in decision.reason
+
+    table[tail] = Measured(FcmTiles(), fcm_s=20 * us, stock_s=35 * us)  # fallback 35 us: whole wins
+    assert plan_chain(spec, H100).fuse
+    del table[tail], table[head]  # nothing measured to fall back on: the stock chain is the bar
+    assert planner_module.fallback_time(spec, H100) is None and plan_chain(spec, H100).fuse
 
 
 def test_the_112x112x96_block_is_fused_with_its_mid_channels_split_over_blocks():
@@ -82,12 +106,12 @@ def test_the_planner_declines_when_the_intermediate_fits_in_l2_and_a_small_chann
 
 
 def test_the_planner_keeps_deep_layers_whose_tiny_intermediate_stays_in_l2_anyway():
-    spec = chain("mobilenet_v2", "b14")  # 96x14x14 -> 576x14x14 -> 576x7x7 -> 160x7x7
-    decision = plan_chain(spec, H100)
+    spec = chain("mobilenet_v2", "b15")  # 160x7x7 -> 960x7x7 -> 960x7x7 -> 160x7x7
+    decision = plan_chain(spec, H100, tuned=True)
     assert not decision.fuse
     assert decision.unfused.dram.intermediate_read == 0
     assert "stays in L2" in decision.reason
-    # unsplit, a few dozen blocks would sit on 132 SMs: the best candidate splits the 576 channels
+    # unsplit, a few blocks would sit on 132 SMs: the best candidate splits the 960 channels
     unsplit = estimate_fused(spec, replace(decision.fused.tiles, split=1), H100)
     assert decision.fused.tiles.split > 1
     assert decision.fused.kernels[0].efficiency > 2 * unsplit.kernels[0].efficiency
@@ -157,13 +181,16 @@ def test_with_tuning_records_a_measured_chain_must_beat_the_tuned_stock_chain(mo
     assert known.stock_tuned_s is not None, "the H100 table has tuned times for batch-1 chains"
     assert plan_chain(spec, H100, tuned=True).reason.startswith("measured against tuned stock: ")
 
+    def only_this_chain(changed):  # its sub-chains keep their measured times
+        return lambda other, gpu: changed if other == spec else measured(other, gpu)
+
     untimed = replace(known, stock_tuned_s=None)
-    monkeypatch.setattr(planner_module, "measured", lambda *_: untimed)
+    monkeypatch.setattr(planner_module, "measured", only_this_chain(untimed))
     untuned_only = plan_chain(spec, H100, tuned=True)
     assert untuned_only.fuse and untuned_only.reason.startswith("measured against stock: ")  # none timed
 
     faster_stock = replace(known, stock_tuned_s=known.fcm_s / 2)
-    monkeypatch.setattr(planner_module, "measured", lambda *_: faster_stock)
+    monkeypatch.setattr(planner_module, "measured", only_this_chain(faster_stock))
     decision = plan_chain(spec, H100, tuned=True)
     assert not decision.fuse and decision.reason.startswith("measured against tuned stock: ")
     assert decision.unfused.measured_s == faster_stock.stock_tuned_s

@@ -175,6 +175,40 @@ def split_choices(spec, gpu) -> list:
     return [t for t in dict.fromkeys(choices) if not fit_problems(spec, t, gpu)]
 
 
+BROAD_THREADS = (128, 196, 256, 392, 512)
+BROAD_WAVES = (1, 8)  # a broad candidate's blocks fill the H100's SMs this many times, at least and at most
+
+
+def broad_choices(spec, gpu, limit: int = 32) -> list:
+    """A wider tile search than :func:`split_choices`: every fitting tile of 128-512 threads,
+    each with the splits that make its grid fill the GPU one to eight times, ranked by the cost
+    model; the ``limit`` best, plus the default tile and the tile measured best so far.
+
+    Why: the sweeps so far tried a dozen tiles per chain, and under CUDA graphs what is left of
+    an FCM's cost is its GPU time, which depends on how many warps each SM gets."""
+    from dataclasses import replace
+
+    from fcm_tvm.planner import estimate_fused
+    from fcm_tvm.planner.cost_model import fcm_blocks
+    from fcm_tvm.planner.measured import measured
+    from fcm_tvm.planner.tiles import candidate_tiles, fit_problems, splits
+    from fcm_tvm.schedules import default_tiles
+
+    low, high = (waves * gpu.sm_count for waves in BROAD_WAVES)
+    choices = []
+    for base in candidate_tiles(spec, gpu):
+        if base.threads not in BROAD_THREADS:
+            continue
+        for split in splits(spec):
+            tiles = replace(base, split=split)
+            if low <= fcm_blocks(spec, tiles) <= high and not fit_problems(spec, tiles, gpu):
+                choices.append(tiles)
+    ranked = sorted(choices, key=lambda tiles: estimate_fused(spec, tiles, gpu).time_s)[:limit]
+    known = measured(spec, gpu)
+    anchors = [default_tiles(spec, gpu.smem_per_block)] + ([known.tiles] if known else [])
+    return list(dict.fromkeys([*anchors, *ranked]))
+
+
 def splits_export(
     folder: Path,
     models: list[str],
@@ -184,11 +218,13 @@ def splits_export(
     sub_chains: bool = False,
     kinds: set[str] | None = None,
     skip_measured: set[str] = frozenset(),
+    choose=split_choices,
 ) -> None:
-    """Export :func:`split_choices` for every distinct chain of ``models`` (as the ONNX importer
-    finds them in the zoo's models; with ``sub_chains`` also what the pass falls back to inside
-    a PW->DW->PW chain), only of ``kinds`` if given, and of the ``skip_measured`` kinds only the
-    chains the H100's table of measured chains lacks: a library per chain."""
+    """Export ``choose(spec, gpu)`` (:func:`split_choices`, :func:`broad_choices`) for every
+    distinct chain of ``models`` (as the ONNX importer finds them in the zoo's models; with
+    ``sub_chains`` also what the pass falls back to inside a PW->DW->PW chain), only of ``kinds``
+    if given, and of the ``skip_measured`` kinds only the chains the H100's table of measured
+    chains lacks: a library per chain."""
     from concurrent.futures import ProcessPoolExecutor
 
     from fcm_tvm.benchmarks.chains import LayerCase, model_chains
@@ -208,7 +244,7 @@ def splits_export(
                     if spec.kind in skip_measured and measured(spec, gpu) is not None:
                         continue
                     chains.setdefault(spec, f"{model}_c{index}_n{batch}_{precision}")
-    work = [(name, spec, split_choices(spec, gpu), folder) for spec, name in chains.items()]
+    work = [(name, spec, choose(spec, gpu), folder) for spec, name in chains.items()]
     print(f"{sum(len(choices) for _, _, choices, _ in work)} kernels of {len(work)} chains", flush=True)
     with ProcessPoolExecutor(jobs) as pool:
         manifest = [entry for entries in pool.map(_export_layer, work) for entry in entries]
@@ -448,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         "folder", type=Path
     )
     splits = sub.add_parser("splits", help="export split choices of every chain of the layer tables")
+    splits.add_argument("--broad", type=int, metavar="N", help="instead: the N best broad choices per chain")
     splits.add_argument("folder", type=Path)
     splits.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
     splits.add_argument("--batch", default="1")
@@ -482,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             args.sub_chains,
             kinds,
             set(filter(None, args.skip_measured.split(","))),
+            functools.partial(broad_choices, limit=args.broad) if args.broad else split_choices,
         )
         return 0
     return run(args.folder, args.repeat, args.only, args.json, args.jobs)

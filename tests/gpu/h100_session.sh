@@ -20,8 +20,12 @@
 # process per model: 5.7 min; tune_zoo.sh two models at batch 32: 8.3 min (6-7 tasks each); bench
 # --cuda-graph, four models x four variants at batch 1: 6.9 min; stock-tuned and fcm-tuned, four
 # models at batch 32, one process per model: 6.4 min.
+# Sixth session: profile (two models, ncu kernel times + FCM sections): 3.1 min; bench stock-tuned
+# against fcm-tuned, four models at batch 1 with graphs: 3.1-5.7 min; a broad sweep export of 1023
+# kernels needs about 10 min on the host's CPUs (over the call limit: export here, on 2 cores in
+# 8 min), and checking them with the runtime only took 68 s in two calls of 33 and 27 MB.
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | tune | ncu}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | tune | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -76,4 +80,19 @@ ncu)  # DRAM bytes and GPU time of every chain, fused and unfused (tuned too, gi
     --precision fp32 --profile-run --out $RUN ${TUNING:+--tuning-records $TUNING} ${LAYERS_FLAGS:-} >/dev/null 2>&1
   gzip -c $RUN/ncu.csv > "$OUT/ncu.csv.gz"; cp $RUN/profile_order.json "$OUT"/
   python -m fcm_tvm.benchmarks.ncu_bytes $RUN 2>&1 | tail -50; cp $RUN/dram_bytes.json "$OUT"/ ;;
+profile)  # kernel GPU time per inference, stock-tuned against fcm-tuned (ncu), then why the FCM
+  # kernels of the first model take what they take (ncu sections, one inference)
+  models=${MODELS:-mobilenet_v2}
+  for model in ${models//,/ }; do
+    RUNS=2 TUNED=1 timeout 240 ncu --metrics gpu__time_duration.sum --cache-control none --clock-control none \
+      --csv --page raw --log-file $RUN/k_$model.csv python tests/gpu/profile_model.py $model none auto \
+      > $RUN/k_$model.log 2>&1
+    echo "$model: exit $?"; python tests/gpu/kernel_summary.py 2 $RUN/k_$model.csv
+  done
+  first=${models%%,*}
+  RUNS=1 TUNED=1 timeout ${DETAIL_S:-200} ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
+    --section LaunchStats --section MemoryWorkloadAnalysis -k regex:fcm --csv --page details \
+    --log-file $RUN/fcm_details.csv python tests/gpu/profile_model.py $first auto > $RUN/details.log 2>&1
+  echo "details: exit $?"
+  tar czf "$OUT/profile.tgz" -C $RUN $(cd $RUN && ls k_*.csv k_*.log fcm_details.csv details.log 2>/dev/null) ;;
 esac

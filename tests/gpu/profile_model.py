@@ -3,6 +3,9 @@
     RUNS=2 ncu --metrics gpu__time_duration.sum --cache-control none --clock-control none \
         --csv --page raw --log-file k.csv python tests/gpu/profile_model.py MODEL [FUSE ...]
     python tests/gpu/kernel_summary.py 2 k.csv       # FUSE: none (stock), auto (fcm)
+
+``TUNED=1`` builds with the H100 tuning records shipped for the model at ``BATCH`` (default 1),
+fp32: the stock-tuned and fcm-tuned variants of ``fcm-tvm bench``.
 """
 
 import os
@@ -10,14 +13,18 @@ import sys
 
 import fcm_tvm
 from fcm_tvm.models import build_model
+from fcm_tvm.records import shipped_records
 
 RUNS = int(os.environ.get("RUNS", "20"))
+TUNED = os.environ.get("TUNED") == "1"
+BATCH = int(os.environ.get("BATCH", "1"))
 
 name = sys.argv[1] if len(sys.argv) > 1 else "mobilenet_v2"
-model = build_model(name)
+model = build_model(name, batch=BATCH)
 for fuse in sys.argv[2:] or ("none", "auto"):
-    compiled = fcm_tvm.compile(model, "cuda", fuse=fuse)
-    print(name, fuse, [chain.function for chain in compiled.fused], flush=True)
+    records = shipped_records("h100", name, BATCH, "fp32", fuse) if TUNED else None
+    compiled = fcm_tvm.compile(model, "cuda", fuse=fuse, tuning_records=records)
+    print(name, fuse, "tuned" if records else "", [chain.function for chain in compiled.fused], flush=True)
     runner = compiled.runner()
     inputs = runner.random_inputs()
     for _ in range(RUNS):
