@@ -5,12 +5,13 @@ benchmarks and for the planner's validation against measured DRAM traffic."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import tvm
 from tvm import relax
 
+from ..planner.planner import sub_chains
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles
 
 
@@ -52,12 +53,7 @@ def fallback_chains(spec: FcmSpec) -> list[FcmSpec]:
     """The two-stage chains inside a PW->DW->PW chain, in the order the rewrite pass falls back
     to them: DW->PW (the tail; a residual add stays a separate op, since an FCM's residual has
     the shape of its own input), then PW->DW (the head). Empty for other kinds."""
-    if spec.kind != "pw_dw_pw":
-        return []
-    mid = spec.shapes[1]
-    tail = FcmSpec(spec.batch, mid.c, mid.h, mid.w, spec.stages[1:], False, spec.dtype)
-    head = replace(spec, stages=spec.stages[:2], residual=False)
-    return [tail, head]
+    return list(sub_chains(spec)) if spec.kind == "pw_dw_pw" else []
 
 
 def fused_module(

@@ -156,12 +156,13 @@ def fallback_time(spec: FcmSpec, gpu: GpuSpec, tuned: bool = False) -> float | N
     """
     if spec.kind != "pw_dw_pw" or (whole := measured(spec, gpu)) is None:
         return None
-    whole_s = whole.baseline(tuned)[1]
+    if (whole_s := whole.baseline(tuned)[1]) is None:
+        return None
     options = []
     for part in sub_chains(spec):
         known = measured(part, gpu)
         part_s = known.baseline(tuned)[1] if known else None
-        if whole_s is not None and part_s is not None:
+        if part_s is not None:
             options.append(min(known.fcm_s, part_s) + max(whole_s - part_s, 0.0))
     return min(options, default=None)
 
