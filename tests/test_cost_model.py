@@ -27,6 +27,7 @@ from fcm_tvm.planner.memory import (
     l2_hit_fraction,
     row_segment_sectors,
     segment_sectors,
+    write_back_fraction,
 )
 from fcm_tvm.planner.occupancy import latency_hiding, occupancy, parallel_efficiency
 from fcm_tvm.planner.tiles import candidate_tiles, tile_grid
@@ -58,6 +59,35 @@ def test_an_unfused_dw_pw_pair_moves_the_intermediate_twice():
     requested = estimate_unfused(spec, H100).requested
     assert requested.intermediate_write == intermediate
     assert requested.intermediate_read == intermediate
+
+
+def test_stock_tvm_with_unfolded_batchnorm_runs_two_kernels_per_stage_and_moves_each_result_again():
+    spec = FcmSpec(1, 16, 28, 28, (Pointwise(96), Depthwise(3), Pointwise(16)), residual=True)
+    folded = estimate_unfused(spec, H100)
+    unfolded = estimate_unfused(spec, H100, epilogue_kernels=True)
+    assert len(unfolded.kernels) == 2 * len(folded.kernels)
+    results = sum(tensor_bytes(shape.numel) for shape in spec.shapes[1:])
+    moved_again = unfolded.requested.intermediate - folded.requested.intermediate
+    assert moved_again == pytest.approx(2 * results, rel=0.01), "each raw result written and read back"
+    assert unfolded.requested.input == folded.requested.input, "the residual is read once, by an epilogue"
+    assert unfolded.requested.output == folded.requested.output
+    assert unfolded.flops == folded.flops, "the epilogue kernels add traffic, not convolution work"
+
+
+def test_writes_that_stay_in_l2_until_the_chain_ends_are_not_seen_in_dram():
+    small = dw_pw(32, 28, 16)  # 0.4 MB: everything stays in L2
+    assert estimate_unfused(small, H100).dram_observed(H100).written == 0
+    assert estimate_fused(small, FcmTiles(16, 7, 7, 196), H100).dram_observed(H100).written == 0
+    assert estimate_unfused(small, H100).dram_observed(H100).read == estimate_unfused(small, H100).dram.read
+
+
+def test_writes_far_beyond_l2_are_mostly_written_back_while_the_chain_runs():
+    big = dw_pw(32, 112, 16, batch=32)  # 51 MB intermediate, 25 MB of L2 for it
+    unfused = estimate_unfused(big, H100)
+    observed = unfused.dram_observed(H100)
+    assert 0.5 * unfused.dram.written < observed.written < unfused.dram.written
+    assert write_back_fraction(0, l2_capacity(H100)) == 0
+    assert write_back_fraction(4 * l2_capacity(H100), l2_capacity(H100)) == pytest.approx(0.75)
 
 
 def test_an_intermediate_too_big_for_l2_reaches_dram_both_ways():

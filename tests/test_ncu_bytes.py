@@ -26,7 +26,8 @@ def test_units_are_scaled_and_thousands_separators_dropped(tmp_path: Path):
     assert math.isnan(row["gpu_us"]), "a CSV without gpu__time_duration has no kernel time"
 
 
-def test_kernel_times_are_read_in_microseconds_and_summed_per_workload(tmp_path: Path):
+@pytest.mark.parametrize("unit", ["nsecond", "ns"])
+def test_kernel_times_are_read_in_microseconds_and_summed_per_workload(tmp_path: Path, unit: str):
     path = tmp_path / "ncu.csv"
     header = HEADER + ',"gpu__time_duration.sum"'
     rows = [
@@ -35,7 +36,7 @@ def test_kernel_times_are_read_in_microseconds_and_summed_per_workload(tmp_path:
         '"2","conv_pw_kernel","1","0","0","1,500"',
         '"3","vectorized_elementwise_kernel","0","0","0","1,000"',
     ]
-    path.write_text("\n".join([header, UNITS + ',"nsecond"', *rows]) + "\n")
+    path.write_text("\n".join([header, UNITS + f',"{unit}"', *rows]) + "\n")
     (measured,) = bytes_per_workload(kernel_rows(path), [{"variant": "stock"}])
     assert measured["gpu_us"] == pytest.approx(4.0)
     assert measured["kernels"] == 2
@@ -64,3 +65,10 @@ def test_an_unclosed_or_missing_segment_is_an_error_not_a_shifted_table(tmp_path
     kernels = [("vectorized_elementwise_kernel", "0", "0", "0"), ("fcm_0_kernel", "1", "0", "0")]
     with pytest.raises(ValueError, match="0 marker-delimited segments for 2 workloads"):
         bytes_per_workload(kernel_rows(ncu_csv(tmp_path, kernels)), [{}, {}])
+
+
+def test_a_unit_the_parser_does_not_know_is_an_error_not_a_silent_factor(tmp_path: Path):
+    path = tmp_path / "ncu.csv"
+    path.write_text("\n".join([HEADER, '"","","Mbyte","Kbyte","furlong"', '"0","k","1","1","1"']) + "\n")
+    with pytest.raises(ValueError, match="furlong"):
+        kernel_rows(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,30 @@ def test_each_variant_is_compared_with_its_own_ledger():
     assert stock["dram_error"] == pytest.approx(1.0) and stock["l2_error"] == pytest.approx(0.0)
 
 
+def test_stock_with_its_batchnorm_kernels_and_the_folded_stock_get_their_own_ledgers():
+    with_unfolded = [replace(PREDICTIONS[0], stock_unfolded=ledger(300, 100, 900))]
+    rows = vp.byte_rows(
+        [measured(0, "stock", 300, 900), measured(0, "stock_folded", 200, 400)], lambda label: with_unfolded
+    )
+    assert [row["predicted_dram"] for row in rows] == [300, 200]
+
+
+def test_an_fcm_measured_with_recorded_tiles_is_priced_with_those_tiles():
+    from fcm_tvm.gpus import get_gpu
+    from fcm_tvm.schedules.spec import Depthwise, FcmSpec, Pointwise
+
+    spec = FcmSpec(1, 8, 14, 14, (Depthwise(3), Pointwise(16)))
+    one = ledger(1, 1, 1)
+    chain = vp.ChainPrediction("8x14x14 dw3s1+pw16", "c16 7x7 t196 s1", True, one, one, spec)
+    entry = {"case": CASE, "chain": 0, "variant": "fcm", "shape": chain.shape, "bytes": 1.0, "l2_bytes": 1.0}
+    tiles = {"channel_tile": 8, "tile_h": 14, "tile_w": 14, "threads": 196, "split": 1}
+    (row,) = vp.byte_rows([{**entry, "tiles": tiles}], lambda label: [chain], get_gpu("h100"))
+    assert row["tiles"] == "c8 14x14 t196 s1"
+    assert row["predicted_dram"] > 1, "priced by the cost model, not the planner's cached ledger"
+    (row,) = vp.byte_rows([entry], lambda label: [chain], get_gpu("h100"))
+    assert (row["tiles"], row["predicted_dram"]) == ("c16 7x7 t196 s1", 1)
+
+
 def test_a_measurement_of_another_chain_than_the_zoo_gives_is_an_error():
     with pytest.raises(ValueError, match="the zoo gives"):
         vp.byte_rows([{**measured(0, "fcm", 1, 1), "shape": "other"}], predict)
@@ -155,3 +180,17 @@ def test_main_writes_the_json_and_the_markdown(tmp_path: Path, monkeypatch):
     assert data["summary"]["decisions"]["right"] == 1 and len(data["bytes"]) == 2
     text = (out / "planner_validation.md").read_text()
     assert "median |error| 60%" in text and "1 of 1 within 5%" in text
+
+
+def test_main_pools_several_measurement_files(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(vp, "cached_predictor", lambda gpu: predict)
+    files = {name: tmp_path / f"{name}.json" for name in ("b0", "b1", "l0", "l1")}
+    files["b0"].write_text(json.dumps([measured(0, "fcm", 100, 300)]))
+    files["b1"].write_text(json.dumps([measured(1, "stock", 150, 200)]))
+    for name, chain in (("l0", 0), ("l1", 1)):
+        files[name].write_text(json.dumps({"rows": [layer_row(chain, 10.0, 100.0, fused=True)]}))
+    out = tmp_path / "out"
+    argv = ["--bytes", str(files["b0"]), str(files["b1"]), "--layers", str(files["l0"]), str(files["l1"])]
+    assert vp.main([*argv, "--out", str(out)]) == 0
+    data = json.loads((out / "planner_validation.json").read_text())
+    assert len(data["bytes"]) == 2 and data["summary"]["decisions"]["chains"] == 2

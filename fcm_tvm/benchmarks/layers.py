@@ -28,6 +28,7 @@ them too.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -72,6 +73,11 @@ def planner_tiles(specs, gpu):
         return [(None, None)] * len(specs)
     decisions = [plan_chain(spec, gpu) for spec in specs]
     return [(d.fuse, d.fused.tiles if d.fused is not None else None) for d in decisions]
+
+
+def tiles_record(tiles) -> dict | None:
+    """The FCM's tiles as the profile order records them (None: the kernel builder's defaults)."""
+    return None if tiles is None else dataclasses.asdict(tiles)
 
 
 def tiles_text(tiles) -> str:
@@ -349,6 +355,7 @@ def profile_run(
                         "spec": json.loads(
                             json.dumps(spec, default=lambda o: getattr(o, "__dict__", str(o)))
                         ),
+                        "tiles": tiles_record(workloads.tiles[index]) if variant == "fcm" else None,
                     }
                 )
     marker.add_(1)

@@ -30,7 +30,11 @@ TIME_METRIC = "gpu__time_duration.sum"
 MARKER = "elementwise_kernel"
 FLUSH = "reduce_kernel"
 UNIT_SCALE = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
-MICROSECONDS = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+# ncu spells time units both ways ("ns" with --page raw on the H100 host, "nsecond" elsewhere)
+MICROSECONDS = {
+    **{"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6},
+    **{"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6},
+}
 
 
 def kernel_rows(csv_path: Path) -> list[dict]:
@@ -44,7 +48,9 @@ def kernel_rows(csv_path: Path) -> list[dict]:
     def value(row: dict, metric: str, scale: dict[str, float]) -> float:
         if metric not in row:
             return float("nan")
-        return float(row[metric].replace(",", "")) * scale.get(units[metric], 1)
+        if units[metric] not in scale:
+            raise ValueError(f"ncu reports {metric} in {units[metric]!r}, a unit this parser does not know")
+        return float(row[metric].replace(",", "")) * scale[units[metric]]
 
     return [
         {

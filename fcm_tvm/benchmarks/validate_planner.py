@@ -3,7 +3,8 @@
 Two checks, both on data measured on the GPU host and saved in ``docs/results``:
 
 - **Bytes.** For every (case, chain, variant) of an ``ncu_bytes`` file (``dram_bytes*.json``), the
-  cost model's DRAM ledger (``ChainEstimate.dram``, meant to be ncu ``dram__bytes``) and its L2
+  cost model's DRAM ledger as ncu sees one cold run (``ChainEstimate.dram_observed``: writes still
+  in L2 at the end are not counted; ncu ``dram__bytes``) and its L2
   ledger (``requested``, ncu ``lts__t_bytes``) are recomputed for the chain the zoo gives and
   compared with the measurement: relative error per row, median absolute error overall and per
   variant. ``fcm`` is priced with the tiles of the kernel that was measured (the planner's when it
@@ -105,15 +106,19 @@ class ChainPrediction:
     tiles: str  # of the FCM kernel that was built and measured
     planner_fuse: bool
     fcm: dict[str, float]  # ledger -> bytes (see :func:`ledgers`)
-    stock: dict[str, float]
+    stock: dict[str, float]  # one kernel per stage (BatchNorm folded: ``stock_folded``)
+    spec: object = None  # the chain's FcmSpec, to price an FCM measured with other tiles
+    stock_unfolded: dict[str, float] | None = None  # a separate BatchNorm kernel per stage (``stock``)
 
 
-def ledgers(estimate) -> dict[str, float]:
-    """Bytes of a ``ChainEstimate`` (DRAM total, reads, writes; L2 requests) and its time in us."""
+def ledgers(estimate, gpu) -> dict[str, float]:
+    """Bytes of a ``ChainEstimate`` (DRAM total, reads, writes as ncu sees them in one cold run;
+    L2 requests) and its time in us."""
+    dram = estimate.dram_observed(gpu)
     return {
-        "dram": estimate.dram.total,
-        "dram_read": estimate.dram.read,
-        "dram_write": estimate.dram.written,
+        "dram": dram.total,
+        "dram_read": dram.read,
+        "dram_write": dram.written,
         "l2": estimate.requested.total,
         "time_us": estimate.time_s * 1e6,
     }
@@ -147,8 +152,10 @@ def predict_case(case: LayerCase, gpu) -> list[ChainPrediction]:
                 shape=describe(spec),
                 tiles=f"c{built.channel_tile} {built.tile_h}x{built.tile_w} t{built.threads}",
                 planner_fuse=bool(fuse),
-                fcm=ledgers(estimate_fused(spec, built, gpu)),
-                stock=ledgers(estimate_unfused(spec, gpu)),
+                fcm=ledgers(estimate_fused(spec, built, gpu), gpu),
+                stock=ledgers(estimate_unfused(spec, gpu), gpu),
+                spec=spec,
+                stock_unfolded=ledgers(estimate_unfused(spec, gpu, epilogue_kernels=True), gpu),
             )
         )
     return predictions
@@ -172,7 +179,27 @@ def cached_predictor(gpu) -> Predictor:
 # -- bytes -----------------------------------------------------------------------------------
 
 
-def byte_rows(measured: list[dict], predict: Predictor) -> list[dict]:
+def fcm_prediction(prediction: ChainPrediction, entry: dict, gpu) -> tuple[str, dict[str, float]]:
+    """Tiles and ledger of the FCM that was measured: the tiles the profile run recorded (runs
+    since 2026-11-26), else those the planner would pick now."""
+    if not entry.get("tiles") or prediction.spec is None or gpu is None:
+        return prediction.tiles, prediction.fcm
+    from ..planner.cost_model import estimate_fused
+    from ..schedules import FcmTiles
+
+    tiles = FcmTiles(**entry["tiles"])
+    return tiles.label, ledgers(estimate_fused(prediction.spec, tiles, gpu), gpu)
+
+
+def stock_prediction(prediction: ChainPrediction, variant: str) -> dict[str, float]:
+    """The unfused ledger of a stock variant: ``stock_folded`` runs a kernel per stage, ``stock``
+    and ``stock_tuned`` a convolution and a BatchNorm kernel per stage."""
+    if variant == "stock_folded" or prediction.stock_unfolded is None:
+        return prediction.stock
+    return prediction.stock_unfolded
+
+
+def byte_rows(measured: list[dict], predict: Predictor, gpu=None) -> list[dict]:
     """One row per measured (case, chain, variant): measured and predicted bytes, relative errors."""
     rows = []
     for entry in measured:
@@ -187,13 +214,15 @@ def byte_rows(measured: list[dict], predict: Predictor) -> list[dict]:
             )
         if entry["variant"] not in VARIANTS:
             raise ValueError(f"unknown variant {entry['variant']!r}")
-        ledger = prediction.fcm if entry["variant"] == "fcm" else prediction.stock
+        tiles, ledger = None, stock_prediction(prediction, entry["variant"])
+        if entry["variant"] == "fcm":
+            tiles, ledger = fcm_prediction(prediction, entry, gpu)
         row = {
             "case": entry["case"],
             "chain": entry["chain"],
             "shape": prediction.shape,
             "variant": entry["variant"],
-            "tiles": prediction.tiles if entry["variant"] == "fcm" else None,
+            "tiles": tiles,
             "kernels": entry.get("kernels"),
             "measured_dram": entry["bytes"],
             "predicted_dram": ledger["dram"],
@@ -427,9 +456,9 @@ def summary_lines(bytes_summary: dict, decisions: dict) -> list[str]:
     return lines
 
 
-def validate(measured: list[dict], layer_rows: list[dict], predict: Predictor) -> dict:
-    """Rows and summaries of both checks."""
-    rows_b = byte_rows(measured, predict)
+def validate(measured: list[dict], layer_rows: list[dict], predict: Predictor, gpu=None) -> dict:
+    """Rows and summaries of both checks (``gpu`` prices FCMs measured with recorded tiles)."""
+    rows_b = byte_rows(measured, predict, gpu)
     rows_d = decision_rows(layer_rows, predict)
     return {
         "summary": {"bytes": byte_summary(rows_b), "decisions": decision_summary(rows_d)},
@@ -466,8 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--bytes", type=Path, required=True, help="ncu_bytes output (dram_bytes*.json)")
-    parser.add_argument("--layers", type=Path, required=True, help="layers benchmark output (layers.json)")
+    parser.add_argument(
+        "--bytes", type=Path, nargs="+", required=True, help="ncu_bytes outputs (dram_bytes*.json)"
+    )
+    parser.add_argument(
+        "--layers", type=Path, nargs="+", required=True, help="layers benchmark outputs (layers*.json)"
+    )
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--gpu", default="h100", help="GPU the measurements were taken on")
     args = parser.parse_args(argv)
@@ -475,14 +508,17 @@ def main(argv: list[str] | None = None) -> int:
     from ..gpus import get_gpu
 
     gpu = get_gpu(args.gpu)
-    measured = json.loads(args.bytes.read_text())
-    layers = json.loads(args.layers.read_text())
-    result = validate(measured, layers.get("rows", []), cached_predictor(gpu))
+    measured = [entry for path in args.bytes for entry in json.loads(path.read_text())]
+    layers = {path: json.loads(path.read_text()) for path in args.layers}
+    layer_rows = [row for data in layers.values() for row in data.get("rows", [])]
+    result = validate(measured, layer_rows, cached_predictor(gpu), gpu)
     context = {
         "gpu (cost model)": gpu.key,
-        "bytes": f"{args.bytes} (ncu, cold L2 per workload)",
-        "layers": f"{args.layers} ({layers.get('context', {}).get('gpu', '?')}, "
-        f"{layers.get('context', {}).get('date', '?')})",
+        "bytes": ", ".join(map(str, args.bytes)) + " (ncu, cold L2 per workload)",
+        "layers": ", ".join(
+            f"{path} ({data.get('context', {}).get('gpu', '?')}, {data.get('context', {}).get('date', '?')})"
+            for path, data in layers.items()
+        ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "planner_validation.json").write_text(json.dumps({"context": context, **result}, indent=1))

@@ -36,6 +36,7 @@ from .memory import (
     l2_capacity,
     l2_hit_fraction,
     row_segment_sectors,
+    write_back_fraction,
 )
 from .occupancy import REGISTERS_BASE, Occupancy, occupancy, parallel_efficiency, registers_per_thread
 from .tiles import accumulators, shared_bytes
@@ -140,6 +141,27 @@ class ChainEstimate:
     @property
     def dram(self) -> Traffic:
         return sum((k.dram for k in self.kernels), Traffic())
+
+    def dram_observed(self, gpu: GpuSpec) -> Traffic:
+        """DRAM traffic of one run of the chain from a cold L2, as ncu's ``dram__bytes`` sums it
+        over the chain's kernels: the reads of :attr:`dram`, but of the writes only the share L2
+        has written back before the last kernel ends (:func:`.memory.write_back_fraction`).
+
+        A kernel's writes are on average followed by half of its own new traffic and all of the
+        later kernels'. At batch 1 every chain fits in L2 and none of its writes is seen; a batch-32
+        intermediate of 150 MB is mostly written back while it is still being written.
+        """
+        new_bytes = [k.dram.total for k in self.kernels]
+        observed = Traffic()
+        for i, kernel in enumerate(self.kernels):
+            after = new_bytes[i] / 2 + sum(new_bytes[i + 1 :])
+            share = write_back_fraction(after, l2_capacity(gpu))
+            observed += replace(
+                kernel.dram,
+                intermediate_write=kernel.dram.intermediate_write * share,
+                output=kernel.dram.output * share,
+            )
+        return observed
 
     @property
     def flops(self) -> float:
@@ -260,25 +282,64 @@ def stock_grid(spec: FcmSpec, index: int, gpu: GpuSpec) -> tuple[int, int, Occup
     return blocks, STAGE_THREADS, occupancy(STAGE_THREADS, 0, REGISTERS_BASE, gpu)
 
 
-def estimate_stage(spec: FcmSpec, index: int, gpu: GpuSpec, input_l2_hit: float = 0.0) -> KernelEstimate:
-    """Stock kernel of stage ``index``; ``input_l2_hit`` of its intermediate input is served by L2."""
-    requested = stage_traffic(spec, index, gpu.sector_bytes)
-    dram = Traffic(
-        **{**requested.as_dict(), "intermediate_read": requested.intermediate_read * (1 - input_l2_hit)}
-    )
+def estimate_stage(
+    spec: FcmSpec,
+    index: int,
+    gpu: GpuSpec,
+    input_l2_hit: float = 0.0,
+    requested: Traffic | None = None,
+    epilogue: bool = False,
+) -> KernelEstimate:
+    """Stock kernel of stage ``index``; ``input_l2_hit`` of its intermediate input is served by L2.
+    ``requested`` replaces the stage's traffic; an ``epilogue`` kernel does no FLOPs to speak of."""
+    if requested is None:
+        requested = stage_traffic(spec, index, gpu.sector_bytes)
+    dram = replace(requested, intermediate_read=requested.intermediate_read * (1 - input_l2_hit))
     grid = stock_grid(spec, index, gpu)
-    hit = input_l2_hit if index else 1.0
-    flops = stage_flops(spec, index)
-    kernel = kernel_estimate(stage_name(spec, index), requested, dram, flops, grid, hit, gpu)
+    hit = input_l2_hit if requested.intermediate_read else 1.0
+    flops = 0.0 if epilogue else stage_flops(spec, index)
+    name = f"epilogue of {stage_name(spec, index)}" if epilogue else stage_name(spec, index)
+    kernel = kernel_estimate(name, requested, dram, flops, grid, hit, gpu)
     stock = _calibration()["stock_stage"]
     return replace(kernel, slowdown=stock["time_factor"], launch_s=stock["overhead_us"] * 1e-6)
 
 
-def estimate_unfused(spec: FcmSpec, gpu: GpuSpec) -> ChainEstimate:
-    """The chain as one stock kernel per stage, each intermediate written once and read once."""
-    traffic = [stage_traffic(spec, i, gpu.sector_bytes) for i in range(len(spec.stages))]
-    hits = [0.0] + [intermediate_l2_hit(traffic[i - 1], traffic[i], gpu) for i in range(1, len(traffic))]
-    return ChainEstimate(tuple(estimate_stage(spec, i, gpu, hit) for i, hit in enumerate(hits)))
+def split_epilogue(spec: FcmSpec, index: int, sector: int) -> tuple[Traffic, Traffic]:
+    """Stage ``index`` as stock TVM runs it when the BatchNorm is not folded: the convolution
+    writes its raw result, and a separate elementwise kernel (BatchNorm, activation, residual)
+    reads it back and writes the stage's output. ncu counts 6 kernels for a stock PW->DW->PW."""
+    eb = element_bytes(spec)
+    whole = stage_traffic(spec, index, sector)
+    result = contiguous_bytes(spec.shapes[index + 1].numel * eb, sector)
+    residual = whole.input - (0 if index else contiguous_bytes(spec.shapes[0].numel * eb, sector))
+    convolution = replace(whole, input=whole.input - residual, intermediate_write=result, output=0.0)
+    epilogue = Traffic(
+        input=residual,
+        weights=contiguous_bytes(2 * spec.shapes[index + 1].c * eb, sector),  # scale and shift
+        intermediate_read=result,
+        intermediate_write=whole.intermediate_write,
+        output=whole.output,
+    )
+    return convolution, epilogue
+
+
+def estimate_unfused(spec: FcmSpec, gpu: GpuSpec, epilogue_kernels: bool = False) -> ChainEstimate:
+    """The chain as one stock kernel per stage, each intermediate written once and read once;
+    with ``epilogue_kernels``, two per stage (:func:`split_epilogue`), as stock TVM runs an
+    ONNX graph whose BatchNorms are not folded."""
+    sector = gpu.sector_bytes
+    kernels = []  # (stage, traffic, is the epilogue kernel)
+    for i in range(len(spec.stages)):
+        if epilogue_kernels:
+            convolution, epilogue = split_epilogue(spec, i, sector)
+            kernels += [(i, convolution, False), (i, epilogue, True)]
+        else:
+            kernels.append((i, stage_traffic(spec, i, sector), False))
+    estimates = []
+    for k, (stage, traffic, epilogue) in enumerate(kernels):
+        hit = intermediate_l2_hit(kernels[k - 1][1], traffic, gpu) if k else 0.0
+        estimates.append(estimate_stage(spec, stage, gpu, hit, traffic, epilogue))
+    return ChainEstimate(tuple(estimates))
 
 
 # -- fused: one FCM kernel -------------------------------------------------------------------

@@ -69,6 +69,18 @@ def l2_hit_fraction(reuse_distance: float, capacity: float) -> float:
     return capacity / reuse_distance
 
 
+def write_back_fraction(bytes_after: float, capacity: float) -> float:
+    """Fraction of written bytes that L2 has written back to DRAM once ``bytes_after`` new bytes
+    (misses and further writes) have passed through it.
+
+    L2 is write-back: a written line goes to DRAM only when it is evicted. Whatever a kernel
+    writes that is still resident when the run ends reaches DRAM later, or never when the memory
+    is written again first (TVM's memory planner hands the same storage to the next tensors).
+    The complement of :func:`l2_hit_fraction`: a written line survives as a re-read line would.
+    """
+    return 1.0 - l2_hit_fraction(bytes_after, capacity)
+
+
 def l2_bandwidth(gpu: GpuSpec) -> float:
     """Bytes per second that L2 serves hits at: ``L2_BANDWIDTH_MULTIPLE`` times DRAM bandwidth."""
     return gpu.dram_bandwidth_gbs * 1e9 * L2_BANDWIDTH_MULTIPLE
