@@ -32,8 +32,14 @@ FLUSH = "reduce_kernel"
 UNIT_SCALE = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 # ncu spells time units both ways ("ns" with --page raw on the H100 host, "nsecond" elsewhere)
 MICROSECONDS = {
-    **{"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6},
-    **{"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6},
+    "ns": 1e-3,
+    "nsecond": 1e-3,
+    "us": 1.0,
+    "usecond": 1.0,
+    "ms": 1e3,
+    "msecond": 1e3,
+    "s": 1e6,
+    "second": 1e6,
 }
 
 

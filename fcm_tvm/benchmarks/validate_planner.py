@@ -214,9 +214,10 @@ def byte_rows(measured: list[dict], predict: Predictor, gpu=None) -> list[dict]:
             )
         if entry["variant"] not in VARIANTS:
             raise ValueError(f"unknown variant {entry['variant']!r}")
-        tiles, ledger = None, stock_prediction(prediction, entry["variant"])
         if entry["variant"] == "fcm":
             tiles, ledger = fcm_prediction(prediction, entry, gpu)
+        else:
+            tiles, ledger = None, stock_prediction(prediction, entry["variant"])
         row = {
             "case": entry["case"],
             "chain": entry["chain"],

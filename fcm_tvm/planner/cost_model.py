@@ -244,14 +244,20 @@ def stage_traffic(spec: FcmSpec, index: int, sector: int) -> Traffic:
     first, last = index == 0, index == len(spec.stages) - 1
     source = contiguous_bytes(spec.shapes[index].numel * eb, sector)
     result = contiguous_bytes(spec.shapes[index + 1].numel * eb, sector)
-    residual = result if last and spec.residual else 0
     return Traffic(
-        input=(source if first else 0) + residual,
+        input=(source if first else 0) + residual_bytes(spec, index, sector),
         weights=contiguous_bytes(stage_weight_elements(spec, index) * eb, sector),
         intermediate_read=0 if first else source,
         intermediate_write=0 if last else result,
         output=result if last else 0,
     )
+
+
+def residual_bytes(spec: FcmSpec, index: int, sector: int) -> int:
+    """The residual stage ``index`` reads: the output's shape, read by the last stage only."""
+    if index != len(spec.stages) - 1 or not spec.residual:
+        return 0
+    return contiguous_bytes(spec.output.numel * element_bytes(spec), sector)
 
 
 def intermediate_l2_hit(producer: Traffic, consumer: Traffic, gpu: GpuSpec) -> float:
@@ -286,14 +292,12 @@ def estimate_stage(
     spec: FcmSpec,
     index: int,
     gpu: GpuSpec,
-    input_l2_hit: float = 0.0,
-    requested: Traffic | None = None,
+    input_l2_hit: float,
+    requested: Traffic,
     epilogue: bool = False,
 ) -> KernelEstimate:
-    """Stock kernel of stage ``index``; ``input_l2_hit`` of its intermediate input is served by L2.
-    ``requested`` replaces the stage's traffic; an ``epilogue`` kernel does no FLOPs to speak of."""
-    if requested is None:
-        requested = stage_traffic(spec, index, gpu.sector_bytes)
+    """Stock kernel of stage ``index`` requesting ``requested``; ``input_l2_hit`` of its
+    intermediate input is served by L2. An ``epilogue`` kernel does no FLOPs to speak of."""
     dram = replace(requested, intermediate_read=requested.intermediate_read * (1 - input_l2_hit))
     grid = stock_grid(spec, index, gpu)
     hit = input_l2_hit if requested.intermediate_read else 1.0
@@ -311,7 +315,7 @@ def split_epilogue(spec: FcmSpec, index: int, sector: int) -> tuple[Traffic, Tra
     eb = element_bytes(spec)
     whole = stage_traffic(spec, index, sector)
     result = contiguous_bytes(spec.shapes[index + 1].numel * eb, sector)
-    residual = whole.input - (0 if index else contiguous_bytes(spec.shapes[0].numel * eb, sector))
+    residual = residual_bytes(spec, index, sector)
     convolution = replace(whole, input=whole.input - residual, intermediate_write=result, output=0.0)
     epilogue = Traffic(
         input=residual,

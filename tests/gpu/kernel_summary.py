@@ -11,15 +11,15 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-TIME = "gpu__time_duration.sum"
-UNITS_IN_US = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
+from fcm_tvm.benchmarks.ncu_bytes import MICROSECONDS
+from fcm_tvm.benchmarks.ncu_bytes import TIME_METRIC as TIME
 
 
 def kernel_times(path: Path) -> dict[str, list[float]]:
     """Microseconds of every launch, by kernel name (ncu's first two rows are a header and units)."""
     lines = [line for line in path.read_text().splitlines() if line.startswith('"')]
     units, *rows = csv.DictReader(lines)
-    scale = UNITS_IN_US[units[TIME]]
+    scale = MICROSECONDS[units[TIME]]
     times: dict[str, list[float]] = defaultdict(list)
     for row in rows:
         times[row["Kernel Name"]].append(float(row[TIME].replace(",", "")) * scale)
