@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import tvm
 from tvm.s_tir import Schedule
+from tvm.s_tir.analysis import calculate_allocated_bytes
 
+from ..errors import FcmError
 from ..gpus import all_gpus
 from .cuda_base import KernelPlan
 from .rules import RULES
@@ -15,8 +16,7 @@ from .spec import FcmSpec, FcmTiles
 from .thread_guard import guard_thread_lanes
 from .tiles import STATIC_SMEM, default_tiles, plan_kernel
 
-SHARED_ARRAY = re.compile(r"__shared__ alignas\(\d+\) (float|half) \w+\[(\d+)\]")
-C_TYPE_BYTES = {"float": 4, "half": 2}  # CUDA C element types in generated code
+SHARED_SCOPES = ("shared", "shared.dyn")
 
 
 def max_shared_memory(target: tvm.target.Target) -> int:
@@ -33,9 +33,16 @@ def schedule_cuda(
     max_smem = max_shared_memory(target)
     plan = plan_kernel(spec, tiles or default_tiles(spec, max_smem), max_smem)
     scheduled = _apply(spec, plan, func)
-    if plan.scope == "shared" and static_shared_bytes(scheduled, target) > STATIC_SMEM:
+    allocated = allocated_shared_bytes(scheduled, target)
+    if plan.scope == "shared" and allocated > STATIC_SMEM:
         # TVM sized a buffer larger than the plan's bound: dynamic shared memory has no 48 KiB cap
         scheduled = _apply(spec, replace(plan, scope="shared.dyn"), func)
+        allocated = allocated_shared_bytes(scheduled, target)
+    if allocated > max_smem:  # the plan's bound missed how TVM sized a buffer: it would not launch
+        raise FcmError(
+            f"tiles {plan.tiles.label} of FCM {spec.key}: TVM allocates {allocated} bytes of shared "
+            f"memory per block, more than the {max_smem} of {target.attrs.get('arch', 'the GPU')}"
+        )
     return scheduled
 
 
@@ -45,8 +52,10 @@ def _apply(spec: FcmSpec, plan: KernelPlan, func: tvm.tirx.PrimFunc) -> tvm.tirx
     return guard_thread_lanes(sch.mod["main"], plan.layout.threads)
 
 
-def static_shared_bytes(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> int:
-    """Bytes of static ``__shared__`` arrays in the CUDA code TVM generates for ``func``."""
-    library = tvm.compile(tvm.IRModule({"main": func}), target=target)
-    source = "".join(module.inspect_source() for module in library.mod.imports)
-    return sum(int(count) * C_TYPE_BYTES[ctype] for ctype, count in SHARED_ARRAY.findall(source))
+def allocated_shared_bytes(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> int:
+    """Bytes of shared memory TVM allocates per block for ``func``, after its lowering passes
+    (which merge dynamic buffers and reuse the space of those no longer read)."""
+    pipeline, _, _ = tvm.tirx.get_default_tir_pipeline(target)
+    lowered = pipeline(tvm.IRModule({"main": func.with_attr("target", target)}))
+    sizes = calculate_allocated_bytes(lowered["main"])["main"]
+    return sum(int(sizes[scope]) for scope in SHARED_SCOPES if scope in sizes)

@@ -19,7 +19,7 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
-from .layout import PatchLayout, ThreadLayout, exact_lanes
+from .layout import PatchLayout, ThreadLayout, exact_lanes, largest_divisor_at_most
 from .spec import FcmSpec, FcmTiles
 
 UNROLL_STEPS = 64  # auto-unroll budget of the innermost loops (kernel taps, register tiles)
@@ -213,24 +213,45 @@ def stage_weights(
 
 
 def compute_patch(
-    sch: Schedule, patch: SBlockRV, acc: SBlockRV, under: LoopRV, layout: PatchLayout, scope: str
+    sch: Schedule,
+    patch: SBlockRV,
+    acc: SBlockRV,
+    under: LoopRV,
+    layout: PatchLayout,
+    scope: str,
+    unroll: int = 1,
 ) -> None:
     """Compute a 1x1-convolution patch (``acc`` summed, ``patch`` its epilogue) into shared memory.
 
-    Each thread owns ``layout.reg_c`` contiguous channels of one pixel per step, ``layout.rows``
-    rows per step; per pixel it sums the input channels into ``reg_c`` registers, so every input
-    value it loads feeds ``reg_c`` multiply-adds.
+    Each thread owns ``layout.reg_c`` contiguous channels of a column of ``layout.reg_y`` pixels
+    per step, ``layout.rows`` such row blocks per step; it sums the input channels into
+    ``reg_c x reg_y`` registers, so every input value it loads feeds ``reg_c`` multiply-adds and
+    every weight ``reg_y``; the sum over the input channels is unrolled by ``unroll``.
     """
     compute_shared_at(sch, patch, under, scope)
     c, y, x = loops_below(sch, patch, under)[-3:]
     group, reg = sch.split(c, [layout.channel_groups, layout.reg_c])
-    row_step, row_lane = sch.split(y, [None, layout.rows])
-    sch.reorder(group, row_lane, x, row_step, reg)
+    if layout.reg_y == 1:
+        row_step, row_lane = sch.split(y, [None, layout.rows])
+        sch.reorder(group, row_lane, x, row_step, reg)
+    else:
+        row_step, row_lane, row_reg = sch.split(y, [None, layout.rows, layout.reg_y])
+        sch.reorder(group, row_lane, x, row_step, row_reg, reg)
     sch.bind(sch.fuse(group, row_lane, x), "threadIdx.x")
     compute_local_at(sch, acc, row_step)
-    *channel_loops, reduce_loop = loops_below(sch, acc, row_step)
-    sch.reorder(reduce_loop, *channel_loops)
+    *register_loops, reduce_loop = loops_below(sch, acc, row_step)
+    sch.reorder(reduce_loop, *register_loops)
     init_before(sch, acc, reduce_loop)
+    unroll_reduction(sch, reduce_loop, unroll)
+
+
+def unroll_reduction(sch: Schedule, loop: LoopRV, unroll: int) -> None:
+    """Unroll ``loop`` (a sum over channels) by the largest divisor of its extent up to ``unroll``:
+    the loads of that many channels are then in flight together instead of one after another."""
+    factor = largest_divisor_at_most(int(sch.get(loop).extent), unroll)
+    if factor > 1:
+        _, inner = sch.split(loop, [None, factor])
+        sch.unroll(inner)
 
 
 def place_patch_input(

@@ -24,6 +24,7 @@ from .cuda_base import (
 )
 from .layout import (
     clipped_tile,
+    computed_patch,
     depthwise_patch,
     fetched_elements,
     patch_channels,
@@ -43,9 +44,9 @@ class PwDw(FcmRule):
 
     def shared_elements(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> dict[str, int]:
         channel_tile = clipped_tile(spec, tiles)[0]
-        rows, cols = depthwise_patch(spec, 1, tiles)
+        rows, cols = computed_patch(spec, tiles)
         threads, kernel, mid = tiles.threads, spec.stages[1].kernel, spec.output.c
-        layout = patch_layout(channel_tile, rows, cols, threads)
+        layout = patch_layout(channel_tile, *depthwise_patch(spec, 1, tiles), threads, tiles.patch_rows)
         # the patch and the 1x1 weights its sums read get the same (possibly padded) channels
         allocated = channel_tile if layout is None else patch_channels(layout, channel_tile, mid, threads)
         pw_weights = fetched_elements(channel_tile, spec.in_channels, mid, threads)
@@ -63,7 +64,9 @@ class PwDw(FcmRule):
         keep_in_registers(sch, dw_acc, sch.get_sblock("s1_out"), loops.registers[-1])
 
         pw_acc = sch.get_sblock("s0_acc")
-        compute_patch(sch, sch.get_sblock("s0_out"), pw_acc, loops.block, plan.patch, scope)
+        compute_patch(
+            sch, sch.get_sblock("s0_out"), pw_acc, loops.block, plan.patch, scope, plan.tiles.patch_unroll
+        )
         place_patch_input(sch, pw_acc, loops.block, threads, scope, plan.staged_input)
         stage_weights(sch, pw_acc, "w0", loops.block, threads, scope)
         stage_weights(sch, dw_acc, "w1", loops.block, threads, scope)

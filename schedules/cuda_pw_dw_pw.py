@@ -30,6 +30,7 @@ from .cuda_base import (
 )
 from .layout import (
     clipped_tile,
+    computed_patch,
     depthwise_patch,
     exact_lanes,
     fetched_elements,
@@ -50,10 +51,10 @@ class PwDwPw(FcmRule):
 
     def shared_elements(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> dict[str, int]:
         channel_tile, tile_h, tile_w = clipped_tile(spec, tiles)
-        rows, cols = depthwise_patch(spec, 1, tiles)
+        rows, cols = computed_patch(spec, tiles)
         threads, kernel = tiles.threads, spec.stages[1].kernel
         mid, c_out = spec.shapes[1].c, spec.output.c
-        layout = patch_layout(chunk, rows, cols, threads)
+        layout = patch_layout(chunk, *depthwise_patch(spec, 1, tiles), threads, tiles.patch_rows)
         # the patch and the 1x1 weights its sums read get the same (possibly padded) channels
         allocated = chunk if layout is None else patch_channels(layout, chunk, mid, threads)
         pw_weights = fetched_elements(chunk, spec.in_channels, mid, threads)
@@ -76,7 +77,9 @@ class PwDwPw(FcmRule):
         dw_acc = sch.get_sblock("s1_acc")
         compute_depthwise_shared(sch, sch.get_sblock("s1_out"), dw_acc, chunk_loop, threads, scope)
         pw1_acc = sch.get_sblock("s0_acc")
-        compute_patch(sch, sch.get_sblock("s0_out"), pw1_acc, chunk_loop, plan.patch, scope)
+        compute_patch(
+            sch, sch.get_sblock("s0_out"), pw1_acc, chunk_loop, plan.patch, scope, plan.tiles.patch_unroll
+        )
         place_patch_input(sch, pw1_acc, final.loops.block, threads, scope, plan.staged_input)
         stage_weights(sch, pw1_acc, "w0", chunk_loop, threads, scope)
         stage_weights(sch, dw_acc, "w1", chunk_loop, threads, scope)

@@ -17,6 +17,7 @@ from .spec import Depthwise, FcmSpec, FcmTiles
 WARP = 32
 MAX_THREADS = 1024
 MAX_ACCUMULATORS = 64  # float32 registers per thread for the output tile; more spills
+MAX_PATCH_ACCUMULATORS = 32  # per thread for the 1x1 patch, whose sums live beside the output tile's
 
 
 @dataclass(frozen=True)
@@ -56,35 +57,53 @@ class PatchLayout:
     """Threads over ``channels x rows x row_width`` of a shared patch computed by a 1x1 convolution.
 
     ``channel_groups`` groups of threads each own ``reg_c`` contiguous channels (the last group
-    may own fewer: a predicate); within a group, ``rows`` rows of the patch are done at a time,
-    one thread per pixel, so that one loaded input value feeds ``reg_c`` sums. Whole rows keep
-    the pixel index affine (row = step * rows + lane // width), which TVM's region analysis
-    needs; the price is ``threads - used_threads`` idle threads in this phase.
+    may own fewer: a predicate); within a group, ``rows`` row blocks of the patch are done at a
+    time, one thread per pixel column of a block of ``reg_y`` rows, so that one loaded weight
+    feeds ``reg_y`` sums and one loaded input value ``reg_c``. Whole rows keep the pixel index
+    affine (row = (step * rows + lane // width) * reg_y + r), which TVM's region analysis needs;
+    the price is ``threads - used_threads`` idle threads in this phase, and with ``reg_y > 1`` a
+    last row block that may overhang the patch (a predicate).
     """
 
     channel_groups: int
     rows: int
     row_width: int
     reg_c: int
+    reg_y: int = 1
 
     @property
     def used_threads(self) -> int:
         return self.channel_groups * self.rows * self.row_width
 
+    @property
+    def accumulators(self) -> int:
+        return self.reg_c * self.reg_y
+
 
 def patch_layout(
-    channels: int, patch_rows: int, row_width: int, threads: int, max_reg: int = 8
+    channels: int, patch_rows: int, row_width: int, threads: int, reg_y: int = 1, max_reg: int = 8
 ) -> PatchLayout | None:
-    """Fewest idle channel slots and threads, then most channels per thread; None if a row does not fit."""
+    """How ``threads`` cover the patch; None if a row does not fit or the channels do not fit in
+    MAX_PATCH_ACCUMULATORS registers per thread.
+
+    With one row per thread: the fewest idle channel slots and threads, then the most channels
+    per thread (the layouts the H100 tables measured). With ``reg_y`` rows per thread, whose
+    point is fewer shared-memory loads per multiply-add: the fewest warp-wide loads per input
+    channel (weights and inputs; they share the SM's one load pipe), then the fewest idle slots.
+    """
+    row_blocks = ceil_div(patch_rows, reg_y)
+    max_reg = min(max_reg, MAX_PATCH_ACCUMULATORS // reg_y)
     options = []
     for groups in range(1, threads + 1):
-        rows = largest_divisor_at_most(patch_rows, threads // groups // row_width)
+        rows = largest_divisor_at_most(row_blocks, threads // groups // row_width)
         reg_c = ceil_div(channels, groups)
         if not rows or reg_c > max_reg:
             continue
-        idle = (groups * reg_c - channels) * rows * row_width + threads - groups * rows * row_width
-        options.append((idle, -reg_c, PatchLayout(groups, rows, row_width, reg_c)))
-    return min(options, key=lambda option: option[:2])[2] if options else None
+        layout = PatchLayout(groups, rows, row_width, reg_c, reg_y)
+        idle = (groups * reg_c - channels) * rows * row_width + threads - layout.used_threads
+        loads = ceil_div(layout.used_threads, WARP) * (row_blocks // rows) * (reg_c + reg_y)
+        options.append(((idle, -reg_c) if reg_y == 1 else (loads, idle), layout))
+    return min(options, key=lambda option: option[0])[1] if options else None
 
 
 def largest_divisor_at_most(value: int, limit: int) -> int:
@@ -116,10 +135,19 @@ def depthwise_patch(spec: FcmSpec, index: int, tiles: FcmTiles) -> tuple[int, in
     return rows, cols
 
 
+def computed_patch(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int]:
+    """(rows, columns) of the 1x1-computed patch as TVM allocates it: the DW's patch in whole
+    blocks of ``tiles.patch_rows`` rows (a last block may overhang it), clipped to the tensor."""
+    rows, cols = depthwise_patch(spec, 1, tiles)
+    top, _, bottom, _ = spec.stages[1].pads
+    blocks = ceil_div(rows, tiles.patch_rows) * tiles.patch_rows
+    return min(blocks, spec.shapes[1].h + top + bottom), cols
+
+
 def staged_input_elements(spec: FcmSpec, tiles: FcmTiles) -> int:
     """Elements of the zero-padded FCM input that a first 1x1 stage reads for one output tile
     (the DW's patch with its halo, as TVM allocates it when the block copies it)."""
-    rows, cols = depthwise_patch(spec, 1, tiles)
+    rows, cols = computed_patch(spec, tiles)
     return fetched_elements(spec.in_channels, rows * cols, spec.in_channels, tiles.threads)
 
 

@@ -202,6 +202,13 @@ class FcmTiles:
     that a second, small kernel sums, adding bias, activation and residual. At batch 1 a deep
     layer has only a few output tiles, and without a split a few blocks loop over hundreds of
     channels while most SMs idle. PW->DW has no such reduction: its split is 1.
+
+    ``patch_rows`` is the register tile of the 1x1 stage that feeds the depthwise one (PW->DW,
+    PW->DW->PW): each thread sums that many rows of its pixel column at once, so every weight it
+    loads feeds ``patch_rows`` multiply-adds. Deep layers (hundreds of input channels) are bound
+    by those loads with one row per thread. ``patch_unroll`` unrolls that stage's sum over the
+    input channels (by the largest divisor of their count up to it), so that the loads of several
+    channels are in flight at once. DW->PW has no such patch: both are 1 there.
     """
 
     channel_tile: int = 32
@@ -209,8 +216,13 @@ class FcmTiles:
     tile_w: int = 8
     threads: int = 256
     split: int = 1
+    patch_rows: int = 1
+    patch_unroll: int = 1
 
     @property
     def label(self) -> str:
-        """``c24 8x8 t256 s4``: how reports and result files spell tiles."""
-        return f"c{self.channel_tile} {self.tile_h}x{self.tile_w} t{self.threads} s{self.split}"
+        """``c24 8x8 t256 s4`` (``... p4 u4`` with 4 patch rows, unrolled by 4): how reports and
+        result files spell tiles."""
+        label = f"c{self.channel_tile} {self.tile_h}x{self.tile_w} t{self.threads} s{self.split}"
+        label += f" p{self.patch_rows}" if self.patch_rows > 1 else ""
+        return label + (f" u{self.patch_unroll}" if self.patch_unroll > 1 else "")

@@ -8,11 +8,15 @@ channel count (a split slice takes only those); beyond that, the device's limit.
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 from ..errors import FcmError
 from .cuda_base import KernelPlan
 from .layout import (
     MAX_ACCUMULATORS,
+    MAX_PATCH_ACCUMULATORS,
     MAX_THREADS,
+    PatchLayout,
     ceil_div,
     output_layout,
     patch_layout,
@@ -65,7 +69,7 @@ def stages_input(spec: FcmSpec, tiles: FcmTiles, chunk: int, max_smem: int) -> b
 
 
 def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | None, list[str]]:
-    knobs = (tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads, tiles.split)
+    knobs = astuple(tiles)
     if min(knobs) < 1:
         return None, [f"every tile knob must be >= 1, got {tiles}"]
     problems = split_problems(spec, tiles.split)
@@ -86,21 +90,32 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
     if chunk is None:
         need = shared_bytes(spec, tiles, 1)
         problems.append(f"needs {need} bytes of shared memory per block, more than {max_smem}")
-    patch = None
     rule = RULES[spec.kind]
     patch_shape = rule.patch_shape(spec, tiles, chunk or 1)
-    if patch_shape is not None:
-        patch = patch_layout(*patch_shape, tiles.threads)
-        if patch is None:
-            problems.append(
-                f"{tiles.threads} threads are fewer than a {patch_shape[2]}-pixel row of the 1x1 patch"
-            )
+    patch, patch_problems = _patch(patch_shape, tiles)
+    problems += patch_problems
     if problems:
         return None, problems
     staged = patch is not None and stages_input(spec, tiles, chunk, max_smem)
     smem = shared_bytes(spec, tiles, chunk, staged)
     scope = "shared" if smem <= STATIC_SMEM else "shared.dyn"
     return KernelPlan(tiles, layout, chunk, patch, smem, scope, staged), []
+
+
+def _patch(shape: tuple[int, int, int] | None, tiles: FcmTiles) -> tuple[PatchLayout | None, list[str]]:
+    """The thread layout of the 1x1 patch of ``shape`` (channels, rows, columns), or why there is none."""
+    if shape is None:
+        knobs = {"patch_rows": tiles.patch_rows, "patch_unroll": tiles.patch_unroll}
+        return None, [f"{knob} must be 1: the kernel has no 1x1 patch" for knob, n in knobs.items() if n != 1]
+    patch = patch_layout(*shape, tiles.threads, tiles.patch_rows)
+    if patch is not None:
+        return patch, []
+    if tiles.threads < shape[2]:
+        return None, [f"{tiles.threads} threads are fewer than a {shape[2]}-pixel row of the 1x1 patch"]
+    return None, [
+        f"{tiles.threads} threads of {tiles.patch_rows} patch rows each cannot cover the {shape[0]} "
+        f"channels of the 1x1 patch within {MAX_PATCH_ACCUMULATORS} registers per thread"
+    ]
 
 
 def split_problems(spec: FcmSpec, split: int) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fcm_tvm.benchmarks.chains import fallback_chains
 from fcm_tvm.benchmarks.measured_table import (
     Entry,
@@ -34,10 +36,17 @@ def test_a_kernel_check_row_gives_back_its_spec_with_the_padding_spelt_out():
     assert SPEC.key == "1x24x56x56 pw144:relu6 dw3s1p1111:relu6 pw24:none +res float32"
 
 
-def test_tiles_round_trip_through_their_label():
-    tiles = FcmTiles(24, 8, 8, 256, 4)
+@pytest.mark.parametrize(
+    "tiles", [FcmTiles(24, 8, 8, 256, 4), FcmTiles(24, 7, 7, 196, 1, 4), FcmTiles(24, 7, 7, 196, 1, 4, 8)]
+)
+def test_tiles_round_trip_through_their_label(tiles: FcmTiles):
     assert tiles_from_text(tiles.label) == tiles
     assert tiles_from_text("default") is None
+
+
+def test_labels_of_tiles_measured_before_the_patch_knobs_stay_as_they_were():
+    assert FcmTiles(24, 8, 8, 256, 4).label == "c24 8x8 t256 s4"
+    assert FcmTiles(24, 8, 8, 256, 1, 2, 8).label == "c24 8x8 t256 s1 p2 u8"
 
 
 def test_the_fastest_fcm_and_the_measured_stock_time_are_kept_per_chain():

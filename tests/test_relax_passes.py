@@ -348,7 +348,7 @@ def test_decide_sees_the_longest_chain_first_and_may_pick_a_shorter_one():
     (kernel,) = fcm_kernels(fused).values()
     record = json.loads(str(kernel.attrs[SPEC_ATTR]))
     assert record["kind"] == "dw_pw" and record["reason"] == "only dw_pw"
-    assert record["tiles"] == {"channel_tile": 16, "tile_h": 4, "tile_w": 4, "threads": 64, "split": 1}
+    assert FcmTiles(**record["tiles"]) == FcmTiles(16, 4, 4, 64)
     assert ops_in(fused["main"]).count("relax.nn.conv2d") == 1  # the first PW stays stock
 
 

@@ -22,6 +22,7 @@ from fcm_tvm.schedules import (
     fcm_primfunc,
     tile_problems,
 )
+from fcm_tvm.schedules.layout import MAX_PATCH_ACCUMULATORS, computed_patch, patch_layout
 from fcm_tvm.schedules.spec import ACTIVATIONS
 from fcm_tvm.schedules.tiles import plan_kernel
 
@@ -282,6 +283,8 @@ def test_default_tiles_fit_in_static_shared_memory(spec: FcmSpec) -> None:
         (FcmTiles(32, 8, 8, 256), 1024, "bytes of shared memory per block, more than 1024"),
         (FcmTiles(0, 8, 8, 256), 48 * 1024, "must be >= 1"),
         (FcmTiles(32, 8, 8, 256, split=5), 48 * 1024, "split 5 does not divide the 64 channels"),
+        (FcmTiles(32, 8, 8, 64, patch_rows=16), 48 * 1024, "cannot cover the 16 channels of the 1x1 patch"),
+        (FcmTiles(32, 8, 8, 256, patch_unroll=0), 48 * 1024, "must be >= 1"),
     ],
 )
 def test_tile_problems_name_what_does_not_fit(tiles: FcmTiles, smem: int, problem: str) -> None:
@@ -295,6 +298,32 @@ def test_pw_dw_has_no_reduction_to_split() -> None:
     assert tile_problems(spec, FcmTiles(16, 8, 8, 256, split=2), 48 * 1024) == [
         "a pw_dw FCM has no channel reduction to split (split must be 1, got 2)"
     ]
+
+
+def test_a_dw_pw_kernel_has_no_1x1_patch_to_tile_or_unroll() -> None:
+    spec = FcmSpec(1, 32, 28, 28, (Depthwise(3, 1), Pointwise(64)))
+    assert tile_problems(spec, FcmTiles(16, 8, 8, 256, patch_rows=2, patch_unroll=4), 48 * 1024) == [
+        "patch_rows must be 1: the kernel has no 1x1 patch",
+        "patch_unroll must be 1: the kernel has no 1x1 patch",
+    ]
+
+
+def test_patch_rows_cut_the_loads_per_multiply_add_of_the_1x1_patch() -> None:
+    """11 rows of 11 pixels, 32 channels, 196 threads: one row per thread idles the fewest threads
+    (16 groups of 2 channels); four rows per thread take the layout with the fewest warp-wide loads
+    per input channel (4 groups of 8 channels over 3 blocks of 4 rows, the last overhanging)."""
+    one = patch_layout(32, 11, 11, 196)
+    four = patch_layout(32, 11, 11, 196, reg_y=4)
+    assert (one.channel_groups, one.rows, one.reg_c, one.reg_y) == (16, 1, 2, 1)
+    assert (four.channel_groups, four.rows, four.reg_c, four.reg_y) == (4, 3, 8, 4)
+    assert four.accumulators <= MAX_PATCH_ACCUMULATORS
+
+
+def test_a_patch_in_blocks_of_rows_is_allocated_whole_blocks_within_the_tensor() -> None:
+    deep = FcmSpec(1, 192, 7, 7, (Pointwise(1152), Depthwise(5, 1)))  # padded patch: 11 x 11
+    assert computed_patch(deep, FcmTiles(32, 7, 7, 196, patch_rows=4)) == (11, 11)  # 12 clipped to 11
+    wide = FcmSpec(1, 24, 28, 28, (Pointwise(72), Depthwise(3, 1)))
+    assert computed_patch(wide, FcmTiles(24, 7, 7, 196, patch_rows=4)) == (12, 9)  # 9 rows in blocks of 4
 
 
 def test_a_split_chunks_only_its_own_slice_of_the_reduction() -> None:

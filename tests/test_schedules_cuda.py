@@ -21,6 +21,7 @@ import pytest
 import tvm
 from tvm.script import from_source
 
+from fcm_tvm.errors import FcmError
 from fcm_tvm.schedules import (
     Depthwise,
     FcmSpec,
@@ -66,7 +67,7 @@ def cases() -> list[tuple[FcmSpec, FcmTiles | None]]:
     ]
     result += [(spec, tiles) for spec in kernel_variants() for tiles in other_tiles(spec)]
     result += [(spec, tiles) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE for tiles in split_tiles(spec)]
-    return result + UNSTAGED
+    return result + UNSTAGED + PATCH_ROWS
 
 
 # Inputs too wide to stage in shared memory: the 1x1 sums read global memory, padding inlined.
@@ -78,6 +79,48 @@ UNSTAGED = [
     (
         FcmSpec(1, 320, 16, 16, (Pointwise(24, "silu"), Depthwise(5, 1, None, "hardswish"), Pointwise(16))),
         FcmTiles(16, 8, 8, 128, 2),
+    ),
+    (  # with 2 patch rows per thread
+        FcmSpec(1, 320, 16, 16, (Pointwise(24, "silu"), Depthwise(5, 1, None, "hardswish"), Pointwise(16))),
+        FcmTiles(16, 8, 8, 128, 2, 2),
+    ),
+]
+
+
+# Register tiles of several rows in the 1x1 patch: whole blocks of rows and a last block that
+# overhangs the patch (11 rows in blocks of 4, 9 in blocks of 4), float16 (an unstaged case is in UNSTAGED);
+# and the patch's sum unrolled, by a divisor of its channels (8 of 48) and by one that is not (5).
+PATCH_ROWS = [
+    (
+        FcmSpec(2, 48, 7, 7, (Pointwise(96, "silu"), Depthwise(5, 1, None, "silu"))),
+        FcmTiles(32, 7, 7, 196, 1, 4),
+    ),
+    (
+        FcmSpec(2, 48, 7, 7, (Pointwise(96, "silu"), Depthwise(5, 1, None, "silu"))),
+        FcmTiles(32, 7, 7, 196, 1, 4, 8),
+    ),
+    (
+        FcmSpec(1, 40, 14, 14, (Pointwise(120, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(40))),
+        FcmTiles(40, 7, 7, 196, 2, 1, 5),
+    ),
+    (
+        FcmSpec(1, 24, 28, 28, (Pointwise(72, "relu6"), Depthwise(3, 2, None, "relu6"))),
+        FcmTiles(24, 4, 4, 128, 1, 3),
+    ),
+    (
+        FcmSpec(
+            1,
+            40,
+            14,
+            14,
+            (Pointwise(120, "hardswish"), Depthwise(3, 1, None, "hardswish"), Pointwise(40)),
+            True,
+        ),
+        FcmTiles(40, 7, 7, 196, 2, 4),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Pointwise(64, "relu6"), Depthwise(3, 1, None, "relu6")), dtype="float16"),
+        FcmTiles(32, 7, 7, 196, 1, 3),
     ),
 ]
 
@@ -98,6 +141,10 @@ def case_id(case: tuple[FcmSpec, FcmTiles | None]) -> str:
     )
     if tiles is not None and tiles.split > 1:
         tag += f"-split{tiles.split}"
+    if tiles is not None and tiles.patch_rows > 1:
+        tag += f"-rows{tiles.patch_rows}"
+    if tiles is not None and tiles.patch_unroll > 1:
+        tag += f"-unroll{tiles.patch_unroll}"
     return f"{spec_id(spec)}-{tag}"
 
 
@@ -190,6 +237,25 @@ def compile_cubin(nvcc: str, source: str, folder: Path) -> int:
     assert (folder / "kernel.cubin").stat().st_size > 0
     found = re.search(r"(\d+) bytes smem", result.stderr)
     return int(found.group(1)) if found else 0
+
+
+def test_tiles_whose_shared_memory_tvm_allocates_beyond_the_gpu_are_an_fcm_error() -> None:
+    """The plan bounds this tile at 210 KB, under the H100's 227 KB; TVM allocates 538 KB, which
+    failed at launch in the batch-32 sweep. The build now says so, and the pass leaves the chain
+    unfused."""
+    spec = FcmSpec(32, 16, 112, 112, (Pointwise(64, "relu"), Depthwise(3, 2, (1, 1, 1, 1), "relu")))
+    tiles = FcmTiles(16, 16, 32, 512)
+    assert not tile_problems(spec, tiles, MAX_SMEM)
+    with pytest.raises(FcmError, match=r"TVM allocates 537664 bytes of shared memory per block, more than"):
+        fcm_primfunc(spec, tiles, CUDA)
+
+
+def test_a_patch_sum_unrolled_by_four_loads_four_channels_per_loop_step() -> None:
+    spec = FcmSpec(1, 48, 7, 7, (Pointwise(96, "silu"), Depthwise(5, 1, None, "silu")))
+    rolled = cuda_source(spec, FcmTiles(32, 7, 7, 196))
+    unrolled = cuda_source(spec, FcmTiles(32, 7, 7, 196, patch_unroll=4))
+    assert re.search(r"for \(int \w+ = 0; \w+ < 48; \+\+\w+\)", rolled)
+    assert re.search(r"for \(int \w+ = 0; \w+ < 12; \+\+\w+\)", unrolled)
 
 
 def test_large_tiles_use_dynamic_shared_memory(nvcc: str, tmp_path: Path) -> None:

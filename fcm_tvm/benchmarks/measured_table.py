@@ -26,7 +26,7 @@ from typing import NamedTuple
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .chains import LayerCase, model_chains
 
-TILES_TEXT = re.compile(r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)")  # FcmTiles.label
+TILES_TEXT = re.compile(r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)(?: p(\d+))?(?: u(\d+))?")  # FcmTiles.label
 
 
 def spec_from_row(row: dict) -> FcmSpec:
@@ -43,7 +43,7 @@ def spec_from_row(row: dict) -> FcmSpec:
 
 def tiles_from_text(text: str) -> FcmTiles | None:
     found = TILES_TEXT.fullmatch(text)
-    return FcmTiles(*map(int, found.groups())) if found else None
+    return FcmTiles(*(int(knob) for knob in found.groups(default="1"))) if found else None
 
 
 class Entry(NamedTuple):

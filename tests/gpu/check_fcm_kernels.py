@@ -209,6 +209,41 @@ def broad_choices(spec, gpu, limit: int = 32) -> list:
     return list(dict.fromkeys([*anchors, *ranked]))
 
 
+PATCH_ROWS = (2, 4)
+PATCH_ROW_BASES = 2
+PATCH_ROW_MIN_CHANNELS = 40  # shallower 1x1 sums are not bound by their weight loads
+
+
+def patch_row_choices(spec, gpu, measured_rows: dict) -> list:
+    """The ``PATCH_ROW_BASES`` fastest tiles measured for ``spec`` (``measured_rows``: key -> rows
+    of earlier sweeps), each with 2 and 4 rows per thread in its 1x1 patch, and the fastest
+    as it was, timed again beside them. Chains without a 1x1 patch (DW->PW), or whose 1x1 sums
+    run over fewer than ``PATCH_ROW_MIN_CHANNELS`` channels, get none."""
+    from dataclasses import replace
+
+    from fcm_tvm.planner.tiles import fit_problems
+    from fcm_tvm.schedules import FcmTiles
+
+    if spec.kind == "dw_pw" or spec.in_channels < PATCH_ROW_MIN_CHANNELS:
+        return []
+    rows = sorted(measured_rows.get(spec.key, []), key=lambda row: row["fcm_us"])
+    bases = list(dict.fromkeys(FcmTiles(**row["tiles"]) for row in rows))[:PATCH_ROW_BASES]
+    choices = bases[:1] + [replace(base, patch_rows=n) for base in bases for n in PATCH_ROWS]
+    return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
+
+
+def measured_sweep_rows(paths: list[Path]) -> dict:
+    """Correct rows of earlier ``run --json`` files by chain key."""
+    from fcm_tvm.benchmarks.measured_table import spec_from_row
+
+    by_key: dict = {}
+    for path in paths:
+        for row in json.loads(path.read_text()):
+            if row.get("ok"):
+                by_key.setdefault(spec_from_row(row).key, []).append(row)
+    return by_key
+
+
 def splits_export(
     folder: Path,
     models: list[str],
@@ -244,7 +279,8 @@ def splits_export(
                     if spec.kind in skip_measured and measured(spec, gpu) is not None:
                         continue
                     chains.setdefault(spec, f"{model}_c{index}_n{batch}_{precision}")
-    work = [(name, spec, choose(spec, gpu), folder) for spec, name in chains.items()]
+    chosen = {spec: choose(spec, gpu) for spec in chains}
+    work = [(name, spec, chosen[spec], folder) for spec, name in chains.items() if chosen[spec]]
     print(f"{sum(len(choices) for _, _, choices, _ in work)} kernels of {len(work)} chains", flush=True)
     with ProcessPoolExecutor(jobs) as pool:
         manifest = [entry for entries in pool.map(_export_layer, work) for entry in entries]
@@ -485,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     splits = sub.add_parser("splits", help="export split choices of every chain of the layer tables")
     splits.add_argument("--broad", type=int, metavar="N", help="instead: the N best broad choices per chain")
+    splits.add_argument(
+        "--patch-rows", metavar="SWEEP.json,...", help="instead: patch-row variants of their best tiles"
+    )
     splits.add_argument("folder", type=Path)
     splits.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
     splits.add_argument("--batch", default="1")
@@ -519,10 +558,20 @@ def main(argv: list[str] | None = None) -> int:
             args.sub_chains,
             kinds,
             set(filter(None, args.skip_measured.split(","))),
-            functools.partial(broad_choices, limit=args.broad) if args.broad else split_choices,
+            _choice_rule(args),
         )
         return 0
     return run(args.folder, args.repeat, args.only, args.json, args.jobs)
+
+
+def _choice_rule(args: argparse.Namespace):
+    """The tile choices ``splits`` exports per chain, as the flags ask."""
+    if args.patch_rows:
+        rows = measured_sweep_rows([Path(path) for path in args.patch_rows.split(",")])
+        return functools.partial(patch_row_choices, measured_rows=rows)
+    if args.broad:
+        return functools.partial(broad_choices, limit=args.broad)
+    return split_choices
 
 
 if __name__ == "__main__":
