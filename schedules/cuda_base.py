@@ -19,7 +19,7 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
-from .layout import PatchLayout, ThreadLayout, exact_lanes, largest_divisor_at_most
+from .layout import PatchLayout, ThreadLayout, exact_lanes, largest_divisor_at_most, patch_layout
 from .spec import FcmSpec, FcmTiles
 
 UNROLL_STEPS = 64  # auto-unroll budget of the innermost loops (kernel taps, register tiles)
@@ -50,6 +50,11 @@ class FcmRule(ABC):
     @abstractmethod
     def patch_shape(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> tuple[int, int, int] | None:
         """(channels, rows, columns) of the 1x1-computed shared patch (None: the kind has none)."""
+
+    def patch_threads(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> PatchLayout | None:
+        """How ``tiles.threads`` cover the 1x1 patch (None: no patch, or no layout fits)."""
+        shape = self.patch_shape(spec, tiles, chunk)
+        return None if shape is None else patch_layout(*shape, tiles.threads, tiles.patch_rows)
 
     @abstractmethod
     def shared_elements(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> dict[str, int]:
@@ -231,7 +236,7 @@ def compute_patch(
     compute_shared_at(sch, patch, under, scope)
     c, y, x = loops_below(sch, patch, under)[-3:]
     group, reg = sch.split(c, [layout.channel_groups, layout.reg_c])
-    if layout.reg_y == 1:
+    if layout.reg_y == 1:  # no unit loop: the kernel the measured tables hold, unchanged
         row_step, row_lane = sch.split(y, [None, layout.rows])
         sch.reorder(group, row_lane, x, row_step, reg)
     else:

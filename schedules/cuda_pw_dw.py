@@ -28,7 +28,6 @@ from .layout import (
     depthwise_patch,
     fetched_elements,
     patch_channels,
-    patch_layout,
 )
 from .spec import FcmSpec, FcmTiles
 
@@ -46,7 +45,7 @@ class PwDw(FcmRule):
         channel_tile = clipped_tile(spec, tiles)[0]
         rows, cols = computed_patch(spec, tiles)
         threads, kernel, mid = tiles.threads, spec.stages[1].kernel, spec.output.c
-        layout = patch_layout(channel_tile, *depthwise_patch(spec, 1, tiles), threads, tiles.patch_rows)
+        layout = self.patch_threads(spec, tiles, chunk)
         # the patch and the 1x1 weights its sums read get the same (possibly padded) channels
         allocated = channel_tile if layout is None else patch_channels(layout, channel_tile, mid, threads)
         pw_weights = fetched_elements(channel_tile, spec.in_channels, mid, threads)

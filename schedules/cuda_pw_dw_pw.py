@@ -35,7 +35,6 @@ from .layout import (
     exact_lanes,
     fetched_elements,
     patch_channels,
-    patch_layout,
 )
 from .spec import FcmSpec, FcmTiles
 
@@ -54,7 +53,7 @@ class PwDwPw(FcmRule):
         rows, cols = computed_patch(spec, tiles)
         threads, kernel = tiles.threads, spec.stages[1].kernel
         mid, c_out = spec.shapes[1].c, spec.output.c
-        layout = patch_layout(chunk, *depthwise_patch(spec, 1, tiles), threads, tiles.patch_rows)
+        layout = self.patch_threads(spec, tiles, chunk)
         # the patch and the 1x1 weights its sums read get the same (possibly padded) channels
         allocated = chunk if layout is None else patch_channels(layout, chunk, mid, threads)
         pw_weights = fetched_elements(chunk, spec.in_channels, mid, threads)

@@ -19,7 +19,6 @@ from .layout import (
     PatchLayout,
     ceil_div,
     output_layout,
-    patch_layout,
     staged_input_elements,
 )
 from .rules import RULES
@@ -91,9 +90,8 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
         need = shared_bytes(spec, tiles, 1)
         problems.append(f"needs {need} bytes of shared memory per block, more than {max_smem}")
     rule = RULES[spec.kind]
-    patch_shape = rule.patch_shape(spec, tiles, chunk or 1)
-    patch, patch_problems = _patch(patch_shape, tiles)
-    problems += patch_problems
+    patch = rule.patch_threads(spec, tiles, chunk or 1)
+    problems += _patch_problems(rule.patch_shape(spec, tiles, chunk or 1), patch, tiles)
     if problems:
         return None, problems
     staged = patch is not None and stages_input(spec, tiles, chunk, max_smem)
@@ -102,17 +100,19 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
     return KernelPlan(tiles, layout, chunk, patch, smem, scope, staged), []
 
 
-def _patch(shape: tuple[int, int, int] | None, tiles: FcmTiles) -> tuple[PatchLayout | None, list[str]]:
-    """The thread layout of the 1x1 patch of ``shape`` (channels, rows, columns), or why there is none."""
+def _patch_problems(
+    shape: tuple[int, int, int] | None, patch: PatchLayout | None, tiles: FcmTiles
+) -> list[str]:
+    """Why the 1x1 patch of ``shape`` (channels, rows, columns) has no thread layout ``patch``, or
+    why a kernel without one has patch knobs (empty if neither)."""
     if shape is None:
         knobs = {"patch_rows": tiles.patch_rows, "patch_unroll": tiles.patch_unroll}
-        return None, [f"{knob} must be 1: the kernel has no 1x1 patch" for knob, n in knobs.items() if n != 1]
-    patch = patch_layout(*shape, tiles.threads, tiles.patch_rows)
+        return [f"{knob} must be 1: the kernel has no 1x1 patch" for knob, n in knobs.items() if n != 1]
     if patch is not None:
-        return patch, []
+        return []
     if tiles.threads < shape[2]:
-        return None, [f"{tiles.threads} threads are fewer than a {shape[2]}-pixel row of the 1x1 patch"]
-    return None, [
+        return [f"{tiles.threads} threads are fewer than a {shape[2]}-pixel row of the 1x1 patch"]
+    return [
         f"{tiles.threads} threads of {tiles.patch_rows} patch rows each cannot cover the {shape[0]} "
         f"channels of the 1x1 patch within {MAX_PATCH_ACCUMULATORS} registers per thread"
     ]
