@@ -41,9 +41,12 @@ class ThreadLayout:
 
 
 def output_layout(tiles: FcmTiles) -> ThreadLayout | None:
-    """Spread ``tiles.threads`` over the output tile, columns first; None if they do not divide it."""
+    """Spread ``tiles.threads`` over the output tile, columns first, each thread ``output_rows``
+    rows at least; None if they do not divide it."""
+    if tiles.tile_h % tiles.output_rows:
+        return None
     cols = gcd(tiles.tile_w, tiles.threads)
-    rows = gcd(tiles.tile_h, tiles.threads // cols)
+    rows = gcd(tiles.tile_h // tiles.output_rows, tiles.threads // cols)
     channels = tiles.threads // (cols * rows)
     if tiles.channel_tile % channels:
         return None

@@ -209,6 +209,13 @@ class FcmTiles:
     by those loads with one row per thread. ``patch_unroll`` unrolls that stage's sum over the
     input channels (by the largest divisor of their count up to it), so that the loads of several
     channels are in flight at once. DW->PW has no such patch: both are 1 there.
+
+    ``output_rows`` is the least number of output rows each thread keeps in registers for the
+    last stage. With 1, threads go to pixels first and a thread's register tile is all channels,
+    so each multiply-add of a last PW stage reads a weight from shared memory and every pixel's
+    input once per channel: about one shared load per multiply-add, which bounds the batch-32
+    kernels (ncu: the L1/shared pipe 90% busy, the FMA pipe 20%). With ``r`` rows a thread's
+    ``reg_c`` weights feed ``r`` pixels each.
     """
 
     channel_tile: int = 32
@@ -218,11 +225,12 @@ class FcmTiles:
     split: int = 1
     patch_rows: int = 1
     patch_unroll: int = 1
+    output_rows: int = 1
 
     @property
     def label(self) -> str:
-        """``c24 8x8 t256 s4`` (``... p4 u4`` with 4 patch rows, unrolled by 4): how reports and
-        result files spell tiles."""
+        """``c24 8x8 t256 s4`` (``... p4 u4 o2`` with 4 patch rows, unrolled by 4, 2 output rows
+        per thread): how reports and result files spell tiles."""
         label = f"c{self.channel_tile} {self.tile_h}x{self.tile_w} t{self.threads} s{self.split}"
-        label += f" p{self.patch_rows}" if self.patch_rows > 1 else ""
-        return label + (f" u{self.patch_unroll}" if self.patch_unroll > 1 else "")
+        optional = {"p": self.patch_rows, "u": self.patch_unroll, "o": self.output_rows}
+        return label + "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)

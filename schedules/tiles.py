@@ -75,11 +75,15 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
     if tiles.threads > MAX_THREADS:
         problems.append(f"{tiles.threads} threads per block > {MAX_THREADS}")
     layout = output_layout(tiles)
-    if layout is None:
+    if tiles.tile_h % tiles.output_rows:
+        rows = tiles.output_rows
+        problems.append(f"{rows} output rows per thread do not divide the {tiles.tile_h}-row tile")
+    elif layout is None:
+        rows = "tile_h" if tiles.output_rows == 1 else f"tile_h / {tiles.output_rows}"
         problems.append(
             f"{tiles.threads} threads do not factor over the output tile "
             f"{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w} "
-            "(threads = a*b*c, a | channel_tile, b | tile_h, c | tile_w)"
+            f"(threads = a*b*c, a | channel_tile, b | {rows}, c | tile_w)"
         )
     elif layout.accumulators > MAX_ACCUMULATORS:
         problems.append(

@@ -37,3 +37,29 @@ def test_broad_choices_fit_fill_the_gpu_and_keep_the_default_and_the_measured_be
         assert not fit_problems(BLOCK, tiles, H100)
         assert tiles.threads in checker.BROAD_THREADS
         assert low <= fcm_blocks(BLOCK, tiles) <= high
+
+
+def test_output_row_choices_retime_the_measured_tile_and_only_deepen_its_register_tiles():
+    checker = kernel_checker()
+    block = FcmSpec(
+        32, 24, 56, 56, (Pointwise(144, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True
+    )
+    known = measured(block, H100).tiles
+    choices = checker.output_row_choices(block, H100)
+    assert choices[0] == known and len(set(choices)) == len(choices) > 1
+    for tiles in choices[1:]:
+        assert tiles.output_rows > 1 and known.tile_h % tiles.output_rows == 0
+        assert (tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.split) == (
+            known.channel_tile,
+            known.tile_h,
+            known.tile_w,
+            known.split,
+        )
+        assert tiles.threads in (known.threads, known.threads // 2)
+        assert tiles.patch_rows in (known.patch_rows, tiles.output_rows)
+        assert not fit_problems(block, tiles, H100)
+
+
+def test_output_row_choices_skip_chains_the_table_has_not_measured():
+    unmeasured = FcmSpec(1, 24, 20, 20, (Pointwise(48), Depthwise(3, 1)))
+    assert kernel_checker().output_row_choices(unmeasured, H100) == []

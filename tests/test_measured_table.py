@@ -37,7 +37,13 @@ def test_a_kernel_check_row_gives_back_its_spec_with_the_padding_spelt_out():
 
 
 @pytest.mark.parametrize(
-    "tiles", [FcmTiles(24, 8, 8, 256, 4), FcmTiles(24, 7, 7, 196, 1, 4), FcmTiles(24, 7, 7, 196, 1, 4, 8)]
+    "tiles",
+    [
+        FcmTiles(24, 8, 8, 256, 4),
+        FcmTiles(24, 7, 7, 196, 1, 4),
+        FcmTiles(24, 7, 7, 196, 1, 4, 8),
+        FcmTiles(24, 8, 8, 128, 2, output_rows=4),
+    ],
 )
 def test_tiles_round_trip_through_their_label(tiles: FcmTiles):
     assert tiles_from_text(tiles.label) == tiles
@@ -47,6 +53,7 @@ def test_tiles_round_trip_through_their_label(tiles: FcmTiles):
 def test_labels_of_tiles_measured_before_the_patch_knobs_stay_as_they_were():
     assert FcmTiles(24, 8, 8, 256, 4).label == "c24 8x8 t256 s4"
     assert FcmTiles(24, 8, 8, 256, 1, 2, 8).label == "c24 8x8 t256 s1 p2 u8"
+    assert FcmTiles(24, 8, 8, 256, 1, 2, 8, 4).label == "c24 8x8 t256 s1 p2 u8 o4"
 
 
 def test_the_fastest_fcm_and_the_measured_stock_time_are_kept_per_chain():

@@ -22,7 +22,7 @@ from fcm_tvm.schedules import (
     fcm_primfunc,
     tile_problems,
 )
-from fcm_tvm.schedules.layout import MAX_PATCH_ACCUMULATORS, computed_patch, patch_layout
+from fcm_tvm.schedules.layout import MAX_PATCH_ACCUMULATORS, computed_patch, output_layout, patch_layout
 from fcm_tvm.schedules.spec import ACTIVATIONS
 from fcm_tvm.schedules.tiles import plan_kernel
 
@@ -285,6 +285,8 @@ def test_default_tiles_fit_in_static_shared_memory(spec: FcmSpec) -> None:
         (FcmTiles(32, 8, 8, 256, split=5), 48 * 1024, "split 5 does not divide the 64 channels"),
         (FcmTiles(32, 8, 8, 64, patch_rows=16), 48 * 1024, "cannot cover the 16 channels of the 1x1 patch"),
         (FcmTiles(32, 8, 8, 256, patch_unroll=0), 48 * 1024, "must be >= 1"),
+        (FcmTiles(32, 8, 8, 256, output_rows=3), 48 * 1024, "3 output rows per thread do not divide"),
+        (FcmTiles(24, 8, 8, 512, output_rows=4), 48 * 1024, "b | tile_h / 4"),
     ],
 )
 def test_tile_problems_name_what_does_not_fit(tiles: FcmTiles, smem: int, problem: str) -> None:
@@ -317,6 +319,17 @@ def test_patch_rows_cut_the_loads_per_multiply_add_of_the_1x1_patch() -> None:
     assert (one.channel_groups, one.rows, one.reg_c, one.reg_y) == (16, 1, 2, 1)
     assert (four.channel_groups, four.rows, four.reg_c, four.reg_y) == (4, 3, 8, 4)
     assert four.accumulators <= MAX_PATCH_ACCUMULATORS
+
+
+def test_output_rows_trade_threads_over_pixels_for_pixels_per_thread() -> None:
+    """24 channels of 8x8 pixels on 128 threads: by default a thread keeps 12 channels of one
+    pixel (13 shared loads per 12 multiply-adds of a last PW stage); with 2 rows, 6 channels of
+    2 pixels (8 loads), with 4 rows, 3 channels of 4 pixels (7 loads)."""
+    one, two, four = (output_layout(FcmTiles(24, 8, 8, 128, output_rows=r)) for r in (1, 2, 4))
+    assert (one.reg_c, one.reg_y, one.reg_x) == (12, 1, 1)
+    assert (two.reg_c, two.reg_y, two.reg_x) == (6, 2, 1)
+    assert (four.reg_c, four.reg_y, four.reg_x) == (3, 4, 1)
+    assert one.threads == two.threads == four.threads == 128
 
 
 def test_a_patch_in_blocks_of_rows_is_allocated_whole_blocks_within_the_tensor() -> None:

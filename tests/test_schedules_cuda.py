@@ -67,7 +67,7 @@ def cases() -> list[tuple[FcmSpec, FcmTiles | None]]:
     ]
     result += [(spec, tiles) for spec in kernel_variants() for tiles in other_tiles(spec)]
     result += [(spec, tiles) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE for tiles in split_tiles(spec)]
-    return result + UNSTAGED + PATCH_ROWS
+    return result + UNSTAGED + PATCH_ROWS + OUTPUT_ROWS
 
 
 # Inputs too wide to stage in shared memory: the 1x1 sums read global memory, padding inlined.
@@ -125,6 +125,32 @@ PATCH_ROWS = [
 ]
 
 
+# Several output rows per thread in the last stage's register tile: each kind, split and not,
+# with 1x1 patch rows beside them, float16, and a tile whose rows overhang the output (14 of 8+8).
+OUTPUT_ROWS = [
+    (
+        FcmSpec(2, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
+        FcmTiles(24, 8, 8, 128, 2, output_rows=2),
+    ),
+    (
+        FcmSpec(1, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
+        FcmTiles(24, 8, 8, 64, 1, 2, 4, output_rows=4),
+    ),
+    (
+        FcmSpec(2, 48, 16, 16, (Depthwise(3, 2, None, "relu"), Pointwise(24))),
+        FcmTiles(24, 8, 8, 128, output_rows=2),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Pointwise(64, "silu"), Depthwise(5, 1, None, "silu"))),
+        FcmTiles(32, 7, 7, 112, output_rows=7),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32)), dtype="float16"),
+        FcmTiles(32, 8, 8, 128, 2, output_rows=4),
+    ),
+]
+
+
 def split_tiles(spec: FcmSpec) -> list[FcmTiles]:
     """The default tile with its reduction split over 2 and over the most blocks that fit
     (one chunk per block); none for PW->DW, which has no reduction to split."""
@@ -145,6 +171,8 @@ def case_id(case: tuple[FcmSpec, FcmTiles | None]) -> str:
         tag += f"-rows{tiles.patch_rows}"
     if tiles is not None and tiles.patch_unroll > 1:
         tag += f"-unroll{tiles.patch_unroll}"
+    if tiles is not None and tiles.output_rows > 1:
+        tag += f"-orows{tiles.output_rows}"
     return f"{spec_id(spec)}-{tag}"
 
 

@@ -26,7 +26,8 @@ from typing import NamedTuple
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .chains import LayerCase, model_chains
 
-TILES_TEXT = re.compile(r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)(?: p(\d+))?(?: u(\d+))?")  # FcmTiles.label
+# FcmTiles.label
+TILES_TEXT = re.compile(r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)(?: p(\d+))?(?: u(\d+))?(?: o(\d+))?")
 
 
 def spec_from_row(row: dict) -> FcmSpec:

@@ -232,6 +232,35 @@ def patch_row_choices(spec, gpu, measured_rows: dict) -> list:
     return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
 
 
+OUTPUT_ROWS = (2, 4, 7, 8)
+
+
+def output_row_choices(spec, gpu) -> list:
+    """The tile of the H100's measured table for ``spec`` as it is, and with 2, 4, 7 or 8 output
+    rows per thread (those that divide its tile), on its threads and on half of them (the same
+    channel lanes, twice the register tile); where the kernel has a 1x1 patch, also 2 and 4
+    output rows with as many patch rows (both register tiles deeper at once)."""
+    from dataclasses import replace
+
+    from fcm_tvm.planner.measured import measured
+    from fcm_tvm.planner.tiles import fit_problems
+
+    known = measured(spec, gpu)
+    if known is None:
+        return []
+    base = known.tiles
+    choices = [base] + [
+        replace(base, output_rows=rows, threads=threads)
+        for rows in OUTPUT_ROWS
+        if base.tile_h % rows == 0
+        for threads in (base.threads, base.threads // 2)
+    ]
+    if spec.kind != "dw_pw":
+        deeper = [replace(base, output_rows=rows, patch_rows=rows) for rows in (2, 4)]
+        choices += [tiles for tiles in deeper if base.tile_h % tiles.output_rows == 0]
+    return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
+
+
 def measured_sweep_rows(paths: list[Path]) -> dict:
     """Correct rows of earlier ``run --json`` files by chain key."""
     from fcm_tvm.benchmarks.measured_table import spec_from_row
@@ -524,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     splits.add_argument(
         "--patch-rows", metavar="SWEEP.json,...", help="instead: patch-row variants of their best tiles"
     )
+    splits.add_argument(
+        "--output-rows", action="store_true", help="instead: output-row variants of the table's tiles"
+    )
     splits.add_argument("folder", type=Path)
     splits.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
     splits.add_argument("--batch", default="1")
@@ -571,6 +603,8 @@ def _choice_rule(args: argparse.Namespace):
         return functools.partial(patch_row_choices, measured_rows=rows)
     if args.broad:
         return functools.partial(broad_choices, limit=args.broad)
+    if args.output_rows:
+        return output_row_choices
     return split_choices
 
 

@@ -72,11 +72,14 @@ bench)  # end to end, all four variants, with the records tune_zoo.sh left in /t
     --variants fcm,fcm-tuned --batch ${BATCH:-1} --precision ${PRECISION:-fp32} ${BENCH_FLAGS:-} \
     --tuning-records /tmp/fcm-tune/tuning/h100 -o "$OUT" 2>&1 | tail -${TAIL:-20} ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (the shipped
-  # records); each model's JSON comes back as bench_<model>.json
+  # records; BASELINE=stock VARIANTS=fcm RECORDS= for models without them); each model's JSON
+  # comes back as bench_<model>.json
   hide_torch
+  records=${RECORDS-fcm_tvm/data/tuning/h100}
   for model in ${MODELS//,/ }; do
-    timeout ${MODEL_TIMEOUT:-150} $FCM bench $model --baseline stock-tuned --variants fcm-tuned --batch ${BATCH:-1} \
-      --precision fp32 --cuda-graph --tuning-records fcm_tvm/data/tuning/h100 -o $RUN/$model 2>&1 | tail -4
+    timeout ${MODEL_TIMEOUT:-150} $FCM bench $model --baseline ${BASELINE:-stock-tuned} \
+      --variants ${VARIANTS:-fcm-tuned} --batch ${BATCH:-1} --precision ${PRECISION:-fp32} --cuda-graph \
+      ${records:+--tuning-records $records} -o $RUN/$model 2>&1 | tail -4
     cp $RUN/$model/bench.json "$OUT/bench_$model.json"
   done ;;
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
