@@ -76,8 +76,9 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
         problems.append(f"{tiles.threads} threads per block > {MAX_THREADS}")
     layout = output_layout(tiles)
     if tiles.tile_h % tiles.output_rows:
-        rows = tiles.output_rows
-        problems.append(f"{rows} output rows per thread do not divide the {tiles.tile_h}-row tile")
+        problems.append(
+            f"{tiles.output_rows} output rows per thread do not divide the {tiles.tile_h}-row tile"
+        )
     elif layout is None:
         rows = "tile_h" if tiles.output_rows == 1 else f"tile_h / {tiles.output_rows}"
         problems.append(

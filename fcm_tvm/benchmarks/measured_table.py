@@ -26,7 +26,7 @@ from typing import NamedTuple
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .chains import LayerCase, model_chains
 
-# FcmTiles.label
+# how FcmTiles.label spells tiles
 TILES_TEXT = re.compile(r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)(?: p(\d+))?(?: u(\d+))?(?: o(\d+))?")
 
 
