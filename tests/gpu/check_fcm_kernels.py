@@ -26,7 +26,7 @@ import contextlib
 import functools
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 TOLERANCE = {"float32": 1e-5, "float16": 2e-3}
@@ -404,35 +404,54 @@ def load_library(path: str):
     return tvm.runtime.load_module(path)
 
 
-def check(entry: dict, folder: Path, generator, repeat: int) -> dict:
+@dataclass
+class Launch:
+    """One launch of a manifest's kernel on fresh random inputs, its output poisoned before and
+    compared with the float64 torch reference after (relative error of the whole output and of
+    its worst element; inf where an element is not finite)."""
+
+    module: object
+    inputs: list  # torch tensors, in the kernel's parameter order
+    args: list  # the same on the device, as TVM tensors
+    out: object
+    rel: float
+    worst: float
+
+
+def launch_checked(entry: dict, folder: Path, generator) -> Launch:
     import numpy as np
     import torch
     import tvm
 
     dev = tvm.cuda(0)
     module = load_library(str(folder / entry["file"]))
-    kernel = module[entry["symbol"]]
     inputs = random_inputs(entry, generator)
     args = [tvm.runtime.tensor(t.cpu().numpy(), dev) for t in inputs]
     out = tvm.runtime.tensor(np.full(entry["output"], np.nan, dtype=entry["dtype"]), dev)
-    kernel(*args, out)
+    module[entry["symbol"]](*args, out)
     dev.sync()
     actual = torch.from_numpy(out.numpy().astype(np.float64))
     expected = torch_fcm(entry, inputs, torch.float64).cpu()
-    finite = bool(torch.isfinite(actual).all())
-    rel = float((actual - expected).norm() / expected.norm().clamp_min(1e-30)) if finite else float("inf")
-    worst = (
-        float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
-        if finite
-        else float("inf")
-    )
-    tolerance = TOLERANCE[entry["dtype"]]
-    ok = finite and rel < tolerance and worst < 10 * tolerance
+    if not bool(torch.isfinite(actual).all()):
+        return Launch(module, inputs, args, out, float("inf"), float("inf"))
+    rel = float((actual - expected).norm() / expected.norm().clamp_min(1e-30))
+    worst = float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
+    return Launch(module, inputs, args, out, rel, worst)
 
-    timer = module.time_evaluator(entry["symbol"], dev, number=10, repeat=repeat)
-    fcm_us = float(np.median(timer(*args, out).results)) * 1e6
+
+def check(entry: dict, folder: Path, generator, repeat: int) -> dict:
+    import numpy as np
+    import tvm
+
+    launch = launch_checked(entry, folder, generator)
+    tolerance = TOLERANCE[entry["dtype"]]
+    ok = launch.rel < tolerance and launch.worst < 10 * tolerance  # inf (not finite) fails both
+
+    timer = launch.module.time_evaluator(entry["symbol"], tvm.cuda(0), number=10, repeat=repeat)
+    fcm_us = float(np.median(timer(*launch.args, launch.out).results)) * 1e6
     cudnn_us = float("nan")
     if not entry.get("sweep"):  # a sweep times many tiles of one layer: cuDNN once is enough
+        inputs = launch.inputs
         cudnn_us = time_torch(lambda: torch_fcm(entry, inputs, inputs[0].dtype), repeat)
     return {
         "name": entry["name"],
@@ -440,8 +459,8 @@ def check(entry: dict, folder: Path, generator, repeat: int) -> dict:
         "tiles": entry["tiles"],
         "predicted_us": entry.get("predicted_us"),
         "ok": ok,
-        "rel": rel,
-        "worst": worst,
+        "rel": launch.rel,
+        "worst": launch.worst,
         "fcm_us": fcm_us,
         "cudnn_us": cudnn_us,
         **{key: entry[key] for key in ("input", "output", "stages", "residual", "dtype")},
