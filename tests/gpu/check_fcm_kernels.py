@@ -26,8 +26,9 @@ import contextlib
 import functools
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 TOLERANCE = {"float32": 1e-5, "float16": 2e-3}
 TARGET = {"kind": "cuda", "arch": "sm_90"}
@@ -404,8 +405,7 @@ def load_library(path: str):
     return tvm.runtime.load_module(path)
 
 
-@dataclass
-class Launch:
+class Launch(NamedTuple):
     """One launch of a manifest's kernel on fresh random inputs, its output poisoned before and
     compared with the float64 torch reference after (relative error of the whole output and of
     its worst element; inf where an element is not finite)."""
