@@ -179,7 +179,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     progress(f"planning {args.model} for {args.gpu}")
     shapes = parse_input_shapes(args.input_shapes)
-    result = plan(model_source(args.model), gpu=args.gpu, input_shapes=shapes, tuned=args.tuned)
+    result = plan(
+        model_source(args.model),
+        gpu=args.gpu,
+        input_shapes=shapes,
+        tuned=args.tuned,
+        cuda_graph=args.cuda_graph,
+    )
     print(result.table())
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
@@ -329,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan_parser.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
     plan_parser.add_argument(
         "--tuned", action="store_true", help="plan as for a build with tuning records (against tuned stock)"
+    )
+    plan_parser.add_argument(
+        "--cuda-graph", action="store_true", help="plan as for a build with CUDA graphs (on GPU times)"
     )
     plan_parser.set_defaults(handler=cmd_plan)
 

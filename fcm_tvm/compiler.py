@@ -114,7 +114,10 @@ def compile(  # noqa: A001 (the public name mirrors tvm.compile)
     log.info("importing %d ONNX nodes", len(proto.graph.node))
     module = import_onnx(proto, inputs)
     records = _tuning_records(tuning_records)
-    module, fused = apply_fusion(module, resolved, fuse_mode, tuned=records is not None)
+    use_graphs = cuda_graph and resolved.is_cuda
+    module, fused = apply_fusion(
+        module, resolved, fuse_mode, tuned=records is not None, cuda_graph=use_graphs
+    )
     outputs = _output_infos(module, [value.name for value in proto.graph.output])
     log.info("building for %s (%d chains fused)", resolved.describe(), len(fused))
     executable = _build(module, resolved, records, cuda_graph)

@@ -28,23 +28,26 @@ class FusedChain:
         return {"function": self.function, **self.spec}
 
 
-def fusion_passes(target: ResolvedTarget, fuse: str, tuned: bool = False) -> list[tvm.transform.Pass]:
+def fusion_passes(
+    target: ResolvedTarget, fuse: str, tuned: bool = False, cuda_graph: bool = False
+) -> list[tvm.transform.Pass]:
     """The passes that fold BatchNorm and rewrite DW/PW chains into FCM kernels; ``tuned``: the
-    rest will be MetaSchedule-tuned, which the planner weighs."""
+    rest will be MetaSchedule-tuned, ``cuda_graph``: launches go into CUDA graphs, both of which
+    the planner weighs."""
     if fuse == "none":
         return []
     from .relay_passes import FoldAndFuse, FuseDepthwisePointwise, FusePlanner
 
     if fuse == "all":
         return [FoldAndFuse(FuseDepthwisePointwise(target.tvm_target))]
-    return [FoldAndFuse(FusePlanner(target.tvm_target, target.gpu, tuned))]
+    return [FoldAndFuse(FusePlanner(target.tvm_target, target.gpu, tuned, cuda_graph))]
 
 
 def apply_fusion(
-    module: tvm.IRModule, target: ResolvedTarget, fuse: str, tuned: bool = False
+    module: tvm.IRModule, target: ResolvedTarget, fuse: str, tuned: bool = False, cuda_graph: bool = False
 ) -> tuple[tvm.IRModule, list[FusedChain]]:
     """Run the fusion passes; return the module and what they fused."""
-    for fusion_pass in fusion_passes(target, fuse, tuned):
+    for fusion_pass in fusion_passes(target, fuse, tuned, cuda_graph):
         module = fusion_pass(module)
     return module, fused_chains(module)
 

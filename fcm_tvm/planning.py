@@ -25,14 +25,20 @@ class ModelPlan:
 
 
 def plan(
-    model: ModelLike, gpu: str | GpuSpec = "h100", *, input_shapes=None, tuned: bool = False
+    model: ModelLike,
+    gpu: str | GpuSpec = "h100",
+    *,
+    input_shapes=None,
+    tuned: bool = False,
+    cuda_graph: bool = False,
 ) -> ModelPlan:
     """Import ``model``, find its fusable chains and let FusePlanner price each one for ``gpu``;
-    ``tuned``: as for a build with tuning records (see ``plan_chain``)."""
+    ``tuned``, ``cuda_graph``: as for a build with tuning records, with CUDA graphs (see
+    ``plan_chain``)."""
     from .planner import plan_chains
     from .relay_passes import find_chains
 
     gpu_spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
     proto = load_onnx(model)
     module = import_onnx(proto, graph_inputs(proto, input_shapes))
-    return ModelPlan(gpu_spec, plan_chains(find_chains(module), gpu_spec, tuned=tuned))
+    return ModelPlan(gpu_spec, plan_chains(find_chains(module), gpu_spec, tuned=tuned, cuda_graph=cuda_graph))

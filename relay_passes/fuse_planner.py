@@ -31,22 +31,28 @@ class FusePlanner:
     """Rewrite the DW/PW chains that FusePlanner's cost model accepts for ``gpu``, with its tiles.
 
     ``gpu``: a :class:`~fcm_tvm.gpus.GpuSpec`, a GPU table key such as ``"h100"``, or None.
-    ``tuned``: the rest of the model will be MetaSchedule-tuned (see ``plan_chain``).
+    ``tuned``: the rest of the model will be MetaSchedule-tuned; ``cuda_graph``: the build
+    captures its launches in CUDA graphs (both: see ``plan_chain``).
     """
 
     def __init__(
-        self, target: tvm.target.Target | str | dict, gpu: GpuSpec | str | None, tuned: bool = False
+        self,
+        target: tvm.target.Target | str | dict,
+        gpu: GpuSpec | str | None,
+        tuned: bool = False,
+        cuda_graph: bool = False,
     ):
         self.target = target
         self.gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
         self.tuned = tuned
+        self.cuda_graph = cuda_graph
 
     def decide(self, spec: FcmSpec) -> DecisionLike:
         if self.gpu is None:
             return _NoGpu()
         from ..planner import plan_chain  # the cost model is only needed when planning
 
-        return plan_chain(spec, self.gpu, tuned=self.tuned)
+        return plan_chain(spec, self.gpu, tuned=self.tuned, cuda_graph=self.cuda_graph)
 
     def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
         return FuseDepthwisePointwise(self.target, self.decide)(mod)

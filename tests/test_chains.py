@@ -1,4 +1,5 @@
-"""The per-layer benchmark's unfused chains compute the FCM's function, in both stock forms."""
+"""The per-layer benchmark's unfused chains compute the FCM's function, in both stock forms, and
+its graph-clock chains run every repeat inside one CUDA graph."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import numpy as np
 import pytest
 import tvm
 
-from fcm_tvm.benchmarks.chains import unfused_module
+from fcm_tvm.benchmarks.chains import graph_timed_module, unfused_module
+from fcm_tvm.gpus import get_gpu
+from fcm_tvm.pipeline import stock_pipeline
 from fcm_tvm.schedules import Depthwise, FcmSpec, Pointwise
+from fcm_tvm.target import cuda_target
 
-from .test_schedules import assert_matches_reference, random_inputs
+from .test_schedules import assert_matches_reference, fcm_reference, random_inputs
 
 SPECS = [
     FcmSpec(1, 8, 12, 12, (Depthwise(3, 1, None, "relu6"), Pointwise(16, "none"))),
@@ -36,3 +40,52 @@ def test_the_batchnorm_form_keeps_a_batch_norm_per_convolution():
     text = unfused_module(SPECS[:1]).script()
     assert text.count("R.nn.batch_norm(") == 2 and text.count("R.nn.conv2d(") == 2
     assert "R.nn.batch_norm(" not in unfused_module(SPECS[:1], batchnorm=False).script()
+
+
+REPEATS = 3
+
+
+def test_graph_timed_chains_run_each_repeat_on_its_own_input(rng: np.random.Generator):
+    """The FCM and the stock chain, each repeated on fresh inputs with shared weights, give the
+    probe the first element of every repeat's output (on the CPU: the wiring, not the graph)."""
+    pipeline = stock_pipeline(tvm.target.Target("llvm"))
+    executable = tvm.compile(
+        graph_timed_module(SPECS[:3], [None] * 3, "llvm", REPEATS), "llvm", relax_pipeline=pipeline
+    )
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    for index, spec in enumerate(SPECS[:3]):
+        draws = [random_inputs(spec, rng) for _ in range(REPEATS)]
+        arguments = [tvm.runtime.tensor(a) for a in [*(d[0] for d in draws), *draws[0][1:]]]
+        expected = [fcm_reference(spec, [draw[0], *draws[0][1:]])[0, 0, 0, 0] for draw in draws]
+        for function in (f"fcm_{index}", f"chain_{index}"):
+            np.testing.assert_allclose(vm[function](*arguments).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_graph_timed_chains_are_captured_whole_in_one_cuda_graph():
+    """All repeats in one captured graph; only the probe that keeps their outputs runs outside."""
+    target = cuda_target(get_gpu("h100"))
+    with tvm.transform.PassContext(opt_level=3, config={"relax.backend.use_cuda_graph": True}):
+        executable = tvm.compile(
+            graph_timed_module(SPECS[:1], [None], target, REPEATS),
+            target,
+            relax_pipeline=stock_pipeline(target),
+        )
+    functions = vm_functions(executable.as_text())
+    for name in ("fcm_0", "chain_0"):
+        assert functions[name].count("vm.builtin.cuda_graph.run_or_capture") == 1
+        assert f"call  probe_{name} " in functions[name]
+        captured = functions[f"{name}_cuda_graph_capture"]
+        assert "call  probe_" not in captured
+    assert functions["fcm_0_cuda_graph_capture"].count("call  fcm_kernel_0 ") == REPEATS
+
+
+def vm_functions(text: str) -> dict[str, str]:
+    """The VM executable's text, split into its functions."""
+    functions, name = {}, None
+    for line in text.splitlines():
+        if line.startswith("@") and line.endswith(":"):
+            name = line[1:-1]
+            functions[name] = ""
+        elif name is not None:
+            functions[name] += line + "\n"
+    return functions

@@ -109,3 +109,11 @@ def test_plan_accepts_a_zoo_model_name_and_prints_a_total(tmp_path: Path):
     result = fcm_tvm("plan", "mobilenet_v2", "--gpu", "h100", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "FusePlanner on h100" in result.stdout and "\ntotal " in result.stdout
+
+
+def test_plan_with_cuda_graph_decides_on_times_without_the_stock_launches(tmp_path: Path):
+    clocks = {"mobilenet_v2": "(GPU time)", "mobilenet_v3_large": "(in a CUDA graph)"}
+    for model, clock in clocks.items():
+        result = fcm_tvm("plan", model, "--gpu", "h100", "--tuned", "--cuda-graph", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"measured against tuned stock {clock}" in result.stdout

@@ -8,9 +8,12 @@ from fcm_tvm.benchmarks.chains import fallback_chains
 from fcm_tvm.benchmarks.measured_table import (
     Entry,
     best_per_chain,
+    gpu_times,
+    graph_times,
     layer_entries,
     spec_from_row,
     tiles_from_text,
+    with_times,
     without_fcm_of,
 )
 from fcm_tvm.gpus import get_gpu
@@ -109,3 +112,32 @@ def test_old_results_keep_their_stock_times_but_not_the_fcm_times_of_changed_ker
         Entry(SPEC.key, "pw_dw_pw", tiles, float("inf"), 30.4),
         Entry(dw_pw, "dw_pw", tiles, 7.3, 23.0),
     ]
+
+
+def profiled(variant: str, gpu_us: float, tiles: FcmTiles | None = None) -> dict:
+    """One workload of ``layers --profile-run`` as ``ncu_bytes`` writes it."""
+    return {"key": SPEC.key, "variant": variant, "gpu_us": gpu_us, "tiles": tiles and vars(tiles)}
+
+
+def test_gpu_times_join_the_row_of_their_chain_and_the_fcm_time_only_with_its_tiles():
+    tiles, other = FcmTiles(24, 8, 8, 256, 8), FcmTiles(24, 8, 8, 256, 1)
+    times = gpu_times([profiled("fcm", 9.5, tiles), profiled("stock", 14.0), profiled("stock_tuned", 12.0)])
+    (row,) = with_times(best_per_chain([Entry(SPEC.key, SPEC.kind, tiles, 18.3, 30.4)]), times, "gpu_us")
+    assert row["gpu_us"] == {"fcm": 9.5, "stock": 14.0, "stock_tuned": 12.0}
+    (row,) = with_times(best_per_chain([Entry(SPEC.key, SPEC.kind, other, 18.3, 30.4)]), times, "gpu_us")
+    assert row["gpu_us"] == {"stock": 14.0, "stock_tuned": 12.0}  # the FCM profiled is not the row's
+
+
+def test_a_profile_without_chain_keys_is_refused():
+    with pytest.raises(ValueError, match="without chain keys"):
+        gpu_times([{"variant": "stock", "gpu_us": 1.0, "chain": 0}])
+
+
+def test_graph_clock_layer_rows_give_each_chain_its_graph_times():
+    tiles = FcmTiles(24, 8, 8, 256, 8)
+    row = {"key": SPEC.key, "kind": SPEC.kind, "tiles": tiles.label, "fcm_us": 18.3, "stock_us": 30.4}
+    timed = {**row, "fcm_graph_us": 9.0, "stock_graph_us": 8.0}
+    times = graph_times([row, timed])
+    assert times == {SPEC.key: {"fcm": 9.0, "stock": 8.0, "fcm_tiles": vars(tiles)}}
+    (chain,) = with_times(best_per_chain(layer_entries([timed])), times, "graph_us")
+    assert chain["graph_us"] == {"fcm": 9.0, "stock": 8.0}

@@ -15,9 +15,9 @@ from fcm_tvm.errors import FcmError, TargetError
 from fcm_tvm.gpus import GpuSpec, all_gpus, arch_defaults, detect_gpu, find_gpu, get_gpu, gpu_for_target
 from fcm_tvm.planner import candidate_tiles, estimate_fused, format_plan, plan_chain, plan_chains, to_json
 from fcm_tvm.planner.layers import EFFICIENTNET_B0, MOBILENET_V2, model_chains
-from fcm_tvm.planner.measured import Measured, measured
+from fcm_tvm.planner.measured import Measured, from_row, measured
 from fcm_tvm.planner.tiles import shared_bytes, tile_grid
-from fcm_tvm.schedules.spec import Depthwise, FcmTiles, Pointwise
+from fcm_tvm.schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from fcm_tvm.schedules.tiles import tile_problems
 
 H100 = get_gpu("h100")
@@ -59,7 +59,7 @@ def test_a_whole_block_is_declined_where_a_fused_sub_chain_with_the_other_pw_sto
         tail: Measured(FcmTiles(), fcm_s=8 * us, stock_s=35 * us),  # the first PW alone: 50 - 35
         head: Measured(FcmTiles(), fcm_s=40 * us, stock_s=30 * us),  # slower fused: stays stock
     }
-    monkeypatch.setattr(planner_module, "measured", lambda spec, gpu: table.get(spec))
+    monkeypatch.setattr(planner_module, "measured", lambda spec, gpu, cuda_graph=False: table.get(spec))
     assert planner_module.fallback_time(spec, H100) == pytest.approx((8 + 15) * us)
     decision = plan_chain(spec, H100)
     assert not decision.fuse and "fallback" in decision.reason
@@ -68,6 +68,69 @@ def test_a_whole_block_is_declined_where_a_fused_sub_chain_with_the_other_pw_sto
     assert plan_chain(spec, H100).fuse
     del table[tail], table[head]  # nothing measured to fall back on: the stock chain is the bar
     assert planner_module.fallback_time(spec, H100) is None and plan_chain(spec, H100).fuse
+
+
+def test_a_fallback_is_priced_on_the_whole_chains_clock(monkeypatch):
+    spec = chain("mobilenet_v2", "b14")
+    tail, _ = planner_module.sub_chains(spec)
+    us = 1e-6
+    table = {
+        spec: Measured(FcmTiles(), fcm_s=30 * us, stock_s=50 * us, clock="gpu"),
+        tail: Measured(FcmTiles(), fcm_s=8 * us, stock_s=35 * us),  # wall clock: not comparable
+    }
+    monkeypatch.setattr(planner_module, "measured", lambda spec, gpu, cuda_graph=False: table.get(spec))
+    assert planner_module.fallback_time(spec, H100, cuda_graph=True) is None
+    table[tail] = replace(table[tail], clock="gpu")
+    assert planner_module.fallback_time(spec, H100, cuda_graph=True) == pytest.approx((8 + 15) * us)
+
+
+def test_a_graph_build_weighs_the_fallback_on_the_clock_of_the_whole_chain(monkeypatch):
+    """MobileNetV3-Large's 40x28x28 block in a CUDA graph: whole 18.7 us, its tail fused 8.4 us
+    plus the first PW stock (24.1 - 18.0 us) is faster. On wall clock the whole chain wins."""
+    spec = chain("mobilenet_v2", "b14")
+    tail, _ = planner_module.sub_chains(spec)
+    us = 1e-6
+    on_wall = {
+        spec: Measured(FcmTiles(), fcm_s=20 * us, stock_s=38 * us),
+        tail: Measured(FcmTiles(), fcm_s=10 * us, stock_s=26 * us),
+    }
+    in_graph = {
+        spec: Measured(FcmTiles(), fcm_s=18.7 * us, stock_s=24.1 * us, clock="graph"),
+        tail: Measured(FcmTiles(), fcm_s=8.4 * us, stock_s=18.0 * us, clock="graph"),
+    }
+    table = lambda spec, gpu, cuda_graph=False: (in_graph if cuda_graph else on_wall).get(spec)  # noqa: E731
+    monkeypatch.setattr(planner_module, "measured", table)
+    assert plan_chain(spec, H100).fuse
+    decision = plan_chain(spec, H100, cuda_graph=True)
+    assert not decision.fuse and "fallback" in decision.reason and "14.5 against 18.7 us" in decision.reason
+
+
+MBV3_LARGE_LAST_HEAD = FcmSpec(  # MobileNetV3-Large's 160x7x7 pw960 dw5 (PW->DW), batch 1
+    1, 160, 7, 7, (Pointwise(960, "hardswish"), Depthwise(5, 1, (2, 2, 2, 2), "hardswish")), False, "float32"
+)
+
+
+def test_under_cuda_graphs_a_measured_chain_is_decided_on_its_time_in_a_graph():
+    """On wall clock the fused kernel wins (the stock chain's time includes four launches); run
+    inside a CUDA graph, as a graph-captured model runs it, tuned stock is faster."""
+    spec = MBV3_LARGE_LAST_HEAD
+    wall, graphs = plan_chain(spec, H100, tuned=True), plan_chain(spec, H100, tuned=True, cuda_graph=True)
+    assert wall.fuse and wall.reason.startswith("measured against tuned stock: ")
+    assert not graphs.fuse and graphs.reason.startswith("measured against tuned stock (in a CUDA graph): ")
+    in_graph = measured(spec, H100, cuda_graph=True)
+    assert in_graph.clock == "graph" and graphs.unfused.measured_s == in_graph.stock_tuned_s < in_graph.fcm_s
+
+
+def test_gpu_times_stand_in_only_where_the_fcm_and_the_stock_chain_have_them():
+    row = {"key": "k", "tiles": vars(FcmTiles()), "fcm_us": 10.0, "stock_us": 30.0, "stock_tuned_us": 20.0}
+    profiled = {**row, "gpu_us": {"fcm": 9.0, "stock": 12.0, "stock_tuned": 11.0}}
+    assert from_row(profiled) == from_row(row)  # without graphs: wall clock
+    on_gpu = from_row(profiled, cuda_graph=True)
+    assert (on_gpu.fcm_s, on_gpu.stock_s, on_gpu.stock_tuned_s, on_gpu.clock) == pytest.approx(
+        (9e-6, 12e-6, 11e-6, "gpu")
+    )
+    stock_only = {**row, "gpu_us": {"stock": 12.0}}  # its FCM was profiled with other tiles
+    assert from_row(stock_only, cuda_graph=True) == from_row(row)
 
 
 def test_the_112x112x96_block_is_fused_with_its_mid_channels_split_over_blocks():
@@ -89,7 +152,7 @@ def roofline_only(monkeypatch):
     characteristics alone."""
     uncalibrated = {"fcm_time_factor": {}, "stock_stage": {"time_factor": 1.0, "overhead_us": 3.0}}
     monkeypatch.setattr("fcm_tvm.planner.cost_model._calibration", lambda: uncalibrated)
-    monkeypatch.setattr("fcm_tvm.planner.planner.measured", lambda spec, gpu: None)
+    monkeypatch.setattr("fcm_tvm.planner.planner.measured", lambda spec, gpu, cuda_graph=False: None)
     monkeypatch.setattr("fcm_tvm.planner.planner.measured_table", lambda gpu_key: {})
 
 
@@ -182,7 +245,7 @@ def test_with_tuning_records_a_measured_chain_must_beat_the_tuned_stock_chain(mo
     assert plan_chain(spec, H100, tuned=True).reason.startswith("measured against tuned stock: ")
 
     def only_this_chain(changed):  # its sub-chains keep their measured times
-        return lambda other, gpu: changed if other == spec else measured(other, gpu)
+        return lambda other, gpu, cuda_graph=False: changed if other == spec else measured(other, gpu)
 
     untimed = replace(known, stock_tuned_s=None)
     monkeypatch.setattr(planner_module, "measured", only_this_chain(untimed))
@@ -353,3 +416,11 @@ def test_stage_helpers_describe_the_chain():
     assert isinstance(spec.stages[0], Pointwise) and isinstance(spec.stages[1], Depthwise)
     names = [k.name for k in plan_chain(spec, H100).unfused.kernels]
     assert names == ["pw 16->96", "dw3x3/2 96", "pw 96->24"]
+
+
+def test_a_graph_build_prefers_times_taken_inside_a_cuda_graph_over_ncus():
+    row = {"key": "k", "tiles": vars(FcmTiles()), "fcm_us": 10.0, "stock_us": 30.0}
+    timed = {**row, "gpu_us": {"fcm": 9.0, "stock": 12.0}, "graph_us": {"fcm": 8.0, "stock": 7.0}}
+    on_graph = from_row(timed, cuda_graph=True)
+    assert (on_graph.fcm_s, on_graph.stock_s, on_graph.clock) == pytest.approx((8e-6, 7e-6, "graph"))
+    assert from_row({**timed, "graph_us": {"stock": 7.0}}, cuda_graph=True).clock == "gpu"

@@ -367,15 +367,20 @@ def test_planner_without_a_gpu_fuses_nothing():
 def test_planner_decides_with_the_gpu_and_the_baseline_it_was_given(monkeypatch):
     asked = []
 
-    def plan_chain(spec, gpu, tuned):
-        asked.append((spec.kind, gpu.key, tuned))
+    def plan_chain(spec, gpu, tuned, cuda_graph):
+        asked.append((spec.kind, gpu.key, tuned, cuda_graph))
         return Decision(True, FcmTiles(8, 8, 8, 64), "cheaper fused")
 
     monkeypatch.setitem(sys.modules, "fcm_tvm.planner", types.SimpleNamespace(plan_chain=plan_chain))
     mod = imported(chain_model([Conv("dw"), Conv("pw", 8)]))
     fused = FusePlanner("llvm", "h100")(mod)
     FusePlanner("llvm", "a100", tuned=True)(mod)
-    assert asked == [("dw_pw", "h100", False), ("dw_pw", "a100", True)]
+    FusePlanner("llvm", "a100", cuda_graph=True)(mod)
+    assert asked == [
+        ("dw_pw", "h100", False, False),
+        ("dw_pw", "a100", True, False),
+        ("dw_pw", "a100", False, True),
+    ]
     record = json.loads(str(fcm_kernels(fused)["fcm_dw_pw_0"].attrs[SPEC_ATTR]))
     assert record["reason"] == "cheaper fused" and record["tiles"]["threads"] == 64
 

@@ -8,6 +8,8 @@ For every DW/PW chain of the chosen zoo models, side by side in one process:
 - ``stock_folded``: the same with BatchNorm folded into a bias (as exporters that fold it emit),
   which dlight schedules through a slower fallback (the ``stock`` of results before 2026-11-26);
 - ``stock_tuned``: the same ops with a MetaSchedule database (``--tuning-records``);
+- ``*_graph_us`` (``--graph-clock K``): the FCM, stock and tuned stock chains run K times on
+  fresh inputs inside one CUDA graph, per run: what a chain costs in a graph-captured model;
 - ``cudnn``: ``torch.nn.functional.conv2d`` (cuDNN) in the same dtype;
 - ``floor``: the DRAM-traffic floor (inputs, weights and output moved once) at the measured
   copy bandwidth.
@@ -15,8 +17,8 @@ For every DW/PW chain of the chosen zoo models, side by side in one process:
 Each FCM kernel's output is poisoned with NaN and checked against a float64 torch reference on
 fresh random inputs before it is timed. Kernel times use the runtime's time evaluator with
 ``number`` runs per repeat and the median of ``repeat`` repeats. ``--profile-run`` instead runs
-each workload once between marker kernels, for ``ncu`` to count DRAM bytes (see
-:mod:`.ncu_bytes`).
+each workload once between marker kernels, for ``ncu`` to count DRAM bytes and GPU time (see
+:mod:`.ncu_bytes`; ``--profile-variants`` picks the workloads).
 
     python -m fcm_tvm.benchmarks.layers --models mobilenet_v2 --batch 1,32 --precision fp32,fp16 --out DIR
 
@@ -37,7 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from ..records import has_records, tuning_dir, unpacked
-from .chains import LayerCase, fused_module, model_chains, traffic_floor_bytes, unfused_module
+from .chains import (
+    LayerCase,
+    fused_module,
+    graph_timed_module,
+    model_chains,
+    traffic_floor_bytes,
+    unfused_module,
+)
 from .report import save_report
 
 COLUMNS = [
@@ -52,6 +61,9 @@ COLUMNS = [
     "stock_us",
     "stock_folded_us",
     "stock_tuned_us",
+    "fcm_graph_us",
+    "stock_graph_us",
+    "stock_tuned_graph_us",
     "cudnn_us",
     "floor_us",
     "speedup_vs_best_baseline",
@@ -59,6 +71,7 @@ COLUMNS = [
     "fused_by_planner",
 ]
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
+PROFILE_VARIANTS = ("fcm", "stock", "stock_folded", "stock_tuned")
 
 
 def planner_tiles(specs, gpu):
@@ -103,6 +116,7 @@ class Workloads:
         tuning_records: Path | None,
         sub_chains: bool = False,
         unmeasured: bool = False,
+        graph_repeats: int = 0,
     ):
         import tvm
 
@@ -126,6 +140,27 @@ class Workloads:
             self.tuned = tvm.compile(
                 unfused, target, relax_pipeline=stock_pipeline(target, str(tuning_records))
             )
+        self.graph_repeats = graph_repeats
+        self.graphs: dict[str, object] = {}
+        if graph_repeats:
+            self.graphs = self._graph_clock(target, tuning_records)
+
+    def _graph_clock(self, target, tuning_records: Path | None) -> dict:
+        """The chains repeated inside one CUDA graph (:func:`.chains.graph_timed_module`), built
+        with the default pipeline and, given records, with the tuned one."""
+        import tvm
+
+        from ..pipeline import stock_pipeline
+
+        module = graph_timed_module(self.specs, self.tiles, target, self.graph_repeats)
+        records = {"default": None, "tuned": tuning_records}
+        graphs = {}
+        with tvm.transform.PassContext(opt_level=3, config={"relax.backend.use_cuda_graph": True}):
+            for name, path in records.items():
+                if name == "default" or path is not None:
+                    pipeline = stock_pipeline(target, None if path is None else str(path))
+                    graphs[name] = tvm.compile(module, target, relax_pipeline=pipeline)
+        return graphs
 
 
 def _stock_measured(spec, gpu) -> bool:
@@ -169,12 +204,34 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
         row["stock_folded_us"] = time_vm(folded_vm, f"chain_{index}", device, arguments, number, repeat)
         if tuned_vm is not None:
             row["stock_tuned_us"] = time_vm(tuned_vm, f"chain_{index}", device, arguments, number, repeat)
+        if workloads.graphs:
+            row.update(graph_clock(workloads, index, spec, device, number, repeat))
         row["cudnn_us"] = time_cudnn(spec, number, repeat)
         row["floor_us"] = traffic_floor_bytes(spec) / (bandwidth_gbs * 1e3)
         baselines = [row.get(key) for key in ("stock_tuned_us", "cudnn_us") if row.get(key)]
         row["speedup_vs_best_baseline"] = min(baselines) / row["fcm_us"] if baselines else None
         rows.append(row)
     return rows
+
+
+def graph_clock(workloads: Workloads, index: int, spec, device, number: int, repeat: int) -> dict:
+    """Microseconds per chain with the chain repeated inside one CUDA graph: the FCM, the stock
+    chain and (given records) the tuned stock chain, as ``*_graph_us``."""
+    import tvm
+
+    repeats = workloads.graph_repeats
+    draws = [random_arguments(spec) for _ in range(repeats)]  # a fresh input per repeat
+    inputs = [tvm.runtime.tensor(draw[0], device) for draw in draws]
+    weights = [tvm.runtime.tensor(array, device) for array in draws[0][1:]]
+    functions = {"fcm_graph_us": ("default", "fcm"), "stock_graph_us": ("default", "chain")}
+    if "tuned" in workloads.graphs:
+        functions["stock_tuned_graph_us"] = ("tuned", "chain")
+    times = {}
+    for column, (build, prefix) in functions.items():
+        vm = tvm.relax.VirtualMachine(workloads.graphs[build], device)
+        microseconds = time_vm(vm, f"{prefix}_{index}", device, [*inputs, *weights], number, repeat)
+        times[column] = microseconds / repeats
+    return times
 
 
 def random_arguments(spec) -> list[np.ndarray]:
@@ -309,9 +366,10 @@ def profile_run(
     out: Path,
     tuning_root: Path | None = None,
     sub_chains: bool = False,
+    variants: tuple[str, ...] = PROFILE_VARIANTS,
 ) -> None:
     """Run each workload once, fused then unfused (and tuned, given records), from a cold L2
-    between markers; write the order.
+    between markers; write the order. ``variants``: which of :data:`PROFILE_VARIANTS` to run.
 
     See :mod:`.ncu_bytes`: a read-only reduction over a buffer twice the L2 size evicts the
     previous workload's data without leaving dirty lines, then a marker kernel opens the segment.
@@ -328,16 +386,20 @@ def profile_run(
     order = []
     for case in cases:
         workloads = Workloads(case, target, gpu, case_records(tuning_root, case), sub_chains)
-        vms = {
-            "stock": tvm.relax.VirtualMachine(workloads.stock, device),
-            "stock_folded": tvm.relax.VirtualMachine(workloads.stock_folded, device),
+        executables = {
+            "stock": workloads.stock,
+            "stock_folded": workloads.stock_folded,
+            "stock_tuned": workloads.tuned,
         }
-        if workloads.tuned is not None:
-            vms["stock_tuned"] = tvm.relax.VirtualMachine(workloads.tuned, device)
+        vms = {
+            variant: tvm.relax.VirtualMachine(executable, device)
+            for variant, executable in executables.items()
+            if variant in variants and executable is not None
+        }
         for index, spec in enumerate(workloads.specs):
             arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
             output = tvm.runtime.empty(spec.output.as_tuple(), spec.dtype, device)
-            for variant in ("fcm", *vms):
+            for variant in [v for v in ("fcm", *vms) if v in variants]:
                 flush.sum()  # evict: the workload starts with a cold L2
                 marker.add_(1)  # a marker kernel: ncu rows between two markers belong to one workload
                 torch.cuda.synchronize()
@@ -350,6 +412,7 @@ def profile_run(
                     {
                         "case": case.label,
                         "chain": index,
+                        "key": spec.key,
                         "variant": variant,
                         "shape": describe(spec),
                         "spec": json.loads(
@@ -381,12 +444,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--profile-run", action="store_true", help="run each workload once, for ncu")
     parser.add_argument(
+        "--profile-variants",
+        default=",".join(PROFILE_VARIANTS),
+        help="the workloads a profile run runs per chain (stock_tuned only given --tuning-records)",
+    )
+    parser.add_argument(
         "--sub-chains",
         action="store_true",
         help="also the DW->PW and PW->DW chains inside each PW->DW->PW (what the pass falls back to)",
     )
     parser.add_argument(
         "--unmeasured", action="store_true", help="only chains whose stock time the GPU's table lacks"
+    )
+    parser.add_argument(
+        "--graph-clock",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also time each chain repeated K times inside one CUDA graph (*_graph_us)",
     )
     args = parser.parse_args(argv)
 
@@ -403,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.profile_run:
-        profile_run(cases, target, gpu, args.out, args.tuning_records, args.sub_chains)
+        variants = tuple(args.profile_variants.split(","))
+        if unknown := set(variants) - set(PROFILE_VARIANTS):
+            parser.error(f"--profile-variants: unknown {', '.join(sorted(unknown))}")
+        profile_run(cases, target, gpu, args.out, args.tuning_records, args.sub_chains, variants)
         return 0
     import tvm
 
@@ -413,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[layers] {case.label}", file=sys.stderr, flush=True)
         records = case_records(args.tuning_records, case)
         rows += measure_case(
-            Workloads(case, target, gpu, records, args.sub_chains, args.unmeasured),
+            Workloads(case, target, gpu, records, args.sub_chains, args.unmeasured, args.graph_clock),
             tvm.cuda(0),
             args.number,
             args.repeat,

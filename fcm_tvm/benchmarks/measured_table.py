@@ -3,6 +3,7 @@
     python -m fcm_tvm.benchmarks.measured_table --gpu h100 \\
         --sweep docs/results/splits_h100.json \\
         --layers docs/results/layers.json docs/results/layers_b32.json \\
+        --gpu-times docs/results/gpu_times_*.json \\
         -o fcm_tvm/data/measured/h100.json
 
 Results from before a kernel change go under ``--old-sweep``/``--old-layers`` with
@@ -12,7 +13,10 @@ Sources: ``tests/gpu/check_fcm_kernels.py run --json`` (FCM kernels of many tile
 row with its spec) and ``python -m fcm_tvm.benchmarks.layers`` (the planner's tiles of every
 chain of a model, with the stock chain timed beside them). Per chain: the fastest correct FCM
 row and its tiles, and the stock chain's time (conv + BatchNorm + activation, as fcm-tvm leaves
-a declined chain) where a layer benchmark measured it.
+a declined chain) where a layer benchmark measured it. ``--gpu-times`` adds the GPU times of
+``layers --profile-run`` under ncu (:mod:`.ncu_bytes`, run with ``--clock-control none``) as
+``gpu_us``: the FCM's only where it was profiled with the row's tiles. Layer rows timed with
+``--graph-clock`` add ``graph_us`` the same way.
 """
 
 from __future__ import annotations
@@ -103,6 +107,48 @@ def best_per_chain(entries: list[Entry]) -> list[dict]:
     return sorted(table.values(), key=lambda row: row["key"])
 
 
+def gpu_times(workloads: list[dict]) -> dict[str, dict]:
+    """Per chain key, the GPU microseconds of each profiled variant (fcm with its tiles); the last
+    profile of a key and variant counts."""
+    times: dict[str, dict] = {}
+    for workload in workloads:
+        if "key" not in workload:
+            raise ValueError("a profile without chain keys (profiles before the tenth session)")
+        variant = workload["variant"]
+        chain = times.setdefault(workload["key"], {})
+        chain[variant] = workload["gpu_us"]
+        if variant == "fcm":
+            chain["fcm_tiles"] = workload["tiles"]
+    return times
+
+
+def graph_times(rows: list[dict]) -> dict[str, dict]:
+    """Per chain key, the times of layer rows taken inside a CUDA graph (``layers --graph-clock``),
+    in the form of :func:`gpu_times`."""
+    times: dict[str, dict] = {}
+    for row in rows:
+        if row.get("fcm_graph_us") is None:
+            continue
+        chain = times.setdefault(row["key"], {})
+        for variant in ("fcm", "stock", "stock_tuned"):
+            if row.get(f"{variant}_graph_us") is not None:
+                chain[variant] = row[f"{variant}_graph_us"]
+        chain["fcm_tiles"] = vars(tiles_from_text(row["tiles"]))
+    return times
+
+
+def with_times(chains: list[dict], times: dict[str, dict], field: str) -> list[dict]:
+    """``chains`` with ``field`` (``gpu_us``, ``graph_us``) where timed; an FCM time taken with
+    other tiles than the row's (the table changed since) is left out."""
+    for row in chains:
+        timed = dict(times.get(row["key"], {}))
+        if timed.pop("fcm_tiles", None) != row["tiles"]:
+            timed.pop("fcm", None)
+        if timed:
+            row[field] = timed
+    return chains
+
+
 def without_fcm_of(kinds: set[str], entries: list[Entry]) -> list[Entry]:
     """``entries`` measured before the kernels of ``kinds`` changed: their stock times stand,
     their FCM times of those kinds do not."""
@@ -130,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", required=True)
     parser.add_argument("--sweep", type=Path, nargs="*", default=[])
     parser.add_argument("--layers", type=Path, nargs="*", default=[])
+    parser.add_argument("--gpu-times", type=Path, nargs="*", default=[], help="ncu_bytes output files")
     parser.add_argument("--old-sweep", type=Path, nargs="*", default=[])
     parser.add_argument("--old-layers", type=Path, nargs="*", default=[])
     parser.add_argument(
@@ -143,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     entries = read_sources(args.sweep, args.layers)
     entries += without_fcm_of(changed, read_sources(args.old_sweep, args.old_layers))
     chains = [row for row in best_per_chain(entries) if row["fcm_us"] != float("inf")]
-    sources = [str(p) for p in [*args.sweep, *args.layers, *args.old_sweep, *args.old_layers]]
+    profiled = gpu_times([w for path in args.gpu_times for w in json.loads(path.read_text())])
+    in_graphs = graph_times([row for path in args.layers for row in json.loads(path.read_text())["rows"]])
+    chains = with_times(with_times(chains, profiled, "gpu_us"), in_graphs, "graph_us")
+    sources = [
+        str(p) for p in [*args.sweep, *args.layers, *args.old_sweep, *args.old_layers, *args.gpu_times]
+    ]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"gpu": args.gpu, "sources": sources, "chains": chains}, indent=1))
     print(f"{len(chains)} chains measured on {args.gpu} -> {args.output}")

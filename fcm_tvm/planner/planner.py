@@ -92,16 +92,19 @@ def plan_chain(
     candidates: Iterable[FcmTiles] | None = None,
     name: str = "",
     tuned: bool = False,
+    cuda_graph: bool = False,
 ) -> Decision:
     """Decide whether to fuse ``spec`` on ``gpu`` and with which tiles.
 
     ``candidates`` restricts the tiles considered (default: :func:`~.tiles.candidate_tiles`);
     those that do not fit the GPU are dropped. ``tuned``: the kernels around the FCMs will be
     MetaSchedule-tuned, so a measured chain must beat the tuned stock chain where that was timed.
+    ``cuda_graph``: the build captures its launches in CUDA graphs, so measured chains compare
+    times without the stock kernels' launches where they have them (:mod:`.measured`).
     """
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     unfused = estimate_unfused(spec, gpu)
-    known = measured(spec, gpu) if candidates is None else None
+    known = measured(spec, gpu, cuda_graph) if candidates is None else None
     if known is not None:
         return measured_decision(spec, gpu, unfused, known, name, tuned)
     tried = tile_grid(spec, gpu) if candidates is None else list(candidates)
@@ -126,7 +129,7 @@ def measured_decision(
     if baseline_s is not None:
         unfused = replace(unfused, measured_s=baseline_s)
     fuse, reason = judge(spec, unfused, fused)
-    fallback_s = fallback_time(spec, gpu, tuned)
+    fallback_s = fallback_time(spec, gpu, tuned, cuda_graph=known.clock != "wall")  # on known's clock
     if fuse and fallback_s is not None and known.fcm_s >= fallback_s:
         fuse = False
         reason = (
@@ -134,7 +137,9 @@ def measured_decision(
             f"{fallback_s / US:.1f} against {known.fcm_s / US:.1f} us"
         )
     tiles = known.tiles if fuse else None
-    return Decision(spec, gpu, fuse, tiles, f"measured against {against}: {reason}", unfused, fused, name)
+    clock = {"gpu": " (GPU time)", "graph": " (in a CUDA graph)"}.get(known.clock, "")
+    reason = f"measured against {against}{clock}: {reason}"
+    return Decision(spec, gpu, fuse, tiles, reason, unfused, fused, name)
 
 
 def sub_chains(spec: FcmSpec) -> tuple[FcmSpec, FcmSpec]:
@@ -145,23 +150,24 @@ def sub_chains(spec: FcmSpec) -> tuple[FcmSpec, FcmSpec]:
     return tail, replace(spec, stages=spec.stages[:2], residual=False)
 
 
-def fallback_time(spec: FcmSpec, gpu: GpuSpec, tuned: bool = False) -> float | None:
+def fallback_time(spec: FcmSpec, gpu: GpuSpec, tuned: bool = False, cuda_graph: bool = False) -> float | None:
     """Measured seconds of what runs when a PW->DW->PW chain is not fused whole: its tail or its
     head, fused where the FCM was faster, and the remaining PW stock (the stock chain's time less
-    the stock sub-chain's). None for other kinds, or where a part was not measured.
+    the stock sub-chain's). None for other kinds, or where a part was not measured (on the
+    whole chain's clock: a part timed on the other one is not compared).
 
     Why: the alternative to the whole FCM is this fallback, not the all-stock chain. On the H100
     MnasNet's 192x7x7 blocks fused whole (62.8 us, against 75.7 us stock) made the model 0.72x
     as fast as with their DW->PW tails fused (12.0 us) and the first PW left stock.
     """
-    if spec.kind != "pw_dw_pw" or (whole := measured(spec, gpu)) is None:
+    if spec.kind != "pw_dw_pw" or (whole := measured(spec, gpu, cuda_graph)) is None:
         return None
     if (whole_s := whole.baseline(tuned)[1]) is None:
         return None
     options = []
     for part in sub_chains(spec):
-        known = measured(part, gpu)
-        part_s = known.baseline(tuned)[1] if known else None
+        known = measured(part, gpu, cuda_graph)
+        part_s = known.baseline(tuned)[1] if known and known.clock == whole.clock else None
         if part_s is not None:
             options.append(min(known.fcm_s, part_s) + max(whole_s - part_s, 0.0))
     return min(options, default=None)
@@ -188,14 +194,20 @@ def best_fused(spec: FcmSpec, candidates: Sequence[FcmTiles], gpu: GpuSpec) -> C
 
 
 def plan_chains(
-    specs: Sequence[FcmSpec], gpu: GpuSpec | str, names: Sequence[str] | None = None, tuned: bool = False
+    specs: Sequence[FcmSpec],
+    gpu: GpuSpec | str,
+    names: Sequence[str] | None = None,
+    tuned: bool = False,
+    cuda_graph: bool = False,
 ) -> Plan:
     """:func:`plan_chain` for every chain; ``names`` label them in reports."""
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     labels = list(names) if names is not None else [str(i + 1) for i in range(len(specs))]
-    return Plan(
-        gpu, tuple(plan_chain(spec, gpu, name=label, tuned=tuned) for spec, label in zip(specs, labels))
+    decisions = (
+        plan_chain(spec, gpu, name=label, tuned=tuned, cuda_graph=cuda_graph)
+        for spec, label in zip(specs, labels)
     )
+    return Plan(gpu, tuple(decisions))
 
 
 def size_text(nbytes: float) -> str:

@@ -27,6 +27,9 @@
 # Eighth session: 431 patch-row kernels exported here in a few minutes (two parts of 18 MB: the
 # runtime bundle and one 35 MB part exceed the 64 MiB a call may carry), checked in 45 + 27 s;
 # bench_each, four models: 6.4 min at batch 32, 4.1 min at batch 1.
+# Tenth session: ncu stage (--sub-chains, fcm + stock [+ stock_tuned]), batch 1: four untuned
+# models 4.4 min, the four tuned models 7 min; batch 32: 140 s per model was too short for
+# MobileNetV2 and MnasNet (EfficientNet-B0 and MobileNetV3-Large finished).
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
@@ -85,15 +88,21 @@ bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per m
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
   hide_torch
   bash tests/gpu/tune_zoo.sh "$@" ;;
-ncu)  # DRAM bytes and GPU time of every chain, fused and unfused (tuned too, given TUNING: then
-  # one model per MODELS, as the layers stage runs them, for the abort noted there)
-  timeout 500 ncu --cache-control none \
-    --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,gpu__time_duration.sum --csv \
-    --page raw --log-file $RUN/ncu.csv \
-    python -m fcm_tvm.benchmarks.layers --models ${MODELS:-mobilenet_v2,efficientnet_b0} --batch ${BATCH:-1} \
-    --precision fp32 --profile-run --out $RUN ${TUNING:+--tuning-records $TUNING} ${LAYERS_FLAGS:-} >/dev/null 2>&1
-  gzip -c $RUN/ncu.csv > "$OUT/ncu.csv.gz"; cp $RUN/profile_order.json "$OUT"/
-  python -m fcm_tvm.benchmarks.ncu_bytes $RUN 2>&1 | tail -50; cp $RUN/dram_bytes.json "$OUT"/ ;;
+ncu)  # DRAM bytes and GPU time of every chain, fused and unfused (tuned too, given TUNING), one
+  # process per model as the layers stage runs them; each model's workloads come back as
+  # gpu_times_<model>_b<BATCH>.json (ncu_bytes), the planner table's GPU times (--gpu-times)
+  models=${MODELS:-mobilenet_v2,efficientnet_b0}
+  for model in ${models//,/ }; do
+    dir=$RUN/ncu_${model}_b${BATCH:-1}; rm -rf $dir; mkdir -p $dir  # no stale results of an earlier call
+    timeout ${MODEL_TIMEOUT:-280} ncu --cache-control none --clock-control ${CLOCK:-none} \
+      --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,gpu__time_duration.sum --csv \
+      --page raw --log-file $dir/ncu.csv \
+      python -m fcm_tvm.benchmarks.layers --models $model --batch ${BATCH:-1} --precision ${PRECISION:-fp32} \
+      --profile-run --out $dir ${TUNING:+--tuning-records $TUNING} ${LAYERS_FLAGS:-} > $dir/run.log 2>&1
+    echo "$model: exit $?"; tail -2 $dir/run.log
+    python -m fcm_tvm.benchmarks.ncu_bytes $dir > $dir/summary.txt 2>&1 || tail -3 $dir/summary.txt
+    cp $dir/dram_bytes.json "$OUT/gpu_times_${model}_b${BATCH:-1}.json" 2>/dev/null
+  done ;;
 profile)  # kernel GPU time per inference, stock-tuned against fcm-tuned (ncu), then why the FCM
   # kernels of the first model take what they take (ncu sections, one inference)
   models=${MODELS:-mobilenet_v2}
