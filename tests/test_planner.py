@@ -129,8 +129,10 @@ def test_gpu_times_stand_in_only_where_the_fcm_and_the_stock_chain_have_them():
     assert (on_gpu.fcm_s, on_gpu.stock_s, on_gpu.stock_tuned_s, on_gpu.clock) == pytest.approx(
         (9e-6, 12e-6, 11e-6, "gpu")
     )
-    stock_only = {**row, "gpu_us": {"stock": 12.0}}  # its FCM was profiled with other tiles
+    stock_only = {**row, "gpu_us": {"stock": 12.0, "stock_tuned": 11.0}}  # FCM profiled with other tiles
     assert from_row(stock_only, cuda_graph=True) == from_row(row)
+    untuned_only = {**row, "gpu_us": {"fcm": 9.0, "stock": 12.0}}  # the row has a tuned time: needed
+    assert from_row(untuned_only, cuda_graph=True) == from_row(row)
 
 
 def test_the_112x112x96_block_is_fused_with_its_mid_channels_split_over_blocks():

@@ -69,11 +69,13 @@ GRAPH_CLOCKS = ("graph", "gpu")  # what a build with CUDA graphs prefers, best f
 
 def from_row(row: dict, cuda_graph: bool = False) -> Measured:
     """The row's wall-clock times, or with ``cuda_graph`` the first of :data:`GRAPH_CLOCKS` that
-    has the FCM's and the untuned stock chain's time."""
+    has the FCM's time and every stock time the row has on wall clock (so that a tuned build is
+    never weighed against untuned stock for want of a tuned time on that clock)."""
     times, clock = row, "wall"
+    needed = ["fcm", "stock"] + (["stock_tuned"] if row.get("stock_tuned_us") is not None else [])
     for candidate in GRAPH_CLOCKS if cuda_graph else ():
         timed = row.get(f"{candidate}_us", {})
-        if timed.get("fcm") is not None and timed.get("stock") is not None:
+        if all(timed.get(name) is not None for name in needed):
             times, clock = {f"{name}_us": us for name, us in timed.items()}, candidate
             break
     stock, tuned = _seconds(times.get("stock_us")), _seconds(times.get("stock_tuned_us"))
