@@ -10,12 +10,13 @@ from types import SimpleNamespace
 import pytest
 
 import fcm_tvm.gpus as gpus
+import fcm_tvm.planner.measured as measured_module
 import fcm_tvm.planner.planner as planner_module
 from fcm_tvm.errors import FcmError, TargetError
 from fcm_tvm.gpus import GpuSpec, all_gpus, arch_defaults, detect_gpu, find_gpu, get_gpu, gpu_for_target
 from fcm_tvm.planner import candidate_tiles, estimate_fused, format_plan, plan_chain, plan_chains, to_json
 from fcm_tvm.planner.layers import EFFICIENTNET_B0, MOBILENET_V2, model_chains
-from fcm_tvm.planner.measured import Measured, from_row, measured
+from fcm_tvm.planner.measured import Measured, clocks, from_row, measured
 from fcm_tvm.planner.tiles import shared_bytes, tile_grid
 from fcm_tvm.schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from fcm_tvm.schedules.tiles import tile_problems
@@ -46,6 +47,23 @@ def test_a_fused_kernel_slower_than_the_stock_kernels_is_declined_despite_saving
     assert not decision.fuse and "slower" in decision.reason
 
 
+def use_table(monkeypatch, table: dict) -> None:
+    """Let the planner see ``table`` (per chain, its times as one Measured per clock) instead of
+    the shipped one."""
+
+    def on(spec, gpu, clock):
+        return next((times for times in table.get(spec, []) if times.clock == clock), None)
+
+    def best(spec, gpu, cuda_graph=False):
+        return next(filter(None, (on(spec, gpu, clock) for clock in clocks(cuda_graph))), None)
+
+    monkeypatch.setattr(planner_module, "measured_on", on)
+    monkeypatch.setattr(planner_module, "measured", best)
+
+
+US = 1e-6
+
+
 def test_a_whole_block_is_declined_where_a_fused_sub_chain_with_the_other_pw_stock_is_faster(monkeypatch):
     """The alternative to the whole PW->DW->PW kernel is the rewrite's fallback: the DW->PW tail
     (or the PW->DW head) fused, the remaining PW stock, priced as the stock chain less the stock
@@ -53,35 +71,38 @@ def test_a_whole_block_is_declined_where_a_fused_sub_chain_with_the_other_pw_sto
     spec = chain("mobilenet_v2", "b14")  # 96x14x14 pw576 dw3s2 pw160
     tail, head = planner_module.sub_chains(spec)
     assert (tail.kind, head.kind) == ("dw_pw", "pw_dw") and not tail.residual and not head.residual
-    us = 1e-6
     table = {
-        spec: Measured(FcmTiles(), fcm_s=30 * us, stock_s=50 * us),
-        tail: Measured(FcmTiles(), fcm_s=8 * us, stock_s=35 * us),  # the first PW alone: 50 - 35
-        head: Measured(FcmTiles(), fcm_s=40 * us, stock_s=30 * us),  # slower fused: stays stock
+        spec: [Measured(FcmTiles(), fcm_s=30 * US, stock_s=50 * US)],
+        tail: [Measured(FcmTiles(), fcm_s=8 * US, stock_s=35 * US)],  # the first PW alone: 50 - 35
+        head: [Measured(FcmTiles(), fcm_s=40 * US, stock_s=30 * US)],  # slower fused: stays stock
     }
-    monkeypatch.setattr(planner_module, "measured", lambda spec, gpu, cuda_graph=False: table.get(spec))
-    assert planner_module.fallback_time(spec, H100) == pytest.approx((8 + 15) * us)
+    use_table(monkeypatch, table)
+    assert planner_module.fallback_time(spec, H100) == pytest.approx((8 + 15) * US)
     decision = plan_chain(spec, H100)
     assert not decision.fuse and "fallback" in decision.reason
 
-    table[tail] = Measured(FcmTiles(), fcm_s=20 * us, stock_s=35 * us)  # fallback 35 us: whole wins
+    table[tail] = [Measured(FcmTiles(), fcm_s=20 * US, stock_s=35 * US)]  # fallback 35 us: whole wins
     assert plan_chain(spec, H100).fuse
     del table[tail], table[head]  # nothing measured to fall back on: the stock chain is the bar
     assert planner_module.fallback_time(spec, H100) is None and plan_chain(spec, H100).fuse
 
 
-def test_a_fallback_is_priced_on_the_whole_chains_clock(monkeypatch):
+def test_a_fallback_is_weighed_on_one_clock_that_has_the_whole_chain_and_a_part(monkeypatch):
+    """Decided on GPU time, but its parts were timed on wall clock only: whole and fallback are
+    then compared on wall clock, never a wall-clock fallback against a GPU-time FCM."""
     spec = chain("mobilenet_v2", "b14")
     tail, _ = planner_module.sub_chains(spec)
-    us = 1e-6
+    whole_on_wall = Measured(FcmTiles(), fcm_s=40 * US, stock_s=60 * US)
     table = {
-        spec: Measured(FcmTiles(), fcm_s=30 * us, stock_s=50 * us, clock="gpu"),
-        tail: Measured(FcmTiles(), fcm_s=8 * us, stock_s=35 * us),  # wall clock: not comparable
+        spec: [Measured(FcmTiles(), fcm_s=30 * US, stock_s=50 * US, clock="gpu"), whole_on_wall],
+        tail: [Measured(FcmTiles(), fcm_s=8 * US, stock_s=35 * US)],
     }
-    monkeypatch.setattr(planner_module, "measured", lambda spec, gpu, cuda_graph=False: table.get(spec))
-    assert planner_module.fallback_time(spec, H100, cuda_graph=True) is None
-    table[tail] = replace(table[tail], clock="gpu")
-    assert planner_module.fallback_time(spec, H100, cuda_graph=True) == pytest.approx((8 + 15) * us)
+    use_table(monkeypatch, table)
+    assert planner_module.fallback_time(spec, H100, clock="gpu") is None
+    weighed = planner_module.weigh_fallback(spec, H100, False, clocks(True), "gpu")
+    assert weighed == pytest.approx((40 * US, (8 + 25) * US))  # both on wall clock
+    decision = plan_chain(spec, H100, cuda_graph=True)
+    assert not decision.fuse and decision.reason.startswith("measured against stock (GPU time): its fallback")
 
 
 def test_a_graph_build_weighs_the_fallback_on_the_clock_of_the_whole_chain(monkeypatch):
@@ -89,17 +110,17 @@ def test_a_graph_build_weighs_the_fallback_on_the_clock_of_the_whole_chain(monke
     plus the first PW stock (24.1 - 18.0 us) is faster. On wall clock the whole chain wins."""
     spec = chain("mobilenet_v2", "b14")
     tail, _ = planner_module.sub_chains(spec)
-    us = 1e-6
-    on_wall = {
-        spec: Measured(FcmTiles(), fcm_s=20 * us, stock_s=38 * us),
-        tail: Measured(FcmTiles(), fcm_s=10 * us, stock_s=26 * us),
+    table = {
+        spec: [
+            Measured(FcmTiles(), fcm_s=20 * US, stock_s=38 * US),
+            Measured(FcmTiles(), fcm_s=18.7 * US, stock_s=24.1 * US, clock="graph"),
+        ],
+        tail: [
+            Measured(FcmTiles(), fcm_s=10 * US, stock_s=26 * US),
+            Measured(FcmTiles(), fcm_s=8.4 * US, stock_s=18.0 * US, clock="graph"),
+        ],
     }
-    in_graph = {
-        spec: Measured(FcmTiles(), fcm_s=18.7 * us, stock_s=24.1 * us, clock="graph"),
-        tail: Measured(FcmTiles(), fcm_s=8.4 * us, stock_s=18.0 * us, clock="graph"),
-    }
-    table = lambda spec, gpu, cuda_graph=False: (in_graph if cuda_graph else on_wall).get(spec)  # noqa: E731
-    monkeypatch.setattr(planner_module, "measured", table)
+    use_table(monkeypatch, table)
     assert plan_chain(spec, H100).fuse
     decision = plan_chain(spec, H100, cuda_graph=True)
     assert not decision.fuse and "fallback" in decision.reason and "14.5 against 18.7 us" in decision.reason
@@ -121,18 +142,19 @@ def test_under_cuda_graphs_a_measured_chain_is_decided_on_its_time_in_a_graph():
     assert in_graph.clock == "graph" and graphs.unfused.measured_s == in_graph.stock_tuned_s < in_graph.fcm_s
 
 
-def test_gpu_times_stand_in_only_where_the_fcm_and_the_stock_chain_have_them():
+def test_gpu_times_stand_in_only_where_the_fcm_and_every_stock_time_have_them():
     row = {"key": "k", "tiles": vars(FcmTiles()), "fcm_us": 10.0, "stock_us": 30.0, "stock_tuned_us": 20.0}
     profiled = {**row, "gpu_us": {"fcm": 9.0, "stock": 12.0, "stock_tuned": 11.0}}
-    assert from_row(profiled) == from_row(row)  # without graphs: wall clock
-    on_gpu = from_row(profiled, cuda_graph=True)
+    assert from_row(profiled) == from_row(row)  # wall clock
+    on_gpu = from_row(profiled, "gpu")
     assert (on_gpu.fcm_s, on_gpu.stock_s, on_gpu.stock_tuned_s, on_gpu.clock) == pytest.approx(
         (9e-6, 12e-6, 11e-6, "gpu")
     )
+    assert from_row(profiled, "graph") is None
     stock_only = {**row, "gpu_us": {"stock": 12.0, "stock_tuned": 11.0}}  # FCM profiled with other tiles
-    assert from_row(stock_only, cuda_graph=True) == from_row(row)
+    assert from_row(stock_only, "gpu") is None
     untuned_only = {**row, "gpu_us": {"fcm": 9.0, "stock": 12.0}}  # the row has a tuned time: needed
-    assert from_row(untuned_only, cuda_graph=True) == from_row(row)
+    assert from_row(untuned_only, "gpu") is None
 
 
 def test_the_112x112x96_block_is_fused_with_its_mid_channels_split_over_blocks():
@@ -420,9 +442,13 @@ def test_stage_helpers_describe_the_chain():
     assert names == ["pw 16->96", "dw3x3/2 96", "pw 96->24"]
 
 
-def test_a_graph_build_prefers_times_taken_inside_a_cuda_graph_over_ncus():
+def test_a_graph_build_prefers_times_taken_inside_a_cuda_graph_over_ncus(monkeypatch):
     row = {"key": "k", "tiles": vars(FcmTiles()), "fcm_us": 10.0, "stock_us": 30.0}
     timed = {**row, "gpu_us": {"fcm": 9.0, "stock": 12.0}, "graph_us": {"fcm": 8.0, "stock": 7.0}}
-    on_graph = from_row(timed, cuda_graph=True)
+    spec = chain("mobilenet_v2", "b1")
+    monkeypatch.setattr(measured_module, "table_rows", lambda gpu_key: {spec.key: timed})
+    on_graph = measured(spec, H100, cuda_graph=True)
     assert (on_graph.fcm_s, on_graph.stock_s, on_graph.clock) == pytest.approx((8e-6, 7e-6, "graph"))
-    assert from_row({**timed, "graph_us": {"stock": 7.0}}, cuda_graph=True).clock == "gpu"
+    timed["graph_us"] = {"stock": 7.0}
+    assert measured(spec, H100, cuda_graph=True).clock == "gpu"
+    assert measured(spec, H100).clock == "wall"

@@ -47,37 +47,52 @@ class Measured:
         return "stock", self.stock_s
 
 
+CLOCKS = ("graph", "gpu", "wall")  # what a build with CUDA graphs prefers, best first
+
+
+def clocks(cuda_graph: bool) -> tuple[str, ...]:
+    """The clocks a build may be planned on, best first: without CUDA graphs, wall clock only."""
+    return CLOCKS if cuda_graph else ("wall",)
+
+
 def measured(spec: FcmSpec, gpu: GpuSpec, cuda_graph: bool = False) -> Measured | None:
-    """What was measured for ``spec`` on ``gpu``; None where it was not. ``cuda_graph``: on the
-    graph clock or GPU time where the chain has them (see the module's docstring), else on wall
-    clock."""
-    return measured_table(gpu.key, cuda_graph).get(spec.key)
+    """What was measured for ``spec`` on ``gpu``, on the first of :func:`clocks` the chain has;
+    None where it was not measured."""
+    return next(filter(None, (measured_on(spec, gpu, clock) for clock in clocks(cuda_graph))), None)
+
+
+def measured_on(spec: FcmSpec, gpu: GpuSpec, clock: str) -> Measured | None:
+    """What was measured for ``spec`` on ``gpu`` on ``clock`` (None where not; see :func:`from_row`)."""
+    row = table_rows(gpu.key).get(spec.key)
+    return None if row is None else from_row(row, clock)
 
 
 @cache
-def measured_table(gpu_key: str, cuda_graph: bool = False) -> dict[str, Measured]:
-    """The shipped table of ``gpu_key`` (empty when that GPU was never measured)."""
+def table_rows(gpu_key: str) -> dict[str, dict]:
+    """The shipped table's rows of ``gpu_key`` by chain key (empty when that GPU was never measured)."""
     path = resources.files("fcm_tvm").joinpath(f"data/measured/{gpu_key}.json")
     if not path.is_file():
         return {}
-    rows = json.loads(path.read_text())["chains"]
-    return {row["key"]: from_row(row, cuda_graph) for row in rows}
+    return {row["key"]: row for row in json.loads(path.read_text())["chains"]}
 
 
-GRAPH_CLOCKS = ("graph", "gpu")  # what a build with CUDA graphs prefers, best first
+@cache
+def measured_table(gpu_key: str) -> dict[str, Measured]:
+    """The shipped table of ``gpu_key`` on wall clock (empty when that GPU was never measured)."""
+    return {key: from_row(row) for key, row in table_rows(gpu_key).items()}
 
 
-def from_row(row: dict, cuda_graph: bool = False) -> Measured:
-    """The row's wall-clock times, or with ``cuda_graph`` the first of :data:`GRAPH_CLOCKS` that
-    has the FCM's time and every stock time the row has on wall clock (so that a tuned build is
-    never weighed against untuned stock for want of a tuned time on that clock)."""
-    times, clock = row, "wall"
-    needed = ["fcm", "stock"] + (["stock_tuned"] if row.get("stock_tuned_us") is not None else [])
-    for candidate in GRAPH_CLOCKS if cuda_graph else ():
-        timed = row.get(f"{candidate}_us", {})
-        if all(timed.get(name) is not None for name in needed):
-            times, clock = {f"{name}_us": us for name, us in timed.items()}, candidate
-            break
+def from_row(row: dict, clock: str = "wall") -> Measured | None:
+    """The row's times on ``clock``; None where that clock lacks the FCM's time or a stock time the
+    row has on wall clock (so that a tuned build is never weighed against untuned stock for want
+    of a tuned time on that clock)."""
+    times = row
+    if clock != "wall":
+        timed = row.get(f"{clock}_us", {})
+        needed = ["fcm", "stock"] + (["stock_tuned"] if row.get("stock_tuned_us") is not None else [])
+        if not all(timed.get(name) is not None for name in needed):
+            return None
+        times = {f"{name}_us": us for name, us in timed.items()}
     stock, tuned = _seconds(times.get("stock_us")), _seconds(times.get("stock_tuned_us"))
     return Measured(FcmTiles(**row["tiles"]), times["fcm_us"] * US, stock, tuned, clock)
 

@@ -17,7 +17,7 @@ from ..gpus import GpuSpec, get_gpu
 from ..schedules.spec import FcmSpec, FcmTiles
 from ..schedules.tiles import default_tiles
 from .cost_model import ChainEstimate, estimate_fused, estimate_unfused, fcm_grid_shape, fused_time_bound
-from .measured import Measured, measured, measured_table
+from .measured import Measured, clocks, measured, measured_on, measured_table
 from .tiles import fit_problems, tile_grid
 
 MB = 1e6
@@ -106,7 +106,7 @@ def plan_chain(
     unfused = estimate_unfused(spec, gpu)
     known = measured(spec, gpu, cuda_graph) if candidates is None else None
     if known is not None:
-        return measured_decision(spec, gpu, unfused, known, name, tuned)
+        return measured_decision(spec, gpu, unfused, known, name, tuned, cuda_graph)
     tried = tile_grid(spec, gpu) if candidates is None else list(candidates)
     fused = best_fused(spec, tried, gpu)
     if fused is None:
@@ -121,7 +121,13 @@ def plan_chain(
 
 
 def measured_decision(
-    spec: FcmSpec, gpu: GpuSpec, unfused: ChainEstimate, known: Measured, name: str, tuned: bool = False
+    spec: FcmSpec,
+    gpu: GpuSpec,
+    unfused: ChainEstimate,
+    known: Measured,
+    name: str,
+    tuned: bool = False,
+    cuda_graph: bool = False,
 ) -> Decision:
     """Decide from the times measured on ``gpu`` (:mod:`.measured`); traffic is still modelled."""
     fused = replace(estimate_fused(spec, known.tiles, gpu), measured_s=known.fcm_s)
@@ -129,12 +135,12 @@ def measured_decision(
     if baseline_s is not None:
         unfused = replace(unfused, measured_s=baseline_s)
     fuse, reason = judge(spec, unfused, fused)
-    fallback_s = fallback_time(spec, gpu, tuned, cuda_graph=known.clock != "wall")  # on known's clock
-    if fuse and fallback_s is not None and known.fcm_s >= fallback_s:
+    weighed = weigh_fallback(spec, gpu, tuned, clocks(cuda_graph), known.clock)
+    if fuse and weighed is not None and weighed[0] >= weighed[1]:
         fuse = False
         reason = (
             f"its fallback (a fused sub-chain, the other stage stock) is faster: "
-            f"{fallback_s / US:.1f} against {known.fcm_s / US:.1f} us"
+            f"{weighed[1] / US:.1f} against {weighed[0] / US:.1f} us"
         )
     tiles = known.tiles if fuse else None
     clock = {"gpu": " (GPU time)", "graph": " (in a CUDA graph)"}.get(known.clock, "")
@@ -150,24 +156,37 @@ def sub_chains(spec: FcmSpec) -> tuple[FcmSpec, FcmSpec]:
     return tail, replace(spec, stages=spec.stages[:2], residual=False)
 
 
-def fallback_time(spec: FcmSpec, gpu: GpuSpec, tuned: bool = False, cuda_graph: bool = False) -> float | None:
-    """Measured seconds of what runs when a PW->DW->PW chain is not fused whole: its tail or its
-    head, fused where the FCM was faster, and the remaining PW stock (the stock chain's time less
-    the stock sub-chain's). None for other kinds, or where a part was not measured (on the
-    whole chain's clock: a part timed on the other one is not compared).
+def weigh_fallback(
+    spec: FcmSpec, gpu: GpuSpec, tuned: bool, order: tuple[str, ...], clock: str
+) -> tuple[float, float] | None:
+    """(whole FCM, fallback) seconds of a PW->DW->PW chain on the first clock of ``order``, from
+    ``clock`` (the decision's) on, where both were measured; None where none has both. Both on
+    one clock: wall-clock times include each stock kernel's launch, the others do not."""
+    for each in order[order.index(clock) :]:
+        whole, fallback_s = measured_on(spec, gpu, each), fallback_time(spec, gpu, tuned, each)
+        if whole is not None and fallback_s is not None:
+            return whole.fcm_s, fallback_s
+    return None
+
+
+def fallback_time(spec: FcmSpec, gpu: GpuSpec, tuned: bool = False, clock: str = "wall") -> float | None:
+    """Measured seconds, on ``clock``, of what runs when a PW->DW->PW chain is not fused whole: its
+    tail or its head, fused where the FCM was faster, and the remaining PW stock (the stock
+    chain's time less the stock sub-chain's). None for other kinds, or where the chain or both
+    parts were not measured on that clock.
 
     Why: the alternative to the whole FCM is this fallback, not the all-stock chain. On the H100
     MnasNet's 192x7x7 blocks fused whole (62.8 us, against 75.7 us stock) made the model 0.72x
     as fast as with their DW->PW tails fused (12.0 us) and the first PW left stock.
     """
-    if spec.kind != "pw_dw_pw" or (whole := measured(spec, gpu, cuda_graph)) is None:
+    if spec.kind != "pw_dw_pw" or (whole := measured_on(spec, gpu, clock)) is None:
         return None
     if (whole_s := whole.baseline(tuned)[1]) is None:
         return None
     options = []
     for part in sub_chains(spec):
-        known = measured(part, gpu, cuda_graph)
-        part_s = known.baseline(tuned)[1] if known and known.clock == whole.clock else None
+        known = measured_on(part, gpu, clock)
+        part_s = known.baseline(tuned)[1] if known else None
         if part_s is not None:
             options.append(min(known.fcm_s, part_s) + max(whole_s - part_s, 0.0))
     return min(options, default=None)
