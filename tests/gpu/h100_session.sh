@@ -29,7 +29,8 @@
 # bench_each, four models: 6.4 min at batch 32, 4.1 min at batch 1.
 # Tenth session: ncu stage (--sub-chains, fcm + stock [+ stock_tuned]), batch 1: four untuned
 # models 4.4 min, the four tuned models 7 min; batch 32: 140 s per model was too short for
-# MobileNetV2 and MnasNet (EfficientNet-B0 and MobileNetV3-Large finished).
+# MobileNetV2 and MnasNet (EfficientNet-B0 and MobileNetV3-Large finished); layers with
+# LAYERS_FLAGS="--sub-chains --graph-clock 10", MobileNetV3-Small and -Large at batch 1: 4.7 min.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
