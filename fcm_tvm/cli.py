@@ -337,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tuned", action="store_true", help="plan as for a build with tuning records (against tuned stock)"
     )
     plan_parser.add_argument(
-        "--cuda-graph", action="store_true", help="plan as for a build with CUDA graphs (on GPU times)"
+        "--cuda-graph",
+        action="store_true",
+        help="plan as for a build with CUDA graphs (on chain times without launches)",
     )
     plan_parser.set_defaults(handler=cmd_plan)
 

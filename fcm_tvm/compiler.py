@@ -120,7 +120,7 @@ def compile(  # noqa: A001 (the public name mirrors tvm.compile)
     )
     outputs = _output_infos(module, [value.name for value in proto.graph.output])
     log.info("building for %s (%d chains fused)", resolved.describe(), len(fused))
-    executable = _build(module, resolved, records, cuda_graph)
+    executable = _build(module, resolved, records, use_graphs)
     return CompiledModel(executable, resolved, inputs, outputs, fused)
 
 
@@ -143,8 +143,9 @@ def _tuning_records(path: str | os.PathLike | None) -> str | None:
 def _build(
     module: tvm.IRModule, resolved: ResolvedTarget, tuning_records: str | None, cuda_graph: bool
 ) -> tvm.runtime.Executable:
+    """Build with TVM's stock pipeline; ``cuda_graph`` only for a CUDA target (the caller's check)."""
     pipeline = stock_pipeline(resolved.tvm_target, tuning_records)
-    config = {"relax.backend.use_cuda_graph": bool(cuda_graph and resolved.is_cuda)}
+    config = {"relax.backend.use_cuda_graph": cuda_graph}
     try:
         with tvm.transform.PassContext(opt_level=3, config=config):
             return tvm.compile(module, target=resolved.tvm_target, relax_pipeline=pipeline)

@@ -153,14 +153,12 @@ class Workloads:
         from ..pipeline import stock_pipeline
 
         module = graph_timed_module(self.specs, self.tiles, target, self.graph_repeats)
-        records = {"default": None, "tuned": tuning_records}
-        graphs = {}
+        builds = {"default": None} | ({"tuned": str(tuning_records)} if tuning_records else {})
         with tvm.transform.PassContext(opt_level=3, config={"relax.backend.use_cuda_graph": True}):
-            for name, path in records.items():
-                if name == "default" or path is not None:
-                    pipeline = stock_pipeline(target, None if path is None else str(path))
-                    graphs[name] = tvm.compile(module, target, relax_pipeline=pipeline)
-        return graphs
+            return {
+                name: tvm.compile(module, target, relax_pipeline=stock_pipeline(target, records))
+                for name, records in builds.items()
+            }
 
 
 def _stock_measured(spec, gpu) -> bool:
@@ -177,6 +175,7 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
     stock_vm = tvm.relax.VirtualMachine(workloads.stock, device)
     folded_vm = tvm.relax.VirtualMachine(workloads.stock_folded, device)
     tuned_vm = tvm.relax.VirtualMachine(workloads.tuned, device) if workloads.tuned else None
+    graph_vms = {name: tvm.relax.VirtualMachine(built, device) for name, built in workloads.graphs.items()}
     for index, spec in enumerate(workloads.specs):
         arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
         error = check_fused(workloads.fused, index, spec, arguments, device)
@@ -204,8 +203,8 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
         row["stock_folded_us"] = time_vm(folded_vm, f"chain_{index}", device, arguments, number, repeat)
         if tuned_vm is not None:
             row["stock_tuned_us"] = time_vm(tuned_vm, f"chain_{index}", device, arguments, number, repeat)
-        if workloads.graphs:
-            row.update(graph_clock(workloads, index, spec, device, number, repeat))
+        if graph_vms:
+            row.update(graph_clock(graph_vms, workloads.graph_repeats, index, spec, device, number, repeat))
         row["cudnn_us"] = time_cudnn(spec, number, repeat)
         row["floor_us"] = traffic_floor_bytes(spec) / (bandwidth_gbs * 1e3)
         baselines = [row.get(key) for key in ("stock_tuned_us", "cudnn_us") if row.get(key)]
@@ -214,22 +213,21 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
     return rows
 
 
-def graph_clock(workloads: Workloads, index: int, spec, device, number: int, repeat: int) -> dict:
-    """Microseconds per chain with the chain repeated inside one CUDA graph: the FCM, the stock
-    chain and (given records) the tuned stock chain, as ``*_graph_us``."""
+def graph_clock(vms: dict, repeats: int, index: int, spec, device, number: int, repeat: int) -> dict:
+    """Microseconds per chain with the chain repeated ``repeats`` times inside one CUDA graph
+    (``vms``: of :meth:`Workloads._graph_clock`'s builds): the FCM, the stock chain and (given
+    records) the tuned stock chain, as ``*_graph_us``."""
     import tvm
 
-    repeats = workloads.graph_repeats
     draws = [random_arguments(spec) for _ in range(repeats)]  # a fresh input per repeat
     inputs = [tvm.runtime.tensor(draw[0], device) for draw in draws]
     weights = [tvm.runtime.tensor(array, device) for array in draws[0][1:]]
     functions = {"fcm_graph_us": ("default", "fcm"), "stock_graph_us": ("default", "chain")}
-    if "tuned" in workloads.graphs:
+    if "tuned" in vms:
         functions["stock_tuned_graph_us"] = ("tuned", "chain")
     times = {}
     for column, (build, prefix) in functions.items():
-        vm = tvm.relax.VirtualMachine(workloads.graphs[build], device)
-        microseconds = time_vm(vm, f"{prefix}_{index}", device, [*inputs, *weights], number, repeat)
+        microseconds = time_vm(vms[build], f"{prefix}_{index}", device, [*inputs, *weights], number, repeat)
         times[column] = microseconds / repeats
     return times
 

@@ -150,7 +150,7 @@ def predict_case(case: LayerCase, gpu) -> list[ChainPrediction]:
         predictions.append(
             ChainPrediction(
                 shape=describe(spec),
-                tiles=f"c{built.channel_tile} {built.tile_h}x{built.tile_w} t{built.threads}",
+                tiles=built.label,
                 planner_fuse=bool(fuse),
                 fcm=ledgers(estimate_fused(spec, built, gpu), gpu),
                 stock=ledgers(estimate_unfused(spec, gpu), gpu),
