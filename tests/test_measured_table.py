@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fcm_tvm.benchmarks.chains import fallback_chains
@@ -11,6 +13,7 @@ from fcm_tvm.benchmarks.measured_table import (
     gpu_times,
     graph_times,
     layer_entries,
+    main,
     spec_from_row,
     tiles_from_text,
     with_times,
@@ -112,6 +115,25 @@ def test_old_results_keep_their_stock_times_but_not_the_fcm_times_of_changed_ker
         Entry(SPEC.key, "pw_dw_pw", tiles, float("inf"), 30.4),
         Entry(dw_pw, "dw_pw", tiles, 7.3, 23.0),
     ]
+
+
+def test_the_latest_run_gives_a_chain_its_stock_time_old_results_first(tmp_path):
+    """A block and its sub-chains timed in one run are priced from that run: the fallback's
+    remaining PW is the difference of their stock times, which two runs' noise would skew."""
+
+    def layers_file(name: str, stock_us: float) -> str:
+        row = {"key": SPEC.key, "kind": SPEC.kind, "tiles": "c24 8x8 t256 s4", "fcm_us": 18.3}
+        (tmp_path / name).write_text(json.dumps({"rows": [{**row, "stock_us": stock_us}]}))
+        return str(tmp_path / name)
+
+    table = tmp_path / "table.json"
+    early, late, old = (
+        layers_file("early.json", 30.0),
+        layers_file("late.json", 33.0),
+        layers_file("old.json", 25.0),
+    )
+    main(["--gpu", "h100", "--layers", early, late, "--old-layers", old, "-o", str(table)])
+    assert json.loads(table.read_text())["chains"][0]["stock_us"] == 33.0
 
 
 def profiled(variant: str, gpu_us: float, tiles: FcmTiles | None = None) -> dict:

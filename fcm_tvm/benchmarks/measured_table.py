@@ -13,7 +13,8 @@ Sources: ``tests/gpu/check_fcm_kernels.py run --json`` (FCM kernels of many tile
 row with its spec) and ``python -m fcm_tvm.benchmarks.layers`` (the planner's tiles of every
 chain of a model, with the stock chain timed beside them). Per chain: the fastest correct FCM
 row and its tiles, and the stock chain's time (conv + BatchNorm + activation, as fcm-tvm leaves
-a declined chain) where a layer benchmark measured it. ``--gpu-times`` adds the GPU times of
+a declined chain) where a layer benchmark measured it: the latest such time, ``--old-*`` first,
+then the others in the order given. ``--gpu-times`` adds the GPU times of
 ``layers --profile-run`` under ncu (:mod:`.ncu_bytes`, run with ``--clock-control none``) as
 ``gpu_us``: the FCM's only where it was profiled with the row's tiles. Layer rows timed with
 ``--graph-clock`` add ``graph_us`` the same way.
@@ -93,8 +94,10 @@ def layer_entries(rows: list[dict]) -> list[Entry]:
 
 
 def best_per_chain(entries: list[Entry]) -> list[dict]:
-    """The fastest FCM of each chain; the stock times from whichever rows measured them (the
-    tuned time only where one was measured)."""
+    """The fastest FCM of each chain; the stock times from the last of ``entries`` that measured
+    them (the tuned time only where one was measured), so that later runs replace earlier ones and
+    a block and its sub-chains, timed in one run, are priced from that run (the fallback's
+    remaining PW is the difference of their stock times)."""
     table: dict[str, dict] = {}
     for entry in entries:
         row = table.setdefault(entry.key, {"key": entry.key, "fcm_us": float("inf"), "stock_us": None})
@@ -187,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
     changed = set(filter(None, args.changed_kinds.split(",")))
-    entries = read_sources(args.sweep, args.layers)
-    entries += without_fcm_of(changed, read_sources(args.old_sweep, args.old_layers))
+    entries = without_fcm_of(changed, read_sources(args.old_sweep, args.old_layers))
+    entries += read_sources(args.sweep, args.layers)  # after the old: the latest stock time counts
     chains = [row for row in best_per_chain(entries) if row["fcm_us"] != float("inf")]
     profiled = gpu_times([w for path in args.gpu_times for w in json.loads(path.read_text())])
     in_graphs = graph_times([row for path in args.layers for row in json.loads(path.read_text())["rows"]])

@@ -64,7 +64,7 @@ layers)  # per-chain: FCM vs stock (dlight), tuned stock (TUNING), cuDNN and the
   # for cuDNN) aborted with "corrupted size vs. prev_size" (fifth session; not isolated further).
   models=${MODELS:-mobilenet_v2,efficientnet_b0}
   for model in ${models//,/ }; do
-    timeout 280 python -m fcm_tvm.benchmarks.layers --models "$model" --batch ${BATCH:-1} \
+    timeout ${MODEL_TIMEOUT:-280} python -m fcm_tvm.benchmarks.layers --models "$model" --batch ${BATCH:-1} \
       --precision ${PRECISION:-fp32} --number 20 --repeat 10 --out "$RUN/layers_$model" \
       ${TUNING:+--tuning-records $TUNING} ${LAYERS_FLAGS:-} > "$RUN/layers_$model.log" 2>&1
     echo "$model: exit $?"; tail -${TAIL:-3} "$RUN/layers_$model.log"
