@@ -21,7 +21,10 @@ class ModelPlan:
         return format_plan(self.plan)
 
     def to_json(self) -> dict:
-        return {"gpu": self.gpu.key, **self.plan.to_json()}
+        """Every decision with both estimates, and the totals (:func:`~fcm_tvm.planner.plan_dict`)."""
+        from .planner import plan_dict
+
+        return plan_dict(self.plan)
 
 
 def plan(

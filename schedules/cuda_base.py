@@ -54,7 +54,9 @@ class FcmRule(ABC):
     def patch_threads(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> PatchLayout | None:
         """How ``tiles.threads`` cover the 1x1 patch (None: no patch, or no layout fits)."""
         shape = self.patch_shape(spec, tiles, chunk)
-        return None if shape is None else patch_layout(*shape, tiles.threads, tiles.patch_rows)
+        if shape is None:
+            return None
+        return patch_layout(*shape, tiles.threads, tiles.patch_rows, lanes=tiles.patch_lanes)
 
     @abstractmethod
     def shared_elements(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> dict[str, int]:
@@ -143,6 +145,7 @@ class FinalSum:
     acc: SBlockRV  # the slice block when the reduction is split
     loops: OutputLoops
     chunk_loop: LoopRV  # one chunk of the reduction per step: the producers are computed here
+    step_loop: LoopRV  # the channels of one chunk, one per step
 
 
 def tile_final_sum(sch: Schedule, acc: SBlockRV, epilogue: SBlockRV, plan: KernelPlan) -> FinalSum:
@@ -157,13 +160,13 @@ def tile_final_sum(sch: Schedule, acc: SBlockRV, epilogue: SBlockRV, plan: Kerne
     if split > 1:
         acc = split_reduction(sch, total, split)
     loops = tile_output(sch, acc, plan.layout, split)
-    chunk_loop, _ = sch.split(loops.reductions[0], [None, plan.chunk])
+    chunk_loop, step_loop = sch.split(loops.reductions[0], [None, plan.chunk])
     if split > 1:
         keep_slice_in_registers(sch, acc, loops.thread)
         sum_slices(sch, total, epilogue, threads)
     else:
         keep_in_registers(sch, acc, epilogue, loops.thread)
-    return FinalSum(acc, loops, chunk_loop)
+    return FinalSum(acc, loops, chunk_loop, step_loop)
 
 
 def sum_slices(sch: Schedule, acc: SBlockRV, epilogue: SBlockRV, threads: int) -> None:
@@ -217,6 +220,24 @@ def stage_weights(
     return cached
 
 
+def load_weights_in_vectors(sch: Schedule, acc: SBlockRV, staged: SBlockRV, step: LoopRV, lanes: int) -> None:
+    """Let each reduction ``step`` of the 1x1 sum ``acc`` load a thread's weights ``lanes`` at a time.
+
+    The staged weights (``staged``, ``[out, in, 1, 1]`` in shared memory) are stored transposed,
+    ``in`` outer, so a thread's ``reg_c`` output channels of one step are contiguous; the step
+    copies them to registers in vectors of ``lanes`` (``float4`` for 4 float32 lanes). The
+    plan checks that ``reg_c`` and the transposed rows are whole vectors (aligned accesses).
+    """
+    sch.transform_layout(staged, ("write", 0), lambda o, i, kh, kw: (kh, kw, i, o))
+    shared = sch.get(staged).writes[0].source
+    index = [region.source.same_as(shared) for region in sch.get(acc).reads].index(True)
+    in_registers = sch.cache_read(acc, index, "local")
+    sch.compute_at(in_registers, step)
+    flat = sch.fuse(*loops_below(sch, in_registers, step))
+    _, vector = sch.split(flat, [None, lanes])
+    sch.vectorize(vector)
+
+
 def compute_patch(
     sch: Schedule,
     patch: SBlockRV,
@@ -225,13 +246,14 @@ def compute_patch(
     layout: PatchLayout,
     scope: str,
     unroll: int = 1,
-) -> None:
+) -> LoopRV:
     """Compute a 1x1-convolution patch (``acc`` summed, ``patch`` its epilogue) into shared memory.
 
     Each thread owns ``layout.reg_c`` contiguous channels of a column of ``layout.reg_y`` pixels
     per step, ``layout.rows`` such row blocks per step; it sums the input channels into
     ``reg_c x reg_y`` registers, so every input value it loads feeds ``reg_c`` multiply-adds and
-    every weight ``reg_y``; the sum over the input channels is unrolled by ``unroll``.
+    every weight ``reg_y``; the sum over the input channels is unrolled by ``unroll``. Returns
+    the innermost loop of that sum (one input channel per step).
     """
     compute_shared_at(sch, patch, under, scope)
     c, y, x = loops_below(sch, patch, under)[-3:]
@@ -247,16 +269,19 @@ def compute_patch(
     *register_loops, reduce_loop = loops_below(sch, acc, row_step)
     sch.reorder(reduce_loop, *register_loops)
     init_before(sch, acc, reduce_loop)
-    unroll_reduction(sch, reduce_loop, unroll)
+    return unroll_reduction(sch, reduce_loop, unroll)
 
 
-def unroll_reduction(sch: Schedule, loop: LoopRV, unroll: int) -> None:
+def unroll_reduction(sch: Schedule, loop: LoopRV, unroll: int) -> LoopRV:
     """Unroll ``loop`` (a sum over channels) by the largest divisor of its extent up to ``unroll``:
-    the loads of that many channels are then in flight together instead of one after another."""
+    the loads of that many channels are then in flight together instead of one after another.
+    Returns the innermost loop of the sum."""
     factor = largest_divisor_at_most(int(sch.get(loop).extent), unroll)
-    if factor > 1:
-        _, inner = sch.split(loop, [None, factor])
-        sch.unroll(inner)
+    if factor == 1:
+        return loop
+    _, inner = sch.split(loop, [None, factor])
+    sch.unroll(inner)
+    return inner
 
 
 def place_patch_input(

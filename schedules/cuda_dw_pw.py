@@ -21,6 +21,7 @@ from .cuda_base import (
     compute_depthwise_shared,
     compute_shared_at,
     init_before,
+    load_weights_in_vectors,
     spread_over_threads,
     stage_weights,
     tile_final_sum,
@@ -65,7 +66,9 @@ class DwPw(FcmRule):
         compute_shared_at(sch, pad, chunk_loop, scope)
         spread_over_threads(sch, pad, chunk_loop, threads)
         stage_weights(sch, dw_acc, "w0", chunk_loop, threads, scope)
-        stage_weights(sch, pw_acc, "w1", chunk_loop, threads, scope)
+        pw_weights = stage_weights(sch, pw_acc, "w1", chunk_loop, threads, scope)
+        if plan.tiles.weight_lanes > 1:
+            load_weights_in_vectors(sch, final.acc, pw_weights, final.step_loop, plan.tiles.weight_lanes)
 
         init_before(sch, pw_acc, chunk_loop)
         unroll_inner(sch, final.loops.block)

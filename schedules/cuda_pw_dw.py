@@ -17,6 +17,7 @@ from .cuda_base import (
     KernelPlan,
     compute_patch,
     keep_in_registers,
+    load_weights_in_vectors,
     place_patch_input,
     stage_weights,
     tile_output,
@@ -51,7 +52,7 @@ class PwDw(FcmRule):
         pw_weights = fetched_elements(channel_tile, spec.in_channels, mid, threads)
         return {
             "pw result": allocated * rows * cols,
-            "pw weights": max(pw_weights, allocated * spec.in_channels),
+            "patch weights": max(pw_weights, allocated * spec.in_channels),
             "dw weights": fetched_elements(channel_tile, kernel**2, mid, threads),
         }
 
@@ -63,11 +64,13 @@ class PwDw(FcmRule):
         keep_in_registers(sch, dw_acc, sch.get_sblock("s1_out"), loops.registers[-1])
 
         pw_acc = sch.get_sblock("s0_acc")
-        compute_patch(
+        patch_step = compute_patch(
             sch, sch.get_sblock("s0_out"), pw_acc, loops.block, plan.patch, scope, plan.tiles.patch_unroll
         )
         place_patch_input(sch, pw_acc, loops.block, threads, scope, plan.staged_input)
-        stage_weights(sch, pw_acc, "w0", loops.block, threads, scope)
+        pw_weights = stage_weights(sch, pw_acc, "w0", loops.block, threads, scope)
+        if plan.tiles.patch_lanes > 1:
+            load_weights_in_vectors(sch, pw_acc, pw_weights, patch_step, plan.tiles.patch_lanes)
         stage_weights(sch, dw_acc, "w1", loops.block, threads, scope)
 
         unroll_inner(sch, loops.block)

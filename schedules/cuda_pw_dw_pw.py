@@ -23,6 +23,7 @@ from .cuda_base import (
     compute_depthwise_shared,
     compute_patch,
     init_before,
+    load_weights_in_vectors,
     place_patch_input,
     stage_weights,
     tile_final_sum,
@@ -60,7 +61,7 @@ class PwDwPw(FcmRule):
         dw_result = chunk * tile_h * tile_w
         return {
             "pw1 result": allocated * rows * cols,
-            "pw1 weights": max(pw_weights, allocated * spec.in_channels),
+            "patch weights": max(pw_weights, allocated * spec.in_channels),
             "dw weights": fetched_elements(chunk, kernel**2, mid, threads),
             "dw result": fetched_elements(
                 chunk, tile_h * tile_w, mid, threads, exact_lanes(dw_result, threads)
@@ -76,13 +77,17 @@ class PwDwPw(FcmRule):
         dw_acc = sch.get_sblock("s1_acc")
         compute_depthwise_shared(sch, sch.get_sblock("s1_out"), dw_acc, chunk_loop, threads, scope)
         pw1_acc = sch.get_sblock("s0_acc")
-        compute_patch(
+        patch_step = compute_patch(
             sch, sch.get_sblock("s0_out"), pw1_acc, chunk_loop, plan.patch, scope, plan.tiles.patch_unroll
         )
         place_patch_input(sch, pw1_acc, final.loops.block, threads, scope, plan.staged_input)
-        stage_weights(sch, pw1_acc, "w0", chunk_loop, threads, scope)
+        pw1_weights = stage_weights(sch, pw1_acc, "w0", chunk_loop, threads, scope)
         stage_weights(sch, dw_acc, "w1", chunk_loop, threads, scope)
-        stage_weights(sch, final.acc, "w2", chunk_loop, threads, scope)
+        pw2_weights = stage_weights(sch, final.acc, "w2", chunk_loop, threads, scope)
+        if plan.tiles.patch_lanes > 1:
+            load_weights_in_vectors(sch, pw1_acc, pw1_weights, patch_step, plan.tiles.patch_lanes)
+        if plan.tiles.weight_lanes > 1:
+            load_weights_in_vectors(sch, final.acc, pw2_weights, final.step_loop, plan.tiles.weight_lanes)
 
         init_before(sch, final.acc, chunk_loop)
         unroll_inner(sch, final.loops.block)

@@ -84,10 +84,17 @@ class PatchLayout:
 
 
 def patch_layout(
-    channels: int, patch_rows: int, row_width: int, threads: int, reg_y: int = 1, max_reg: int = 8
+    channels: int,
+    patch_rows: int,
+    row_width: int,
+    threads: int,
+    reg_y: int = 1,
+    max_reg: int = 8,
+    lanes: int = 1,
 ) -> PatchLayout | None:
     """How ``threads`` cover the patch; None if a row does not fit or the channels do not fit in
-    MAX_PATCH_ACCUMULATORS registers per thread.
+    MAX_PATCH_ACCUMULATORS registers per thread. With ``lanes`` > 1 (weights loaded in vectors)
+    only layouts whose threads own whole vectors of channels.
 
     With one row per thread: the fewest idle channel slots and threads, then the most channels
     per thread (the layouts the H100 tables measured). With ``reg_y`` rows per thread, whose
@@ -100,7 +107,7 @@ def patch_layout(
     for groups in range(1, threads + 1):
         rows = largest_divisor_at_most(row_blocks, threads // groups // row_width)
         reg_c = ceil_div(channels, groups)
-        if not rows or reg_c > max_reg:
+        if not rows or reg_c > max_reg or reg_c % lanes:
             continue
         layout = PatchLayout(groups, rows, row_width, reg_c, reg_y)
         idle = (groups * reg_c - channels) * rows * row_width + threads - layout.used_threads

@@ -216,6 +216,15 @@ class FcmTiles:
     input once per channel: about one shared load per multiply-add, and ncu finds the batch-32
     kernels bound by shared-memory loads. With ``r`` rows a thread's ``reg_c`` weights feed ``r``
     pixels each (measured: up to 1.2x per chain; the 1x1 patch's own loads remain).
+
+    ``weight_lanes`` (1, 2 or 4) makes the last PW stage load its weights that many at a time:
+    the stage's shared weights are stored transposed (mid channels outer), so that a thread's
+    ``reg_c`` weights for one reduction step are contiguous, and each step copies them to
+    registers with vector loads. With 1 a thread issues one shared load per weight (``reg_c + 1``
+    loads per ``reg_c`` multiply-adds of a one-pixel register tile); with 4, ``reg_c / 4 + 1``.
+    PW->DW has no last PW stage: 1 there. ``patch_lanes`` does the same for the weights of the
+    1x1 patch (PW->DW, PW->DW->PW), whose threads own ``reg_c`` mid channels of a pixel column
+    each: ``reg_c / lanes`` vector loads per input channel instead of ``reg_c`` loads.
     """
 
     channel_tile: int = 32
@@ -226,11 +235,19 @@ class FcmTiles:
     patch_rows: int = 1
     patch_unroll: int = 1
     output_rows: int = 1
+    weight_lanes: int = 1
+    patch_lanes: int = 1
 
     @property
     def label(self) -> str:
-        """``c24 8x8 t256 s4`` (``... p4 u4 o2`` with 4 patch rows, unrolled by 4, 2 output rows
-        per thread): how reports and result files spell tiles."""
+        """``c24 8x8 t256 s4`` (``... p4 u4 o2 v4`` with 4 patch rows, unrolled by 4, 2 output
+        rows per thread, weights loaded 4 at a time): how reports and result files spell tiles."""
         label = f"c{self.channel_tile} {self.tile_h}x{self.tile_w} t{self.threads} s{self.split}"
-        optional = {"p": self.patch_rows, "u": self.patch_unroll, "o": self.output_rows}
+        optional = {
+            "p": self.patch_rows,
+            "u": self.patch_unroll,
+            "o": self.output_rows,
+            "v": self.weight_lanes,
+            "pv": self.patch_lanes,
+        }
         return label + "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)

@@ -17,12 +17,15 @@ from .layout import (
     MAX_PATCH_ACCUMULATORS,
     MAX_THREADS,
     PatchLayout,
+    ThreadLayout,
     ceil_div,
+    clipped_tile,
+    fetched_elements,
     output_layout,
     staged_input_elements,
 )
 from .rules import RULES
-from .spec import FcmSpec, FcmTiles
+from .spec import FcmSpec, FcmTiles, Pointwise
 
 STATIC_SMEM = 48 * 1024  # the most a kernel may declare statically; more needs dynamic shared memory
 STAGED_SMEM = 100 * 1024  # the most a block with a staged input may use: two blocks per H100 SM
@@ -32,6 +35,7 @@ DTYPE_BYTES = {"float32": 4, "float16": 2}
 TILE_SIDES = (8, 7)  # preferred output tile sides, ties go to the first
 MAX_CHANNEL_TILE = 64
 PIXELS_PER_BLOCK = 256  # default threads per block aim
+WEIGHT_LANES = (1, 2, 4)  # weights per vector load of the last PW stage (FcmTiles.weight_lanes)
 
 
 def tile_problems(spec: FcmSpec, tiles: FcmTiles, max_smem_per_block: int) -> list[str]:
@@ -91,12 +95,15 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
             f"{layout.accumulators} outputs per thread > {MAX_ACCUMULATORS} registers (use more threads)"
         )
     chunk = _chunk(spec, tiles, max_smem)
+    problems += weight_lane_problems(spec, tiles, layout, chunk)
     if chunk is None:
         need = shared_bytes(spec, tiles, 1)
         problems.append(f"needs {need} bytes of shared memory per block, more than {max_smem}")
     rule = RULES[spec.kind]
     patch = rule.patch_threads(spec, tiles, chunk or 1)
     problems += _patch_problems(rule.patch_shape(spec, tiles, chunk or 1), patch, tiles)
+    if patch is not None and chunk is not None:
+        problems += patch_lane_problems(spec, tiles, patch, chunk)
     if problems:
         return None, problems
     staged = patch is not None and stages_input(spec, tiles, chunk, max_smem)
@@ -111,7 +118,11 @@ def _patch_problems(
     """Why the 1x1 patch of ``shape`` (channels, rows, columns) has no thread layout ``patch``, or
     why a kernel without one has patch knobs (empty if neither)."""
     if shape is None:
-        knobs = {"patch_rows": tiles.patch_rows, "patch_unroll": tiles.patch_unroll}
+        knobs = {
+            "patch_rows": tiles.patch_rows,
+            "patch_unroll": tiles.patch_unroll,
+            "patch_lanes": tiles.patch_lanes,
+        }
         return [f"{knob} must be 1: the kernel has no 1x1 patch" for knob, n in knobs.items() if n != 1]
     if patch is not None:
         return []
@@ -121,6 +132,47 @@ def _patch_problems(
         f"{tiles.threads} threads of {tiles.patch_rows} patch rows each cannot cover the {shape[0]} "
         f"channels of the 1x1 patch within {MAX_PATCH_ACCUMULATORS} registers per thread"
     ]
+
+
+def weight_lane_problems(
+    spec: FcmSpec, tiles: FcmTiles, layout: ThreadLayout | None, chunk: int | None
+) -> list[str]:
+    """Why the last PW stage cannot load its weights ``tiles.weight_lanes`` at a time (empty if
+    it can): vectors must be whole and aligned, in each thread's channels and in the rows of the
+    transposed weights as TVM allocates them."""
+    lanes = tiles.weight_lanes
+    if lanes == 1:
+        return []
+    if lanes not in WEIGHT_LANES:
+        return [f"weight_lanes must be one of {WEIGHT_LANES}, got {lanes}"]
+    if not isinstance(spec.stages[-1], Pointwise):
+        return [f"weight_lanes must be 1: a {spec.kind} kernel has no last PW stage"]
+    problems = []
+    if layout is not None and layout.reg_c % lanes:
+        problems.append(f"{layout.reg_c} output channels per thread are not whole vectors of {lanes}")
+    if chunk is not None:
+        channel_tile = clipped_tile(spec, tiles)[0]
+        rows = fetched_elements(channel_tile, chunk, spec.output.c, tiles.threads) // chunk
+        if rows % lanes:
+            problems.append(f"the transposed weights' rows ({rows} channels) are not vectors of {lanes}")
+    return problems
+
+
+def patch_lane_problems(spec: FcmSpec, tiles: FcmTiles, patch: PatchLayout, chunk: int) -> list[str]:
+    """Why the 1x1 patch cannot load its weights ``tiles.patch_lanes`` at a time (empty if it
+    can): as for :func:`weight_lane_problems`, with the patch's channels per thread."""
+    lanes = tiles.patch_lanes
+    if lanes == 1:
+        return []
+    if lanes not in WEIGHT_LANES:
+        return [f"patch_lanes must be one of {WEIGHT_LANES}, got {lanes}"]
+    problems = []
+    if patch.reg_c % lanes:
+        problems.append(f"{patch.reg_c} patch channels per thread are not whole vectors of {lanes}")
+    rows = RULES[spec.kind].shared_elements(spec, tiles, chunk)["patch weights"] // spec.in_channels
+    if rows % lanes:
+        problems.append(f"the transposed patch weights' rows ({rows} channels) are not vectors of {lanes}")
+    return problems
 
 
 def split_problems(spec: FcmSpec, split: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,14 @@ def test_plan_accepts_a_zoo_model_name_and_prints_a_total(tmp_path: Path):
     result = fcm_tvm("plan", "mobilenet_v2", "--gpu", "h100", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "FusePlanner on h100" in result.stdout and "\ntotal " in result.stdout
+
+
+def test_plan_writes_its_decisions_as_json(tmp_path: Path):
+    result = fcm_tvm("plan", "mobilenet_v2", "--gpu", "h100", "--json", "plan.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "plan.json").read_text())
+    assert written["gpu"] == "h100" and len(written["chains"]) == written["totals"]["chains"] == 17
+    assert sum(chain["fuse"] for chain in written["chains"]) == written["totals"]["fused"] > 0
 
 
 def test_plan_with_cuda_graph_decides_on_times_without_the_stock_launches(tmp_path: Path):

@@ -21,7 +21,7 @@ from fcm_tvm.benchmarks.measured_table import (
 )
 from fcm_tvm.gpus import get_gpu
 from fcm_tvm.planner.layers import model_chains
-from fcm_tvm.planner.measured import measured, measured_table
+from fcm_tvm.planner.measured import from_row, measured, measured_table
 from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise
 
 SPEC = FcmSpec(1, 24, 56, 56, (Pointwise(144, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True)
@@ -49,6 +49,7 @@ def test_a_kernel_check_row_gives_back_its_spec_with_the_padding_spelt_out():
         FcmTiles(24, 7, 7, 196, 1, 4),
         FcmTiles(24, 7, 7, 196, 1, 4, 8),
         FcmTiles(24, 8, 8, 128, 2, output_rows=4),
+        FcmTiles(24, 8, 8, 128, 2, output_rows=2, weight_lanes=4),
     ],
 )
 def test_tiles_round_trip_through_their_label(tiles: FcmTiles):
@@ -141,13 +142,15 @@ def profiled(variant: str, gpu_us: float, tiles: FcmTiles | None = None) -> dict
     return {"key": SPEC.key, "variant": variant, "gpu_us": gpu_us, "tiles": tiles and vars(tiles)}
 
 
-def test_gpu_times_join_the_row_of_their_chain_and_the_fcm_time_only_with_its_tiles():
+def test_gpu_times_join_the_row_of_their_chain_and_the_fcm_time_keeps_the_tiles_it_was_timed_with():
     tiles, other = FcmTiles(24, 8, 8, 256, 8), FcmTiles(24, 8, 8, 256, 1)
     times = gpu_times([profiled("fcm", 9.5, tiles), profiled("stock", 14.0), profiled("stock_tuned", 12.0)])
     (row,) = with_times(best_per_chain([Entry(SPEC.key, SPEC.kind, tiles, 18.3, 30.4)]), times, "gpu_us")
     assert row["gpu_us"] == {"fcm": 9.5, "stock": 14.0, "stock_tuned": 12.0}
     (row,) = with_times(best_per_chain([Entry(SPEC.key, SPEC.kind, other, 18.3, 30.4)]), times, "gpu_us")
-    assert row["gpu_us"] == {"stock": 14.0, "stock_tuned": 12.0}  # the FCM profiled is not the row's
+    assert row["gpu_us"] == {"fcm": 9.5, "stock": 14.0, "stock_tuned": 12.0, "fcm_tiles": vars(tiles)}
+    profiled_kernel = from_row(row, "gpu")
+    assert profiled_kernel.tiles == tiles and from_row(row).tiles == other  # wall clock: the best
 
 
 def test_a_profile_without_chain_keys_is_refused():

@@ -151,7 +151,7 @@ def test_gpu_times_stand_in_only_where_the_fcm_and_every_stock_time_have_them():
         (9e-6, 12e-6, 11e-6, "gpu")
     )
     assert from_row(profiled, "graph") is None
-    stock_only = {**row, "gpu_us": {"stock": 12.0, "stock_tuned": 11.0}}  # FCM profiled with other tiles
+    stock_only = {**row, "gpu_us": {"stock": 12.0, "stock_tuned": 11.0}}  # the FCM not profiled
     assert from_row(stock_only, "gpu") is None
     untuned_only = {**row, "gpu_us": {"fcm": 9.0, "stock": 12.0}}  # the row has a tuned time: needed
     assert from_row(untuned_only, "gpu") is None

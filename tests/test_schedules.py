@@ -287,12 +287,42 @@ def test_default_tiles_fit_in_static_shared_memory(spec: FcmSpec) -> None:
         (FcmTiles(32, 8, 8, 256, patch_unroll=0), 48 * 1024, "must be >= 1"),
         (FcmTiles(32, 8, 8, 256, output_rows=3), 48 * 1024, "3 output rows per thread do not divide"),
         (FcmTiles(24, 8, 8, 512, output_rows=4), 48 * 1024, "b | tile_h / 4"),
+        (FcmTiles(32, 8, 8, 256, weight_lanes=3), 48 * 1024, "weight_lanes must be one of (1, 2, 4)"),
+        (FcmTiles(24, 8, 8, 256, weight_lanes=4), 48 * 1024, "6 output channels per thread are not"),
+        (FcmTiles(24, 8, 8, 512, weight_lanes=2), 48 * 1024, "3 output channels per thread are not"),
     ],
 )
 def test_tile_problems_name_what_does_not_fit(tiles: FcmTiles, smem: int, problem: str) -> None:
     spec = FcmSpec(1, 32, 28, 28, (Pointwise(64, "relu6"), Depthwise(3, 1), Pointwise(32)))
     problems = tile_problems(spec, tiles, smem)
     assert any(problem in p for p in problems), problems
+
+
+def test_pw_dw_has_no_last_pw_to_load_in_vectors() -> None:
+    spec = FcmSpec(1, 32, 28, 28, (Pointwise(64, "relu6"), Depthwise(3, 1)))
+    assert tile_problems(spec, FcmTiles(16, 8, 8, 256, weight_lanes=2), 48 * 1024) == [
+        "weight_lanes must be 1: a pw_dw kernel has no last PW stage"
+    ]
+
+
+def test_patch_weights_load_in_vectors_only_where_the_vectors_are_whole() -> None:
+    dw_pw = FcmSpec(1, 32, 28, 28, (Depthwise(3, 1), Pointwise(32)))
+    assert tile_problems(dw_pw, FcmTiles(32, 8, 8, 256, patch_lanes=2), 48 * 1024) == [
+        "patch_lanes must be 1: the kernel has no 1x1 patch"
+    ]
+    pw_dw = FcmSpec(32, 24, 56, 56, (Pointwise(144, "relu6"), Depthwise(3, 1, None, "relu6")))
+    assert tile_problems(pw_dw, FcmTiles(48, 8, 8, 256, patch_lanes=4), 232448) == [
+        "the transposed patch weights' rows (54 channels) are not vectors of 4"
+    ]
+    assert tile_problems(pw_dw, FcmTiles(48, 8, 8, 256, patch_lanes=3), 232448) == [
+        "patch_lanes must be one of (1, 2, 4), got 3"
+    ]
+    assert not tile_problems(pw_dw, FcmTiles(48, 8, 8, 128, patch_lanes=4), 232448)
+
+
+def test_a_patch_with_vector_weights_gives_each_thread_whole_vectors_of_channels() -> None:
+    assert patch_layout(12, 10, 10, 128).reg_c == 2
+    assert patch_layout(12, 10, 10, 128, lanes=4).reg_c == 4
 
 
 def test_pw_dw_has_no_reduction_to_split() -> None:

@@ -67,7 +67,7 @@ def cases() -> list[tuple[FcmSpec, FcmTiles | None]]:
     ]
     result += [(spec, tiles) for spec in kernel_variants() for tiles in other_tiles(spec)]
     result += [(spec, tiles) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE for tiles in split_tiles(spec)]
-    return result + UNSTAGED + PATCH_ROWS + OUTPUT_ROWS
+    return result + UNSTAGED + PATCH_ROWS + OUTPUT_ROWS + WEIGHT_LANES
 
 
 # Inputs too wide to stage in shared memory: the 1x1 sums read global memory, padding inlined.
@@ -83,6 +83,10 @@ UNSTAGED = [
     (  # with 2 patch rows per thread
         FcmSpec(1, 320, 16, 16, (Pointwise(24, "silu"), Depthwise(5, 1, None, "hardswish"), Pointwise(16))),
         FcmTiles(16, 8, 8, 128, 2, 2),
+    ),
+    (  # with the patch's weights in vectors of 2
+        FcmSpec(1, 320, 16, 16, (Pointwise(24, "silu"), Depthwise(5, 1, None, "hardswish"), Pointwise(16))),
+        FcmTiles(16, 8, 8, 128, 2, patch_lanes=2),
     ),
 ]
 
@@ -151,6 +155,48 @@ OUTPUT_ROWS = [
 ]
 
 
+# Weights loaded in vectors: the last PW stage's in both kinds that have one, split and not, with
+# output and patch rows beside them, 2 lanes, float16; the 1x1 patch's (unstaged: UNSTAGED).
+WEIGHT_LANES = [
+    (
+        FcmSpec(2, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
+        FcmTiles(24, 8, 8, 128, 2, weight_lanes=4),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Pointwise(96, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(32)), True),
+        FcmTiles(32, 8, 8, 64, 1, 2, output_rows=2, weight_lanes=4),
+    ),
+    (
+        FcmSpec(2, 48, 16, 16, (Depthwise(3, 2, None, "relu"), Pointwise(24))),
+        FcmTiles(24, 8, 8, 128, output_rows=2, weight_lanes=2),
+    ),
+    (
+        FcmSpec(1, 48, 14, 14, (Depthwise(5, 1, None, "relu6"), Pointwise(32))),
+        FcmTiles(32, 8, 8, 64, 3, weight_lanes=4),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32)), dtype="float16"),
+        FcmTiles(32, 8, 8, 64, 2, weight_lanes=4),
+    ),
+    (  # the 1x1 patch's weights too: with 2 patch rows, unrolled, and both stages in vectors
+        FcmSpec(1, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
+        FcmTiles(24, 8, 8, 128, 2, 2, 4, output_rows=2, weight_lanes=2, patch_lanes=2),
+    ),
+    (
+        FcmSpec(2, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
+        FcmTiles(24, 8, 8, 128, 2, patch_lanes=4),
+    ),
+    (
+        FcmSpec(1, 24, 16, 16, (Pointwise(96, "silu"), Depthwise(5, 2, None, "silu"))),
+        FcmTiles(48, 4, 4, 128, patch_lanes=4),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Pointwise(64, "relu6"), Depthwise(3, 1, None, "relu6")), dtype="float16"),
+        FcmTiles(32, 7, 7, 98, patch_lanes=4),
+    ),
+]
+
+
 def split_tiles(spec: FcmSpec) -> list[FcmTiles]:
     """The default tile with its reduction split over 2 and over the most blocks that fit
     (one chunk per block); none for PW->DW, which has no reduction to split."""
@@ -173,6 +219,10 @@ def case_id(case: tuple[FcmSpec, FcmTiles | None]) -> str:
         tag += f"-unroll{tiles.patch_unroll}"
     if tiles is not None and tiles.output_rows > 1:
         tag += f"-orows{tiles.output_rows}"
+    if tiles is not None and tiles.weight_lanes > 1:
+        tag += f"-lanes{tiles.weight_lanes}"
+    if tiles is not None and tiles.patch_lanes > 1:
+        tag += f"-patchlanes{tiles.patch_lanes}"
     return f"{spec_id(spec)}-{tag}"
 
 
@@ -284,6 +334,22 @@ def test_a_patch_sum_unrolled_by_four_loads_four_channels_per_loop_step() -> Non
     unrolled = cuda_source(spec, FcmTiles(32, 7, 7, 196, patch_unroll=4))
     assert re.search(r"for \(int \w+ = 0; \w+ < 48; \+\+\w+\)", rolled)
     assert re.search(r"for \(int \w+ = 0; \w+ < 12; \+\+\w+\)", unrolled)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "lanes", "vector"),
+    [("float32", 4, "float4"), ("float32", 2, "float2"), ("float16", 4, "half4")],
+)
+def test_weights_in_vectors_are_read_from_shared_memory_a_vector_per_load(dtype, lanes, vector) -> None:
+    """A thread's 12 weights of a step: 12 scalar loads, or 12 / lanes vector loads."""
+    spec = FcmSpec(
+        1, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), dtype=dtype
+    )
+    scalar = cuda_source(spec, FcmTiles(24, 8, 8, 128))
+    vectors = cuda_source(spec, FcmTiles(24, 8, 8, 128, weight_lanes=lanes))
+    vector_load = rf"\*\({vector}\*\)\(\w+_local_ptr \+ \d+\) = \*\({vector}\*\)\(\w+_shared"
+    assert not re.search(vector_load, scalar)
+    assert len(re.findall(vector_load, vectors)) >= 12 // lanes
 
 
 def test_large_tiles_use_dynamic_shared_memory(nvcc: str, tmp_path: Path) -> None:

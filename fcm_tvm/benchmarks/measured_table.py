@@ -16,8 +16,8 @@ row and its tiles, and the stock chain's time (conv + BatchNorm + activation, as
 a declined chain) where a layer benchmark measured it: the latest such time, ``--old-*`` first,
 then the others in the order given. ``--gpu-times`` adds the GPU times of
 ``layers --profile-run`` under ncu (:mod:`.ncu_bytes`, run with ``--clock-control none``) as
-``gpu_us``: the FCM's only where it was profiled with the row's tiles. Layer rows timed with
-``--graph-clock`` add ``graph_us`` the same way.
+``gpu_us``, with the tiles the FCM was profiled with where they are not the row's. Layer rows
+timed with ``--graph-clock`` add ``graph_us`` the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .chains import LayerCase, model_chains
 
 # how FcmTiles.label spells tiles
-TILES_TEXT = re.compile(r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)(?: p(\d+))?(?: u(\d+))?(?: o(\d+))?")
+TILES_TEXT = re.compile(
+    r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)(?: p(\d+))?(?: u(\d+))?(?: o(\d+))?(?: v(\d+))?(?: pv(\d+))?"
+)
 
 
 def spec_from_row(row: dict) -> FcmSpec:
@@ -141,12 +143,14 @@ def graph_times(rows: list[dict]) -> dict[str, dict]:
 
 
 def with_times(chains: list[dict], times: dict[str, dict], field: str) -> list[dict]:
-    """``chains`` with ``field`` (``gpu_us``, ``graph_us``) where timed; an FCM time taken with
-    other tiles than the row's (the table changed since) is left out."""
+    """``chains`` with ``field`` (``gpu_us``, ``graph_us``) where timed. An FCM timed with other
+    tiles than the row's (a later sweep found faster ones) keeps its tiles as ``fcm_tiles``: a
+    build planned on that clock builds the kernel that was timed on it."""
     for row in chains:
         timed = dict(times.get(row["key"], {}))
-        if timed.pop("fcm_tiles", None) != row["tiles"]:
-            timed.pop("fcm", None)
+        tiles = timed.pop("fcm_tiles", None)
+        if "fcm" in timed and tiles != row["tiles"]:
+            timed["fcm_tiles"] = tiles
         if timed:
             row[field] = timed
     return chains

@@ -83,18 +83,19 @@ def measured_table(gpu_key: str) -> dict[str, Measured]:
 
 
 def from_row(row: dict, clock: str = "wall") -> Measured | None:
-    """The row's times on ``clock``; None where that clock lacks the FCM's time or a stock time the
-    row has on wall clock (so that a tuned build is never weighed against untuned stock for want
-    of a tuned time on that clock)."""
-    times = row
+    """The row's times on ``clock``, with the tiles its FCM was timed with on that clock; None
+    where that clock lacks the FCM's time or a stock time the row has on wall clock (so that a
+    tuned build is never weighed against untuned stock for want of a tuned time on that clock)."""
+    times, tiles = row, row["tiles"]
     if clock != "wall":
-        timed = row.get(f"{clock}_us", {})
+        timed = dict(row.get(f"{clock}_us", {}))
+        tiles = timed.pop("fcm_tiles", tiles)  # the kernel timed on this clock, where not the row's
         needed = ["fcm", "stock"] + (["stock_tuned"] if row.get("stock_tuned_us") is not None else [])
         if not all(timed.get(name) is not None for name in needed):
             return None
         times = {f"{name}_us": us for name, us in timed.items()}
     stock, tuned = _seconds(times.get("stock_us")), _seconds(times.get("stock_tuned_us"))
-    return Measured(FcmTiles(**row["tiles"]), times["fcm_us"] * US, stock, tuned, clock)
+    return Measured(FcmTiles(**tiles), times["fcm_us"] * US, stock, tuned, clock)
 
 
 def _seconds(microseconds: float | None) -> float | None:

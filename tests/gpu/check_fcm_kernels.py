@@ -262,6 +262,32 @@ def output_row_choices(spec, gpu) -> list:
     return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
 
 
+def vector_load_choices(spec, gpu) -> list:
+    """The tile of the H100's measured table for ``spec`` as it is, and with the weights of the
+    last PW stage, of the 1x1 patch, or of both loaded 2 or 4 at a time: on its threads and on
+    half of them (twice the channels per thread, so that whole vectors fit where they did not),
+    and for the patch also with 2 patch rows."""
+    from dataclasses import replace
+
+    from fcm_tvm.planner.measured import measured
+    from fcm_tvm.planner.tiles import fit_problems
+
+    known = measured(spec, gpu)
+    if known is None:
+        return []
+    base = known.tiles
+    halves = (base.threads, base.threads // 2)
+    choices = [base]
+    if spec.kind != "pw_dw":
+        choices += [replace(base, weight_lanes=n, threads=t) for n in (4, 2) for t in halves]
+    if spec.kind != "dw_pw":
+        choices += [replace(base, patch_lanes=n, threads=t) for n in (4, 2) for t in halves]
+        choices += [replace(base, patch_lanes=n, patch_rows=2) for n in (4, 2)]
+    if spec.kind == "pw_dw_pw":
+        choices += [replace(base, patch_lanes=n, weight_lanes=n, threads=t) for n in (4, 2) for t in halves]
+    return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
+
+
 def measured_sweep_rows(paths: list[Path]) -> dict:
     """Correct rows of earlier ``run --json`` files by chain key."""
     from fcm_tvm.benchmarks.measured_table import spec_from_row
@@ -575,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     splits.add_argument(
         "--output-rows", action="store_true", help="instead: output-row variants of the table's tiles"
     )
+    splits.add_argument(
+        "--vector-loads", action="store_true", help="instead: vector-loaded weights of the table's tiles"
+    )
     splits.add_argument("folder", type=Path)
     splits.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
     splits.add_argument("--batch", default="1")
@@ -624,6 +653,8 @@ def _choice_rule(args: argparse.Namespace):
         return functools.partial(broad_choices, limit=args.broad)
     if args.output_rows:
         return output_row_choices
+    if args.vector_loads:
+        return vector_load_choices
     return split_choices
 
 
