@@ -153,6 +153,22 @@ def test_gpu_times_join_the_row_of_their_chain_and_the_fcm_time_keeps_the_tiles_
     assert profiled_kernel.tiles == tiles and from_row(row).tiles == other  # wall clock: the best
 
 
+def test_of_several_profiled_fcms_the_fastest_counts_and_of_the_stock_chain_the_last():
+    first, later = FcmTiles(24, 8, 8, 128, 1), FcmTiles(24, 8, 8, 64, 1, output_rows=2, patch_lanes=4)
+    times = gpu_times(
+        [
+            profiled("fcm", 99.6, first),
+            profiled("stock", 120.0),
+            profiled("fcm", 105.0, later),
+            profiled("stock", 118.0),
+        ]
+    )
+    assert times[SPEC.key] == {"fcm": 99.6, "fcm_tiles": vars(first), "stock": 118.0}
+    assert gpu_times([profiled("fcm", 105.0, later), profiled("fcm", 99.6, first)]) == {
+        SPEC.key: {"fcm": 99.6, "fcm_tiles": vars(first)}
+    }
+
+
 def test_a_profile_without_chain_keys_is_refused():
     with pytest.raises(ValueError, match="without chain keys"):
         gpu_times([{"variant": "stock", "gpu_us": 1.0, "chain": 0}])

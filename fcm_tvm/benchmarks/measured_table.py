@@ -113,17 +113,15 @@ def best_per_chain(entries: list[Entry]) -> list[dict]:
 
 
 def gpu_times(workloads: list[dict]) -> dict[str, dict]:
-    """Per chain key, the GPU microseconds of each profiled variant (fcm with its tiles); the last
-    profile of a key and variant counts."""
+    """Per chain key, the GPU microseconds of each profiled variant: of the FCM the fastest kernel
+    profiled (with its tiles), of the stock chains the last profile."""
     times: dict[str, dict] = {}
     for workload in workloads:
         if "key" not in workload:
             raise ValueError("a profile without chain keys (profiles before the tenth session)")
         variant = workload["variant"]
-        chain = times.setdefault(workload["key"], {})
-        chain[variant] = workload["gpu_us"]
-        if variant == "fcm":
-            chain["fcm_tiles"] = workload["tiles"]
+        timed = {variant: workload["gpu_us"]} | ({"fcm_tiles": workload["tiles"]} if variant == "fcm" else {})
+        keep_fastest_fcm(times.setdefault(workload["key"], {}), timed)
     return times
 
 
@@ -134,12 +132,21 @@ def graph_times(rows: list[dict]) -> dict[str, dict]:
     for row in rows:
         if row.get("fcm_graph_us") is None:
             continue
-        chain = times.setdefault(row["key"], {})
-        for variant in ("fcm", "stock", "stock_tuned"):
-            if row.get(f"{variant}_graph_us") is not None:
-                chain[variant] = row[f"{variant}_graph_us"]
-        chain["fcm_tiles"] = vars(tiles_from_text(row["tiles"]))
+        timed = {variant: row.get(f"{variant}_graph_us") for variant in ("fcm", "stock", "stock_tuned")}
+        timed = {name: us for name, us in timed.items() if us is not None}
+        keep_fastest_fcm(
+            times.setdefault(row["key"], {}), timed | {"fcm_tiles": vars(tiles_from_text(row["tiles"]))}
+        )
     return times
+
+
+def keep_fastest_fcm(chain: dict, timed: dict) -> None:
+    """Merge one profile's ``timed`` variants into ``chain``'s times on one clock: the stock times
+    replace earlier ones; the FCM's (and its tiles) only where faster than the one kept."""
+    fcm = timed.get("fcm")
+    if fcm is not None and chain.get("fcm", float("inf")) <= fcm:
+        timed = {name: us for name, us in timed.items() if name not in ("fcm", "fcm_tiles")}
+    chain.update(timed)
 
 
 def with_times(chains: list[dict], times: dict[str, dict], field: str) -> list[dict]:
