@@ -16,7 +16,7 @@ row and its tiles, and the stock chain's time (conv + BatchNorm + activation, as
 a declined chain) where a layer benchmark measured it: the latest such time, ``--old-*`` first,
 then the others in the order given. ``--gpu-times`` adds the GPU times of
 ``layers --profile-run`` under ncu (:mod:`.ncu_bytes`, run with ``--clock-control none``) as
-``gpu_us``, with the tiles the FCM was profiled with where they are not the row's. Layer rows
+``gpu_us``: the fastest FCM profiled, with its tiles where they are not the row's. Layer rows
 timed with ``--graph-clock`` add ``graph_us`` the same way.
 """
 
