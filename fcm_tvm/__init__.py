@@ -24,8 +24,9 @@ def compile(model, target="cuda", **options):  # noqa: A001 (mirrors tvm.compile
     return compile_model(model, target, **options)
 
 
-def load(path, device="cuda", **options):
-    """Load an exported model on a device; see :func:`fcm_tvm.runtime.load` (runtime only is enough)."""
+def load(path, device=None, **options):
+    """Load an exported model on a device (default: the one it was compiled for); see
+    :func:`fcm_tvm.runtime.load` (runtime only is enough)."""
     from .runtime import load as load_model
 
     return load_model(path, device, **options)

@@ -120,8 +120,8 @@ def _dump_code(compiled, output: Path, formats: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import load
 
-    progress(f"loading {args.library} on {args.device}")
     model = load(args.library, args.device, compiler=args.compiler)
+    progress(f"loaded {args.library} on {model.device_name}")
     inputs = _read_inputs(args.inputs, model) if args.inputs else model.random_inputs(args.seed)
     outputs = model.run(*inputs)
     for index, output in enumerate(outputs):
@@ -304,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a library written by 'fcm-tvm compile'.",
     )
     run_parser.add_argument("library", help="the .so written by 'fcm-tvm compile'")
-    run_parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
+    run_parser.add_argument(
+        "--device", help="cuda, cuda:N or cpu (default: what the library was compiled for)"
+    )
     run_parser.add_argument(
         "--inputs",
         "--input",

@@ -43,6 +43,11 @@ class LoadedModel:
     def fused(self) -> list[dict]:
         return self.metadata.get("fused", [])
 
+    @property
+    def device_name(self) -> str:
+        """The device the model runs on, as TVM names it (e.g. ``cuda:0``, ``cpu:0``)."""
+        return str(self.runner.device)
+
     def random_inputs(self, seed: int | None = None) -> list[np.ndarray]:
         return self.runner.random_inputs(seed)
 
@@ -53,17 +58,19 @@ class LoadedModel:
         return self.runner.benchmark(*inputs, number=number, repeat=repeat)
 
 
-def load(path: str | os.PathLike, device: str = "cuda", *, compiler: str | None = None) -> LoadedModel:
+def load(path: str | os.PathLike, device: str | None = None, *, compiler: str | None = None) -> LoadedModel:
     """Load a library written by ``CompiledModel.export_library`` and bind it to ``device``.
 
-    ``device`` is "cuda", "cuda:N" or "cpu"; ``compiler`` picks "nvcc" or "nvrtc" for the CUDA
-    source (default: ``TVM_CUDA_COMPILE_MODE``, else whichever is installed, nvcc first).
+    ``device`` is "cuda", "cuda:N" or "cpu" (default: the kind the library was compiled for);
+    ``compiler`` picks "nvcc" or "nvrtc" for the CUDA source (default: ``TVM_CUDA_COMPILE_MODE``,
+    else whichever is installed, nvcc first).
     """
     path = Path(path)
     if not path.is_file():
         raise FcmError(f"{path}: no such file")
     metadata = _read_metadata(path)
     kind = metadata.get("target_kind")
+    device = device or default_device(kind)
     tvm_device = _device(device)
     on_gpu = tvm_device.dlpack_device_type() == tvm.cuda(0).dlpack_device_type()
     if kind is not None and (kind == "cuda") != on_gpu:
@@ -73,6 +80,11 @@ def load(path: str | os.PathLike, device: str = "cuda", *, compiler: str | None 
     module = _load_module(path)
     inputs = [TensorInfo.from_json(item) for item in metadata.get("inputs", [])]
     return LoadedModel(path, metadata, VmRunner(module, tvm_device, inputs))
+
+
+def default_device(target_kind: str | None) -> str:
+    """Where a library compiled for ``target_kind`` runs unless told otherwise."""
+    return "cuda" if target_kind in (None, "cuda") else "cpu"
 
 
 def _read_metadata(path: Path) -> dict:

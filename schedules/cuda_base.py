@@ -53,10 +53,7 @@ class FcmRule(ABC):
 
     def patch_threads(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> PatchLayout | None:
         """How ``tiles.threads`` cover the 1x1 patch (None: no patch, or no layout fits)."""
-        shape = self.patch_shape(spec, tiles, chunk)
-        if shape is None:
-            return None
-        return patch_layout(*shape, tiles.threads, tiles.patch_rows, lanes=tiles.patch_lanes)
+        return threads_over_patch(self.patch_shape(spec, tiles, chunk), tiles)
 
     @abstractmethod
     def shared_elements(self, spec: FcmSpec, tiles: FcmTiles, chunk: int) -> dict[str, int]:
@@ -65,6 +62,13 @@ class FcmRule(ABC):
     @abstractmethod
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:
         """Schedule the TE PrimFunc of ``spec`` in place."""
+
+
+def threads_over_patch(shape: tuple[int, int, int] | None, tiles: FcmTiles) -> PatchLayout | None:
+    """How ``tiles`` lay their threads over a 1x1 patch of ``shape`` (None: no patch, or no fit)."""
+    if shape is None:
+        return None
+    return patch_layout(*shape, tiles.threads, tiles.patch_rows, lanes=tiles.patch_lanes)
 
 
 # -- moves shared by the rules ---------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import astuple
 
 from ..errors import FcmError
-from .cuda_base import KernelPlan
+from .cuda_base import KernelPlan, threads_over_patch
 from .layout import (
     MAX_ACCUMULATORS,
     MAX_PATCH_ACCUMULATORS,
@@ -99,9 +99,9 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
     if chunk is None:
         need = shared_bytes(spec, tiles, 1)
         problems.append(f"needs {need} bytes of shared memory per block, more than {max_smem}")
-    rule = RULES[spec.kind]
-    patch = rule.patch_threads(spec, tiles, chunk or 1)
-    problems += _patch_problems(rule.patch_shape(spec, tiles, chunk or 1), patch, tiles)
+    shape = RULES[spec.kind].patch_shape(spec, tiles, chunk or 1)
+    patch = threads_over_patch(shape, tiles)
+    problems += _patch_problems(shape, patch, tiles)
     if patch is not None and chunk is not None:
         problems += patch_lane_problems(spec, tiles, patch, chunk)
     if problems:

@@ -46,6 +46,9 @@ def test_compile_then_run_on_the_cpu(tiny_model: Path, tmp_path: Path):
     assert ran.returncode == 0, ran.stderr
     assert "output 0: shape [1, 16, 16, 16]" in ran.stdout and "latency (ms)" in ran.stdout
     assert (tmp_path / "o.npz").is_file()
+    by_default = fcm_tvm("run", str(library), "--repeat", "0")  # a CPU library runs on the CPU
+    assert by_default.returncode == 0, by_default.stderr
+    assert "on cpu:0" in by_default.stderr and "output 0: shape [1, 16, 16, 16]" in by_default.stdout
 
 
 def test_compile_for_cuda_dumps_the_cuda_source(tiny_model: Path, tmp_path: Path):
