@@ -298,18 +298,7 @@ def test_tile_problems_name_what_does_not_fit(tiles: FcmTiles, smem: int, proble
     assert any(problem in p for p in problems), problems
 
 
-def test_pw_dw_has_no_last_pw_to_load_in_vectors() -> None:
-    spec = FcmSpec(1, 32, 28, 28, (Pointwise(64, "relu6"), Depthwise(3, 1)))
-    assert tile_problems(spec, FcmTiles(16, 8, 8, 256, weight_lanes=2), 48 * 1024) == [
-        "weight_lanes must be 1: a pw_dw kernel has no last PW stage"
-    ]
-
-
 def test_patch_weights_load_in_vectors_only_where_the_vectors_are_whole() -> None:
-    dw_pw = FcmSpec(1, 32, 28, 28, (Depthwise(3, 1), Pointwise(32)))
-    assert tile_problems(dw_pw, FcmTiles(32, 8, 8, 256, patch_lanes=2), 48 * 1024) == [
-        "patch_lanes must be 1: the kernel has no 1x1 patch"
-    ]
     pw_dw = FcmSpec(32, 24, 56, 56, (Pointwise(144, "relu6"), Depthwise(3, 1, None, "relu6")))
     assert tile_problems(pw_dw, FcmTiles(48, 8, 8, 256, patch_lanes=4), 232448) == [
         "the transposed patch weights' rows (54 channels) are not vectors of 4"
@@ -325,18 +314,31 @@ def test_a_patch_with_vector_weights_gives_each_thread_whole_vectors_of_channels
     assert patch_layout(12, 10, 10, 128, lanes=4).reg_c == 4
 
 
-def test_pw_dw_has_no_reduction_to_split() -> None:
+@pytest.mark.parametrize(
+    ("tiles", "problem"),
+    [
+        (
+            FcmTiles(16, 8, 8, 256, split=2),
+            "a pw_dw FCM has no channel reduction to split (split must be 1, got 2)",
+        ),
+        (
+            FcmTiles(16, 8, 8, 256, weight_lanes=2),
+            "weight_lanes must be 1: a pw_dw kernel has no last PW stage",
+        ),
+    ],
+)
+def test_pw_dw_has_no_reduction_to_split_and_no_last_pw(tiles: FcmTiles, problem: str) -> None:
     spec = FcmSpec(1, 32, 28, 28, (Pointwise(64, "relu6"), Depthwise(3, 1)))
-    assert tile_problems(spec, FcmTiles(16, 8, 8, 256, split=2), 48 * 1024) == [
-        "a pw_dw FCM has no channel reduction to split (split must be 1, got 2)"
-    ]
+    assert tile_problems(spec, tiles, 48 * 1024) == [problem]
 
 
-def test_a_dw_pw_kernel_has_no_1x1_patch_to_tile_or_unroll() -> None:
+def test_a_dw_pw_kernel_has_no_1x1_patch_to_tile_unroll_or_load_in_vectors() -> None:
     spec = FcmSpec(1, 32, 28, 28, (Depthwise(3, 1), Pointwise(64)))
-    assert tile_problems(spec, FcmTiles(16, 8, 8, 256, patch_rows=2, patch_unroll=4), 48 * 1024) == [
+    tiles = FcmTiles(16, 8, 8, 256, patch_rows=2, patch_unroll=4, patch_lanes=2)
+    assert tile_problems(spec, tiles, 48 * 1024) == [
         "patch_rows must be 1: the kernel has no 1x1 patch",
         "patch_unroll must be 1: the kernel has no 1x1 patch",
+        "patch_lanes must be 1: the kernel has no 1x1 patch",
     ]
 
 

@@ -31,6 +31,11 @@
 # models 4.4 min, the four tuned models 7 min; batch 32: 140 s per model was too short for
 # MobileNetV2 and MnasNet (EfficientNet-B0 and MobileNetV3-Large finished); layers with
 # LAYERS_FLAGS="--sub-chains --graph-clock 10", MobileNetV3-Small and -Large at batch 1: 4.7 min.
+# Eleventh session: layers --graph-clock 10, MobileNetV2 + EfficientNet-B0 at batch 1: 5.9 min
+# (MODEL_TIMEOUT=380), MnasNet alone 5.0 min; bench_each, four models at batch 1: 3.1 min; at
+# batch 32 MobileNetV2 alone ~2.2 min, EfficientNet-B0 + MobileNetV3-Large 3.6 min; ncu at batch
+# 32 with --profile-variants fcm, EfficientNet-B0 + MobileNetV3-Large: 2.8 min; check_fcm_kernels
+# run of 280-431 exported kernels (24-28 MB parts, runtime only): 41-58 s per call.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
