@@ -319,13 +319,29 @@ def _block_or_none(sch: Schedule, name: str) -> SBlockRV | None:
 
 
 def compute_depthwise_shared(
-    sch: Schedule, out: SBlockRV, acc: SBlockRV, under: LoopRV, threads: int, scope: str
+    sch: Schedule, out: SBlockRV, acc: SBlockRV, under: LoopRV, threads: int, scope: str, cols: int = 1
 ) -> None:
-    """Compute a depthwise tile into shared memory, one output element per thread and step."""
+    """Compute a depthwise tile into shared memory, ``cols`` adjacent outputs of a row per thread
+    and step.
+
+    With ``cols > 1`` the taps loop runs outside the columns: each weight is loaded once for
+    ``cols`` sums, and neighbouring columns read overlapping inputs, which the compiler loads
+    once in the unrolled code (``(cols + k - 1) * k`` loads for ``cols * k * k`` multiply-adds
+    of a stride-1 ``k x k`` window instead of ``2 * cols * k * k``).
+    """
     compute_shared_at(sch, out, under, scope)
-    lane = spread_over_threads(sch, out, under, threads, exact=True)
+    if cols == 1:
+        lane = spread_over_threads(sch, out, under, threads, exact=True)
+        compute_local_at(sch, acc, lane)
+        return  # the zero-init stays inside the taps loop: unrolled, it is a compile-time condition
+    *outer, x = loops_below(sch, out, under)
+    x_group, _ = sch.split(x, [None, cols])
+    flat = sch.fuse(*outer, x_group)
+    _, lane = sch.split(flat, [None, exact_lanes(int(sch.get(flat).extent), threads)])
+    sch.bind(lane, "threadIdx.x")
     compute_local_at(sch, acc, lane)
-    # The zero-init stays inside the taps loop: unrolled, it is a compile-time condition.
+    column, *taps = loops_below(sch, acc, lane)
+    sch.reorder(*taps, column)
 
 
 def init_before(sch: Schedule, acc: SBlockRV, loop: LoopRV) -> None:

@@ -27,7 +27,7 @@ from .cuda_base import (
     tile_final_sum,
     unroll_inner,
 )
-from .layout import clipped_tile, depthwise_patch, exact_lanes, fetched_elements
+from .layout import clipped_tile, depthwise_patch, depthwise_result, fetched_elements
 from .spec import FcmSpec, FcmTiles
 
 
@@ -45,13 +45,10 @@ class DwPw(FcmRule):
         rows, cols = depthwise_patch(spec, 0, tiles)
         threads, kernel = tiles.threads, spec.stages[0].kernel
         c_in, c_out = spec.in_channels, spec.output.c
-        dw_result = chunk * tile_h * tile_w
         return {
             "input patch": fetched_elements(chunk, rows * cols, c_in, threads),
             "dw weights": fetched_elements(chunk, kernel**2, c_in, threads),
-            "dw result": fetched_elements(
-                chunk, tile_h * tile_w, c_in, threads, exact_lanes(dw_result, threads)
-            ),
+            "dw result": depthwise_result(chunk, tile_h * tile_w, c_in, threads, tiles.depthwise_cols),
             "pw weights": fetched_elements(channel_tile, chunk, c_out, threads),
         }
 
@@ -61,7 +58,9 @@ class DwPw(FcmRule):
         pw_acc, chunk_loop = final.acc, final.chunk_loop
 
         dw_acc = sch.get_sblock("s0_acc")
-        compute_depthwise_shared(sch, sch.get_sblock("s0_out"), dw_acc, chunk_loop, threads, scope)
+        compute_depthwise_shared(
+            sch, sch.get_sblock("s0_out"), dw_acc, chunk_loop, threads, scope, plan.tiles.depthwise_cols
+        )
         pad = sch.get_sblock("s0_pad")
         compute_shared_at(sch, pad, chunk_loop, scope)
         spread_over_threads(sch, pad, chunk_loop, threads)

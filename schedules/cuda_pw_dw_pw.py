@@ -33,7 +33,7 @@ from .layout import (
     clipped_tile,
     computed_patch,
     depthwise_patch,
-    exact_lanes,
+    depthwise_result,
     fetched_elements,
     patch_channels,
 )
@@ -58,14 +58,11 @@ class PwDwPw(FcmRule):
         # the patch and the 1x1 weights its sums read get the same (possibly padded) channels
         allocated = chunk if layout is None else patch_channels(layout, chunk, mid, threads)
         pw_weights = fetched_elements(chunk, spec.in_channels, mid, threads)
-        dw_result = chunk * tile_h * tile_w
         return {
             "pw1 result": allocated * rows * cols,
             "patch weights": max(pw_weights, allocated * spec.in_channels),
             "dw weights": fetched_elements(chunk, kernel**2, mid, threads),
-            "dw result": fetched_elements(
-                chunk, tile_h * tile_w, mid, threads, exact_lanes(dw_result, threads)
-            ),
+            "dw result": depthwise_result(chunk, tile_h * tile_w, mid, threads, tiles.depthwise_cols),
             "pw2 weights": fetched_elements(channel_tile, chunk, c_out, threads),
         }
 
@@ -75,7 +72,9 @@ class PwDwPw(FcmRule):
         chunk_loop = final.chunk_loop
 
         dw_acc = sch.get_sblock("s1_acc")
-        compute_depthwise_shared(sch, sch.get_sblock("s1_out"), dw_acc, chunk_loop, threads, scope)
+        compute_depthwise_shared(
+            sch, sch.get_sblock("s1_out"), dw_acc, chunk_loop, threads, scope, plan.tiles.depthwise_cols
+        )
         pw1_acc = sch.get_sblock("s0_acc")
         patch_step = compute_patch(
             sch, sch.get_sblock("s0_out"), pw1_acc, chunk_loop, plan.patch, scope, plan.tiles.patch_unroll

@@ -176,6 +176,15 @@ def fetched_elements(rows: int, inner: int, full_rows: int, threads: int, lanes:
     return min(full_rows, max(rows, ceil_div(reach, inner))) * inner
 
 
+def depthwise_result(chunk: int, pixels: int, full_channels: int, threads: int, cols: int = 1) -> int:
+    """Allocation of a shared depthwise result of ``chunk`` channels x ``pixels`` computed by
+    :func:`~.cuda_base.compute_depthwise_shared`: groups of ``cols`` columns dealt out exactly."""
+    groups = pixels // cols
+    return (
+        fetched_elements(chunk, groups, full_channels, threads, exact_lanes(chunk * groups, threads)) * cols
+    )
+
+
 def patch_channels(layout: PatchLayout, channels: int, full_channels: int, threads: int) -> int:
     """Channels TVM allocates for a patch computed with ``layout`` (and for what its sums read).
 

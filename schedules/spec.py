@@ -225,6 +225,11 @@ class FcmTiles:
     PW->DW has no last PW stage: 1 there. ``patch_lanes`` does the same for the weights of the
     1x1 patch (PW->DW, PW->DW->PW), whose threads own ``reg_c`` mid channels of a pixel column
     each: ``reg_c / lanes`` vector loads per input channel instead of ``reg_c`` loads.
+
+    ``depthwise_cols`` is how many adjacent output columns each thread computes at a time in the
+    depthwise stage that feeds a last PW (DW->PW, PW->DW->PW): its weights and the overlapping
+    inputs of neighbouring columns are then loaded once for all of them. It must divide the
+    tile's width; PW->DW computes its depthwise stage in the output layout: 1 there.
     """
 
     channel_tile: int = 32
@@ -237,6 +242,7 @@ class FcmTiles:
     output_rows: int = 1
     weight_lanes: int = 1
     patch_lanes: int = 1
+    depthwise_cols: int = 1
 
     @property
     def label(self) -> str:
@@ -249,5 +255,6 @@ class FcmTiles:
             "o": self.output_rows,
             "v": self.weight_lanes,
             "pv": self.patch_lanes,
+            "d": self.depthwise_cols,
         }
         return label + "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)

@@ -96,6 +96,7 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
         )
     chunk = _chunk(spec, tiles, max_smem)
     problems += weight_lane_problems(spec, tiles, layout, chunk)
+    problems += depthwise_col_problems(spec, tiles)
     if chunk is None:
         need = shared_bytes(spec, tiles, 1)
         problems.append(f"needs {need} bytes of shared memory per block, more than {max_smem}")
@@ -173,6 +174,22 @@ def patch_lane_problems(spec: FcmSpec, tiles: FcmTiles, patch: PatchLayout, chun
     if rows % lanes:
         problems.append(f"the transposed patch weights' rows ({rows} channels) are not vectors of {lanes}")
     return problems
+
+
+def depthwise_col_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
+    """Why the depthwise stage cannot compute ``tiles.depthwise_cols`` columns per thread (empty
+    if it can)."""
+    cols = tiles.depthwise_cols
+    if cols == 1:
+        return []
+    if not isinstance(spec.stages[-1], Pointwise):
+        return [f"depthwise_cols must be 1: a {spec.kind} kernel computes its depthwise stage per output"]
+    width = clipped_tile(spec, tiles)[2]
+    return (
+        []
+        if width % cols == 0
+        else [f"{cols} depthwise columns per thread do not divide the {width}-wide tile"]
+    )
 
 
 def split_problems(spec: FcmSpec, split: int) -> list[str]:

@@ -290,6 +290,11 @@ def test_default_tiles_fit_in_static_shared_memory(spec: FcmSpec) -> None:
         (FcmTiles(32, 8, 8, 256, weight_lanes=3), 48 * 1024, "weight_lanes must be one of (1, 2, 4)"),
         (FcmTiles(24, 8, 8, 256, weight_lanes=4), 48 * 1024, "6 output channels per thread are not"),
         (FcmTiles(24, 8, 8, 512, weight_lanes=2), 48 * 1024, "3 output channels per thread are not"),
+        (
+            FcmTiles(32, 8, 8, 256, depthwise_cols=3),
+            48 * 1024,
+            "3 depthwise columns per thread do not divide",
+        ),
     ],
 )
 def test_tile_problems_name_what_does_not_fit(tiles: FcmTiles, smem: int, problem: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def cases() -> list[tuple[FcmSpec, FcmTiles | None]]:
     ]
     result += [(spec, tiles) for spec in kernel_variants() for tiles in other_tiles(spec)]
     result += [(spec, tiles) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE for tiles in split_tiles(spec)]
-    return result + UNSTAGED + PATCH_ROWS + OUTPUT_ROWS + WEIGHT_LANES
+    return result + UNSTAGED + PATCH_ROWS + OUTPUT_ROWS + WEIGHT_LANES + DEPTHWISE_COLS
 
 
 # Inputs too wide to stage in shared memory: the 1x1 sums read global memory, padding inlined.
@@ -197,6 +198,28 @@ WEIGHT_LANES = [
 ]
 
 
+# Several depthwise columns per thread: both kinds with a shared depthwise stage, split and not,
+# stride 2 and 5x5, float16 with a tile overhanging the output, and with vector loads beside.
+DEPTHWISE_COLS = [
+    (
+        FcmSpec(2, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
+        FcmTiles(24, 8, 8, 128, 2, depthwise_cols=2),
+    ),
+    (
+        FcmSpec(1, 48, 16, 16, (Depthwise(5, 2, None, "relu"), Pointwise(24))),
+        FcmTiles(24, 8, 8, 128, output_rows=2, depthwise_cols=4),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32)), dtype="float16"),
+        FcmTiles(32, 8, 8, 64, 2, depthwise_cols=2),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Pointwise(96, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(32)), True),
+        FcmTiles(32, 8, 8, 64, 1, 2, output_rows=2, weight_lanes=4, patch_lanes=2, depthwise_cols=4),
+    ),
+]
+
+
 def split_tiles(spec: FcmSpec) -> list[FcmTiles]:
     """The default tile with its reduction split over 2 and over the most blocks that fit
     (one chunk per block); none for PW->DW, which has no reduction to split."""
@@ -223,6 +246,8 @@ def case_id(case: tuple[FcmSpec, FcmTiles | None]) -> str:
         tag += f"-lanes{tiles.weight_lanes}"
     if tiles is not None and tiles.patch_lanes > 1:
         tag += f"-patchlanes{tiles.patch_lanes}"
+    if tiles is not None and tiles.depthwise_cols > 1:
+        tag += f"-dwcols{tiles.depthwise_cols}"
     return f"{spec_id(spec)}-{tag}"
 
 
@@ -350,6 +375,16 @@ def test_weights_in_vectors_are_read_from_shared_memory_a_vector_per_load(dtype,
     vector_load = rf"\*\({vector}\*\)\(\w+_local_ptr \+ \d+\) = \*\({vector}\*\)\(\w+_shared"
     assert not re.search(vector_load, scalar)
     assert len(re.findall(vector_load, vectors)) >= 12 // lanes
+
+
+def test_depthwise_columns_share_each_weight_load_in_the_unrolled_taps() -> None:
+    """One thread's 4 columns of a 3x3 window: the taps loop outside, so each weight is read once
+    per tap for the 4 sums (9 distinct weight loads per step, not 36)."""
+    spec = FcmSpec(1, 48, 16, 16, (Depthwise(3, 1, None, "relu"), Pointwise(24)))
+    source = cuda_source(spec, FcmTiles(24, 8, 8, 128, output_rows=2, depthwise_cols=4))
+    sums = re.findall(r"(s0_acc_local_ptr\[\d\]) = \(\1 \+ \(\w+\[[^]]+\] \* (\w+\[[^]]+\])\)\)", source)
+    columns_per_weight = Counter(weight for _, weight in sums)
+    assert len(sums) >= 12 and set(columns_per_weight.values()) == {4}
 
 
 def test_large_tiles_use_dynamic_shared_memory(nvcc: str, tmp_path: Path) -> None:

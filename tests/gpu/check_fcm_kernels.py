@@ -288,6 +288,26 @@ def vector_load_choices(spec, gpu) -> list:
     return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
 
 
+def depthwise_col_choices(spec, gpu) -> list:
+    """The tile of the H100's measured table for ``spec`` as it is, and with 2, 4 or 7 depthwise
+    columns per thread (those that divide its width), on its threads and on half of them."""
+    from dataclasses import replace
+
+    from fcm_tvm.planner.measured import measured
+    from fcm_tvm.planner.tiles import fit_problems
+
+    known = measured(spec, gpu)
+    if known is None or spec.kind == "pw_dw":
+        return []
+    base = known.tiles
+    choices = [base] + [
+        replace(base, depthwise_cols=cols, threads=threads)
+        for cols in (2, 4, 7)
+        for threads in (base.threads, base.threads // 2)
+    ]
+    return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
+
+
 def measured_sweep_rows(paths: list[Path]) -> dict:
     """Correct rows of earlier ``run --json`` files by chain key."""
     from fcm_tvm.benchmarks.measured_table import spec_from_row
@@ -604,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     splits.add_argument(
         "--vector-loads", action="store_true", help="instead: vector-loaded weights of the table's tiles"
     )
+    splits.add_argument(
+        "--depthwise-cols",
+        action="store_true",
+        help="instead: depthwise columns per thread of the table's tiles",
+    )
     splits.add_argument("folder", type=Path)
     splits.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
     splits.add_argument("--batch", default="1")
@@ -655,6 +680,8 @@ def _choice_rule(args: argparse.Namespace):
         return output_row_choices
     if args.vector_loads:
         return vector_load_choices
+    if args.depthwise_cols:
+        return depthwise_col_choices
     return split_choices
 
 
