@@ -326,8 +326,9 @@ def compute_depthwise_shared(
 
     With ``cols > 1`` the taps loop runs outside the columns: each weight is loaded once for
     ``cols`` sums, and neighbouring columns read overlapping inputs, which the compiler loads
-    once in the unrolled code (``(cols + k - 1) * k`` loads for ``cols * k * k`` multiply-adds
-    of a stride-1 ``k x k`` window instead of ``2 * cols * k * k``).
+    once in the unrolled code: ``(cols + k - 1) * k`` inputs and ``k * k`` weights for the
+    ``cols * k * k`` multiply-adds of a stride-1 ``k x k`` window, instead of ``2 * cols * k * k``
+    loads.
     """
     compute_shared_at(sch, out, under, scope)
     if cols == 1:
