@@ -229,25 +229,25 @@ def split_tiles(spec: FcmSpec) -> list[FcmTiles]:
     return list(dict.fromkeys(fitting[:1] + fitting[-1:]))
 
 
+CASE_TAGS = {  # a tile knob above 1, as it shows in a case's id
+    "split": "split",
+    "patch_rows": "rows",
+    "patch_unroll": "unroll",
+    "output_rows": "orows",
+    "weight_lanes": "lanes",
+    "patch_lanes": "patchlanes",
+    "depthwise_cols": "dwcols",
+}
+
+
 def case_id(case: tuple[FcmSpec, FcmTiles | None]) -> str:
     spec, tiles = case
-    tag = (
-        "default" if tiles is None else f"t{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w}@{tiles.threads}"
+    if tiles is None:
+        return f"{spec_id(spec)}-default"
+    tag = f"t{tiles.channel_tile}x{tiles.tile_h}x{tiles.tile_w}@{tiles.threads}"
+    tag += "".join(
+        f"-{name}{getattr(tiles, knob)}" for knob, name in CASE_TAGS.items() if getattr(tiles, knob) > 1
     )
-    if tiles is not None and tiles.split > 1:
-        tag += f"-split{tiles.split}"
-    if tiles is not None and tiles.patch_rows > 1:
-        tag += f"-rows{tiles.patch_rows}"
-    if tiles is not None and tiles.patch_unroll > 1:
-        tag += f"-unroll{tiles.patch_unroll}"
-    if tiles is not None and tiles.output_rows > 1:
-        tag += f"-orows{tiles.output_rows}"
-    if tiles is not None and tiles.weight_lanes > 1:
-        tag += f"-lanes{tiles.weight_lanes}"
-    if tiles is not None and tiles.patch_lanes > 1:
-        tag += f"-patchlanes{tiles.patch_lanes}"
-    if tiles is not None and tiles.depthwise_cols > 1:
-        tag += f"-dwcols{tiles.depthwise_cols}"
     return f"{spec_id(spec)}-{tag}"
 
 

@@ -618,17 +618,13 @@ def main(argv: list[str] | None = None) -> int:
     splits.add_argument(
         "--patch-rows", metavar="SWEEP.json,...", help="instead: patch-row variants of their best tiles"
     )
-    splits.add_argument(
-        "--output-rows", action="store_true", help="instead: output-row variants of the table's tiles"
-    )
-    splits.add_argument(
-        "--vector-loads", action="store_true", help="instead: vector-loaded weights of the table's tiles"
-    )
-    splits.add_argument(
-        "--depthwise-cols",
-        action="store_true",
-        help="instead: depthwise columns per thread of the table's tiles",
-    )
+    variants = {  # flag: what it exports instead of the split choices
+        "--output-rows": "output-row variants of the table's tiles",
+        "--vector-loads": "vector-loaded weights of the table's tiles",
+        "--depthwise-cols": "depthwise columns per thread of the table's tiles",
+    }
+    for flag, what in variants.items():
+        splits.add_argument(flag, action="store_true", help=f"instead: {what}")
     splits.add_argument("folder", type=Path)
     splits.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
     splits.add_argument("--batch", default="1")
