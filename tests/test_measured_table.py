@@ -21,7 +21,7 @@ from fcm_tvm.benchmarks.measured_table import (
 )
 from fcm_tvm.gpus import get_gpu
 from fcm_tvm.planner.layers import model_chains
-from fcm_tvm.planner.measured import from_row, measured, measured_table
+from fcm_tvm.planner.measured import from_row, measured, table_rows
 from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise
 
 SPEC = FcmSpec(1, 24, 56, 56, (Pointwise(144, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True)
@@ -89,7 +89,7 @@ def test_the_h100_table_covers_every_mobilenet_v2_chain_at_batch_1_with_both_tim
     for _, spec in model_chains("mobilenet_v2"):
         known = measured(spec, h100)
         assert known is not None and known.fcm_s > 0 and known.stock_s > 0
-    assert measured_table("orin") == {}  # never measured: the model decides there
+    assert table_rows("orin") == {}  # never measured: the model decides there
 
 
 def test_layer_rows_are_keyed_by_their_chain_key():
@@ -152,6 +152,13 @@ def test_gpu_times_join_the_row_of_their_chain_and_the_fcm_time_keeps_the_tiles_
     assert row["gpu_us"] == {"fcm": 9.5, "stock": 14.0, "stock_tuned": 12.0, "fcm_tiles": vars(tiles)}
     profiled_kernel = from_row(row, "gpu")
     assert profiled_kernel.tiles == tiles and from_row(row).tiles == other  # wall clock: the best
+    older = {knob: n for knob, n in vars(tiles).items() if knob != "depthwise_cols"}  # profiled before it
+    (row,) = with_times(
+        best_per_chain([Entry(SPEC.key, SPEC.kind, tiles, 18.3, 30.4)]),
+        gpu_times([{**profiled("fcm", 9.5), "tiles": older}]),
+        "gpu_us",
+    )
+    assert row["gpu_us"] == {"fcm": 9.5}  # the same kernel: no tiles of its own
 
 
 def test_of_several_profiled_fcms_the_fastest_counts_and_of_the_stock_chain_the_last():

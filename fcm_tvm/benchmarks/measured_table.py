@@ -157,7 +157,7 @@ def with_times(chains: list[dict], times: dict[str, dict], field: str) -> list[d
     for row in chains:
         timed = dict(times.get(row["key"], {}))
         tiles = timed.pop("fcm_tiles", None)
-        if "fcm" in timed and tiles != row["tiles"]:
+        if "fcm" in timed and FcmTiles(**tiles) != FcmTiles(**row["tiles"]):  # knobs added since: defaults
             timed["fcm_tiles"] = tiles
         if timed:
             row[field] = timed
