@@ -177,7 +177,7 @@ def roofline_only(monkeypatch):
     uncalibrated = {"fcm_time_factor": {}, "stock_stage": {"time_factor": 1.0, "overhead_us": 3.0}}
     monkeypatch.setattr("fcm_tvm.planner.cost_model._calibration", lambda: uncalibrated)
     monkeypatch.setattr("fcm_tvm.planner.planner.measured", lambda spec, gpu, cuda_graph=False: None)
-    monkeypatch.setattr("fcm_tvm.planner.planner.measured_table", lambda gpu_key: {})
+    monkeypatch.setattr("fcm_tvm.planner.planner.table_rows", lambda gpu_key: {})
 
 
 @pytest.mark.usefixtures("roofline_only")

@@ -76,12 +76,6 @@ def table_rows(gpu_key: str) -> dict[str, dict]:
     return {row["key"]: row for row in json.loads(path.read_text())["chains"]}
 
 
-@cache
-def measured_table(gpu_key: str) -> dict[str, Measured]:
-    """The shipped table of ``gpu_key`` on wall clock (empty when that GPU was never measured)."""
-    return {key: from_row(row) for key, row in table_rows(gpu_key).items()}
-
-
 def from_row(row: dict, clock: str = "wall") -> Measured | None:
     """The row's times on ``clock``, with the tiles its FCM was timed with on that clock; None
     where that clock lacks the FCM's time or a stock time the row has on wall clock (so that a
