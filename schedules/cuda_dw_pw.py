@@ -49,7 +49,7 @@ class DwPw(FcmRule):
             "input patch": fetched_elements(chunk, rows * cols, c_in, threads),
             "dw weights": fetched_elements(chunk, kernel**2, c_in, threads),
             "dw result": depthwise_result(chunk, tile_h * tile_w, c_in, threads, tiles.depthwise_cols),
-            "pw weights": fetched_elements(channel_tile, chunk, c_out, threads),
+            "last pw weights": fetched_elements(channel_tile, chunk, c_out, threads),
         }
 
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:

@@ -63,7 +63,7 @@ class PwDwPw(FcmRule):
             "patch weights": max(pw_weights, allocated * spec.in_channels),
             "dw weights": fetched_elements(chunk, kernel**2, mid, threads),
             "dw result": depthwise_result(chunk, tile_h * tile_w, mid, threads, tiles.depthwise_cols),
-            "pw2 weights": fetched_elements(channel_tile, chunk, c_out, threads),
+            "last pw weights": fetched_elements(channel_tile, chunk, c_out, threads),
         }
 
     def apply(self, sch: Schedule, spec: FcmSpec, plan: KernelPlan) -> None:

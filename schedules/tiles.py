@@ -20,7 +20,6 @@ from .layout import (
     ThreadLayout,
     ceil_div,
     clipped_tile,
-    fetched_elements,
     output_layout,
     staged_input_elements,
 )
@@ -35,7 +34,7 @@ DTYPE_BYTES = {"float32": 4, "float16": 2}
 TILE_SIDES = (8, 7)  # preferred output tile sides, ties go to the first
 MAX_CHANNEL_TILE = 64
 PIXELS_PER_BLOCK = 256  # default threads per block aim
-WEIGHT_LANES = (1, 2, 4)  # weights per vector load of the last PW stage (FcmTiles.weight_lanes)
+WEIGHT_LANES = (1, 2, 4)  # weights per vector load (FcmTiles.weight_lanes, patch_lanes)
 
 
 def tile_problems(spec: FcmSpec, tiles: FcmTiles, max_smem_per_block: int) -> list[str]:
@@ -139,40 +138,45 @@ def weight_lane_problems(
     spec: FcmSpec, tiles: FcmTiles, layout: ThreadLayout | None, chunk: int | None
 ) -> list[str]:
     """Why the last PW stage cannot load its weights ``tiles.weight_lanes`` at a time (empty if
-    it can): vectors must be whole and aligned, in each thread's channels and in the rows of the
-    transposed weights as TVM allocates them."""
+    it can): see :func:`vector_problems`."""
     lanes = tiles.weight_lanes
-    if lanes == 1:
-        return []
-    if lanes not in WEIGHT_LANES:
-        return [f"weight_lanes must be one of {WEIGHT_LANES}, got {lanes}"]
+    if lanes == 1 or lanes not in WEIGHT_LANES:
+        return lane_count_problems("weight_lanes", lanes)
     if not isinstance(spec.stages[-1], Pointwise):
         return [f"weight_lanes must be 1: a {spec.kind} kernel has no last PW stage"]
-    problems = []
-    if layout is not None and layout.reg_c % lanes:
-        problems.append(f"{layout.reg_c} output channels per thread are not whole vectors of {lanes}")
-    if chunk is not None:
-        channel_tile = clipped_tile(spec, tiles)[0]
-        rows = fetched_elements(channel_tile, chunk, spec.output.c, tiles.threads) // chunk
-        if rows % lanes:
-            problems.append(f"the transposed weights' rows ({rows} channels) are not vectors of {lanes}")
-    return problems
+    reg_c = None if layout is None else layout.reg_c
+    if chunk is None:
+        return vector_problems(lanes, "output", reg_c, "weights", None)
+    rows = RULES[spec.kind].shared_elements(spec, tiles, chunk)["last pw weights"] // chunk
+    return vector_problems(lanes, "output", reg_c, "weights", rows)
 
 
 def patch_lane_problems(spec: FcmSpec, tiles: FcmTiles, patch: PatchLayout, chunk: int) -> list[str]:
     """Why the 1x1 patch cannot load its weights ``tiles.patch_lanes`` at a time (empty if it
-    can): as for :func:`weight_lane_problems`, with the patch's channels per thread."""
+    can): see :func:`vector_problems`."""
     lanes = tiles.patch_lanes
-    if lanes == 1:
-        return []
-    if lanes not in WEIGHT_LANES:
-        return [f"patch_lanes must be one of {WEIGHT_LANES}, got {lanes}"]
-    problems = []
-    if patch.reg_c % lanes:
-        problems.append(f"{patch.reg_c} patch channels per thread are not whole vectors of {lanes}")
+    if lanes == 1 or lanes not in WEIGHT_LANES:
+        return lane_count_problems("patch_lanes", lanes)
     rows = RULES[spec.kind].shared_elements(spec, tiles, chunk)["patch weights"] // spec.in_channels
-    if rows % lanes:
-        problems.append(f"the transposed patch weights' rows ({rows} channels) are not vectors of {lanes}")
+    return vector_problems(lanes, "patch", patch.reg_c, "patch weights", rows)
+
+
+def lane_count_problems(knob: str, lanes: int) -> list[str]:
+    """Why ``lanes`` is no vector width (empty if it is one, or 1)."""
+    return [] if lanes in WEIGHT_LANES else [f"{knob} must be one of {WEIGHT_LANES}, got {lanes}"]
+
+
+def vector_problems(
+    lanes: int, channels: str, reg_c: int | None, weights: str, rows: int | None
+) -> list[str]:
+    """Why weights cannot be loaded ``lanes`` at a time: vectors must be whole and aligned, in each
+    thread's ``reg_c`` channels and in the ``rows`` of the transposed weights as TVM allocates
+    them (None: not known, a problem found elsewhere)."""
+    problems = []
+    if reg_c is not None and reg_c % lanes:
+        problems.append(f"{reg_c} {channels} channels per thread are not whole vectors of {lanes}")
+    if rows is not None and rows % lanes:
+        problems.append(f"the transposed {weights}' rows ({rows} channels) are not vectors of {lanes}")
     return problems
 
 
@@ -185,11 +189,9 @@ def depthwise_col_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
     if not isinstance(spec.stages[-1], Pointwise):
         return [f"depthwise_cols must be 1: a {spec.kind} kernel computes its depthwise stage per output"]
     width = clipped_tile(spec, tiles)[2]
-    return (
-        []
-        if width % cols == 0
-        else [f"{cols} depthwise columns per thread do not divide the {width}-wide tile"]
-    )
+    if width % cols:
+        return [f"{cols} depthwise columns per thread do not divide the {width}-wide tile"]
+    return []
 
 
 def split_problems(spec: FcmSpec, split: int) -> list[str]:
