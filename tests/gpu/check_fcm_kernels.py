@@ -236,76 +236,81 @@ def patch_row_choices(spec, gpu, measured_rows: dict) -> list:
 OUTPUT_ROWS = (2, 4, 7, 8)
 
 
-def output_row_choices(spec, gpu) -> list:
-    """The tile of the H100's measured table for ``spec`` as it is, and with 2, 4, 7 or 8 output
-    rows per thread (those that divide its tile), on its threads and on half of them (the same
-    channel lanes, twice the register tile); where the kernel has a 1x1 patch, also 2 and 4
-    output rows with as many patch rows (both register tiles deeper at once)."""
-    from dataclasses import replace
-
+def around_table_tile(spec, gpu, variants) -> list:
+    """The tile of the H100's measured table for ``spec`` as it is, and ``variants(tile)`` of
+    it, those that fit; none for a chain the table lacks."""
     from fcm_tvm.planner.measured import measured
     from fcm_tvm.planner.tiles import fit_problems
 
     known = measured(spec, gpu)
     if known is None:
         return []
-    base = known.tiles
-    choices = [base] + [
-        replace(base, output_rows=rows, threads=threads)
-        for rows in OUTPUT_ROWS
-        if base.tile_h % rows == 0
-        for threads in (base.threads, base.threads // 2)
-    ]
-    if spec.kind != "dw_pw":
-        deeper = [replace(base, output_rows=rows, patch_rows=rows) for rows in (2, 4)]
-        choices += [tiles for tiles in deeper if base.tile_h % tiles.output_rows == 0]
+    choices = [known.tiles, *variants(known.tiles)]
     return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
+
+
+def output_row_choices(spec, gpu) -> list:
+    """The table's tile (:func:`around_table_tile`) with 2, 4, 7 or 8 output rows per thread
+    (those that divide its tile), on its threads and on half of them (the same channel lanes,
+    twice the register tile); where the kernel has a 1x1 patch, also 2 and 4 output rows with as
+    many patch rows (both register tiles deeper at once)."""
+    from dataclasses import replace
+
+    def variants(base):
+        choices = [
+            replace(base, output_rows=rows, threads=threads)
+            for rows in OUTPUT_ROWS
+            if base.tile_h % rows == 0
+            for threads in (base.threads, base.threads // 2)
+        ]
+        if spec.kind != "dw_pw":
+            deeper = [replace(base, output_rows=rows, patch_rows=rows) for rows in (2, 4)]
+            choices += [tiles for tiles in deeper if base.tile_h % tiles.output_rows == 0]
+        return choices
+
+    return around_table_tile(spec, gpu, variants)
 
 
 def vector_load_choices(spec, gpu) -> list:
-    """The tile of the H100's measured table for ``spec`` as it is, and with the weights of the
-    last PW stage, of the 1x1 patch, or of both loaded 2 or 4 at a time: on its threads and on
-    half of them (twice the channels per thread, so that whole vectors fit where they did not),
-    and for the patch also with 2 patch rows."""
+    """The table's tile (:func:`around_table_tile`) with the weights of the last PW stage, of the
+    1x1 patch, or of both loaded 2 or 4 at a time: on its threads and on half of them (twice the
+    channels per thread, so that whole vectors fit where they did not), and for the patch also
+    with 2 patch rows."""
     from dataclasses import replace
 
-    from fcm_tvm.planner.measured import measured
-    from fcm_tvm.planner.tiles import fit_problems
+    def variants(base):
+        halves = (base.threads, base.threads // 2)
+        choices = []
+        if spec.kind != "pw_dw":
+            choices += [replace(base, weight_lanes=n, threads=t) for n in (4, 2) for t in halves]
+        if spec.kind != "dw_pw":
+            choices += [replace(base, patch_lanes=n, threads=t) for n in (4, 2) for t in halves]
+            choices += [replace(base, patch_lanes=n, patch_rows=2) for n in (4, 2)]
+        if spec.kind == "pw_dw_pw":
+            choices += [
+                replace(base, patch_lanes=n, weight_lanes=n, threads=t) for n in (4, 2) for t in halves
+            ]
+        return choices
 
-    known = measured(spec, gpu)
-    if known is None:
-        return []
-    base = known.tiles
-    halves = (base.threads, base.threads // 2)
-    choices = [base]
-    if spec.kind != "pw_dw":
-        choices += [replace(base, weight_lanes=n, threads=t) for n in (4, 2) for t in halves]
-    if spec.kind != "dw_pw":
-        choices += [replace(base, patch_lanes=n, threads=t) for n in (4, 2) for t in halves]
-        choices += [replace(base, patch_lanes=n, patch_rows=2) for n in (4, 2)]
-    if spec.kind == "pw_dw_pw":
-        choices += [replace(base, patch_lanes=n, weight_lanes=n, threads=t) for n in (4, 2) for t in halves]
-    return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
+    return around_table_tile(spec, gpu, variants)
 
 
 def depthwise_col_choices(spec, gpu) -> list:
-    """The tile of the H100's measured table for ``spec`` as it is, and with 2, 4 or 7 depthwise
-    columns per thread (those that divide its width), on its threads and on half of them."""
+    """The table's tile (:func:`around_table_tile`) with 2, 4 or 7 depthwise columns per thread
+    (those that divide its width), on its threads and on half of them; none for PW->DW."""
     from dataclasses import replace
 
-    from fcm_tvm.planner.measured import measured
-    from fcm_tvm.planner.tiles import fit_problems
-
-    known = measured(spec, gpu)
-    if known is None or spec.kind == "pw_dw":
+    if spec.kind == "pw_dw":
         return []
-    base = known.tiles
-    choices = [base] + [
-        replace(base, depthwise_cols=cols, threads=threads)
-        for cols in (2, 4, 7)
-        for threads in (base.threads, base.threads // 2)
-    ]
-    return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
+    return around_table_tile(
+        spec,
+        gpu,
+        lambda base: [
+            replace(base, depthwise_cols=cols, threads=threads)
+            for cols in (2, 4, 7)
+            for threads in (base.threads, base.threads // 2)
+        ],
+    )
 
 
 def measured_sweep_rows(paths: list[Path]) -> dict:
