@@ -36,6 +36,10 @@
 # batch 32 MobileNetV2 alone ~2.2 min, EfficientNet-B0 + MobileNetV3-Large 3.6 min; ncu at batch
 # 32 with --profile-variants fcm, EfficientNet-B0 + MobileNetV3-Large: 2.8 min; check_fcm_kernels
 # run of 280-431 exported kernels (24-28 MB parts, runtime only): 41-58 s per call.
+# Twelfth session (the H100's time counted in full, not at two thirds): layers --graph-clock 10 in
+# fp16 without TUNING, EfficientNet-B0 + MobileNetV3-Large 4.9 min, MnasNet and ProxylessNAS 230 s
+# each; bench_each at batch 32, MobileNetV2 + MnasNet 170 s, EfficientNet-B0 + MobileNetV3-Large
+# 180 s; fp16, five models stock against fcm, 336 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
