@@ -190,3 +190,33 @@ def test_graph_clock_layer_rows_give_each_chain_its_graph_times():
     assert times == {SPEC.key: {"fcm": 9.0, "stock": 8.0, "fcm_tiles": vars(tiles)}}
     (chain,) = with_times(best_per_chain(layer_entries([timed])), times, "graph_us")
     assert chain["graph_us"] == {"fcm": 9.0, "stock": 8.0}
+
+
+def test_a_table_written_for_ones_own_gpu_is_what_the_planner_reads_from_fcm_tvm_measured(
+    tmp_path, monkeypatch
+):
+    from fcm_tvm.planner import plan_chain
+    from fcm_tvm.planner.measured import MEASURED_ENV
+
+    row = {"key": SPEC.key, "kind": SPEC.kind, "tiles": "c24 8x8 t256 s4", "fcm_us": 18.3, "stock_us": 30.4}
+    layers = tmp_path / "layers.json"
+    layers.write_text(json.dumps({"rows": [row]}))
+    main(["--gpu", "NVIDIA A100", "--layers", str(layers), "-o", str(tmp_path / "own" / "a100.json")])
+    monkeypatch.setenv(MEASURED_ENV, str(tmp_path / "own"))
+    decision = plan_chain(SPEC, get_gpu("a100"))
+    assert decision.fuse and decision.reason.startswith("measured against stock: ")
+    assert decision.fused.measured_s == pytest.approx(18.3e-6)
+    assert decision.tiles == FcmTiles(24, 8, 8, 256, 4)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--gpu", "v100"], "unknown GPU 'v100'"),
+        (["--gpu", "h100", "--layers", "absent.json"], "no such file"),
+    ],
+)
+def test_an_unknown_gpu_or_a_missing_result_file_is_one_clear_error(tmp_path, capsys, arguments, message):
+    with pytest.raises(SystemExit):
+        main([*arguments, "-o", str(tmp_path / "table.json")])
+    assert message in capsys.readouterr().err and not (tmp_path / "table.json").exists()

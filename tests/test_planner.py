@@ -291,6 +291,52 @@ def test_on_a_gpu_with_measured_chains_an_unmeasured_chain_is_not_fused():
     assert plan_chain(spec, ORIN).reason != decision.reason  # no measured table: the model decides
 
 
+def test_an_fp16_chain_is_planned_from_its_own_fp16_times_not_its_fp32_twins():
+    """MnasNet's 72x56x56 DW->PW pair inside a CUDA graph: in fp32 the fused kernel beats stock
+    (6.6 against 11.8 us); in fp16 it is slower (15.8 against 10.8 us), so only fp32 fuses."""
+    fp32 = FcmSpec(1, 72, 56, 56, (Depthwise(3, 1, None, "relu"), Pointwise(24, "none")))
+    fp16 = replace(fp32, dtype="float16")
+    assert plan_chain(fp32, H100, cuda_graph=True).fuse
+    decision = plan_chain(fp16, H100, cuda_graph=True)
+    assert not decision.fuse and decision.reason.startswith("measured against stock (in a CUDA graph): ")
+    assert decision.fused.measured_s == measured(fp16, H100, cuda_graph=True).fcm_s
+
+
+def own_table(folder, gpu_key: str, rows: list[dict]) -> None:
+    (folder / f"{gpu_key}.json").write_text(json.dumps({"gpu": gpu_key, "chains": rows}))
+
+
+def test_a_table_of_ones_own_in_fcm_tvm_measured_overrides_the_shipped_rows_of_its_chains(
+    monkeypatch, tmp_path
+):
+    slow, other = chain("mobilenet_v2", "b8"), chain("mobilenet_v2", "b2")
+    shipped_other = plan_chain(other, H100)
+    assert plan_chain(slow, H100).fuse
+    row = {**measured_module.table_rows("h100")[slow.key], "fcm_us": 100.0, "stock_us": 10.0}
+    own_table(tmp_path, "h100", [row])
+    monkeypatch.setenv(measured_module.MEASURED_ENV, str(tmp_path))
+    decision = plan_chain(slow, H100)
+    assert not decision.fuse and decision.fused.measured_s == pytest.approx(100e-6)
+    assert plan_chain(other, H100) == shipped_other  # the rows it does not hold stay shipped
+
+
+def test_a_gpu_without_a_shipped_table_is_planned_from_ones_own(monkeypatch, tmp_path):
+    timed, untimed = chain("mobilenet_v2", "b8"), chain("mobilenet_v2", "b2")
+    assert not plan_chain(untimed, ORIN).reason.startswith("not measured")  # the model decides
+    row = {"key": timed.key, "tiles": vars(FcmTiles()), "fcm_us": 20.0, "stock_us": 50.0}
+    own_table(tmp_path, "orin", [row])
+    monkeypatch.setenv(measured_module.MEASURED_ENV, str(tmp_path))
+    assert plan_chain(timed, ORIN).reason.startswith("measured against stock: ")
+    assert plan_chain(untimed, ORIN).reason.startswith("not measured on orin")
+
+
+def test_a_broken_table_of_ones_own_is_one_clear_error_naming_it(monkeypatch, tmp_path):
+    (tmp_path / "h100.json").write_text("{}")
+    monkeypatch.setenv(measured_module.MEASURED_ENV, str(tmp_path))
+    with pytest.raises(FcmError, match=r"h100\.json: not a measured table"):
+        plan_chain(chain("mobilenet_v2", "b8"), H100)
+
+
 def test_a_plan_never_moves_more_dram_data_than_running_unfused():
     for gpu in (H100, ORIN):
         for model in ("mobilenet_v2", "efficientnet_b0"):

@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+from ..gpus import all_gpus, find_gpu
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .chains import LayerCase, model_chains
 
@@ -201,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
+    gpu = find_gpu(args.gpu)
+    if gpu is None:  # the planner looks the table up by the GPU's key: a typo would never be read
+        parser.error(f"unknown GPU {args.gpu!r}; known: {', '.join(sorted(all_gpus()))}")
+    inputs = [*args.sweep, *args.layers, *args.old_sweep, *args.old_layers, *args.gpu_times]
+    if missing := [str(path) for path in inputs if not path.is_file()]:
+        parser.error(f"no such file: {', '.join(missing)}")
     changed = set(filter(None, args.changed_kinds.split(",")))
     entries = without_fcm_of(changed, read_sources(args.old_sweep, args.old_layers))
     entries += read_sources(args.sweep, args.layers)  # after the old: the latest stock time counts
@@ -208,12 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     profiled = gpu_times([w for path in args.gpu_times for w in json.loads(path.read_text())])
     in_graphs = graph_times([row for path in args.layers for row in json.loads(path.read_text())["rows"]])
     chains = with_times(with_times(chains, profiled, "gpu_us"), in_graphs, "graph_us")
-    sources = [
-        str(p) for p in [*args.sweep, *args.layers, *args.old_sweep, *args.old_layers, *args.gpu_times]
-    ]
+    sources = [str(path) for path in inputs]
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"gpu": args.gpu, "sources": sources, "chains": chains}, indent=1))
-    print(f"{len(chains)} chains measured on {args.gpu} -> {args.output}")
+    args.output.write_text(json.dumps({"gpu": gpu.key, "sources": sources, "chains": chains}, indent=1))
+    print(f"{len(chains)} chains measured on {gpu.key} -> {args.output}")
     return 0
 
 

@@ -18,14 +18,18 @@ chains beat stock by 2-14 us and made the graph-captured model 0.94x as fast as 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
+from ..errors import FcmError
 from ..gpus import GpuSpec
 from ..schedules.spec import FcmSpec, FcmTiles
 
 US = 1e-6
+MEASURED_ENV = "FCM_TVM_MEASURED"  # a folder of <gpu>.json tables consulted over the shipped ones
 
 
 @dataclass(frozen=True)
@@ -67,13 +71,32 @@ def measured_on(spec: FcmSpec, gpu: GpuSpec, clock: str) -> Measured | None:
     return None if row is None else from_row(row, clock)
 
 
-@cache
 def table_rows(gpu_key: str) -> dict[str, dict]:
-    """The shipped table's rows of ``gpu_key`` by chain key (empty when that GPU was never measured)."""
-    path = resources.files("fcm_tvm").joinpath(f"data/measured/{gpu_key}.json")
-    if not path.is_file():
-        return {}
-    return {row["key"]: row for row in json.loads(path.read_text())["chains"]}
+    """The table's rows of ``gpu_key`` by chain key (empty when that GPU was never measured): the
+    shipped table's, overridden row by row by ``$FCM_TVM_MEASURED/<gpu>.json`` where that exists.
+
+    Why the folder: a user times chains on their own GPU, or their own model's chains on an
+    H100 (``benchmarks.layers``, then ``benchmarks.measured_table -o``), without writing into the
+    installed package.
+    """
+    return _rows(gpu_key, os.environ.get(MEASURED_ENV, ""))
+
+
+@cache
+def _rows(gpu_key: str, folder: str) -> dict[str, dict]:
+    shipped = resources.files("fcm_tvm").joinpath(f"data/measured/{gpu_key}.json")
+    rows = _read_table(shipped) if shipped.is_file() else {}
+    own = Path(folder) / f"{gpu_key}.json" if folder else None
+    if own is not None and own.is_file():
+        rows = {**rows, **_read_table(own)}
+    return rows
+
+
+def _read_table(path) -> dict[str, dict]:
+    try:
+        return {row["key"]: row for row in json.loads(path.read_text())["chains"]}
+    except (ValueError, KeyError, TypeError) as error:
+        raise FcmError(f"{path}: not a measured table (measured_table's JSON): {error}") from None
 
 
 def from_row(row: dict, clock: str = "wall") -> Measured | None:
