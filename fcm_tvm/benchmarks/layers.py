@@ -34,6 +34,7 @@ import dataclasses
 import json
 import statistics
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,8 @@ COLUMNS = [
     "fused_by_planner",
 ]
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
-PROFILE_VARIANTS = ("fcm", "stock", "stock_folded", "stock_tuned")
+BASELINES = ("stock", "stock_folded", "stock_tuned")  # the unfused builds of a chain
+PROFILE_VARIANTS = ("fcm", *BASELINES)
 
 
 def planner_tiles(specs, gpu):
@@ -117,7 +119,10 @@ class Workloads:
         sub_chains: bool = False,
         unmeasured: bool = False,
         graph_repeats: int = 0,
+        baselines: Collection[str] = BASELINES,
     ):
+        """``baselines``: which unfused builds to compile (a profile run of the FCMs alone needs
+        none; each is a TVM build of every chain)."""
         import tvm
 
         from ..pipeline import stock_pipeline
@@ -133,10 +138,12 @@ class Workloads:
         self.tiles = [tiles for _, tiles in decisions]
         self.fused = tvm.compile(fused_module(self.specs, [t for _, t in decisions], target), target)
         unfused = unfused_module(self.specs)
-        self.stock = tvm.compile(unfused, target)
-        self.stock_folded = tvm.compile(unfused_module(self.specs, batchnorm=False), target)
+        self.stock = tvm.compile(unfused, target) if "stock" in baselines else None
+        self.stock_folded = None
+        if "stock_folded" in baselines:
+            self.stock_folded = tvm.compile(unfused_module(self.specs, batchnorm=False), target)
         self.tuned = None
-        if tuning_records is not None:
+        if tuning_records is not None and "stock_tuned" in baselines:
             self.tuned = tvm.compile(
                 unfused, target, relax_pipeline=stock_pipeline(target, str(tuning_records))
             )
@@ -219,9 +226,9 @@ def graph_clock(vms: dict, repeats: int, index: int, spec, device, number: int, 
     records) the tuned stock chain, as ``*_graph_us``."""
     import tvm
 
-    draws = [random_arguments(spec) for _ in range(repeats)]  # a fresh input per repeat
-    inputs = [tvm.runtime.tensor(draw[0], device) for draw in draws]
-    weights = [tvm.runtime.tensor(array, device) for array in draws[0][1:]]
+    first, *weights = (tvm.runtime.tensor(array, device) for array in random_arguments(spec))
+    fresh = (random_array(spec, spec.input.as_tuple()) for _ in range(repeats - 1))
+    inputs = [first, *(tvm.runtime.tensor(array, device) for array in fresh)]  # a fresh input per repeat
     functions = {"fcm_graph_us": ("default", "fcm"), "stock_graph_us": ("default", "chain")}
     if "tuned" in vms:
         functions["stock_tuned_graph_us"] = ("tuned", "chain")
@@ -235,13 +242,16 @@ def graph_clock(vms: dict, repeats: int, index: int, spec, device, number: int, 
 def random_arguments(spec) -> list[np.ndarray]:
     """Fresh inputs: activations ~ N(0, 1), weights scaled by 1/sqrt(fan-in), biases ~ N(0, 0.1)."""
     rng = np.random.default_rng()
-    arrays = []
-    for shape in spec.param_shapes():
-        scale = 0.1 if len(shape) == 1 else 1.0
-        if len(shape) == 4 and shape != spec.input.as_tuple() and shape != spec.output.as_tuple():
-            scale = 1.0 / np.sqrt(shape[1] * shape[2] * shape[3])
-        arrays.append((rng.standard_normal(shape) * scale).astype(spec.dtype))
-    return arrays
+    return [random_array(spec, shape, rng) for shape in spec.param_shapes()]
+
+
+def random_array(spec, shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
+    """One of :func:`random_arguments`'s arrays, scaled by what ``shape`` is in ``spec``."""
+    rng = rng or np.random.default_rng()
+    scale = 0.1 if len(shape) == 1 else 1.0
+    if len(shape) == 4 and shape != spec.input.as_tuple() and shape != spec.output.as_tuple():
+        scale = 1.0 / np.sqrt(shape[1] * shape[2] * shape[3])
+    return (rng.standard_normal(shape) * scale).astype(spec.dtype)
 
 
 def check_fused(library, index: int, spec, arguments, device) -> float:
@@ -383,7 +393,8 @@ def profile_run(
     flush = torch.empty(max(2 * l2_bytes // 4, 1 << 20), device="cuda")
     order = []
     for case in cases:
-        workloads = Workloads(case, target, gpu, case_records(tuning_root, case), sub_chains)
+        records = case_records(tuning_root, case)
+        workloads = Workloads(case, target, gpu, records, sub_chains, baselines=variants)
         executables = {
             "stock": workloads.stock,
             "stock_folded": workloads.stock_folded,
