@@ -4,6 +4,7 @@ about tiles that fit and fill it, and always about the tiles the planner already
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 from fcm_tvm.gpus import get_gpu
@@ -63,3 +64,15 @@ def test_output_row_choices_retime_the_measured_tile_and_only_deepen_its_registe
 def test_output_row_choices_skip_chains_the_table_has_not_measured():
     unmeasured = FcmSpec(1, 24, 20, 20, (Pointwise(48), Depthwise(3, 1)))
     assert kernel_checker().output_row_choices(unmeasured, H100) == []
+
+
+def test_a_float16_chain_is_swept_with_the_tiles_its_float32_twin_was_measured_fastest_with():
+    checker = kernel_checker()
+    fp32 = FcmSpec(1, 72, 56, 56, (Depthwise(3, 1, None, "relu"), Pointwise(24, "none")))
+    fp16 = replace(fp32, dtype="float16")
+    choices = checker.fp32_tile_choices(fp16, H100)
+    assert choices[0] == measured(fp16, H100).tiles  # its own tile, timed again beside the others
+    assert measured(fp32, H100).tiles in choices
+    assert set(checker.broad_choices(fp16, H100, limit=checker.FP16_BROAD)) <= set(choices)
+    assert len(set(choices)) == len(choices) and not any(fit_problems(fp16, t, H100) for t in choices)
+    assert checker.fp32_tile_choices(fp32, H100) == []

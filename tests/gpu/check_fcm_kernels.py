@@ -313,6 +313,33 @@ def depthwise_col_choices(spec, gpu) -> list:
     )
 
 
+FP16_BROAD = 6  # the cost model's best broad candidates, beside the float32 twin's tiles
+
+
+def fp32_tile_choices(spec, gpu) -> list:
+    """For a float16 chain: its own measured tile timed again, the tiles its float32 twin was
+    measured fastest with (on each clock the table has), each also without vector loads, and
+    the ``FP16_BROAD`` best broad candidates (:func:`broad_choices`). None in float32.
+
+    Why: the float16 chains were timed with the cost model's tile only, and most lost to stock
+    (e.g. MnasNet's 72x56x56 DW->PW, 15.8 against 10.8 us in a graph), while their float32
+    twins, swept over hundreds of tiles, win (6.6 us)."""
+    from dataclasses import replace
+
+    from fcm_tvm.planner.measured import CLOCKS, measured, measured_on
+    from fcm_tvm.planner.tiles import fit_problems
+
+    if spec.dtype != "float16":
+        return []
+    twin = replace(spec, dtype="float32")
+    timed = [known.tiles for clock in CLOCKS if (known := measured_on(twin, gpu, clock))]
+    own = measured(spec, gpu)
+    scalar = [replace(tiles, weight_lanes=1, patch_lanes=1) for tiles in timed]
+    broad = broad_choices(spec, gpu, limit=FP16_BROAD)
+    choices = [*([own.tiles] if own else []), *timed, *scalar, *broad]
+    return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
+
+
 def measured_sweep_rows(paths: list[Path]) -> dict:
     """Correct rows of earlier ``run --json`` files by chain key."""
     from fcm_tvm.benchmarks.measured_table import spec_from_row
@@ -627,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output-rows": "output-row variants of the table's tiles",
         "--vector-loads": "vector-loaded weights of the table's tiles",
         "--depthwise-cols": "depthwise columns per thread of the table's tiles",
+        "--fp32-tiles": "float16 chains with their float32 twins' measured tiles",
     }
     for flag, what in variants.items():
         splits.add_argument(flag, action="store_true", help=f"instead: {what}")
@@ -683,6 +711,8 @@ def _choice_rule(args: argparse.Namespace):
         return vector_load_choices
     if args.depthwise_cols:
         return depthwise_col_choices
+    if args.fp32_tiles:
+        return fp32_tile_choices
     return split_choices
 
 
