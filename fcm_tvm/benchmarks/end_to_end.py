@@ -9,7 +9,9 @@ Every variant of a model is compiled and run in this one process on one GPU:
 
 Each variant is first checked against a float64 reference (a failed check is reported as such,
 never timed), then timed with the VM's time evaluator over several fresh input sets (median of
-the medians), then its energy per inference is read from NVML over >= 2 s of runs.
+the medians). Then the energy per inference of all the case's variants is read from NVML in
+turns, four readings of >= 1 s each (:func:`fcm_tvm.energy.interleaved_energy`): the median, and
+the readings' spread.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import records as shipped  # a module reference: tests point shipped_root elsewhere
+from ..energy import EnergyRuns, interleaved_energy
 from ..errors import FcmError
 from ..records import has_records, tuning_dir
 from .report import save_report
@@ -42,6 +45,7 @@ COLUMNS = [
     "median_ms",
     "throughput_per_s",
     "joules_per_inference",
+    "energy_spread",
     "speedup_vs_stock_tuned",
     "rel_error",
     "status",
@@ -88,7 +92,7 @@ def bench_case(
     from ..reference import float64_reference
 
     onnx_model = with_precision(build_model(case.model, batch=case.batch), case.precision)
-    rows = []
+    rows, energy_batches = [], {}
     for variant in variants:
         fuse, tuned = VARIANTS[variant]
         row = {"model": case.model, "batch": case.batch, "precision": case.precision, "variant": variant}
@@ -114,21 +118,28 @@ def bench_case(
             row.update(median_ms=statistics.median(medians), status="ok")
             row["throughput_per_s"] = case.batch * 1e3 / row["median_ms"]
             if energy_meter is not None:
-                row["joules_per_inference"] = (
-                    _energy(runner, inputs, row["median_ms"], energy_meter) / case.batch
-                )
+                energy_batches[variant] = _energy_batch(runner, inputs, row["median_ms"])
         except FcmError as failure:
             row["status"] = f"failed: {failure}"
         rows.append(row)
+    if energy_batches:
+        _add_energy(rows, interleaved_energy(energy_batches, energy_meter), case.batch)
     _add_speedups(rows)
     return rows
 
 
-def _energy(runner, inputs, median_ms: float, meter) -> float:
-    runs_per_batch = max(1, int(200 / max(median_ms, 1e-3)))  # ~0.2 s between counter reads
-    batch = runner.evaluator(*inputs, number=runs_per_batch)
-    batch()  # warm-up
-    return meter.measure(lambda _count: batch(), runs_per_batch).joules_per_run
+def _energy_batch(runner, inputs, median_ms: float) -> tuple:
+    """A warmed-up call running the model about 0.2 s (between two reads of NVML's counter)."""
+    runs = max(1, int(200 / max(median_ms, 1e-3)))
+    batch = runner.evaluator(*inputs, number=runs)
+    batch()
+    return batch, runs
+
+
+def _add_energy(rows: list[dict], energy: dict[str, EnergyRuns], batch: int) -> None:
+    for row in rows:
+        if (runs := energy.get(row["variant"])) is not None:
+            row.update(joules_per_inference=runs.median / batch, energy_spread=runs.spread)
 
 
 def _max_error(actual: list[np.ndarray], expected: list[np.ndarray]) -> float:
