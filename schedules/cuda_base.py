@@ -242,6 +242,23 @@ def load_weights_in_vectors(sch: Schedule, acc: SBlockRV, staged: SBlockRV, step
     sch.vectorize(vector)
 
 
+def load_results_in_vectors(sch: Schedule, acc: SBlockRV, result: SBlockRV, step: LoopRV, lanes: int) -> None:
+    """Let each reduction ``step`` of the last PW sum ``acc`` load a thread's depthwise results
+    (``result``, in shared memory) ``lanes`` columns at a time.
+
+    A thread's ``reg_x`` output columns are adjacent, so its results of one channel and row are
+    contiguous; the step copies them to registers in vectors (``float4``, ``half2``, ...). The
+    plan checks that the rows are whole vectors (aligned accesses).
+    """
+    shared = sch.get(result).writes[0].source
+    index = [region.source.same_as(shared) for region in sch.get(acc).reads].index(True)
+    in_registers = sch.cache_read(acc, index, "local")
+    sch.compute_at(in_registers, step)
+    *_, columns = loops_below(sch, in_registers, step)
+    _, vector = sch.split(columns, [None, lanes])
+    sch.vectorize(vector)
+
+
 def compute_patch(
     sch: Schedule,
     patch: SBlockRV,

@@ -21,6 +21,7 @@ from .cuda_base import (
     compute_depthwise_shared,
     compute_shared_at,
     init_before,
+    load_results_in_vectors,
     load_weights_in_vectors,
     spread_over_threads,
     stage_weights,
@@ -68,6 +69,10 @@ class DwPw(FcmRule):
         pw_weights = stage_weights(sch, pw_acc, "w1", chunk_loop, threads, scope)
         if plan.tiles.weight_lanes > 1:
             load_weights_in_vectors(sch, final.acc, pw_weights, final.step_loop, plan.tiles.weight_lanes)
+        if plan.tiles.output_cols > 1:
+            load_results_in_vectors(
+                sch, final.acc, sch.get_sblock("s0_out"), final.step_loop, plan.tiles.output_cols
+            )
 
         init_before(sch, pw_acc, chunk_loop)
         unroll_inner(sch, final.loops.block)

@@ -23,6 +23,7 @@ from .cuda_base import (
     compute_depthwise_shared,
     compute_patch,
     init_before,
+    load_results_in_vectors,
     load_weights_in_vectors,
     place_patch_input,
     stage_weights,
@@ -87,6 +88,10 @@ class PwDwPw(FcmRule):
             load_weights_in_vectors(sch, pw1_acc, pw1_weights, patch_step, plan.tiles.patch_lanes)
         if plan.tiles.weight_lanes > 1:
             load_weights_in_vectors(sch, final.acc, pw2_weights, final.step_loop, plan.tiles.weight_lanes)
+        if plan.tiles.output_cols > 1:
+            load_results_in_vectors(
+                sch, final.acc, sch.get_sblock("s1_out"), final.step_loop, plan.tiles.output_cols
+            )
 
         init_before(sch, final.acc, chunk_loop)
         unroll_inner(sch, final.loops.block)

@@ -42,10 +42,10 @@ class ThreadLayout:
 
 def output_layout(tiles: FcmTiles) -> ThreadLayout | None:
     """Spread ``tiles.threads`` over the output tile, columns first, each thread ``output_rows``
-    rows at least; None if they do not divide it."""
-    if tiles.tile_h % tiles.output_rows:
+    rows and ``output_cols`` columns at least; None if they do not divide it."""
+    if tiles.tile_h % tiles.output_rows or tiles.tile_w % tiles.output_cols:
         return None
-    cols = gcd(tiles.tile_w, tiles.threads)
+    cols = gcd(tiles.tile_w // tiles.output_cols, tiles.threads)
     rows = gcd(tiles.tile_h // tiles.output_rows, tiles.threads // cols)
     channels = tiles.threads // (cols * rows)
     if tiles.channel_tile % channels:

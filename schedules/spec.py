@@ -230,6 +230,12 @@ class FcmTiles:
     depthwise stage that feeds a last PW (DW->PW, PW->DW->PW): its weights and the overlapping
     inputs of neighbouring columns are then loaded once for all of them. It must divide the
     tile's width; PW->DW computes its depthwise stage in the output layout: 1 there.
+
+    ``output_cols`` (1, 2 or 4) is the least number of adjacent output columns each thread keeps
+    in registers for the last PW stage (DW->PW, PW->DW->PW; 1 for PW->DW), and each reduction
+    step loads the thread's depthwise results of a row as one vector of that many: with
+    ``weight_lanes`` too, a step of a ``reg_c x 1 x 4`` register tile issues ``reg_c / 4 + 1``
+    shared loads for ``4 reg_c`` multiply-adds instead of ``reg_c / 4 + 4``.
     """
 
     channel_tile: int = 32
@@ -243,11 +249,13 @@ class FcmTiles:
     weight_lanes: int = 1
     patch_lanes: int = 1
     depthwise_cols: int = 1
+    output_cols: int = 1
 
     @property
     def label(self) -> str:
-        """``c24 8x8 t256 s4`` (``... p4 u4 o2 v4`` with 4 patch rows, unrolled by 4, 2 output
-        rows per thread, weights loaded 4 at a time): how reports and result files spell tiles."""
+        """``c24 8x8 t256 s4`` (``... p4 u4 o2 v4 x2`` with 4 patch rows, unrolled by 4, 2 output
+        rows per thread, weights loaded 4 at a time, 2 output columns per thread): how reports and
+        result files spell tiles."""
         label = f"c{self.channel_tile} {self.tile_h}x{self.tile_w} t{self.threads} s{self.split}"
         optional = {
             "p": self.patch_rows,
@@ -256,5 +264,6 @@ class FcmTiles:
             "v": self.weight_lanes,
             "pv": self.patch_lanes,
             "d": self.depthwise_cols,
+            "x": self.output_cols,
         }
         return label + "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)

@@ -82,6 +82,8 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
         problems.append(
             f"{tiles.output_rows} output rows per thread do not divide the {tiles.tile_h}-row tile"
         )
+    elif tiles.tile_w % tiles.output_cols:
+        pass  # output_col_problems says why
     elif layout is None:
         rows = "tile_h" if tiles.output_rows == 1 else f"tile_h / {tiles.output_rows}"
         problems.append(
@@ -96,6 +98,7 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
     chunk = _chunk(spec, tiles, max_smem)
     problems += weight_lane_problems(spec, tiles, layout, chunk)
     problems += depthwise_col_problems(spec, tiles)
+    problems += output_col_problems(spec, tiles)
     if chunk is None:
         need = shared_bytes(spec, tiles, 1)
         problems.append(f"needs {need} bytes of shared memory per block, more than {max_smem}")
@@ -191,6 +194,21 @@ def depthwise_col_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
     width = clipped_tile(spec, tiles)[2]
     if width % cols:
         return [f"{cols} depthwise columns per thread do not divide the {width}-wide tile"]
+    return []
+
+
+def output_col_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
+    """Why threads cannot keep ``tiles.output_cols`` output columns each and load their depthwise
+    results as vectors of that many (empty if they can): the vectors must be whole and aligned in
+    the shared result's rows, which are the tile's width (clipped to the output)."""
+    cols = tiles.output_cols
+    if cols == 1 or cols not in WEIGHT_LANES:
+        return lane_count_problems("output_cols", cols)
+    if not isinstance(spec.stages[-1], Pointwise):
+        return [f"output_cols must be 1: a {spec.kind} kernel has no last PW stage"]
+    width = clipped_tile(spec, tiles)[2]
+    if tiles.tile_w % cols or width % cols:
+        return [f"{cols} output columns per thread do not divide the {width}-wide tile"]
     return []
 
 

@@ -76,3 +76,17 @@ def test_a_float16_chain_is_swept_with_the_tiles_its_float32_twin_was_measured_f
     assert set(checker.broad_choices(fp16, H100, limit=checker.FP16_BROAD)) <= set(choices)
     assert len(set(choices)) == len(choices) and not any(fit_problems(fp16, t, H100) for t in choices)
     assert checker.fp32_tile_choices(fp32, H100) == []
+
+
+def test_output_column_choices_retime_the_measured_tile_beside_its_column_variants():
+    checker = kernel_checker()
+    wide = FcmSpec(
+        32, 24, 56, 56, (Pointwise(144, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True
+    )
+    choices = checker.output_col_choices(wide, H100)  # its table tile is 8 wide
+    assert choices[0] == measured(wide, H100).tiles
+    assert {tiles.output_cols for tiles in choices[1:]} <= {2, 4} and len(choices) > 1
+    assert not any(fit_problems(wide, tiles, H100) for tiles in choices)
+    assert checker.output_col_choices(BLOCK, H100) == [measured(BLOCK, H100).tiles]  # 7 wide: none
+    pw_dw = FcmSpec(1, 64, 14, 14, (Pointwise(384, "relu6"), Depthwise(3, 1, None, "relu6")))
+    assert checker.output_col_choices(pw_dw, H100) == []

@@ -51,6 +51,7 @@ def test_a_kernel_check_row_gives_back_its_spec_with_the_padding_spelt_out():
         FcmTiles(24, 8, 8, 128, 2, output_rows=4),
         FcmTiles(24, 8, 8, 128, 2, output_rows=2, weight_lanes=4),
         FcmTiles(24, 8, 8, 128, 2, patch_rows=2, patch_lanes=2, depthwise_cols=4),
+        FcmTiles(24, 8, 8, 64, 2, output_rows=2, weight_lanes=4, depthwise_cols=2, output_cols=4),
     ],
 )
 def test_tiles_round_trip_through_their_label(tiles: FcmTiles):

@@ -295,12 +295,28 @@ def test_default_tiles_fit_in_static_shared_memory(spec: FcmSpec) -> None:
             48 * 1024,
             "3 depthwise columns per thread do not divide",
         ),
+        (FcmTiles(32, 8, 8, 256, output_cols=3), 48 * 1024, "output_cols must be one of (1, 2, 4), got 3"),
+        (FcmTiles(32, 7, 7, 196, output_cols=2), 48 * 1024, "2 output columns per thread do not divide"),
     ],
 )
 def test_tile_problems_name_what_does_not_fit(tiles: FcmTiles, smem: int, problem: str) -> None:
     spec = FcmSpec(1, 32, 28, 28, (Pointwise(64, "relu6"), Depthwise(3, 1), Pointwise(32)))
     problems = tile_problems(spec, tiles, smem)
     assert any(problem in p for p in problems), problems
+
+
+def test_output_columns_need_a_last_pw_stage_and_whole_vectors_of_the_output_width() -> None:
+    pw_dw = FcmSpec(1, 24, 28, 28, (Pointwise(96, "relu6"), Depthwise(3, 1, None, "relu6")))
+    assert tile_problems(pw_dw, FcmTiles(32, 8, 8, 128, output_cols=2), 232448) == [
+        "output_cols must be 1: a pw_dw kernel has no last PW stage"
+    ]
+    dw_pw = FcmSpec(1, 32, 6, 6, (Depthwise(3, 1), Pointwise(32)))  # an 8-wide tile clipped to 6
+    assert tile_problems(dw_pw, FcmTiles(32, 8, 8, 64, output_cols=4), 232448) == [
+        "4 output columns per thread do not divide the 6-wide tile"
+    ]
+    assert not tile_problems(dw_pw, FcmTiles(32, 8, 8, 64, output_cols=2), 232448)
+    assert output_layout(FcmTiles(24, 8, 8, 128, output_cols=4)).reg_x == 4
+    assert output_layout(FcmTiles(24, 8, 8, 128)).reg_x == 1
 
 
 def test_patch_weights_load_in_vectors_only_where_the_vectors_are_whole() -> None:

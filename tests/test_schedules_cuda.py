@@ -68,7 +68,7 @@ def cases() -> list[tuple[FcmSpec, FcmTiles | None]]:
     ]
     result += [(spec, tiles) for spec in kernel_variants() for tiles in other_tiles(spec)]
     result += [(spec, tiles) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE for tiles in split_tiles(spec)]
-    return result + UNSTAGED + PATCH_ROWS + OUTPUT_ROWS + WEIGHT_LANES + DEPTHWISE_COLS
+    return result + UNSTAGED + PATCH_ROWS + OUTPUT_ROWS + WEIGHT_LANES + DEPTHWISE_COLS + OUTPUT_COLS
 
 
 # Inputs too wide to stage in shared memory: the 1x1 sums read global memory, padding inlined.
@@ -220,6 +220,29 @@ DEPTHWISE_COLS = [
 ]
 
 
+# Several output columns per thread, their depthwise results loaded in vectors: both kinds with a
+# last PW, split and not, 4 lanes with weights in vectors, float16, a tile overhanging the output
+# (14 of 8 + 8), and with output rows and depthwise columns beside them.
+OUTPUT_COLS = [
+    (
+        FcmSpec(2, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
+        FcmTiles(24, 8, 8, 128, 2, output_cols=2),
+    ),
+    (
+        FcmSpec(1, 48, 16, 16, (Depthwise(3, 2, None, "relu"), Pointwise(24))),
+        FcmTiles(24, 8, 8, 32, output_cols=4, weight_lanes=4),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32)), dtype="float16"),
+        FcmTiles(32, 8, 8, 64, 2, output_cols=2),
+    ),
+    (
+        FcmSpec(1, 32, 14, 14, (Pointwise(96, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(32)), True),
+        FcmTiles(32, 8, 8, 64, 1, 2, output_rows=2, weight_lanes=2, depthwise_cols=2, output_cols=4),
+    ),
+]
+
+
 def split_tiles(spec: FcmSpec) -> list[FcmTiles]:
     """The default tile with its reduction split over 2 and over the most blocks that fit
     (one chunk per block); none for PW->DW, which has no reduction to split."""
@@ -237,6 +260,7 @@ CASE_TAGS = {  # a tile knob above 1, as it shows in a case's id
     "weight_lanes": "lanes",
     "patch_lanes": "patchlanes",
     "depthwise_cols": "dwcols",
+    "output_cols": "ocols",
 }
 
 
@@ -375,6 +399,20 @@ def test_weights_in_vectors_are_read_from_shared_memory_a_vector_per_load(dtype,
     vector_load = rf"\*\({vector}\*\)\(\w+_local_ptr \+ \d+\) = \*\({vector}\*\)\(\w+_shared"
     assert not re.search(vector_load, scalar)
     assert len(re.findall(vector_load, vectors)) >= 12 // lanes
+
+
+@pytest.mark.parametrize(
+    ("dtype", "cols", "vector"),
+    [("float32", 4, "float4"), ("float32", 2, "float2"), ("float16", 2, "half2")],
+)
+def test_output_columns_read_their_depthwise_results_a_vector_per_load(dtype, cols, vector) -> None:
+    """A thread's results of one step (one channel, its rows and ``cols`` columns): a vector per row."""
+    spec = FcmSpec(1, 48, 16, 16, (Depthwise(3, 1, None, "relu"), Pointwise(24)), dtype=dtype)
+    scalar = cuda_source(spec, FcmTiles(24, 8, 8, 64))
+    vectors = cuda_source(spec, FcmTiles(24, 8, 8, 64, output_cols=cols))
+    vector_load = rf"\*\({vector}\*\)\(\w+_local_ptr( \+ \d+)?\) = \*\({vector}\*\)\(\w+_shared"
+    assert not re.search(vector_load, scalar)
+    assert re.search(vector_load, vectors)
 
 
 def test_depthwise_columns_share_each_weight_load_in_the_unrolled_taps() -> None:

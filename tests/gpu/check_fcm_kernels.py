@@ -313,6 +313,26 @@ def depthwise_col_choices(spec, gpu) -> list:
     )
 
 
+def output_col_choices(spec, gpu) -> list:
+    """The table's tile (:func:`around_table_tile`) with 2 or 4 output columns per thread (their
+    depthwise results loaded in vectors): on its threads and on half of them, and with one output
+    row (the columns instead of its rows); none for PW->DW."""
+    from dataclasses import replace
+
+    if spec.kind == "pw_dw":
+        return []
+
+    def variants(base):
+        return [
+            replace(base, output_cols=cols, threads=threads, output_rows=rows)
+            for cols in (2, 4)
+            for threads in (base.threads, base.threads // 2)
+            for rows in dict.fromkeys((base.output_rows, 1))
+        ]
+
+    return around_table_tile(spec, gpu, variants)
+
+
 FP16_BROAD = 6  # the cost model's best broad candidates, beside the float32 twin's tiles
 
 
@@ -654,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output-rows": "output-row variants of the table's tiles",
         "--vector-loads": "vector-loaded weights of the table's tiles",
         "--depthwise-cols": "depthwise columns per thread of the table's tiles",
+        "--output-cols": "output columns per thread (results in vectors) of the table's tiles",
         "--fp32-tiles": "float16 chains with their float32 twins' measured tiles",
     }
     for flag, what in variants.items():
@@ -711,6 +732,8 @@ def _choice_rule(args: argparse.Namespace):
         return vector_load_choices
     if args.depthwise_cols:
         return depthwise_col_choices
+    if args.output_cols:
+        return output_col_choices
     if args.fp32_tiles:
         return fp32_tile_choices
     return split_choices
