@@ -198,49 +198,33 @@ WEIGHT_LANES = [
 ]
 
 
-# Several depthwise columns per thread: both kinds with a shared depthwise stage, split and not,
-# stride 2 and 5x5, float16 with a tile overhanging the output, and with vector loads beside.
-DEPTHWISE_COLS = [
-    (
-        FcmSpec(2, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
-        FcmTiles(24, 8, 8, 128, 2, depthwise_cols=2),
-    ),
-    (
-        FcmSpec(1, 48, 16, 16, (Depthwise(5, 2, None, "relu"), Pointwise(24))),
-        FcmTiles(24, 8, 8, 128, output_rows=2, depthwise_cols=4),
-    ),
-    (
-        FcmSpec(1, 32, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32)), dtype="float16"),
-        FcmTiles(32, 8, 8, 64, 2, depthwise_cols=2),
-    ),
-    (
-        FcmSpec(1, 32, 14, 14, (Pointwise(96, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(32)), True),
-        FcmTiles(32, 8, 8, 64, 1, 2, output_rows=2, weight_lanes=4, patch_lanes=2, depthwise_cols=4),
-    ),
+# Chains with a shared depthwise stage feeding a last PW, on which the register-tile knobs below
+# are tried: both kinds, split and not, stride 2 and 5x5, float16 with a tile overhanging the
+# output (14 of 8 + 8).
+SHARED_DEPTHWISE = [
+    FcmSpec(2, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
+    FcmSpec(1, 48, 16, 16, (Depthwise(5, 2, None, "relu"), Pointwise(24))),
+    FcmSpec(1, 32, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32)), dtype="float16"),
+    FcmSpec(1, 32, 14, 14, (Pointwise(96, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(32)), True),
 ]
 
-
-# Several output columns per thread, their depthwise results loaded in vectors: both kinds with a
-# last PW, split and not, 4 lanes with weights in vectors, float16, a tile overhanging the output
-# (14 of 8 + 8), and with output rows and depthwise columns beside them.
-OUTPUT_COLS = [
+# Per chain of SHARED_DEPTHWISE: several depthwise columns per thread (the last with vector loads
+# beside), and several output columns per thread, their depthwise results loaded in vectors (2
+# and 4 lanes, with weights in vectors, with output rows and depthwise columns beside them).
+COLUMN_TILES = [
+    (FcmTiles(24, 8, 8, 128, 2, depthwise_cols=2), FcmTiles(24, 8, 8, 128, 2, output_cols=2)),
     (
-        FcmSpec(2, 24, 14, 14, (Pointwise(72, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True),
-        FcmTiles(24, 8, 8, 128, 2, output_cols=2),
-    ),
-    (
-        FcmSpec(1, 48, 16, 16, (Depthwise(3, 2, None, "relu"), Pointwise(24))),
+        FcmTiles(24, 8, 8, 128, output_rows=2, depthwise_cols=4),
         FcmTiles(24, 8, 8, 32, output_cols=4, weight_lanes=4),
     ),
+    (FcmTiles(32, 8, 8, 64, 2, depthwise_cols=2), FcmTiles(32, 8, 8, 64, 2, output_cols=2)),
     (
-        FcmSpec(1, 32, 14, 14, (Depthwise(3, 1, None, "relu6"), Pointwise(32)), dtype="float16"),
-        FcmTiles(32, 8, 8, 64, 2, output_cols=2),
-    ),
-    (
-        FcmSpec(1, 32, 14, 14, (Pointwise(96, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(32)), True),
+        FcmTiles(32, 8, 8, 64, 1, 2, output_rows=2, weight_lanes=4, patch_lanes=2, depthwise_cols=4),
         FcmTiles(32, 8, 8, 64, 1, 2, output_rows=2, weight_lanes=2, depthwise_cols=2, output_cols=4),
     ),
 ]
+DEPTHWISE_COLS = [(spec, tiles) for spec, (tiles, _) in zip(SHARED_DEPTHWISE, COLUMN_TILES)]
+OUTPUT_COLS = [(spec, tiles) for spec, (_, tiles) in zip(SHARED_DEPTHWISE, COLUMN_TILES)]
 
 
 def split_tiles(spec: FcmSpec) -> list[FcmTiles]:
