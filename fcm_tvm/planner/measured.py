@@ -75,9 +75,8 @@ def table_rows(gpu_key: str) -> dict[str, dict]:
     """The table's rows of ``gpu_key`` by chain key (empty when that GPU was never measured): the
     shipped table's, overridden row by row by ``$FCM_TVM_MEASURED/<gpu>.json`` where that exists.
 
-    Why the folder: a user times chains on their own GPU, or their own model's chains on an
-    H100 (``benchmarks.layers``, then ``benchmarks.measured_table -o``), without writing into the
-    installed package.
+    Why the folder: a user times the chains on their own GPU (``benchmarks.layers``, then
+    ``benchmarks.measured_table -o``) without writing into the installed package.
     """
     return _rows(gpu_key, os.environ.get(MEASURED_ENV, ""))
 
