@@ -36,6 +36,7 @@ VARIANTS = {
     "fcm-tuned": ("auto", True),
 }
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
+LOG_SCALE_RANGE = 20  # the bar chart turns logarithmic when latencies span more than this
 COLUMNS = [
     "model",
     "batch",
@@ -191,7 +192,9 @@ def plot(rows: list[dict], path: Path) -> bool:
     axis.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))])
     axis.set_xticklabels([f"{m}\nb{b} {p}" for m, b, p in cases], fontsize=7)
     axis.set_ylabel("median latency (ms)")
-    axis.set_yscale("log")
+    latencies = [row["median_ms"] for row in timed]
+    if max(latencies) > LOG_SCALE_RANGE * min(latencies):  # else bars from zero: ratios read true
+        axis.set_yscale("log")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
