@@ -81,3 +81,10 @@ def test_the_bench_reads_every_variants_energy_in_turns_after_all_are_timed(monk
     assert fcm["joules_per_inference"] / stock["joules_per_inference"] == pytest.approx(0.5)
     assert stock["joules_per_inference"] == pytest.approx(3.0 * (1 + 0.05 * 3.5) / 2)  # per image
     assert stock["energy_spread"] > 0
+
+
+def test_a_bench_whose_variants_all_failed_draws_no_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    failed = [{"model": "mobilenet_v2", "batch": 1, "variant": "stock", "status": "failed"}]
+    assert not end_to_end.plot(failed, tmp_path / "bench.png")
+    assert not (tmp_path / "bench.png").exists()

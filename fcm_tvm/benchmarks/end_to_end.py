@@ -172,6 +172,8 @@ def plot(rows: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     timed = [row for row in rows if row.get("median_ms")]
+    if not timed:
+        return False
     cases = sorted({(r["model"], r["batch"], r["precision"]) for r in timed})
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in timed)]
     figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(cases)), 4))
@@ -198,6 +200,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+    plt.close(figure)
     return True
 
 
