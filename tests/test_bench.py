@@ -1,5 +1,5 @@
-"""Energy per inference: the variants of a case are read in turns, so that the GPU's drift
-between readings does not enter their ratio."""
+"""The end-to-end bench: the energy of a case's variants is read in turns, so that the GPU's drift
+between readings does not enter their ratio; a chart only of what was timed."""
 
 from __future__ import annotations
 
