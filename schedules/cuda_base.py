@@ -233,13 +233,7 @@ def load_weights_in_vectors(sch: Schedule, acc: SBlockRV, staged: SBlockRV, step
     plan checks that ``reg_c`` and the transposed rows are whole vectors (aligned accesses).
     """
     sch.transform_layout(staged, ("write", 0), lambda o, i, kh, kw: (kh, kw, i, o))
-    shared = sch.get(staged).writes[0].source
-    index = [region.source.same_as(shared) for region in sch.get(acc).reads].index(True)
-    in_registers = sch.cache_read(acc, index, "local")
-    sch.compute_at(in_registers, step)
-    flat = sch.fuse(*loops_below(sch, in_registers, step))
-    _, vector = sch.split(flat, [None, lanes])
-    sch.vectorize(vector)
+    copy_in_vectors(sch, acc, staged, step, lanes)
 
 
 def load_results_in_vectors(sch: Schedule, acc: SBlockRV, result: SBlockRV, step: LoopRV, lanes: int) -> None:
@@ -250,12 +244,18 @@ def load_results_in_vectors(sch: Schedule, acc: SBlockRV, result: SBlockRV, step
     contiguous; the step copies them to registers in vectors (``float4``, ``half2``, ...). The
     plan checks that the rows are whole vectors (aligned accesses).
     """
-    shared = sch.get(result).writes[0].source
+    copy_in_vectors(sch, acc, result, step, lanes)
+
+
+def copy_in_vectors(sch: Schedule, acc: SBlockRV, producer: SBlockRV, step: LoopRV, lanes: int) -> None:
+    """Copy what each ``step`` of ``acc`` reads of ``producer``'s shared buffer to registers,
+    the innermost loop ``lanes`` at a time (vector loads; the caller makes it contiguous)."""
+    shared = sch.get(producer).writes[0].source
     index = [region.source.same_as(shared) for region in sch.get(acc).reads].index(True)
     in_registers = sch.cache_read(acc, index, "local")
     sch.compute_at(in_registers, step)
-    *_, columns = loops_below(sch, in_registers, step)
-    _, vector = sch.split(columns, [None, lanes])
+    *_, innermost = loops_below(sch, in_registers, step)
+    _, vector = sch.split(innermost, [None, lanes])
     sch.vectorize(vector)
 
 
