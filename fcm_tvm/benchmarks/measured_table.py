@@ -178,13 +178,16 @@ def without_fcm_of(kinds: set[str], entries: list[Entry]) -> list[Entry]:
     return kept
 
 
-def read_sources(sweeps: list[Path], layers: list[Path]) -> list[Entry]:
+def read_sources(sweeps: list[Path], layer_rows: list[dict]) -> list[Entry]:
     entries = []
     for path in sweeps:
         entries += sweep_entries(json.loads(path.read_text()))
-    for path in layers:
-        entries += layer_entries(json.loads(path.read_text())["rows"])
-    return entries
+    return entries + layer_entries(layer_rows)
+
+
+def read_layer_rows(paths: list[Path]) -> list[dict]:
+    """The rows of layer benchmark results, in the order given."""
+    return [row for path in paths for row in json.loads(path.read_text())["rows"]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing := [str(path) for path in inputs if not path.is_file()]:
         parser.error(f"no such file: {', '.join(missing)}")
     changed = set(filter(None, args.changed_kinds.split(",")))
-    entries = without_fcm_of(changed, read_sources(args.old_sweep, args.old_layers))
-    entries += read_sources(args.sweep, args.layers)  # after the old: the latest stock time counts
+    layer_rows = read_layer_rows(args.layers)
+    entries = without_fcm_of(changed, read_sources(args.old_sweep, read_layer_rows(args.old_layers)))
+    entries += read_sources(args.sweep, layer_rows)  # after the old: the latest stock time counts
     chains = [row for row in best_per_chain(entries) if row["fcm_us"] != float("inf")]
     profiled = gpu_times([w for path in args.gpu_times for w in json.loads(path.read_text())])
-    in_graphs = graph_times([row for path in args.layers for row in json.loads(path.read_text())["rows"]])
+    in_graphs = graph_times(layer_rows)
     chains = with_times(with_times(chains, profiled, "gpu_us"), in_graphs, "graph_us")
     sources = [str(path) for path in inputs]
     args.output.parent.mkdir(parents=True, exist_ok=True)
