@@ -360,6 +360,18 @@ def fp32_tile_choices(spec, gpu) -> list:
     return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
 
 
+CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
+    "--output-rows": ("output-row variants of the table's tiles", output_row_choices),
+    "--vector-loads": ("vector-loaded weights of the table's tiles", vector_load_choices),
+    "--depthwise-cols": ("depthwise columns per thread of the table's tiles", depthwise_col_choices),
+    "--output-cols": (
+        "output columns per thread (results in vectors) of the table's tiles",
+        output_col_choices,
+    ),
+    "--fp32-tiles": ("float16 chains with their float32 twins' measured tiles", fp32_tile_choices),
+}
+
+
 def measured_sweep_rows(paths: list[Path]) -> dict:
     """Correct rows of earlier ``run --json`` files by chain key."""
     from fcm_tvm.benchmarks.measured_table import spec_from_row
@@ -670,14 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     splits.add_argument(
         "--patch-rows", metavar="SWEEP.json,...", help="instead: patch-row variants of their best tiles"
     )
-    variants = {  # flag: what it exports instead of the split choices
-        "--output-rows": "output-row variants of the table's tiles",
-        "--vector-loads": "vector-loaded weights of the table's tiles",
-        "--depthwise-cols": "depthwise columns per thread of the table's tiles",
-        "--output-cols": "output columns per thread (results in vectors) of the table's tiles",
-        "--fp32-tiles": "float16 chains with their float32 twins' measured tiles",
-    }
-    for flag, what in variants.items():
+    for flag, (what, _) in CHOICE_FLAGS.items():
         splits.add_argument(flag, action="store_true", help=f"instead: {what}")
     splits.add_argument("folder", type=Path)
     splits.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
@@ -726,17 +731,8 @@ def _choice_rule(args: argparse.Namespace):
         return functools.partial(patch_row_choices, measured_rows=rows)
     if args.broad:
         return functools.partial(broad_choices, limit=args.broad)
-    if args.output_rows:
-        return output_row_choices
-    if args.vector_loads:
-        return vector_load_choices
-    if args.depthwise_cols:
-        return depthwise_col_choices
-    if args.output_cols:
-        return output_col_choices
-    if args.fp32_tiles:
-        return fp32_tile_choices
-    return split_choices
+    asked = (rule for flag, (_, rule) in CHOICE_FLAGS.items() if getattr(args, flag[2:].replace("-", "_")))
+    return next(asked, split_choices)  # argparse's dest of "--output-rows" is output_rows
 
 
 if __name__ == "__main__":
