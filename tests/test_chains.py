@@ -79,6 +79,13 @@ def test_graph_timed_chains_are_captured_whole_in_one_cuda_graph():
     assert functions["fcm_0_cuda_graph_capture"].count("call  fcm_kernel_0 ") == REPEATS
 
 
+def test_graph_timed_fcms_alone_build_no_stock_chains():
+    """What ``layers --variants fcm`` times in a graph: the FCMs, without the stock builds."""
+    module = graph_timed_module(SPECS[:2], [None] * 2, "llvm", REPEATS, stock=False)
+    names = {gv.name_hint for gv in module.functions}
+    assert {"fcm_0", "fcm_1"} <= names and not any(name.startswith("chain_") for name in names)
+
+
 def vm_functions(text: str) -> dict[str, str]:
     """The VM executable's text, split into its functions."""
     functions, name = {}, None
@@ -89,3 +96,12 @@ def vm_functions(text: str) -> dict[str, str]:
         elif name is not None:
             functions[name] += line + "\n"
     return functions
+
+
+def test_an_unknown_variant_is_one_clear_error(tmp_path, capsys):
+    from fcm_tvm.benchmarks.layers import main
+
+    with pytest.raises(SystemExit):
+        main(["--variants", "fcm,cudnn", "--out", str(tmp_path / "out")])
+    assert "--variants: unknown cudnn; known: fcm, stock" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -193,6 +193,19 @@ def test_graph_clock_layer_rows_give_each_chain_its_graph_times():
     assert chain["graph_us"] == {"fcm": 9.0, "stock": 8.0}
 
 
+def test_an_fcm_only_graph_run_keeps_the_earlier_stock_graph_times_and_the_faster_fcm():
+    """``layers --variants fcm`` re-times new FCM kernels without the stock builds."""
+    old, new = FcmTiles(24, 8, 8, 256, 8), FcmTiles(16, 8, 16, 128, 1, weight_lanes=4)
+    row = {"key": SPEC.key, "kind": SPEC.kind, "fcm_us": 18.3, "stock_us": 30.4}
+    earlier = {**row, "tiles": old.label, "fcm_graph_us": 9.0, "stock_graph_us": 8.0}
+    fcm_only = {"key": SPEC.key, "kind": SPEC.kind, "tiles": new.label, "fcm_us": 7.1, "fcm_graph_us": 6.5}
+    assert graph_times([earlier, fcm_only])[SPEC.key] == {"fcm": 6.5, "stock": 8.0, "fcm_tiles": vars(new)}
+    slower = {**fcm_only, "fcm_graph_us": 9.5}
+    assert graph_times([earlier, slower])[SPEC.key] == {"fcm": 9.0, "stock": 8.0, "fcm_tiles": vars(old)}
+    (chain,) = best_per_chain(layer_entries([earlier, fcm_only]))
+    assert chain["stock_us"] == 30.4 and chain["fcm_us"] == 7.1  # the later run timed no stock
+
+
 def test_a_table_written_for_ones_own_gpu_is_what_the_planner_reads_from_fcm_tvm_measured(
     tmp_path, monkeypatch
 ):

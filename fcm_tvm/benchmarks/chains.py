@@ -115,10 +115,15 @@ def _chain_ops(
 
 
 def graph_timed_module(
-    specs: list[FcmSpec], tiles: list[FcmTiles | None], target: tvm.target.Target, repeats: int
+    specs: list[FcmSpec],
+    tiles: list[FcmTiles | None],
+    target: tvm.target.Target,
+    repeats: int,
+    stock: bool = True,
 ) -> tvm.IRModule:
-    """Per chain, Relax functions ``fcm_<i>`` and ``chain_<i>`` that run the FCM and the stock
-    chain ``repeats`` times on distinct inputs (weights shared), for timing inside a CUDA graph.
+    """Per chain, Relax functions ``fcm_<i>`` and (``stock``) ``chain_<i>`` that run the FCM and
+    the stock chain ``repeats`` times on distinct inputs (weights shared), for timing inside a
+    CUDA graph.
 
     Why: what a chain costs in a graph-captured model is neither one VM call (every stock kernel
     pays its launch) nor ncu's time of each kernel alone (short kernels overstated). Built with
@@ -137,11 +142,12 @@ def graph_timed_module(
         def fused(bb, inputs, weights, kernel=kernel, output=output):
             return bb.emit(relax.call_tir(kernel, [inputs, *weights], out_ty=output))
 
-        def stock(bb, inputs, weights, spec=spec):
+        def unfused(bb, inputs, weights, spec=spec):
             return _chain_ops(bb, spec, [inputs, *weights], batchnorm=True)
 
         _emit_repeated(builder, f"fcm_{index}", spec, repeats, fused)
-        _emit_repeated(builder, f"chain_{index}", spec, repeats, stock)
+        if stock:
+            _emit_repeated(builder, f"chain_{index}", spec, repeats, unfused)
     return builder.get()
 
 

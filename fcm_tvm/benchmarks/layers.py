@@ -18,7 +18,9 @@ Each FCM kernel's output is poisoned with NaN and checked against a float64 torc
 fresh random inputs before it is timed. Kernel times use the runtime's time evaluator with
 ``number`` runs per repeat and the median of ``repeat`` repeats. ``--profile-run`` instead runs
 each workload once between marker kernels, for ``ncu`` to count DRAM bytes and GPU time (see
-:mod:`.ncu_bytes`; ``--profile-variants`` picks the workloads).
+:mod:`.ncu_bytes`). ``--variants`` picks the unfused builds, timed or profiled: each is a TVM
+build of every chain, so re-timing new FCM kernels (``--variants fcm``) skips them; a table
+built from such a run keeps the stock times of earlier runs (:mod:`.measured_table`).
 
     python -m fcm_tvm.benchmarks.layers --models mobilenet_v2 --batch 1,32 --precision fp32,fp16 --out DIR
 
@@ -73,7 +75,7 @@ COLUMNS = [
 ]
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
 BASELINES = ("stock", "stock_folded", "stock_tuned")  # the unfused builds of a chain
-PROFILE_VARIANTS = ("fcm", *BASELINES)
+VARIANTS = ("fcm", *BASELINES)
 
 
 def planner_tiles(specs, gpu):
@@ -121,8 +123,9 @@ class Workloads:
         graph_repeats: int = 0,
         baselines: Collection[str] = BASELINES,
     ):
-        """``baselines``: which unfused builds to compile (a profile run of the FCMs alone needs
-        none; each is a TVM build of every chain)."""
+        """``baselines``: which unfused builds to compile (each is a TVM build of every chain; a
+        run of the FCMs alone needs none). The graph clock times the stock chain with "stock"
+        and the tuned one with "stock_tuned" (given records)."""
         import tvm
 
         from ..pipeline import stock_pipeline
@@ -150,17 +153,24 @@ class Workloads:
         self.graph_repeats = graph_repeats
         self.graphs: dict[str, object] = {}
         if graph_repeats:
-            self.graphs = self._graph_clock(target, tuning_records)
+            self.graphs = self._graph_clock(target, tuning_records, baselines)
 
-    def _graph_clock(self, target, tuning_records: Path | None) -> dict:
+    def unfused(self) -> dict[str, object]:
+        """The unfused builds compiled, by variant name (of :data:`BASELINES`)."""
+        built = {"stock": self.stock, "stock_folded": self.stock_folded, "stock_tuned": self.tuned}
+        return {variant: executable for variant, executable in built.items() if executable is not None}
+
+    def _graph_clock(self, target, tuning_records: Path | None, baselines: Collection[str]) -> dict:
         """The chains repeated inside one CUDA graph (:func:`.chains.graph_timed_module`), built
-        with the default pipeline and, given records, with the tuned one."""
+        with the default pipeline and, given records (and "stock_tuned"), with the tuned one."""
         import tvm
 
         from ..pipeline import stock_pipeline
 
-        module = graph_timed_module(self.specs, self.tiles, target, self.graph_repeats)
-        builds = {"default": None} | ({"tuned": str(tuning_records)} if tuning_records else {})
+        stock = "stock" in baselines
+        module = graph_timed_module(self.specs, self.tiles, target, self.graph_repeats, stock)
+        tuned = tuning_records is not None and "stock_tuned" in baselines
+        builds = {"default": None} | ({"tuned": str(tuning_records)} if tuned else {})
         with tvm.transform.PassContext(opt_level=3, config={"relax.backend.use_cuda_graph": True}):
             return {
                 name: tvm.compile(module, target, relax_pipeline=stock_pipeline(target, records))
@@ -179,9 +189,10 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
     import tvm
 
     case, rows = workloads.case, []
-    stock_vm = tvm.relax.VirtualMachine(workloads.stock, device)
-    folded_vm = tvm.relax.VirtualMachine(workloads.stock_folded, device)
-    tuned_vm = tvm.relax.VirtualMachine(workloads.tuned, device) if workloads.tuned else None
+    vms = {
+        f"{variant}_us": tvm.relax.VirtualMachine(executable, device)
+        for variant, executable in workloads.unfused().items()
+    }
     graph_vms = {name: tvm.relax.VirtualMachine(built, device) for name, built in workloads.graphs.items()}
     for index, spec in enumerate(workloads.specs):
         arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
@@ -206,12 +217,12 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
         row["fcm_us"] = time_function(
             workloads.fused, f"fcm_{index}", device, [*arguments, output], number, repeat
         )
-        row["stock_us"] = time_vm(stock_vm, f"chain_{index}", device, arguments, number, repeat)
-        row["stock_folded_us"] = time_vm(folded_vm, f"chain_{index}", device, arguments, number, repeat)
-        if tuned_vm is not None:
-            row["stock_tuned_us"] = time_vm(tuned_vm, f"chain_{index}", device, arguments, number, repeat)
+        for column, vm in vms.items():
+            row[column] = time_vm(vm, f"chain_{index}", device, arguments, number, repeat)
         if graph_vms:
-            row.update(graph_clock(graph_vms, workloads.graph_repeats, index, spec, device, number, repeat))
+            stock = workloads.stock is not None
+            repeats = workloads.graph_repeats
+            row.update(graph_clock(graph_vms, repeats, index, spec, device, number, repeat, stock))
         row["cudnn_us"] = time_cudnn(spec, number, repeat)
         row["floor_us"] = traffic_floor_bytes(spec) / (bandwidth_gbs * 1e3)
         baselines = [row.get(key) for key in ("stock_tuned_us", "cudnn_us") if row.get(key)]
@@ -220,16 +231,20 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
     return rows
 
 
-def graph_clock(vms: dict, repeats: int, index: int, spec, device, number: int, repeat: int) -> dict:
+def graph_clock(
+    vms: dict, repeats: int, index: int, spec, device, number: int, repeat: int, stock: bool = True
+) -> dict:
     """Microseconds per chain with the chain repeated ``repeats`` times inside one CUDA graph
-    (``vms``: of :meth:`Workloads._graph_clock`'s builds): the FCM, the stock chain and (given
-    records) the tuned stock chain, as ``*_graph_us``."""
+    (``vms``: of :meth:`Workloads._graph_clock`'s builds): the FCM, and (``stock``) the stock
+    chain and, where built, the tuned stock chain, as ``*_graph_us``."""
     import tvm
 
     first, *weights = (tvm.runtime.tensor(array, device) for array in random_arguments(spec))
     fresh = (random_array(spec, spec.input.as_tuple()) for _ in range(repeats - 1))
     inputs = [first, *(tvm.runtime.tensor(array, device) for array in fresh)]  # a fresh input per repeat
-    functions = {"fcm_graph_us": ("default", "fcm"), "stock_graph_us": ("default", "chain")}
+    functions = {"fcm_graph_us": ("default", "fcm")}
+    if stock:
+        functions["stock_graph_us"] = ("default", "chain")
     if "tuned" in vms:
         functions["stock_tuned_graph_us"] = ("tuned", "chain")
     times = {}
@@ -374,10 +389,10 @@ def profile_run(
     out: Path,
     tuning_root: Path | None = None,
     sub_chains: bool = False,
-    variants: tuple[str, ...] = PROFILE_VARIANTS,
+    variants: tuple[str, ...] = VARIANTS,
 ) -> None:
     """Run each workload once, fused then unfused (and tuned, given records), from a cold L2
-    between markers; write the order. ``variants``: which of :data:`PROFILE_VARIANTS` to run.
+    between markers; write the order. ``variants``: which of :data:`VARIANTS` to run.
 
     See :mod:`.ncu_bytes`: a read-only reduction over a buffer twice the L2 size evicts the
     previous workload's data without leaving dirty lines, then a marker kernel opens the segment.
@@ -395,15 +410,9 @@ def profile_run(
     for case in cases:
         records = case_records(tuning_root, case)
         workloads = Workloads(case, target, gpu, records, sub_chains, baselines=variants)
-        executables = {
-            "stock": workloads.stock,
-            "stock_folded": workloads.stock_folded,
-            "stock_tuned": workloads.tuned,
-        }
         vms = {
             variant: tvm.relax.VirtualMachine(executable, device)
-            for variant, executable in executables.items()
-            if variant in variants and executable is not None
+            for variant, executable in workloads.unfused().items()
         }
         for index, spec in enumerate(workloads.specs):
             arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
@@ -453,9 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--profile-run", action="store_true", help="run each workload once, for ncu")
     parser.add_argument(
-        "--profile-variants",
-        default=",".join(PROFILE_VARIANTS),
-        help="the workloads a profile run runs per chain (stock_tuned only given --tuning-records)",
+        "--variants",
+        "--profile-variants",  # its name before timed runs took it too
+        default=",".join(VARIANTS),
+        help="the workloads timed or profiled per chain (stock_tuned only given --tuning-records)",
     )
     parser.add_argument(
         "--sub-chains",
@@ -485,11 +495,11 @@ def main(argv: list[str] | None = None) -> int:
         for b in args.batch.split(",")
         for p in args.precision.split(",")
     ]
+    variants = tuple(args.variants.split(","))
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"--variants: unknown {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.profile_run:
-        variants = tuple(args.profile_variants.split(","))
-        if unknown := set(variants) - set(PROFILE_VARIANTS):
-            parser.error(f"--profile-variants: unknown {', '.join(sorted(unknown))}")
         profile_run(cases, target, gpu, args.out, args.tuning_records, args.sub_chains, variants)
         return 0
     import tvm
@@ -500,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[layers] {case.label}", file=sys.stderr, flush=True)
         records = case_records(args.tuning_records, case)
         rows += measure_case(
-            Workloads(case, target, gpu, records, args.sub_chains, args.unmeasured, args.graph_clock),
+            Workloads(
+                case, target, gpu, records, args.sub_chains, args.unmeasured, args.graph_clock, variants
+            ),
             tvm.cuda(0),
             args.number,
             args.repeat,
