@@ -432,6 +432,7 @@ def _export_layer(item) -> list[dict]:
     """Compile tile choices of one chain into one library; its manifest entries."""
     import tvm
 
+    from fcm_tvm.errors import FcmError
     from fcm_tvm.schedules import fcm_primfunc
 
     name, spec, choices, folder = item
@@ -439,7 +440,11 @@ def _export_layer(item) -> list[dict]:
     functions, manifest = {}, []
     for index, tiles in enumerate(choices):
         symbol = f"fcm_{spec.kind}_t{index}"
-        functions[symbol] = fcm_primfunc(spec, tiles, target).with_attr("global_symbol", symbol)
+        try:
+            functions[symbol] = fcm_primfunc(spec, tiles, target).with_attr("global_symbol", symbol)
+        except FcmError as error:  # TVM sized shared memory past the plan's bound: it would not launch
+            print(f"skipped {name}@{tiles.label}: {error}", flush=True)
+            continue
         manifest.append(
             {
                 "name": f"{name}@{tiles.label}",
@@ -451,8 +456,9 @@ def _export_layer(item) -> list[dict]:
                 **spec_to_dict(spec),
             }
         )
-    tvm.compile(tvm.IRModule(functions), target=target).export_library(str(folder / f"{name}.so"))
-    print(f"exported {len(choices)} tile choices of {name}", flush=True)
+    if functions:
+        tvm.compile(tvm.IRModule(functions), target=target).export_library(str(folder / f"{name}.so"))
+    print(f"exported {len(manifest)} tile choices of {name}", flush=True)
     return manifest
 
 

@@ -17,6 +17,7 @@ python -m fcm_tvm.benchmarks.measured_table --gpu h100 \
           $R/sweep_vector_loads_b1.json $R/sweep_vector_loads_b32.json \
           $R/sweep_depthwise_cols_b32.json $R/sweep_output_cols_b32.json \
           $R/sweep_fp16_fp32tiles_0.json $R/sweep_fp16_fp32tiles_1.json $R/sweep_fp16_fp32tiles_2.json \
+          $R/sweep_fp16_b32_0.json $R/sweep_fp16_b32_1.json \
   --layers $R/layers_b1_sub.json $R/layers_b1_fp16_mbv2.json $R/layers_b32_sub.json \
            $R/layers_b1_tuned_mobilenet_v2.json $R/layers_b1_tuned_efficientnet_b0.json \
            $R/layers_b1_tuned_mobilenet_v3_large.json $R/layers_b1_tuned_mnasnet1_0.json \
