@@ -40,6 +40,12 @@
 # fp16 without TUNING, EfficientNet-B0 + MobileNetV3-Large 4.9 min, MnasNet and ProxylessNAS 230 s
 # each; bench_each at batch 32, MobileNetV2 + MnasNet 170 s, EfficientNet-B0 + MobileNetV3-Large
 # 180 s; fp16, five models stock against fcm, 336 s.
+# Thirteenth session: check_fcm_kernels run, 358-379 kernels per 22 MB part, 22-29 s each (working
+# tree + .gpu/rt + one part must stay under 64 MiB); layers --graph-clock 10 --variants fcm (FCMs
+# only), four models at batch 1: 184-199 s; MobileNetV2 fp16 with stock: 120 s; table rebuilt on
+# the host (tests/gpu/h100_table.sh, OUTPUT=/tmp/fcm-measured/h100.json, FCM_TVM_MEASURED) then
+# bench_each fp16 five models: 350 s in one call; layers fp16 batch 32 two models (fcm,stock):
+# 185 s, and bench_each of both at batch 32 in fp16: 210 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
