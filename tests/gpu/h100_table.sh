@@ -37,6 +37,7 @@ python -m fcm_tvm.benchmarks.measured_table --gpu h100 \
            $R/layers_b1_graph2_mobilenet_v2.json $R/layers_b1_graph2_efficientnet_b0.json \
            $R/layers_b1_graph2_mobilenet_v3_large.json $R/layers_b1_graph2_mnasnet1_0.json \
            $R/layers_b1_fp16_graph_mobilenet_v1.json $R/layers_b1_fp16_graph_mobilenet_v3_small.json \
+           $R/layers_b1_fp16_graph_mobilevit_xxs.json $R/layers_b1_fp16_graph_mobilevit_xs.json \
            ${EXTRA_LAYERS:-} \
   --old-sweep $R/splits_h100.json $R/splits_h100_mbv3_mnasnet.json \
   --old-layers $R/layers.json $R/layers_b32.json $R/layers_mbv3_mnasnet_b1.json \
