@@ -465,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         "--profile-variants",  # its name before timed runs took it too
         default=",".join(VARIANTS),
-        help="the workloads timed or profiled per chain (stock_tuned only given --tuning-records)",
+        help="the workloads timed or profiled per chain (stock_tuned only given --tuning-records; "
+        "a timed run always times the FCM)",
     )
     parser.add_argument(
         "--sub-chains",
