@@ -152,27 +152,34 @@ class Workloads:
             )
         self.graph_repeats = graph_repeats
         self.graphs: dict[str, object] = {}
+        self.graph_columns: dict[str, tuple[str, str]] = {}  # column: (build of graphs, function)
         if graph_repeats:
-            self.graphs = self._graph_clock(target, tuning_records, baselines)
+            self._graph_clock(target, tuning_records, baselines)
 
     def unfused(self) -> dict[str, object]:
         """The unfused builds compiled, by variant name (of :data:`BASELINES`)."""
         built = {"stock": self.stock, "stock_folded": self.stock_folded, "stock_tuned": self.tuned}
         return {variant: executable for variant, executable in built.items() if executable is not None}
 
-    def _graph_clock(self, target, tuning_records: Path | None, baselines: Collection[str]) -> dict:
+    def _graph_clock(self, target, tuning_records: Path | None, baselines: Collection[str]) -> None:
         """The chains repeated inside one CUDA graph (:func:`.chains.graph_timed_module`), built
-        with the default pipeline and, given records (and "stock_tuned"), with the tuned one."""
+        with the default pipeline and, given records (and "stock_tuned"), with the tuned one; and
+        which of their functions :func:`graph_clock` times as which column."""
         import tvm
 
         from ..pipeline import stock_pipeline
 
         stock = "stock" in baselines
         module = graph_timed_module(self.specs, self.tiles, target, self.graph_repeats, stock)
-        tuned = tuning_records is not None and "stock_tuned" in baselines
-        builds = {"default": None} | ({"tuned": str(tuning_records)} if tuned else {})
+        self.graph_columns = {"fcm_graph_us": ("default", "fcm")}
+        if stock:
+            self.graph_columns["stock_graph_us"] = ("default", "chain")
+        builds = {"default": None}
+        if tuning_records is not None and "stock_tuned" in baselines:
+            builds["tuned"] = str(tuning_records)
+            self.graph_columns["stock_tuned_graph_us"] = ("tuned", "chain")
         with tvm.transform.PassContext(opt_level=3, config={"relax.backend.use_cuda_graph": True}):
-            return {
+            self.graphs = {
                 name: tvm.compile(module, target, relax_pipeline=stock_pipeline(target, records))
                 for name, records in builds.items()
             }
@@ -220,9 +227,8 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
         for column, vm in vms.items():
             row[column] = time_vm(vm, f"chain_{index}", device, arguments, number, repeat)
         if graph_vms:
-            stock = workloads.stock is not None
-            repeats = workloads.graph_repeats
-            row.update(graph_clock(graph_vms, repeats, index, spec, device, number, repeat, stock))
+            columns, repeats = workloads.graph_columns, workloads.graph_repeats
+            row.update(graph_clock(graph_vms, columns, repeats, index, spec, device, number, repeat))
         row["cudnn_us"] = time_cudnn(spec, number, repeat)
         row["floor_us"] = traffic_floor_bytes(spec) / (bandwidth_gbs * 1e3)
         baselines = [row.get(key) for key in ("stock_tuned_us", "cudnn_us") if row.get(key)]
@@ -232,23 +238,18 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
 
 
 def graph_clock(
-    vms: dict, repeats: int, index: int, spec, device, number: int, repeat: int, stock: bool = True
+    vms: dict, columns: dict, repeats: int, index: int, spec, device, number: int, repeat: int
 ) -> dict:
     """Microseconds per chain with the chain repeated ``repeats`` times inside one CUDA graph
-    (``vms``: of :meth:`Workloads._graph_clock`'s builds): the FCM, and (``stock``) the stock
-    chain and, where built, the tuned stock chain, as ``*_graph_us``."""
+    (``vms`` and ``columns``: :meth:`Workloads._graph_clock`'s builds and what it times in them):
+    the FCM and, where built, the stock and tuned stock chains, as ``*_graph_us``."""
     import tvm
 
     first, *weights = (tvm.runtime.tensor(array, device) for array in random_arguments(spec))
     fresh = (random_array(spec, spec.input.as_tuple()) for _ in range(repeats - 1))
     inputs = [first, *(tvm.runtime.tensor(array, device) for array in fresh)]  # a fresh input per repeat
-    functions = {"fcm_graph_us": ("default", "fcm")}
-    if stock:
-        functions["stock_graph_us"] = ("default", "chain")
-    if "tuned" in vms:
-        functions["stock_tuned_graph_us"] = ("tuned", "chain")
     times = {}
-    for column, (build, prefix) in functions.items():
+    for column, (build, prefix) in columns.items():
         microseconds = time_vm(vms[build], f"{prefix}_{index}", device, [*inputs, *weights], number, repeat)
         times[column] = microseconds / repeats
     return times
