@@ -37,6 +37,7 @@ class GpuSpec:
     fp16_tensor_tflops: float
     max_blocks_per_sm: int
     reserved_smem_per_block: int
+    data_from: str | None = None  # a GPU whose measurements and records serve this one's absence
 
 
 @cache
@@ -49,6 +50,17 @@ def all_gpus() -> dict[str, GpuSpec]:
     """Every GPU in the table, by short key (``h100``, ``a100``, ...)."""
     rows = _table()["gpus"]
     return {key: GpuSpec(key=key, **{**row, "names": tuple(row["names"])}) for key, row in rows.items()}
+
+
+def data_keys(gpu_key: str) -> tuple[str, ...]:
+    """The GPUs whose measured chain times and tuning records serve ``gpu_key``, its own first.
+
+    Why: an H200 is the H100's GH100 chip (same SMs, clocks, shared memory and target) with more
+    and faster memory, so where nothing was measured or tuned on the H200 itself, the H100's data
+    plan and tune it better than the cost model does (docs/results.md, the H200 section).
+    """
+    borrowed = all_gpus()[gpu_key].data_from if gpu_key in all_gpus() else None
+    return (gpu_key,) if borrowed is None else (gpu_key, borrowed)
 
 
 def arch_defaults() -> dict[str, str]:

@@ -86,16 +86,34 @@ def tuning_dir(root: Path, model: str, batch: int, precision: str, fuse: str) ->
     return own if has_records(own) else root / record_name(model, batch, precision, "none")
 
 
+def find_records(roots: list[Path], model: str, batch: int, precision: str, fuse: str) -> Path | None:
+    """The first database for this case under ``roots``, searched in order (see :func:`tuning_dir`)."""
+    found = (tuning_dir(root, model, batch, precision, fuse) for root in roots)
+    return next((folder for folder in found if has_records(folder)), None)
+
+
+def shipped_roots(gpu_key: str) -> list[Path]:
+    """Where records for ``gpu_key`` are looked up: its own folder, then those of the GPUs whose
+    data serve it (an H200 is tuned with the H100's records where it has none of its own)."""
+    from .gpus import data_keys
+
+    return [shipped_root() / key for key in data_keys(gpu_key)]
+
+
 def shipped_records(gpu_key: str, model_name: str, batch: int, precision: str, fuse: str) -> Path | None:
     """The shipped database for this case on ``gpu_key`` (``h100``, ...), unpacked; None if none ships."""
-    folder = tuning_dir(shipped_root() / gpu_key, model_name, batch, precision, fuse)
-    return unpacked(folder) if has_records(folder) else None
+    folder = find_records(shipped_roots(gpu_key), model_name, batch, precision, fuse)
+    return None if folder is None else unpacked(folder)
 
 
 def shipped_cases(gpu_key: str) -> list[str]:
-    """Names of the databases shipped for ``gpu_key`` (for messages), sorted."""
-    root = shipped_root() / gpu_key
-    return sorted(path.name for path in root.iterdir() if has_records(path)) if root.is_dir() else []
+    """Names of the databases shipped for ``gpu_key`` (for messages), sorted; a case borrowed
+    from another GPU is named with that GPU (``h100/mobilenet_v2_b1_fp32_stock``)."""
+    names = []
+    for root in shipped_roots(gpu_key):
+        prefix = "" if root.name == gpu_key else f"{root.name}/"
+        names += [prefix + path.name for path in root.iterdir() if has_records(path)] if root.is_dir() else []
+    return sorted(names)
 
 
 def measured_records(path: Path) -> Iterator[tuple[int, list, float | None]]:

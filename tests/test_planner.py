@@ -13,7 +13,16 @@ import fcm_tvm.gpus as gpus
 import fcm_tvm.planner.measured as measured_module
 import fcm_tvm.planner.planner as planner_module
 from fcm_tvm.errors import FcmError, TargetError
-from fcm_tvm.gpus import GpuSpec, all_gpus, arch_defaults, detect_gpu, find_gpu, get_gpu, gpu_for_target
+from fcm_tvm.gpus import (
+    GpuSpec,
+    all_gpus,
+    arch_defaults,
+    data_keys,
+    detect_gpu,
+    find_gpu,
+    get_gpu,
+    gpu_for_target,
+)
 from fcm_tvm.planner import candidate_tiles, estimate_fused, format_plan, plan_chain, plan_chains, to_json
 from fcm_tvm.planner.layers import EFFICIENTNET_B0, MOBILENET_V2, model_chains
 from fcm_tvm.planner.measured import Measured, clocks, from_row, measured
@@ -396,6 +405,18 @@ def test_the_table_has_a_row_per_chain_and_a_total():
     assert all(d.reason in text for d in plan.decisions)
 
 
+def test_an_h200_plan_fuses_what_the_h100_table_fuses_and_says_whose_times_it_used():
+    named = model_chains("mobilenet_v2")
+    specs, names = [spec for _, spec in named], [name for name, _ in named]
+    on_h100, on_h200 = plan_chains(specs, H100, names), plan_chains(specs, get_gpu("h200"), names)
+    assert [d.tiles for d in on_h200.decisions] == [d.tiles for d in on_h100.decisions]
+    assert on_h200.fused_count > 0
+    title = format_plan(on_h200).splitlines()[0]
+    assert title.startswith("FusePlanner on h200") and "chain times measured on h100" in title
+    assert "measured on" not in format_plan(on_h100).splitlines()[0]
+    assert json.loads(to_json(on_h200))["measured_on"] == "h100"
+
+
 def test_the_json_has_every_decision_with_both_estimates():
     plan = plan_chains([chain("mobilenet_v2", "b1"), chain("mobilenet_v2", "b14")], H100, ["b1", "b14"])
     data = json.loads(to_json(plan))
@@ -411,7 +432,7 @@ def test_the_json_has_every_decision_with_both_estimates():
 
 
 def test_every_gpu_in_the_table_is_complete():
-    numbers = [f.name for f in fields(GpuSpec) if f.name not in ("key", "names", "arch")]
+    numbers = [f.name for f in fields(GpuSpec) if f.name not in ("key", "names", "arch", "data_from")]
     for key, gpu in all_gpus().items():
         assert gpu.names and re.fullmatch(r"sm_\d+", gpu.arch), key
         assert all(getattr(gpu, name) > 0 for name in numbers), key
@@ -421,6 +442,17 @@ def test_every_gpu_in_the_table_is_complete():
         assert all(find_gpu(name) == gpu for name in gpu.names), key
     assert {gpu.arch for gpu in all_gpus().values()} == set(arch_defaults())
     assert all(all_gpus()[key].arch == arch for arch, key in arch_defaults().items())
+
+
+def test_a_gpu_borrows_data_only_from_a_gpu_of_the_same_chip():
+    assert data_keys("h200") == ("h200", "h100")
+    assert data_keys("h100") == ("h100",) and data_keys("a100") == ("a100",)
+    for key, gpu in all_gpus().items():
+        if gpu.data_from is not None:
+            lender = all_gpus()[gpu.data_from]
+            same = ("arch", "sm_count", "smem_per_block", "max_threads_per_block", "fp32_tflops")
+            assert all(getattr(gpu, name) == getattr(lender, name) for name in same), key
+            assert lender.data_from is None, key  # one step: no chains of borrowing
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,24 @@ def test_a_folder_without_both_database_files_is_not_a_database(shipped: Path):
     assert records.shipped_cases("h100") == []
 
 
+def test_an_h200_uses_the_h100s_records_where_it_has_none_of_its_own(shipped: Path):
+    h100 = fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_stock")
+    assert records.shipped_records("h200", "mobilenet_v2", 1, "fp32", "auto") == h100
+    assert records.shipped_cases("h200") == ["h100/mobilenet_v2_b1_fp32_stock"]
+    h200 = fake_database(shipped / "h200" / "mobilenet_v2_b1_fp32_stock")
+    assert records.shipped_records("h200", "mobilenet_v2", 1, "fp32", "auto") == h200
+    assert records.shipped_records("h100", "mobilenet_v2", 1, "fp32", "auto") == h100  # never the other way
+    assert records.shipped_records("a100", "mobilenet_v2", 1, "fp32", "auto") is None
+
+
+def test_an_h200_borrows_case_by_case(shipped: Path):
+    own_fp16 = fake_database(shipped / "h200" / "mobilenet_v2_b1_fp16_stock")
+    h100_fp32 = fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_stock")
+    assert records.shipped_records("h200", "mobilenet_v2", 1, "fp16", "none") == own_fp16
+    assert records.shipped_records("h200", "mobilenet_v2", 1, "fp32", "none") == h100_fp32
+    assert records.shipped_cases("h200") == ["h100/mobilenet_v2_b1_fp32_stock", "mobilenet_v2_b1_fp16_stock"]
+
+
 class CompileSpy:
     """Stands in for fcm_tvm.compile: notes the records it was given, then fails the build."""
 
@@ -91,6 +111,19 @@ def test_bench_falls_back_to_the_records_shipped_for_the_targets_gpu(shipped, co
     )
     assert compile_spy.records == [stock, stock]
     assert [row["status"] for row in rows] == ["failed: stopped by the test"] * 2
+
+
+def test_bench_on_an_h200_uses_its_own_records_then_the_h100s_and_says_which(shipped, compile_spy, tmp_path):
+    h100 = fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_stock")
+    h200 = fake_database(shipped / "h200" / "mobilenet_v2_b1_fp16_stock")
+    rows = end_to_end.bench(
+        ["mobilenet_v2"], ["stock-tuned"], [1], ["fp32", "fp16"], "h200", None, tmp_path, energy=False
+    )
+    assert compile_spy.records == [h100, h200]
+    assert [row["tuning_records"] for row in rows] == [str(h100), str(h200)]
+    context = json.loads((tmp_path / "bench.json").read_text())["context"]
+    assert context["gpu"] == "h200"
+    assert context["tuning_records"] == [str(shipped / "h200"), str(shipped / "h100")]
 
 
 def test_bench_without_shipped_records_reports_the_tuned_variants_as_missing(shipped, compile_spy, tmp_path):
@@ -187,9 +220,32 @@ def test_every_shipped_database_holds_one_measured_record_per_workload(tmp_path:
     for batch in (1, 32):
         for model in ("mobilenet_v2", "mnasnet1_0", "efficientnet_b0", "mobilenet_v3_large"):
             assert records.record_name(model, batch, "fp32", "none") in cases
-    for case in cases:
-        folder = records.unpacked(records.shipped_root() / "h100" / case)
+    assert {"mobilenet_v2_b1_fp16_stock", "mnasnet1_0_b1_fp16_stock"} <= set(records.shipped_cases("h200"))
+    shipped = [path for path in records.shipped_root().glob("*/*") if records.has_records(path)]
+    for case in shipped:
+        folder = records.unpacked(case)
         workloads = (folder / records.WORKLOADS).read_text().splitlines()
         measured = list(records.measured_records(folder / records.DATABASE))
         assert sorted(index for index, _, _ in measured) == list(range(len(workloads))), case
         assert all(seconds is not None and seconds > 0 for _, _, seconds in measured), case
+
+
+FRESH_FP16_BUILD = """
+from fcm_tvm import compile
+from fcm_tvm.models import build_model
+from fcm_tvm.precision import with_precision
+from fcm_tvm.records import shipped_records
+
+model = with_precision(build_model("mobilenet_v2", batch=1), "fp16")
+compile(model, "h200", fuse="none", tuning_records=shipped_records("h200", "mobilenet_v2", 1, "fp16", "none"))
+"""
+
+
+@pytest.mark.slow
+def test_fp16_records_with_tensor_core_schedules_replay_in_a_process_that_never_tuned(tmp_path):
+    folder = records.shipped_records("h200", "mobilenet_v2", 1, "fp16", "none")
+    assert folder is not None and "wmma" in (folder / records.DATABASE).read_text()
+    environment = {**os.environ, "FCM_TVM_CACHE": str(tmp_path)}
+    build = [sys.executable, "-c", FRESH_FP16_BUILD]
+    result = subprocess.run(build, env=environment, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -26,7 +26,7 @@ import numpy as np
 from .. import records as shipped  # a module reference: tests point shipped_root elsewhere
 from ..energy import EnergyRuns, interleaved_energy
 from ..errors import FcmError
-from ..records import has_records, tuning_dir
+from ..records import find_records, tuning_dir
 from .report import save_report
 
 VARIANTS = {
@@ -59,9 +59,15 @@ class BenchCase:
     batch: int
     precision: str
 
-    def tuning_dir(self, root: Path, fuse: str) -> Path:
-        """The database for ``fuse`` under ``root``: the fused graph's if tuned, else the stock graph's."""
-        return tuning_dir(root, self.model, self.batch, self.precision, fuse)
+    def records(self, roots: list[Path], fuse: str) -> Path | None:
+        """The database for ``fuse`` under the first of ``roots`` that has one: the fused graph's
+        if tuned, else the stock graph's; None where none has."""
+        return find_records(roots, self.model, self.batch, self.precision, fuse)
+
+    def looked_in(self, roots: list[Path], fuse: str) -> str:
+        """Where :meth:`records` looked, for the message when it found nothing."""
+        folders = [tuning_dir(root, self.model, self.batch, self.precision, fuse) for root in roots]
+        return ", ".join(map(str, folders)) or "no tuning records given"
 
 
 def progress(done: int, total: int, label: str) -> None:
@@ -81,7 +87,7 @@ def bench_case(
     case: BenchCase,
     variants: list[str],
     target: str,
-    tuning_root: Path | None,
+    tuning_roots: list[Path],
     input_sets: int,
     energy_meter,
     cuda_graph: bool = False,
@@ -97,10 +103,14 @@ def bench_case(
     for variant in variants:
         fuse, tuned = VARIANTS[variant]
         row = {"model": case.model, "batch": case.batch, "precision": case.precision, "variant": variant}
-        records = case.tuning_dir(tuning_root, fuse) if tuned and tuning_root else None
-        if tuned and (records is None or not has_records(records)):
-            rows.append({**row, "status": f"no tuning records ({records})"})
-            continue
+        if tuned:
+            records = case.records(tuning_roots, fuse)
+            if records is None:
+                rows.append({**row, "status": f"no tuning records ({case.looked_in(tuning_roots, fuse)})"})
+                continue
+            row["tuning_records"] = str(records)
+        else:
+            records = None
         try:
             compiled = compile_model(
                 onnx_model, target, fuse=fuse, tuning_records=records, cuda_graph=cuda_graph
@@ -224,23 +234,26 @@ def bench(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise FcmError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
-    if tuning_root is None and any(VARIANTS[v][1] for v in variants):
-        tuning_root = shipped_tuning_root(target)
-        if tuning_root is not None:
-            print(f"[bench] tuned variants use the records shipped in {tuning_root}", file=sys.stderr)
+    roots = [tuning_root] if tuning_root is not None else []
+    if not roots and any(VARIANTS[v][1] for v in variants):
+        roots = shipped_tuning_roots(target)
+        if roots:
+            where = " (then) ".join(map(str, roots))
+            print(f"[bench] tuned variants use the records shipped in {where}", file=sys.stderr)
     meter = _energy_meter() if energy else None
     cases = [BenchCase(m, b, p) for m in models for b in batches for p in precisions]
     context = {
         "target": target,
         "variants": variants,
         "energy": meter is not None,
-        "tuning_records": str(tuning_root) if tuning_root else None,
+        "gpu": _gpu_key(target),
+        "tuning_records": [str(root) for root in roots] or None,
         "cuda_graph": cuda_graph,
     }
     rows: list[dict] = []
     for index, case in enumerate(cases):
         progress(index, len(cases), f"{case.model} b{case.batch} {case.precision}")
-        rows += bench_case(case, variants, target, tuning_root, input_sets, meter, cuda_graph)
+        rows += bench_case(case, variants, target, roots, input_sets, meter, cuda_graph)
         table = save_report(out_dir, "bench", rows, COLUMNS, context)  # after each case: partial runs count
     progress(len(cases), len(cases), "done")
     plot(rows, out_dir / "bench.png")
@@ -248,12 +261,18 @@ def bench(
     return rows
 
 
-def shipped_tuning_root(target: str) -> Path | None:
-    """Where the records shipped for ``target``'s GPU live (None for a CPU target)."""
+def shipped_tuning_roots(target: str) -> list[Path]:
+    """Where the records shipped for ``target``'s GPU live, in lookup order (none for a CPU target)."""
+    key = _gpu_key(target)
+    return shipped.shipped_roots(key) if key else []
+
+
+def _gpu_key(target: str) -> str | None:
+    """The GPU ``target`` plans for (``h200``, ...); None for a CPU target."""
     from ..target import resolve_target
 
     resolved = resolve_target(target)
-    return shipped.shipped_root() / resolved.gpu.key if resolved.is_cuda and resolved.gpu else None
+    return resolved.gpu.key if resolved.is_cuda and resolved.gpu else None
 
 
 def _energy_meter():

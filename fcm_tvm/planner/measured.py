@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import FcmError
-from ..gpus import GpuSpec
+from ..gpus import GpuSpec, data_keys
 from ..schedules.spec import FcmSpec, FcmTiles
 
 US = 1e-6
@@ -72,13 +72,22 @@ def measured_on(spec: FcmSpec, gpu: GpuSpec, clock: str) -> Measured | None:
 
 
 def table_rows(gpu_key: str) -> dict[str, dict]:
-    """The table's rows of ``gpu_key`` by chain key (empty when that GPU was never measured): the
-    shipped table's, overridden row by row by ``$FCM_TVM_MEASURED/<gpu>.json`` where that exists.
+    """The table's rows that serve ``gpu_key``, by chain key (empty when no table does): those of
+    :func:`table_gpu`, the shipped table's overridden row by row by ``$FCM_TVM_MEASURED/<gpu>.json``
+    where that exists.
 
     Why the folder: a user times the chains on their own GPU (``benchmarks.layers``, then
     ``benchmarks.measured_table -o``) without writing into the installed package.
     """
-    return _rows(gpu_key, os.environ.get(MEASURED_ENV, ""))
+    source = table_gpu(gpu_key)
+    return _rows(source, os.environ.get(MEASURED_ENV, "")) if source else {}
+
+
+def table_gpu(gpu_key: str) -> str | None:
+    """The GPU whose measured table plans ``gpu_key``: its own where it has one, else the first of
+    its ``data_from`` GPUs that has one (:func:`fcm_tvm.gpus.data_keys`); None where none has."""
+    folder = os.environ.get(MEASURED_ENV, "")
+    return next((key for key in data_keys(gpu_key) if _rows(key, folder)), None)
 
 
 @cache

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..schedules.spec import FcmTiles, TensorShape
 from .cost_model import ChainEstimate, KernelEstimate, Traffic
+from .measured import table_gpu
 from .planner import MB, US, Decision, Plan
 
 COLUMNS = ("chain", "kind", "input -> output (NCHW)", "DRAM MB", "", "time us", "", "decision", "fused tiles")
@@ -73,13 +74,20 @@ def format_plan(plan: Plan) -> str:
     gpu = plan.gpu
     title = (
         f"FusePlanner on {gpu.key} ({gpu.sm_count} SMs, {gpu.l2_bytes / 2**20:.0f} MiB L2, "
-        f"{gpu.dram_bandwidth_gbs:g} GB/s): {plan.fused_count} of {len(plan.decisions)} chains fused"
+        f"{gpu.dram_bandwidth_gbs:g} GB/s{_borrowed_note(gpu.key)}): "
+        f"{plan.fused_count} of {len(plan.decisions)} chains fused"
     )
     rows = [COLUMNS, SUBHEADER, *(decision_row(d) for d in plan.decisions), total_row(plan)]
     table = format_table(rows)
     rule = "-" * max(len(line) for line in table)
     reasons = [f"  {d.name}: {d.reason}" for d in plan.decisions]
     return "\n".join([title, *table[:2], rule, *table[2:-1], rule, table[-1], "", "why:", *reasons])
+
+
+def _borrowed_note(gpu_key: str) -> str:
+    """Where another GPU's measured table plans this one, say so in the title."""
+    source = table_gpu(gpu_key)
+    return "" if source in (None, gpu_key) else f", chain times measured on {source}"
 
 
 def traffic_dict(traffic: Traffic) -> dict[str, float]:
@@ -141,6 +149,7 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
     """The plan as plain data: every decision with both estimates, kernel by kernel, and totals."""
     return {
         "gpu": plan.gpu.key,
+        "measured_on": table_gpu(plan.gpu.key),
         "chains": [decision_dict(d) for d in plan.decisions],
         "totals": {
             "chains": len(plan.decisions),

@@ -47,6 +47,9 @@
 # bench_each fp16 five models: 350 s in one call; layers fp16 batch 32 two models (fcm,stock):
 # 185 s, and bench_each of both at batch 32 in fp16: 210 s. MobileViT-XXS/-XS fp16 builds in the
 # bench took over 100 s each (MODEL_TIMEOUT=100 cut both off): give them 200 s.
+# Fourteenth session (an H200 now, time counted in full): tune of two fp16 models, TOTAL=530:
+# 481 s (4-5 tasks each); bench_each fp16 two models 191 s; fp32 four models at batch 1 306 s;
+# two at batch 32 261 s. The machine goes cold 30 s after a call: /tmp is lost with it.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
@@ -91,15 +94,16 @@ bench)  # end to end, all four variants, with the records tune_zoo.sh left in /t
   timeout 560 $FCM bench ${MODELS:-mobilenet_v2,efficientnet_b0,mobilenet_v3_large} --baseline stock,stock-tuned \
     --variants fcm,fcm-tuned --batch ${BATCH:-1} --precision ${PRECISION:-fp32} ${BENCH_FLAGS:-} \
     --tuning-records /tmp/fcm-tune/tuning/h100 -o "$OUT" 2>&1 | tail -${TAIL:-20} ;;
-bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (the shipped
-  # records; BASELINE=stock VARIANTS=fcm RECORDS= for models without them); each model's JSON
-  # comes back as bench_<model>.json
+bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
+  # RECORDS, the records shipped for this GPU: an H200 borrows the H100's; BASELINE=stock
+  # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.
+  # TARGET=h100 plans and looks records up as for an H100 whatever GPU runs it
   hide_torch
-  records=${RECORDS-fcm_tvm/data/tuning/h100}
+  records=${RECORDS:-}
   for model in ${MODELS//,/ }; do
     timeout ${MODEL_TIMEOUT:-150} $FCM bench $model --baseline ${BASELINE:-stock-tuned} \
       --variants ${VARIANTS:-fcm-tuned} --batch ${BATCH:-1} --precision ${PRECISION:-fp32} --cuda-graph \
-      ${records:+--tuning-records $records} -o $RUN/$model 2>&1 | tail -4
+      ${TARGET:+--target $TARGET} ${records:+--tuning-records $records} -o $RUN/$model 2>&1 | tail -4
     cp $RUN/$model/bench.json "$OUT/bench_$model.json"
   done ;;
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
