@@ -59,8 +59,8 @@ def data_keys(gpu_key: str) -> tuple[str, ...]:
     and faster memory, so where nothing was measured or tuned on the H200 itself, the H100's data
     plan and tune it better than the cost model does (docs/results.md, the H200 section).
     """
-    borrowed = all_gpus()[gpu_key].data_from if gpu_key in all_gpus() else None
-    return (gpu_key,) if borrowed is None else (gpu_key, borrowed)
+    gpu = all_gpus().get(gpu_key)
+    return (gpu_key,) if gpu is None or gpu.data_from is None else (gpu_key, gpu.data_from)
 
 
 def arch_defaults() -> dict[str, str]:

@@ -103,14 +103,12 @@ def bench_case(
     for variant in variants:
         fuse, tuned = VARIANTS[variant]
         row = {"model": case.model, "batch": case.batch, "precision": case.precision, "variant": variant}
-        if tuned:
-            records = case.records(tuning_roots, fuse)
-            if records is None:
-                rows.append({**row, "status": f"no tuning records ({case.looked_in(tuning_roots, fuse)})"})
-                continue
+        records = case.records(tuning_roots, fuse) if tuned else None
+        if tuned and records is None:
+            rows.append({**row, "status": f"no tuning records ({case.looked_in(tuning_roots, fuse)})"})
+            continue
+        if records is not None:
             row["tuning_records"] = str(records)
-        else:
-            records = None
         try:
             compiled = compile_model(
                 onnx_model, target, fuse=fuse, tuning_records=records, cuda_graph=cuda_graph
@@ -234,19 +232,19 @@ def bench(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise FcmError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    gpu_key = _gpu_key(target)
     roots = [tuning_root] if tuning_root is not None else []
-    if not roots and any(VARIANTS[v][1] for v in variants):
-        roots = shipped_tuning_roots(target)
-        if roots:
-            where = " (then) ".join(map(str, roots))
-            print(f"[bench] tuned variants use the records shipped in {where}", file=sys.stderr)
+    if not roots and gpu_key and any(VARIANTS[v][1] for v in variants):
+        roots = shipped.shipped_roots(gpu_key)
+        where = " (then) ".join(map(str, roots))
+        print(f"[bench] tuned variants use the records shipped in {where}", file=sys.stderr)
     meter = _energy_meter() if energy else None
     cases = [BenchCase(m, b, p) for m in models for b in batches for p in precisions]
     context = {
         "target": target,
         "variants": variants,
         "energy": meter is not None,
-        "gpu": _gpu_key(target),
+        "gpu": gpu_key,
         "tuning_records": [str(root) for root in roots] or None,
         "cuda_graph": cuda_graph,
     }
@@ -259,12 +257,6 @@ def bench(
     plot(rows, out_dir / "bench.png")
     print(table)
     return rows
-
-
-def shipped_tuning_roots(target: str) -> list[Path]:
-    """Where the records shipped for ``target``'s GPU live, in lookup order (none for a CPU target)."""
-    key = _gpu_key(target)
-    return shipped.shipped_roots(key) if key else []
 
 
 def _gpu_key(target: str) -> str | None:
