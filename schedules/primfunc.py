@@ -8,6 +8,7 @@ import tvm
 
 from ..errors import FcmError
 from .compute import fcm_te_primfunc
+from .cuda_dw_pw_tc import tensor_core_primfunc, tensor_core_problems
 from .spec import FcmSpec, FcmTiles
 
 CPU_KINDS = ("llvm", "c")
@@ -27,10 +28,16 @@ def _cuda_primfunc(spec: FcmSpec, tiles: FcmTiles | None, target_json: str) -> t
 
     ``FoldAndFuse`` runs the fusion twice, and a benchmark compiles a model several times.
     """
-    from .cuda import schedule_cuda
+    from .cuda import max_shared_memory, schedule_cuda
 
-    func = fcm_te_primfunc(spec, symbol_name(spec))
-    scheduled = schedule_cuda(spec, tiles, tvm.target.Target(target_json), func)
+    target = tvm.target.Target(target_json)
+    if tiles is not None and tiles.tensor_cores:
+        problems = tensor_core_problems(spec, tiles, max_shared_memory(target))
+        if problems:
+            raise FcmError(f"tiles {tiles.label} of FCM {spec.key}: " + "; ".join(problems))
+        scheduled = tensor_core_primfunc(spec, tiles, symbol_name(spec))
+    else:
+        scheduled = schedule_cuda(spec, tiles, target, fcm_te_primfunc(spec, symbol_name(spec)))
     return scheduled.with_attrs({SCHEDULED_ATTR: True, OP_PATTERN_ATTR: OPAQUE})
 
 

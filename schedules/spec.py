@@ -236,6 +236,10 @@ class FcmTiles:
     step loads the thread's depthwise results of a row as one vector of that many: with
     ``weight_lanes`` too, a step of a ``reg_c x 1 x 4`` register tile issues ``reg_c / 4 + 1``
     shared loads for ``4 reg_c`` multiply-adds instead of ``reg_c / 4 + 4``.
+
+    ``tensor_cores = 1`` builds a different kernel (:mod:`.cuda_dw_pw_tc`, float16 DW->PW only):
+    the PW is a GEMM on WMMA fragments; ``channel_tile``, ``tile_h x tile_w`` and ``threads``
+    (whole warps) keep their meaning and the other knobs stay at their defaults.
     """
 
     channel_tile: int = 32
@@ -250,6 +254,7 @@ class FcmTiles:
     patch_lanes: int = 1
     depthwise_cols: int = 1
     output_cols: int = 1
+    tensor_cores: int = 0
 
     @property
     def label(self) -> str:
@@ -266,4 +271,5 @@ class FcmTiles:
             "d": self.depthwise_cols,
             "x": self.output_cols,
         }
-        return label + "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)
+        label += "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)
+        return label + " tc" * self.tensor_cores

@@ -8,10 +8,11 @@ channel count (a split slice takes only those); beyond that, the device's limit.
 
 from __future__ import annotations
 
-from dataclasses import astuple
+from dataclasses import astuple, replace
 
 from ..errors import FcmError
 from .cuda_base import KernelPlan, threads_over_patch
+from .cuda_dw_pw_tc import tensor_core_problems
 from .layout import (
     MAX_ACCUMULATORS,
     MAX_PATCH_ACCUMULATORS,
@@ -39,6 +40,8 @@ WEIGHT_LANES = (1, 2, 4)  # weights per vector load (FcmTiles.weight_lanes, patc
 
 def tile_problems(spec: FcmSpec, tiles: FcmTiles, max_smem_per_block: int) -> list[str]:
     """Why ``tiles`` cannot run ``spec`` on a GPU with ``max_smem_per_block`` bytes (empty if they can)."""
+    if tiles.tensor_cores:
+        return tensor_core_problems(spec, tiles, max_smem_per_block)
     return _plan(spec, tiles, max_smem_per_block)[1]
 
 
@@ -71,7 +74,9 @@ def stages_input(spec: FcmSpec, tiles: FcmTiles, chunk: int, max_smem: int) -> b
 
 
 def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | None, list[str]]:
-    knobs = astuple(tiles)
+    knobs = astuple(replace(tiles, tensor_cores=1))
+    if tiles.tensor_cores:
+        return None, ["tensor-core tiles have no CUDA-core kernel plan"]
     if min(knobs) < 1:
         return None, [f"every tile knob must be >= 1, got {tiles}"]
     problems = split_problems(spec, tiles.split)

@@ -35,7 +35,7 @@ from .chains import LayerCase, model_chains
 # how FcmTiles.label spells tiles
 TILES_TEXT = re.compile(
     r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)"
-    r"(?: p(\d+))?(?: u(\d+))?(?: o(\d+))?(?: v(\d+))?(?: pv(\d+))?(?: d(\d+))?(?: x(\d+))?"
+    r"(?: p(\d+))?(?: u(\d+))?(?: o(\d+))?(?: v(\d+))?(?: pv(\d+))?(?: d(\d+))?(?: x(\d+))?( tc)?"
 )
 
 
@@ -53,7 +53,10 @@ def spec_from_row(row: dict) -> FcmSpec:
 
 def tiles_from_text(text: str) -> FcmTiles | None:
     found = TILES_TEXT.fullmatch(text)
-    return FcmTiles(*(int(knob) for knob in found.groups(default="1"))) if found else None
+    if not found:
+        return None
+    *knobs, tensor_cores = found.groups()
+    return FcmTiles(*(int(knob or 1) for knob in knobs), tensor_cores=int(tensor_cores is not None))
 
 
 class Entry(NamedTuple):

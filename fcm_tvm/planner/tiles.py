@@ -18,6 +18,8 @@ from functools import cache
 from ..errors import FcmError
 from ..gpus import GpuSpec
 from ..schedules.cuda_base import KernelPlan
+from ..schedules.cuda_dw_pw_tc import padded_pixels
+from ..schedules.cuda_dw_pw_tc import shared_bytes as tensor_core_smem
 from ..schedules.layout import MAX_ACCUMULATORS, output_layout
 from ..schedules.spec import FcmSpec, FcmTiles
 from ..schedules.tiles import default_tiles, plan_kernel, split_problems, tile_problems
@@ -75,9 +77,9 @@ def fit_problems(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> list[str]:
 def shared_bytes(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> int:
     """Shared memory one block of the FCM kernel uses; :class:`FcmError` if the tiles do not fit."""
     plan, problems = _fit(spec, tiles, gpu.smem_per_block, gpu.max_threads_per_block)
-    if plan is None:
+    if problems:
         raise FcmError(f"tiles {tiles} do not fit FCM {spec.kind} on {gpu.key}: " + "; ".join(problems))
-    return plan.shared_bytes
+    return tensor_core_smem(spec, tiles) if plan is None else plan.shared_bytes
 
 
 @cache
@@ -88,13 +90,16 @@ def _fit(
     problems = tile_problems(spec, tiles, max_smem)
     if tiles.threads > max_threads:
         problems.append(f"{tiles.threads} threads per block > {max_threads}")
-    if problems:
+    if problems or tiles.tensor_cores:  # the tensor-core kernel has no CUDA-core plan
         return None, tuple(problems)
     return plan_kernel(spec, tiles, max_smem), ()
 
 
 def accumulators(tiles: FcmTiles) -> int:
-    """Outputs each thread keeps in registers (the layout's register tile)."""
+    """Outputs each thread keeps in registers (the layout's register tile; a tensor-core
+    kernel's share of its accumulator fragments)."""
+    if tiles.tensor_cores:
+        return tiles.channel_tile * padded_pixels(tiles) // tiles.threads
     layout = output_layout(tiles)
     if layout is None:
         raise FcmError(f"{tiles.threads} threads do not lay out over the tile {tiles}")

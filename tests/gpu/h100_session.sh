@@ -50,6 +50,10 @@
 # Fourteenth session (an H200 now, time counted in full): tune of two fp16 models, TOTAL=530:
 # 481 s (4-5 tasks each); bench_each fp16 two models 191 s; fp32 four models at batch 1 306 s;
 # two at batch 32 261 s. The machine goes cold 30 s after a call: /tmp is lost with it.
+# Fifteenth session (H200): tune of EfficientNet-B0 + MobileNetV3-Large fp16, TOTAL=540: 125.6 s
+# (failed at the first task, 0 tuned; defaults measured in 51-55 s each); bench_each fp16,
+# MobileNetV2 + MnasNet stock-tuned/fcm-tuned then EfficientNet-B0 + MobileNetV3-Large stock/fcm,
+# one call from .gpu/snap: 257.4 s. A call issued over 30 s after the last found the machine cold.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift

@@ -1,0 +1,110 @@
+"""The tensor-core DW->PW kernel (float16): its definition against float64 on the CPU, its CUDA
+with nvcc, and the tiles it takes. WMMA does not run on a CPU: the GPU check runs the scheduled
+kernel (tests/gpu/check_fcm_kernels.py splits --tensor-cores)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+
+from fcm_tvm.benchmarks.measured_table import tiles_from_text
+from fcm_tvm.errors import FcmError
+from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
+from fcm_tvm.schedules.cuda_dw_pw_tc import shared_bytes, tensor_core_definition
+
+from .test_schedules import CUDA, assert_matches_reference, random_inputs
+from .test_schedules_cuda import compile_cubin
+
+MAX_SMEM = 227 * 1024
+KERNEL = r'extern "C" __global__ void (?:__launch_bounds__\((\d+)\) )?(\w+)\(([^)]*)\)\s*\{'
+
+
+def tc(channel_tile: int, tile_h: int, tile_w: int, threads: int) -> FcmTiles:
+    return FcmTiles(channel_tile, tile_h, tile_w, threads, tensor_cores=1)
+
+
+def dw_pw(n, c, h, w, kernel, stride, out, residual=False, acts=("relu6", "none")) -> FcmSpec:
+    stages = (Depthwise(kernel, stride, None, acts[0]), Pointwise(out, acts[1]))
+    return FcmSpec(n, c, h, w, stages, residual, "float16")
+
+
+CASES = [  # deep layers of MobileNetV2 / MnasNet, and what the definition must get right
+    (dw_pw(2, 64, 7, 7, 3, 1, 32), tc(32, 7, 7, 128)),  # 49 pixels padded to 64
+    (dw_pw(1, 32, 14, 14, 3, 2, 48), tc(16, 7, 7, 64)),  # stride 2
+    (dw_pw(2, 32, 14, 14, 5, 1, 32, acts=("silu", "hardswish")), tc(32, 7, 7, 128)),  # 4 tiles, 5x5
+    (dw_pw(1, 64, 8, 8, 3, 1, 64, residual=True, acts=("relu", "relu")), tc(64, 8, 8, 256)),
+    (dw_pw(1, 32, 14, 14, 3, 1, 16), tc(16, 14, 14, 32)),  # 196 pixels padded to 208
+]
+
+
+def case_id(case) -> str:
+    spec, tiles = case
+    return f"{spec.key.replace(' ', '_')}@{tiles.label.replace(' ', '_')}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_the_tiled_definition_matches_float64_on_the_cpu(case, rng: np.random.Generator) -> None:
+    spec, tiles = case
+    lib = tvm.compile(tvm.IRModule({"main": tensor_core_definition(spec, tiles)}), target="llvm")
+    inputs = random_inputs(spec, rng)
+    out = tvm.runtime.tensor(np.full(spec.output.as_tuple(), np.nan, spec.dtype), tvm.cpu())
+    lib["main"](*[tvm.runtime.tensor(a, tvm.cpu()) for a in inputs], out)
+    assert_matches_reference(spec, out.numpy(), inputs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_the_kernel_multiplies_on_tensor_cores_and_compiles(case, nvcc: str, tmp_path: Path) -> None:
+    spec, tiles = case
+    func = fcm_primfunc(spec, tiles, CUDA)
+    source = tvm.compile(tvm.IRModule({"main": func}), target=CUDA).mod.imports[0].inspect_source()
+    kernels = re.findall(
+        r'extern "C" __global__ void (?:__launch_bounds__\((\d+)\) )?(\w+)\(([^)]*)\)\s*\{', source
+    )
+    assert [(threads, name) for threads, name, _ in kernels] == [(str(tiles.threads), "fcm_dw_pw_kernel")]
+    pointers = {p.split()[-1] for p in kernels[0][2].split(",")}
+    assert pointers == {"x_ptr", "w0_ptr", "b0_ptr", "w1_ptr", "b1_ptr", "out_ptr"} | (
+        {"residual_ptr"} if spec.residual else set()
+    ), "no global buffer beyond the parameters: the DW result stays on chip"
+    assert "nvcuda::wmma::mma_sync" in source and "wmma::accumulator, 16, 16, 16, float>" in source
+    static_smem = compile_cubin(nvcc, source, tmp_path)  # the float32 accumulators; the rest is dynamic
+    assert 0 < static_smem <= shared_bytes(spec, tiles)
+
+
+@pytest.mark.parametrize(
+    ("spec", "tiles", "problem"),
+    [
+        (FcmSpec(1, 64, 7, 7, (Depthwise(3), Pointwise(32))), tc(32, 7, 7, 128), "need float16"),
+        (dw_pw(1, 48, 7, 7, 3, 1, 32), tc(32, 7, 7, 128), "48 input channels"),
+        (dw_pw(1, 64, 7, 7, 3, 1, 40), tc(32, 7, 7, 128), "dividing 40"),
+        (dw_pw(1, 64, 14, 14, 3, 1, 32), tc(32, 8, 8, 128), "must divide the output 14x14"),
+        (dw_pw(1, 64, 7, 7, 3, 1, 32), tc(32, 7, 7, 100), "whole warps"),
+        (dw_pw(1, 64, 7, 7, 3, 1, 32), tc(32, 7, 7, 32 * 12), "12 warps do not tile"),
+        (
+            dw_pw(1, 64, 7, 7, 3, 1, 32),
+            FcmTiles(32, 7, 7, 128, output_rows=2, tensor_cores=1),
+            "no other knob",
+        ),
+        (dw_pw(1, 64, 28, 28, 3, 1, 128), tc(128, 28, 28, 128), "bytes of shared memory"),
+        (dw_pw(1, 64, 7, 7, 3, 1, 32), FcmTiles(32, 7, 7, 128, split=4, tensor_cores=1), "split 4 does not"),
+    ],
+)
+def test_tensor_core_tiles_name_what_does_not_fit(spec, tiles, problem: str) -> None:
+    assert any(problem in found for found in tile_problems(spec, tiles, MAX_SMEM))
+    with pytest.raises(FcmError, match=re.escape(problem)):
+        fcm_primfunc(spec, tiles, CUDA)
+
+
+def test_pw_dw_has_no_tensor_core_kernel() -> None:
+    spec = FcmSpec(1, 32, 7, 7, (Pointwise(64), Depthwise(3)), dtype="float16")
+    assert any("only for dw_pw" in p for p in tile_problems(spec, tc(32, 7, 7, 128), MAX_SMEM))
+
+
+def test_tensor_core_tiles_are_labelled_and_read_back_from_labels() -> None:
+    tiles = tc(64, 7, 7, 128)
+    assert tiles.label == "c64 7x7 t128 s1 tc"
+    assert tiles_from_text(tiles.label) == tiles
+    assert tiles_from_text("c64 7x7 t196 s8 d7").tensor_cores == 0
