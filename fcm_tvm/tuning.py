@@ -30,6 +30,7 @@ from pathlib import Path
 import tvm
 
 from .default_schedules import mean_seconds
+from .design_space import space_for
 from .errors import FcmError, last_line
 from .frontend import ModelLike, graph_inputs, import_onnx, load_onnx
 from .in_process_builder import InProcessBuilder
@@ -166,8 +167,11 @@ class _Session:
                 break
             if progress.tuned(task):
                 continue
+            space = space_for(task, self.target)
+            if space is None:
+                continue
             count = min(budget.per_task, budget.trials_left)
-            self.tune_task(task, count)
+            self.tune_task(task, count, space)
             budget.trials_left -= count
             progress.commit_defaults([task], self.database, self.target)
             progress.mark_tuned(task, count, self.best_seconds(task))
@@ -177,12 +181,16 @@ class _Session:
         """Whether a task as long as the longest so far ends before ``deadline``."""
         return time.time() + self.longest_task_s < deadline
 
-    def tune_task(self, task, trials: int) -> None:
+    def tune_task(self, task, trials: int, space) -> None:
         from tvm.s_tir import meta_schedule as ms
 
         began = time.time()
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted_tasks=[task], work_dir=str(self.folder), strategy=self.search, seed=self.seed
+            extracted_tasks=[task],
+            work_dir=str(self.folder),
+            space=space,
+            strategy=self.search,
+            seed=self.seed,
         )
         ms.tune.tune_tasks(
             tasks=contexts,
