@@ -54,6 +54,9 @@
 # (failed at the first task, 0 tuned; defaults measured in 51-55 s each); bench_each fp16,
 # MobileNetV2 + MnasNet stock-tuned/fcm-tuned then EfficientNet-B0 + MobileNetV3-Large stock/fcm,
 # one call from .gpu/snap: 257.4 s. A call issued over 30 s after the last found the machine cold.
+# Sixteenth session (H200): a cold start counted ~180 s of device time before the stage ran; layers
+# --sub-chains --variants stock at batch 32 fp16, MobileNetV2 + MnasNet, then measured_table and
+# bench_each stock/fcm of both with FCM_TVM_MEASURED: 517 s in one call. Refused starts cost 15-90 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
