@@ -57,6 +57,8 @@
 # Sixteenth session (H200): a cold start counted ~180 s of device time before the stage ran; layers
 # --sub-chains --variants stock at batch 32 fp16, MobileNetV2 + MnasNet, then measured_table and
 # bench_each stock/fcm of both with FCM_TVM_MEASURED: 517 s in one call. Refused starts cost 15-90 s.
+# tune_zoo.sh EfficientNet-B0 + MobileNetV3-Large fp16, TOTAL=300 (2 and 1 tasks tuned), then
+# bench_each stock-tuned/fcm-tuned of both with RECORDS=/tmp/fcm-tune/tuning/h200: 461 s in one call.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
