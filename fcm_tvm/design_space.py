@@ -31,7 +31,7 @@ def space_for(task, target) -> Any | None:
         fallback = _without_tensor_cores()
         if _space_error(task, target, fallback) is None:
             log.warning("%s: tuned without tensor cores (their rules fail: %s)", task.task_name, error)
-            return _without_tensor_cores()
+            return fallback  # tuning clones it into the task's own context
     log.warning("%s: not tuned, its design space cannot be built (%s)", task.task_name, error)
     return None
 

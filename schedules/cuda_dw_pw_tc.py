@@ -74,9 +74,10 @@ def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
     )
     if tiles != other:
         found.append("tensor cores take no other knob (rows, lanes, columns)")
-    if not found and shared_bytes(spec, tiles) > min(max_smem, STATIC_SMEM):
-        # TVM raises a kernel's dynamic limit only past 48 KiB of it: static + dynamic must fit
-        found.append(f"{shared_bytes(spec, tiles)} bytes of shared memory > {min(max_smem, STATIC_SMEM)}")
+    # TVM raises a kernel's dynamic limit only past 48 KiB of it: static + dynamic must fit
+    smem_limit = min(max_smem, STATIC_SMEM)
+    if not found and (smem := shared_bytes(spec, tiles)) > smem_limit:
+        found.append(f"{smem} bytes of shared memory > {smem_limit}")
     if not found and accumulator_bytes(tiles) > STATIC_SMEM:
         found.append(
             f"{accumulator_bytes(tiles)} bytes of accumulators > {STATIC_SMEM} of static shared memory"
@@ -117,6 +118,7 @@ def accumulator_bytes(tiles: FcmTiles) -> int:
 
 
 def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
+    """One block's shared memory: weights, input patch and DW result (float16), accumulators."""
     rows, cols = patch_shape(spec, tiles)
     halves = tiles.channel_tile * CHUNK + CHUNK * rows * cols + CHUNK * padded_pixels(tiles)
     return halves * DTYPE_BYTES + accumulator_bytes(tiles)

@@ -74,9 +74,9 @@ def stages_input(spec: FcmSpec, tiles: FcmTiles, chunk: int, max_smem: int) -> b
 
 
 def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | None, list[str]]:
-    knobs = astuple(replace(tiles, tensor_cores=1))
     if tiles.tensor_cores:
         return None, ["tensor-core tiles have no CUDA-core kernel plan"]
+    knobs = astuple(replace(tiles, tensor_cores=1))  # 0 is the CUDA-core kernel's tensor_cores
     if min(knobs) < 1:
         return None, [f"every tile knob must be >= 1, got {tiles}"]
     problems = split_problems(spec, tiles.split)

@@ -61,9 +61,7 @@ def test_the_kernel_multiplies_on_tensor_cores_and_compiles(case, nvcc: str, tmp
     spec, tiles = case
     func = fcm_primfunc(spec, tiles, CUDA)
     source = tvm.compile(tvm.IRModule({"main": func}), target=CUDA).mod.imports[0].inspect_source()
-    kernels = re.findall(
-        r'extern "C" __global__ void (?:__launch_bounds__\((\d+)\) )?(\w+)\(([^)]*)\)\s*\{', source
-    )
+    kernels = re.findall(KERNEL, source)
     assert [(threads, name) for threads, name, _ in kernels] == [(str(tiles.threads), "fcm_dw_pw_kernel")]
     pointers = {p.split()[-1] for p in kernels[0][2].split(",")}
     assert pointers == {"x_ptr", "w0_ptr", "b0_ptr", "w1_ptr", "b1_ptr", "out_ptr"} | (
