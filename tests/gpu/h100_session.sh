@@ -59,6 +59,8 @@
 # bench_each stock/fcm of both with FCM_TVM_MEASURED: 517 s in one call. Refused starts cost 15-90 s.
 # tune_zoo.sh EfficientNet-B0 + MobileNetV3-Large fp16, TOTAL=300 (2 and 1 tasks tuned), then
 # bench_each stock-tuned/fcm-tuned of both with RECORDS=/tmp/fcm-tune/tuning/h200: 461 s in one call.
+# Seventeenth session (H200): stage part a 0.3 s after a ~90 s cold start; tune_zoo.sh one model
+# at batch 32 fp16, TOTAL=290 (4-5 tasks), then bench_each stock-tuned/fcm-tuned of it: 361-373 s a call.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
