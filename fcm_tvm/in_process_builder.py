@@ -42,4 +42,12 @@ def build_one(item: BuilderInput) -> BuilderResult:
     try:
         return BuilderResult(default_export(default_build(item.mod, item.target, None)), None)
     except Exception as error:  # one bad candidate must not stop the search
-        return BuilderResult(None, f"InProcessBuilder: {last_line(error)}")
+        return BuilderResult(None, f"InProcessBuilder: {build_error(error)}")
+
+
+def build_error(error: BaseException | str) -> str:
+    """The reason a candidate did not build, in one line: for nvcc, its first ``error:`` line with
+    the count it ends on (the count alone, "33 errors detected", says nothing of the cause)."""
+    first = next((line.strip() for line in str(error).splitlines() if " error: " in f" {line}"), None)
+    last = last_line(error)
+    return last if first is None or first == last else f"{first} ({last})"
