@@ -15,6 +15,7 @@ host: 20.7 s on one thread, 18.0 s on sixteen), so ``fcm_tvm.tuning`` picks nvcc
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 from tvm.ir.utils import derived_object
@@ -45,9 +46,15 @@ def build_one(item: BuilderInput) -> BuilderResult:
         return BuilderResult(None, f"InProcessBuilder: {build_error(error)}")
 
 
+FOLDERS = re.compile(r'(?<![\w.])/(?:[^\s/"()]+/)+')  # "/tmp/tmpx/" of "/tmp/tmpx/tvm_kernels.cu"
+
+
 def build_error(error: BaseException | str) -> str:
     """The reason a candidate did not build, in one line: for nvcc, its first ``error:`` line with
-    the count it ends on (the count alone, "33 errors detected", says nothing of the cause)."""
+    the count it ends on (the count alone, "33 errors detected", says nothing of the cause).
+    Folders are cut from paths, so that nvcc's temporary ``/tmp/tmpXXXX/`` does not make each
+    failure a reason of its own in the tuning summary, which groups candidates by reason."""
     first = next((line.strip() for line in str(error).splitlines() if " error: " in f" {line}"), None)
     last = last_line(error)
-    return last if first is None or first == last else f"{first} ({last})"
+    reason = last if first is None or first == last else f"{first} ({last})"
+    return FOLDERS.sub("", reason)

@@ -223,23 +223,29 @@ def test_a_table_written_for_ones_own_gpu_is_what_the_planner_reads_from_fcm_tvm
     assert decision.tiles == FcmTiles(24, 8, 8, 256, 4)
 
 
-def test_an_h200_is_planned_with_the_h100s_table_until_it_has_one_of_its_own(tmp_path, monkeypatch):
+def test_an_h200_is_planned_with_its_own_rows_and_the_h100s_row_for_every_chain_it_lacks(
+    tmp_path, monkeypatch
+):
     from fcm_tvm.planner import plan_chain
-    from fcm_tvm.planner.measured import MEASURED_ENV, table_gpu
+    from fcm_tvm.planner.measured import MEASURED_ENV, table_gpus
 
-    h200 = get_gpu("h200")
-    assert table_gpu("h200") == "h100" and table_rows("h200") == table_rows("h100") != {}
+    h100, h200 = get_gpu("h100"), get_gpu("h200")
+    retimed = {key for key, row in table_rows("h200").items() if row != table_rows("h100").get(key)}
+    assert table_gpus("h200") == ("h200", "h100")
+    assert any(table_rows("h200")[key]["tiles"].get("tensor_cores") for key in retimed)  # its TC chains
     (_, spec), *_ = model_chains("mobilenet_v2")
-    assert measured(spec, h200) == measured(spec, get_gpu("h100"))
+    assert measured(spec, h200) == measured(spec, h100)  # not timed on the H200: the H100's row
     row = {"key": SPEC.key, "kind": SPEC.kind, "tiles": "c24 8x8 t256 s4", "fcm_us": 40.0, "stock_us": 30.4}
     layers = tmp_path / "layers.json"
     layers.write_text(json.dumps({"rows": [row]}))
     main(["--gpu", "h200", "--layers", str(layers), "-o", str(tmp_path / "own" / "h200.json")])
     monkeypatch.setenv(MEASURED_ENV, str(tmp_path / "own"))
-    assert table_gpu("h200") == "h200" and list(table_rows("h200")) == [SPEC.key]
-    assert measured(spec, h200) is None  # the H200's own table, not a mix of the two
+    assert measured(SPEC, h200).fcm_s == pytest.approx(40e-6)  # its own row wins over the H100's
+    assert measured(SPEC, h100).fcm_s != pytest.approx(40e-6)
     assert not plan_chain(SPEC, h200).fuse  # its own time: slower than stock
-    assert table_gpu("h100") == "h100" and table_gpu("orin") is None
+    assert measured(spec, h200) == measured(spec, h100)  # every other chain still the H100's
+    assert set(table_rows("h200")) == set(table_rows("h100")) | retimed | {SPEC.key}
+    assert table_gpus("h100") == ("h100",) and table_gpus("orin") == ()
 
 
 @pytest.mark.parametrize(

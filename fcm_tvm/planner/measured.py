@@ -72,22 +72,27 @@ def measured_on(spec: FcmSpec, gpu: GpuSpec, clock: str) -> Measured | None:
 
 
 def table_rows(gpu_key: str) -> dict[str, dict]:
-    """The table's rows that serve ``gpu_key``, by chain key (empty when no table does): those of
-    :func:`table_gpu`, the shipped table's overridden row by row by ``$FCM_TVM_MEASURED/<gpu>.json``
-    where that exists.
+    """The measured rows that plan ``gpu_key``, by chain key (empty when no table does): those of
+    each GPU of :func:`table_gpus`, the GPU's own row winning over its ``data_from`` GPU's, and in
+    each the shipped table's overridden row by row by ``$FCM_TVM_MEASURED/<gpu>.json``.
 
-    Why the folder: a user times the chains on their own GPU (``benchmarks.layers``, then
-    ``benchmarks.measured_table -o``) without writing into the installed package.
+    Why row by row: an H200 table of two models in one precision would otherwise leave every other
+    H200 chain unmeasured, and so unfused. Why the folder: a user times the chains on their own
+    GPU (``benchmarks.layers``, then ``benchmarks.measured_table -o``) without writing into the
+    installed package.
     """
-    source = table_gpu(gpu_key)
-    return _rows(source, os.environ.get(MEASURED_ENV, "")) if source else {}
-
-
-def table_gpu(gpu_key: str) -> str | None:
-    """The GPU whose measured table plans ``gpu_key``: its own where it has one, else the first of
-    its ``data_from`` GPUs that has one (:func:`fcm_tvm.gpus.data_keys`); None where none has."""
     folder = os.environ.get(MEASURED_ENV, "")
-    return next((key for key in data_keys(gpu_key) if _rows(key, folder)), None)
+    rows: dict[str, dict] = {}
+    for key in reversed(data_keys(gpu_key)):
+        rows.update(_rows(key, folder))
+    return rows
+
+
+def table_gpus(gpu_key: str) -> tuple[str, ...]:
+    """The GPUs whose measured tables plan ``gpu_key``, its own first, then its ``data_from``
+    GPU's (:func:`fcm_tvm.gpus.data_keys`); empty where none has a table."""
+    folder = os.environ.get(MEASURED_ENV, "")
+    return tuple(key for key in data_keys(gpu_key) if _rows(key, folder))
 
 
 @cache

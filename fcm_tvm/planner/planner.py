@@ -17,7 +17,7 @@ from ..gpus import GpuSpec, get_gpu
 from ..schedules.spec import FcmSpec, FcmTiles
 from ..schedules.tiles import default_tiles
 from .cost_model import ChainEstimate, estimate_fused, estimate_unfused, fcm_grid_shape, fused_time_bound
-from .measured import Measured, clocks, measured, measured_on, table_gpu, table_rows
+from .measured import Measured, clocks, measured, measured_on, table_gpus, table_rows
 from .tiles import fit_problems, tile_grid
 
 MB = 1e6
@@ -116,7 +116,8 @@ def plan_chain(
         return Decision(spec, gpu, False, None, reason, unfused, None, name)
     fuse, reason = judge(spec, unfused, fused)
     if fuse and candidates is None and table_rows(gpu.key):
-        fuse, reason = False, f"not measured on {table_gpu(gpu.key)}, which has measured chains: {UNMEASURED}"
+        timed_on = " or ".join(table_gpus(gpu.key))
+        fuse, reason = False, f"not measured on {timed_on}, which has measured chains: {UNMEASURED}"
     return Decision(spec, gpu, fuse, fused.tiles if fuse else None, reason, unfused, fused, name)
 
 

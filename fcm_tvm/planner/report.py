@@ -8,7 +8,7 @@ from typing import Any
 
 from ..schedules.spec import FcmTiles, TensorShape
 from .cost_model import ChainEstimate, KernelEstimate, Traffic
-from .measured import table_gpu
+from .measured import table_gpus
 from .planner import MB, US, Decision, Plan
 
 COLUMNS = ("chain", "kind", "input -> output (NCHW)", "DRAM MB", "", "time us", "", "decision", "fused tiles")
@@ -86,8 +86,8 @@ def format_plan(plan: Plan) -> str:
 
 def _borrowed_note(gpu_key: str) -> str:
     """Where another GPU's measured table plans this one, say so in the title."""
-    source = table_gpu(gpu_key)
-    return "" if source in (None, gpu_key) else f", chain times measured on {source}"
+    sources = table_gpus(gpu_key)
+    return "" if sources in ((), (gpu_key,)) else f", chain times measured on {' and '.join(sources)}"
 
 
 def traffic_dict(traffic: Traffic) -> dict[str, float]:
@@ -149,7 +149,7 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
     """The plan as plain data: every decision with both estimates, kernel by kernel, and totals."""
     return {
         "gpu": plan.gpu.key,
-        "measured_on": table_gpu(plan.gpu.key),
+        "measured_on": list(table_gpus(plan.gpu.key)),
         "chains": [decision_dict(d) for d in plan.decisions],
         "totals": {
             "chains": len(plan.decisions),
