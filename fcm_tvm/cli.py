@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FcmError
+from .precision import MODEL_PRECISIONS, as_precision
 
 EXIT_ERROR = 1
 SHAPE_ITEM = re.compile(r"\s*([^\s:]+(?::[^\s:\[]+)*?):\s*\[([0-9,\s]*)\]\s*")
@@ -44,13 +45,19 @@ def parse_input_shapes(text: str | None) -> dict[str, tuple[int, ...]] | None:
     return shapes
 
 
-def model_source(name: str):
-    """An ONNX path as given, or, when no such file exists, the zoo model of that name (224x224)."""
+def model_source(name: str, batch: int | None = None):
+    """An ONNX path as given, or, when no such file exists, the zoo model of that name (224x224,
+    batch ``batch``, default 1). A batch for a file is an error: its shapes are the file's, or
+    ``--input-shapes``'."""
     if Path(name).exists():
+        if batch is not None:
+            raise FcmError(f"--batch applies to zoo models; for {name} give --input-shapes")
         return name
     from .models import MODELS, build_model
 
-    return build_model(name) if name in MODELS else name  # a missing file is reported by the loader
+    if name not in MODELS:
+        return name  # a missing file is reported by the loader
+    return build_model(name, batch=batch or 1)
 
 
 # --- sub-commands ------------------------------------------------------------------------
@@ -63,15 +70,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     records = args.tuning_records
     if records == SHIPPED:
-        records = _shipped_records_for(args.model, args.target, args.fuse)
+        records = _shipped_records_for(args)
         progress(f"applying the shipped tuning records {records}")
     compiled = compile_model(
-        model_source(args.model),
+        model_source(args.model, args.batch),
         args.target,
         fuse=args.fuse,
         input_shapes=parse_input_shapes(args.input_shapes),
         tuning_records=records,
         cuda_graph=args.cuda_graph,
+        precision=args.precision,
     )
     output = compiled.export_library(args.output)
     progress(f"built for {compiled.target.describe()} in {time.perf_counter() - started:.1f} s")
@@ -86,24 +94,27 @@ def cmd_compile(args: argparse.Namespace) -> int:
 SHIPPED = "shipped"
 
 
-def _shipped_records_for(model: str, target: str, fuse: str) -> Path:
-    """The records shipped for zoo model ``model`` on ``target``'s GPU, at batch 1 and fp32 (as compiled)."""
+def _shipped_records_for(args: argparse.Namespace) -> Path:
+    """The records shipped for zoo model ``args.model`` on ``args.target``'s GPU, at the batch and
+    precision it is compiled in."""
     from .models import MODELS
     from .records import shipped_cases, shipped_records
     from .target import resolve_target
 
+    model, batch, precision = args.model, args.batch or 1, args.precision or "fp32"
     if model not in MODELS or Path(model).exists():
         raise FcmError(
             f"--tuning-records {SHIPPED} needs a zoo model name (see 'fcm-tvm models'), not {model}"
         )
-    resolved = resolve_target(target)
+    resolved = resolve_target(args.target)
     if not resolved.is_cuda or resolved.gpu is None:
         raise FcmError(f"--tuning-records {SHIPPED}: records ship for GPUs only, not {resolved.describe()}")
-    folder = shipped_records(resolved.gpu.key, model, 1, "fp32", fuse)
+    folder = shipped_records(resolved.gpu.key, model, batch, precision, args.fuse)
     if folder is None:
         have = ", ".join(shipped_cases(resolved.gpu.key)) or "none"
         raise FcmError(
-            f"no tuning records ship for {model} (batch 1, fp32) on {resolved.gpu.key}; shipped: {have}"
+            f"no tuning records ship for {model} (batch {batch}, {precision}) on {resolved.gpu.key}; "
+            f"shipped: {have}"
         )
     return folder
 
@@ -166,6 +177,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"{info.name:22s} {info.published_params / 1e6:6.2f}M  {info.description}")
         return 0
     model = build_model(args.name, batch=args.batch, resolution=args.resolution, fold_bn=args.fold_bn)
+    model = as_precision(model, args.precision)
     output = Path(args.output or f"{args.name}.onnx")
     import onnx
 
@@ -180,11 +192,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     progress(f"planning {args.model} for {args.gpu}")
     shapes = parse_input_shapes(args.input_shapes)
     result = plan(
-        model_source(args.model),
+        model_source(args.model, args.batch),
         gpu=args.gpu,
         input_shapes=shapes,
         tuned=args.tuned,
         cuda_graph=args.cuda_graph,
+        precision=args.precision,
     )
     print(result.table())
     if args.json:
@@ -198,7 +211,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     progress(f"tuning {args.model} for {args.target} with {args.trials} trials (fuse={args.fuse})")
     folder = tune(
-        model_source(args.model),
+        model_source(args.model, args.batch),
         args.target,
         work_dir=args.output,
         trials=args.trials,
@@ -209,6 +222,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         input_shapes=parse_input_shapes(args.input_shapes),
         run_timeout_s=args.run_timeout,
         search=args.search,
+        precision=args.precision,
     )
     print(f"tuning records in {folder} (use: fcm-tvm compile ... --tuning-records {folder})")
     print(f"summary in {folder / SUMMARY}")
@@ -246,6 +260,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SHAPES",
         help="static shapes for the inputs, e.g. 'input:[1,3,224,224]' (space-separated for several); "
         "needed when the model has dynamic dimensions",
+    )
+    parser.add_argument(
+        "--batch", type=int, metavar="N", help="batch size of a zoo model (default: 1; files: --input-shapes)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=MODEL_PRECISIONS,
+        help="cast every float tensor of the model to fp32 or fp16 first (default: the model's own)",
     )
 
 
@@ -438,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_parser.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     models_parser.add_argument("--resolution", type=int, default=224, help="input resolution (default: 224)")
     models_parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions")
+    models_parser.add_argument("--precision", choices=MODEL_PRECISIONS, help="fp32 (default) or fp16")
     models_parser.set_defaults(handler=cmd_models)
     return parser
 

@@ -14,6 +14,7 @@ import tvm
 from .errors import DeviceError, FcmError, last_line
 from .frontend import ModelLike, TensorInfo, graph_inputs, import_onnx, load_onnx
 from .pipeline import FUSE_MODES, FusedChain, apply_fusion, stock_pipeline
+from .precision import as_precision
 from .records import DATABASE, has_records, unpacked
 from .runner import VmRunner
 from .runtime import METADATA_SUFFIX
@@ -99,6 +100,7 @@ def compile(  # noqa: A001 (the public name mirrors tvm.compile)
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     tuning_records: str | os.PathLike | None = None,
     cuda_graph: bool = False,
+    precision: str | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) for ``target``.
 
@@ -106,10 +108,11 @@ def compile(  # noqa: A001 (the public name mirrors tvm.compile)
     "none" (or False) is stock TVM. ``input_shapes`` fixes dynamic input dimensions.
     ``tuning_records``: a MetaSchedule work directory (``fcm-tvm tune``) whose best schedules
     replace dlight's defaults. ``cuda_graph``: capture the VM's kernel launches in CUDA graphs.
+    ``precision``: "fp32" or "fp16" casts every float tensor of the model first; None keeps its own.
     """
     fuse_mode = _fuse_mode(fuse)
     resolved = resolve_target(target)
-    proto = load_onnx(model)
+    proto = as_precision(load_onnx(model), precision)
     inputs = graph_inputs(proto, input_shapes)
     log.info("importing %d ONNX nodes", len(proto.graph.node))
     module = import_onnx(proto, inputs)

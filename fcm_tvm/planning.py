@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .frontend import ModelLike, graph_inputs, import_onnx, load_onnx
 from .gpus import GpuSpec, get_gpu
+from .precision import as_precision
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,15 @@ def plan(
     input_shapes=None,
     tuned: bool = False,
     cuda_graph: bool = False,
+    precision: str | None = None,
 ) -> ModelPlan:
     """Import ``model``, find its fusable chains and let FusePlanner price each one for ``gpu``;
     ``tuned``, ``cuda_graph``: as for a build with tuning records, with CUDA graphs (see
-    ``plan_chain``)."""
+    ``plan_chain``); ``precision``: as for ``compile``."""
     from .planner import plan_chains
     from .relay_passes import find_chains
 
     gpu_spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
-    proto = load_onnx(model)
+    proto = as_precision(load_onnx(model), precision)
     module = import_onnx(proto, graph_inputs(proto, input_shapes))
     return ModelPlan(gpu_spec, plan_chains(find_chains(module), gpu_spec, tuned=tuned, cuda_graph=cuda_graph))

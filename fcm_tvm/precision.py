@@ -5,8 +5,11 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .errors import FcmError
+
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
 PRECISIONS = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "fp64": TensorProto.DOUBLE}
+MODEL_PRECISIONS = ("fp32", "fp16")  # what compile, plan and tune build in; fp64 serves references
 
 
 def cast_model(model: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
@@ -46,6 +49,16 @@ def _cast_batchnorm_outputs(graph: onnx.GraphProto, elem_type: int) -> None:
             nodes.append(helper.make_node("Cast", [node.output[0]], [output], to=elem_type))
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def as_precision(model: onnx.ModelProto, precision: str | None) -> onnx.ModelProto:
+    """``model`` as compile, plan and tune take it: as given for None, else with every float
+    tensor in ``precision`` (fp16: float16 storage and arithmetic; the FCMs accumulate in fp32)."""
+    if precision is None:
+        return model
+    if precision not in MODEL_PRECISIONS:
+        raise FcmError(f"precision must be one of {', '.join(MODEL_PRECISIONS)}, not {precision!r}")
+    return cast_model(model, PRECISIONS[precision])
 
 
 def with_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:

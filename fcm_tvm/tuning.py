@@ -35,6 +35,7 @@ from .errors import FcmError, last_line
 from .frontend import ModelLike, graph_inputs, import_onnx, load_onnx
 from .in_process_builder import InProcessBuilder
 from .pipeline import apply_fusion, tuning_passes
+from .precision import as_precision
 from .target import TargetLike, resolve_target
 from .tuning_progress import TaskProgress
 from .tuning_summary import SUMMARY, log_offsets, summarize, timestamp, write_json
@@ -47,11 +48,11 @@ SEARCH_STRATEGIES = ("evolutionary", "replay-trace")
 
 
 def tuning_module(
-    model: ModelLike, target: TargetLike, fuse: str = "auto", input_shapes=None
+    model: ModelLike, target: TargetLike, fuse: str = "auto", input_shapes=None, precision: str | None = None
 ) -> tuple[tvm.IRModule, tvm.target.Target]:
     """The module MetaSchedule sees: imported, fused as ``compile`` would, legalized and FuseTIR'd."""
     resolved = resolve_target(target)
-    proto = load_onnx(model)
+    proto = as_precision(load_onnx(model), precision)
     module = import_onnx(proto, graph_inputs(proto, input_shapes))
     module, _ = apply_fusion(module, resolved, fuse)
     with resolved.tvm_target:
@@ -73,6 +74,7 @@ def tune(
     seed: int | None = 0,
     run_timeout_s: float | None = None,
     search: str = "evolutionary",
+    precision: str | None = None,
 ) -> Path:
     """Tune ``model``'s stock kernels for ``target``; return the work directory (the database).
 
@@ -84,6 +86,7 @@ def tune(
     task's records are in the database as soon as it is done, and the work directory remembers
     what is done (``tasks.json``): running the same command again goes on where the last run
     stopped. ``search``: "evolutionary" (XGBoost-guided) or "replay-trace" (random samples).
+    ``precision``: as for ``compile``; tune in the precision you will compile in.
     Writes ``tuning_summary.json`` into the work directory, also on failure.
     """
     _check_xgboost()
@@ -94,7 +97,7 @@ def tune(
     if resolved.is_cuda:
         _check_gpu_present()
     started = time.time()
-    module, tvm_target = tuning_module(model, target, fuse, input_shapes)
+    module, tvm_target = tuning_module(model, target, fuse, input_shapes, precision)
     if tvm_target.kind.name != "cuda":
         tvm_target = _with_num_cores(tvm_target)
     environment = _prepare_worker_environment(tvm_target.kind.name)

@@ -10,6 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+import fcm_tvm as fcm_tvm_package
 from fcm_tvm.cli import parse_input_shapes
 from tests.test_frontend import separable_block
 
@@ -76,6 +77,22 @@ def test_compile_for_cuda_dumps_the_cuda_source(tiny_model: Path, tmp_path: Path
         (["compile", "{model}", "--target", "tpu9"], "unknown target 'tpu9'"),
         (["compile", "{model}", "--input-shapes", "x:[1,8"], "cannot parse --input-shapes"),
         (["run", "missing.so"], "no such file"),
+        (["compile", "{model}", "--batch", "8"], "--batch applies to zoo models"),
+        (
+            [
+                "compile",
+                "mobilenet_v2",
+                "--target",
+                "h200",
+                "--batch",
+                "8",
+                "--precision",
+                "fp16",
+                "--tuning-records",
+                "shipped",
+            ],
+            "no tuning records ship for mobilenet_v2 (batch 8, fp16) on h200",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_1(args, expected, tiny_model: Path):
@@ -121,6 +138,48 @@ def test_plan_writes_its_decisions_as_json(tmp_path: Path):
     written = json.loads((tmp_path / "plan.json").read_text())
     assert written["gpu"] == "h100" and len(written["chains"]) == written["totals"]["chains"] == 17
     assert sum(chain["fuse"] for chain in written["chains"]) == written["totals"]["fused"] > 0
+
+
+def test_plan_takes_a_zoo_models_batch_and_precision_and_plans_on_that_gpus_own_chain_times(tmp_path: Path):
+    args = ["--gpu", "h200", "--batch", "32", "--precision", "fp16", "--json", "plan.json"]
+    result = fcm_tvm("plan", "mobilenet_v2", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "plan.json").read_text())
+    first = written["chains"][0]
+    assert first["dtype"] == "float16" and first["input"][0] == 32
+    assert written["measured_on"] == ["h200", "h100"]
+    h200_row = next(  # the H200's own time for this chain, not the H100's
+        row
+        for row in json.loads(
+            (Path(fcm_tvm_package.__file__).parent / "data/measured/h200.json").read_text()
+        )["chains"]
+        if row["key"] == "32x32x112x112 dw3s1p1111:relu6 pw16:none float16"
+    )
+    assert first["fuse"] and first["fused"]["time_us"] == pytest.approx(h200_row["fcm_us"])
+
+
+def test_compile_finds_the_records_shipped_for_its_batch_and_precision():
+    from fcm_tvm.cli import _shipped_records_for, build_parser
+
+    args = build_parser().parse_args(
+        [
+            "compile",
+            "mobilenet_v2",
+            "--target",
+            "h200",
+            "--batch",
+            "32",
+            "--precision",
+            "fp16",
+            "--tuning-records",
+            "shipped",
+        ]
+    )
+    assert _shipped_records_for(args).name == "mobilenet_v2_b32_fp16_stock"
+    args = build_parser().parse_args(
+        ["compile", "mobilenet_v2", "--target", "h100", "--tuning-records", "shipped"]
+    )
+    assert _shipped_records_for(args).name == "mobilenet_v2_b1_fp32_stock"
 
 
 def test_plan_with_cuda_graph_decides_on_times_without_the_stock_launches(tmp_path: Path):

@@ -99,3 +99,25 @@ def test_a_float16_model_with_batchnorm_builds_and_runs_in_float16(rng):
     (output,) = runner.run(*inputs)
     assert output.dtype == np.float16
     assert relative_error(output, float64_reference(model, inputs)[0]) < 0.1  # fp16 accumulation on CPU
+
+
+def test_precision_fp16_compiles_a_float32_model_in_float16(rng):
+    """``precision="fp16"`` casts the model as the benchmarks do: float16 in, weights and out."""
+    from fcm_tvm.reference import float64_reference
+    from tests.test_frontend import separable_block
+
+    model = separable_block()
+    compiled = fcm_tvm.compile(model, "llvm", fuse="all", precision="fp16")
+    assert compiled.inputs[0].dtype == "float16" and [chain.kind for chain in compiled.fused] == ["dw_pw"]
+    inputs = [rng.standard_normal(compiled.inputs[0].shape).astype(np.float16)]
+    (output,) = compiled.run(*inputs)
+    assert output.dtype == np.float16
+    assert relative_error(output, float64_reference(model, inputs)[0]) < 5e-3
+
+
+def test_an_unknown_precision_is_refused_by_name():
+    from fcm_tvm.errors import FcmError
+    from tests.test_frontend import separable_block
+
+    with pytest.raises(FcmError, match="precision must be one of fp32, fp16, not 'bf16'"):
+        fcm_tvm.compile(separable_block(), "llvm", precision="bf16")

@@ -343,3 +343,11 @@ def test_compile_applies_the_tuned_database_and_its_pruned_and_packed_copies(
         actual = fcm_tvm.compile(model, "llvm", fuse="none", tuning_records=records).run(x)[0]
         assert relative_error(actual, expected) < 1e-5
         assert applied.pop() == every_task
+
+
+def test_a_model_tuned_in_fp16_gives_tasks_in_float16():
+    from fcm_tvm.tuning import tuning_module
+
+    module, _ = tuning_module(separable_block(), "llvm", fuse="none", precision="fp16")
+    main = module["main"].script()
+    assert 'x: R.Tensor((1, 8, 16, 16), dtype="float16")' in main and "float32" not in main
