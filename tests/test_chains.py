@@ -105,3 +105,46 @@ def test_an_unknown_variant_is_one_clear_error(tmp_path, capsys):
         main(["--variants", "fcm,cudnn", "--out", str(tmp_path / "out")])
     assert "--variants: unknown cudnn; known: fcm, stock" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "precision"),
+    [("efficientnet_b0", "fp16"), ("mobilenet_v3_large", "fp32"), ("mnasnet1_0", "fp16")],
+)
+def test_every_stock_chain_kernel_is_a_workload_of_the_whole_model_so_its_tuned_record_applies(
+    model: str, precision: str
+):
+    """The layer benchmark's tuned stock chain replays the model's database: only where each of
+    its kernels is structurally one of the model's tasks (same BatchNorm epsilon, SiLU as sigmoid
+    times x, HardSwish as the importer writes it) does a tuned kernel replace dlight's."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from fcm_tvm.benchmarks.chains import LayerCase, batchnorm_epsilon, case_model, model_chains
+    from fcm_tvm.pipeline import tuning_passes
+    from fcm_tvm.tuning import tuning_module
+
+    case = LayerCase(model, 1, precision)
+    whole, target = tuning_module(case_model(case), "h200", fuse="none")
+    workloads = {
+        tvm_ffi.structural_hash(t.dispatched[0]) for t in ms.relax_integration.extract_tasks(whole, target)
+    }
+    chains = unfused_module(
+        [spec for spec, _ in model_chains(case)], epsilon=batchnorm_epsilon(case_model(case))
+    )
+    with target:
+        chains = tvm.transform.Sequential(tuning_passes(target))(chains)
+    tasks = ms.relax_integration.extract_tasks(chains, target)
+    assert (
+        tasks
+        and [t.task_name for t in tasks if tvm_ffi.structural_hash(t.dispatched[0]) not in workloads] == []
+    )
+
+
+def test_a_batchnorm_chain_with_the_models_epsilon_computes_the_same_function(rng: np.random.Generator):
+    executable = tvm.compile(unfused_module(SPECS[1:2], epsilon=1e-3), "llvm")
+    inputs = random_inputs(SPECS[1], rng)
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    assert_matches_reference(
+        SPECS[1], vm["chain_0"](*[tvm.runtime.tensor(a) for a in inputs]).numpy(), inputs
+    )

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
+import onnx
 import tvm
 from tvm import relax
 
@@ -37,16 +39,35 @@ def model_chains(
     tries in its place when the planner declines it (:func:`fallback_chains`).
     """
     from ..frontend import graph_inputs, import_onnx
-    from ..models import build_model
-    from ..precision import with_precision
     from ..relay_passes import find_chains
 
-    proto = with_precision(build_model(case.model, batch=case.batch, resolution=resolution), case.precision)
+    proto = case_model(case, resolution)
     specs = find_chains(import_onnx(proto, graph_inputs(proto)))
     if sub_chains:
         specs = [part for spec in specs for part in (spec, *fallback_chains(spec))]
     counts = Counter(specs)
     return [(spec, counts[spec]) for spec in dict.fromkeys(specs)]
+
+
+@cache
+def case_model(case: LayerCase, resolution: int = 224) -> onnx.ModelProto:
+    """The zoo model of ``case``, in its batch and precision."""
+    from ..models import build_model
+    from ..precision import with_precision
+
+    return with_precision(build_model(case.model, batch=case.batch, resolution=resolution), case.precision)
+
+
+def batchnorm_epsilon(model: onnx.ModelProto) -> float:
+    """The epsilon of the model's BatchNormalizations (the first one's; ONNX's default without).
+
+    Why: a stock chain is a tuned build only where its kernels are the whole-model database's
+    workloads, and a BatchNorm kernel's workload holds its epsilon (EfficientNet-B0's 1e-3 did
+    not match the chains' 1e-5, so no tuned BatchNorm applied to them)."""
+    for node in model.graph.node:
+        if node.op_type == "BatchNormalization":
+            return next((a.f for a in node.attribute if a.name == "epsilon"), ONNX_BATCHNORM_EPSILON)
+    return ONNX_BATCHNORM_EPSILON
 
 
 def fallback_chains(spec: FcmSpec) -> list[FcmSpec]:
@@ -70,36 +91,46 @@ def fused_module(
     return tvm.IRModule(functions)
 
 
-def unfused_module(specs: list[FcmSpec], batchnorm: bool = True) -> tvm.IRModule:
+def unfused_module(
+    specs: list[FcmSpec], batchnorm: bool = True, epsilon: float | None = None
+) -> tvm.IRModule:
     """One Relax function ``chain_<i>`` per chain, built from the same ops the ONNX importer emits.
 
     ``batchnorm``: each convolution is followed by a BatchNormalization, as in the zoo's models,
     where fcm-tvm leaves it unfolded unless it fuses the chain: what a declined chain costs inside
-    a model. Its convolutions are workloads of the whole-model tuning database (all 28 convolution
-    tasks of MobileNetV2's chains are in the H100 records); its BatchNorm kernels are not (the
-    importer writes Clip as maximum/minimum, and they differ otherwise). Without ``batchnorm``, a
+    a model. Every kernel is a workload of the whole-model tuning database, so that a tuned build
+    replays the model's records (tests/test_chains.py), except MobileNetV2's BatchNorm+ReLU6: the
+    importer writes ONNX's Clip as maximum/minimum with bounds that stay kernel arguments, where
+    ``clip`` bakes them in. Without ``batchnorm``, a
     bias add follows, as exporters that fold BatchNorm emit it (dlight then schedules a depthwise
     convolution with its bias and activation through a much slower fallback). The BatchNorm has
-    unit scale and variance and zero mean, its shift is the chain's bias: the same function.
+    unit scale and zero mean, its variance is one less ``epsilon`` (the model's, see
+    :func:`batchnorm_epsilon`), its shift is the chain's bias: the same function.
     """
     builder = relax.BlockBuilder()
     for index, spec in enumerate(specs):
-        _emit_chain(builder, f"chain_{index}", spec, batchnorm)
+        _emit_chain(builder, f"chain_{index}", spec, batchnorm, epsilon)
     return builder.get()
 
 
-def _emit_chain(builder: relax.BlockBuilder, name: str, spec: FcmSpec, batchnorm: bool) -> None:
+def _emit_chain(
+    builder: relax.BlockBuilder, name: str, spec: FcmSpec, batchnorm: bool, epsilon: float | None
+) -> None:
     params = [
         relax.Var(f"p{i}", relax.TensorType(shape, spec.dtype)) for i, shape in enumerate(spec.param_shapes())
     ]
     with builder.function(name, params):
         with builder.dataflow():
-            output = builder.emit_output(_chain_ops(builder, spec, params, batchnorm))
+            output = builder.emit_output(_chain_ops(builder, spec, params, batchnorm, epsilon))
         builder.emit_func_output(output)
 
 
 def _chain_ops(
-    builder: relax.BlockBuilder, spec: FcmSpec, params: list[relax.Expr], batchnorm: bool
+    builder: relax.BlockBuilder,
+    spec: FcmSpec,
+    params: list[relax.Expr],
+    batchnorm: bool,
+    epsilon: float | None = None,
 ) -> relax.Expr:
     """The chain's stock ops on ``params`` (input, weight and bias per stage, residual)."""
     value, cursor = params[0], 1
@@ -107,7 +138,7 @@ def _chain_ops(
         weight, bias = params[cursor], params[cursor + 1]
         cursor += 2
         value = builder.emit(_conv(value, weight, stage))
-        value = _batchnorm(builder, value, bias) if batchnorm else _bias_add(builder, value, bias)
+        value = _batchnorm(builder, value, bias, epsilon) if batchnorm else _bias_add(builder, value, bias)
         value = _activation(builder, value, stage.activation)
     if spec.residual:
         value = builder.emit(relax.op.add(value, params[cursor]))
@@ -120,6 +151,7 @@ def graph_timed_module(
     target: tvm.target.Target,
     repeats: int,
     stock: bool = True,
+    epsilon: float | None = None,
 ) -> tvm.IRModule:
     """Per chain, Relax functions ``fcm_<i>`` and (``stock``) ``chain_<i>`` that run the FCM and
     the stock chain ``repeats`` times on distinct inputs (weights shared), for timing inside a
@@ -143,7 +175,7 @@ def graph_timed_module(
             return bb.emit(relax.call_tir(kernel, [inputs, *weights], out_ty=output))
 
         def unfused(bb, inputs, weights, spec=spec):
-            return _chain_ops(bb, spec, [inputs, *weights], batchnorm=True)
+            return _chain_ops(bb, spec, [inputs, *weights], batchnorm=True, epsilon=epsilon)
 
         _emit_repeated(builder, f"fcm_{index}", spec, repeats, fused)
         if stock:
@@ -191,12 +223,15 @@ def _bias_add(builder: relax.BlockBuilder, value: relax.Expr, bias: relax.Expr) 
     return builder.emit(relax.op.add(value, relax.op.reshape(bias, (1, -1, 1, 1))))
 
 
-BATCHNORM_EPSILON = 1e-5
+ONNX_BATCHNORM_EPSILON = 1e-5
 
 
-def _batchnorm(builder: relax.BlockBuilder, value: relax.Expr, bias: relax.Expr) -> relax.Expr:
+def _batchnorm(
+    builder: relax.BlockBuilder, value: relax.Expr, bias: relax.Expr, epsilon: float | None = None
+) -> relax.Expr:
     """An inference BatchNormalization whose only effect is adding ``bias`` (see unfused_module)."""
     channels, dtype = int(bias.ty.shape.values[0]), _dtype(value)
+    epsilon = ONNX_BATCHNORM_EPSILON if epsilon is None else epsilon
 
     def constant(fill: float) -> relax.Constant:
         return relax.const(np.full((channels,), fill, dtype=dtype))
@@ -207,9 +242,9 @@ def _batchnorm(builder: relax.BlockBuilder, value: relax.Expr, bias: relax.Expr)
             constant(1.0),
             bias,
             constant(0.0),
-            constant(1.0 - BATCHNORM_EPSILON),
+            constant(1.0 - epsilon),
             axis=1,
-            epsilon=BATCHNORM_EPSILON,
+            epsilon=epsilon,
             training=False,
         )
     )
@@ -237,12 +272,11 @@ def _activation(builder: relax.BlockBuilder, value: relax.Expr, activation: str)
     if activation == "sigmoid":
         return builder.emit(relax.op.sigmoid(value))
     if activation == "silu":
-        return builder.emit(relax.op.nn.silu(value))
+        return builder.emit(relax.op.multiply(value, builder.emit(relax.op.sigmoid(value))))
     if activation == "hardswish":
         shifted = builder.emit(relax.op.clip(relax.op.add(value, relax.const(3.0, _dtype(value))), 0.0, 6.0))
-        return builder.emit(
-            relax.op.divide(relax.op.multiply(value, shifted), relax.const(6.0, _dtype(value)))
-        )
+        scaled = builder.emit(relax.op.divide(shifted, relax.const(6.0, _dtype(value))))
+        return builder.emit(relax.op.multiply(value, scaled))
     raise ValueError(f"unknown activation {activation}")
 
 

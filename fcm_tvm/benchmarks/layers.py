@@ -44,6 +44,8 @@ import numpy as np
 from ..records import has_records, tuning_dir, unpacked
 from .chains import (
     LayerCase,
+    batchnorm_epsilon,
+    case_model,
     fused_module,
     graph_timed_module,
     model_chains,
@@ -140,7 +142,8 @@ class Workloads:
         self.planner_fuse = [fuse for fuse, _ in decisions]
         self.tiles = [tiles for _, tiles in decisions]
         self.fused = tvm.compile(fused_module(self.specs, [t for _, t in decisions], target), target)
-        unfused = unfused_module(self.specs)
+        self.epsilon = batchnorm_epsilon(case_model(case))  # the model's: its tuned kernels apply
+        unfused = unfused_module(self.specs, epsilon=self.epsilon)
         self.stock = tvm.compile(unfused, target) if "stock" in baselines else None
         self.stock_folded = None
         if "stock_folded" in baselines:
@@ -170,7 +173,7 @@ class Workloads:
         from ..pipeline import stock_pipeline
 
         stock = "stock" in baselines
-        module = graph_timed_module(self.specs, self.tiles, target, self.graph_repeats, stock)
+        module = graph_timed_module(self.specs, self.tiles, target, self.graph_repeats, stock, self.epsilon)
         self.graph_columns = {"fcm_graph_us": ("default", "fcm")}
         if stock:
             self.graph_columns["stock_graph_us"] = ("default", "chain")
