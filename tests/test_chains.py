@@ -109,14 +109,19 @@ def test_an_unknown_variant_is_one_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("model", "precision"),
-    [("efficientnet_b0", "fp16"), ("mobilenet_v3_large", "fp32"), ("mnasnet1_0", "fp16")],
+    [
+        ("efficientnet_b0", "fp16"),
+        ("mobilenet_v3_large", "fp32"),
+        ("mnasnet1_0", "fp16"),
+        ("mobilenet_v2", "fp32"),
+    ],
 )
 def test_every_stock_chain_kernel_is_a_workload_of_the_whole_model_so_its_tuned_record_applies(
     model: str, precision: str
 ):
     """The layer benchmark's tuned stock chain replays the model's database: only where each of
-    its kernels is structurally one of the model's tasks (same BatchNorm epsilon, SiLU as sigmoid
-    times x, HardSwish as the importer writes it) does a tuned kernel replace dlight's."""
+    its kernels is structurally one of the model's tasks (same BatchNorm epsilon; SiLU, HardSwish
+    and ReLU6 as the importer writes them) does a tuned kernel replace dlight's."""
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 

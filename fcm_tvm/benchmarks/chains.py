@@ -99,9 +99,8 @@ def unfused_module(
     ``batchnorm``: each convolution is followed by a BatchNormalization, as in the zoo's models,
     where fcm-tvm leaves it unfolded unless it fuses the chain: what a declined chain costs inside
     a model. Every kernel is a workload of the whole-model tuning database, so that a tuned build
-    replays the model's records (tests/test_chains.py), except MobileNetV2's BatchNorm+ReLU6: the
-    importer writes ONNX's Clip as maximum/minimum with bounds that stay kernel arguments, where
-    ``clip`` bakes them in. Without ``batchnorm``, a
+    replays the model's records (tests/test_chains.py): the ops are the importer's, down to its
+    form of ReLU6 and SiLU, and the BatchNorm has the model's epsilon. Without ``batchnorm``, a
     bias add follows, as exporters that fold BatchNorm emit it (dlight then schedules a depthwise
     convolution with its bias and activation through a much slower fallback). The BatchNorm has
     unit scale and zero mean, its variance is one less ``epsilon`` (the model's, see
@@ -268,7 +267,7 @@ def _activation(builder: relax.BlockBuilder, value: relax.Expr, activation: str)
     if activation == "relu":
         return builder.emit(relax.op.nn.relu(value))
     if activation == "relu6":
-        return builder.emit(relax.op.clip(value, 0.0, 6.0))
+        return _importer_clip(builder, value, 0.0, 6.0)
     if activation == "sigmoid":
         return builder.emit(relax.op.sigmoid(value))
     if activation == "silu":
@@ -278,6 +277,19 @@ def _activation(builder: relax.BlockBuilder, value: relax.Expr, activation: str)
         scaled = builder.emit(relax.op.divide(shifted, relax.const(6.0, _dtype(value))))
         return builder.emit(relax.op.multiply(value, scaled))
     raise ValueError(f"unknown activation {activation}")
+
+
+def _importer_clip(builder: relax.BlockBuilder, value: relax.Expr, low: float, high: float) -> relax.Expr:
+    """ONNX's Clip with ``min`` and ``max`` inputs as TVM's importer writes it: each bound guarded
+    against NaN at run time, then maximum and minimum. The bounds stay arguments of the fused
+    kernel, so ``relax.op.clip``, which bakes them in, is another workload than the model's."""
+    dtype = _dtype(value)
+    for bound, op, unbounded in ((low, relax.op.maximum, "-inf"), (high, relax.op.minimum, "inf")):
+        constant = relax.const(bound, dtype)
+        is_nan = builder.emit(relax.op.isnan(constant))
+        guarded = builder.emit(relax.op.where(is_nan, relax.const(float(unbounded), dtype), constant))
+        value = builder.emit(op(value, guarded))
+    return value
 
 
 def _dtype(value: relax.Expr) -> str:
