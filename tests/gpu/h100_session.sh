@@ -61,6 +61,11 @@
 # bench_each stock-tuned/fcm-tuned of both with RECORDS=/tmp/fcm-tune/tuning/h200: 461 s in one call.
 # Seventeenth session (H200): stage part a 0.3 s after a ~90 s cold start; tune_zoo.sh one model
 # at batch 32 fp16, TOTAL=290 (4-5 tasks), then bench_each stock-tuned/fcm-tuned of it: 361-373 s a call.
+# Eighteenth session (H200): a refused start cost 91 s, the next start ~180 s; layers --sub-chains
+# --variants stock, EfficientNet-B0 + MobileNetV3-Large at batch 32 fp16: 169 s; h200_table.sh then
+# bench_each stock/fcm of both: 286 s; tune_zoo.sh one model TOTAL=250 then bench_each tuned: 325-409 s;
+# layers with TUNING and stock_tuned, EfficientNet-B0 at batch 32 fp16: ~120 s (its bench needs
+# MODEL_TIMEOUT over 150 s: two builds of ~60 s with records).
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
 shift
