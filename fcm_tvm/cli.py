@@ -57,7 +57,7 @@ def model_source(name: str, batch: int | None = None):
 
     if name not in MODELS:
         return name  # a missing file is reported by the loader
-    return build_model(name, batch=batch or 1)
+    return build_model(name, batch=1 if batch is None else batch)
 
 
 # --- sub-commands ------------------------------------------------------------------------
@@ -101,7 +101,8 @@ def _shipped_records_for(args: argparse.Namespace) -> Path:
     from .records import shipped_cases, shipped_records
     from .target import resolve_target
 
-    model, batch, precision = args.model, args.batch or 1, args.precision or "fp32"
+    model, precision = args.model, args.precision or "fp32"
+    batch = 1 if args.batch is None else args.batch
     if model not in MODELS or Path(model).exists():
         raise FcmError(
             f"--tuning-records {SHIPPED} needs a zoo model name (see 'fcm-tvm models'), not {model}"
