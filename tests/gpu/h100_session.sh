@@ -67,7 +67,7 @@
 # layers with TUNING and stock_tuned, EfficientNet-B0 at batch 32 fp16: ~120 s (its bench needs
 # MODEL_TIMEOUT over 150 s: two builds of ~60 s with records).
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tune | ncu | profile}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tune | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -122,6 +122,17 @@ bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per m
       ${TARGET:+--target $TARGET} ${records:+--tuning-records $records} -o $RUN/$model 2>&1 | tail -4
     cp $RUN/$model/bench.json "$OUT/bench_$model.json"
   done ;;
+tuned_table)  # MODELS' chains re-timed with this GPU's shipped records (stock_tuned), the H200 table
+  # rebuilt with them into /tmp/fcm-measured (for FCM_TVM_MEASURED), then stock-tuned against
+  # fcm-tuned planned on it: so that the planner weighs a tuned build against tuned stock chains
+  TUNING=${TUNING:-fcm_tvm/data/tuning/h200} LAYERS_FLAGS="--sub-chains --variants stock,stock_tuned" \
+    bash "$0" layers
+  layers=""
+  for model in ${MODELS//,/ }; do layers="$layers $RUN/layers_$model/layers.json"; done
+  mkdir -p /tmp/fcm-measured
+  EXTRA_LAYERS="$layers" OUTPUT=/tmp/fcm-measured/h200.json bash tests/gpu/h200_table.sh
+  cp /tmp/fcm-measured/h200.json "$OUT/measured_h200.json"
+  FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-240} bash "$0" bench_each ;;
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
   hide_torch
   bash tests/gpu/tune_zoo.sh "$@" ;;
