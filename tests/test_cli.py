@@ -78,6 +78,7 @@ def test_compile_for_cuda_dumps_the_cuda_source(tiny_model: Path, tmp_path: Path
         (["compile", "{model}", "--input-shapes", "x:[1,8"], "cannot parse --input-shapes"),
         (["run", "missing.so"], "no such file"),
         (["compile", "{model}", "--batch", "8"], "--batch applies to zoo models"),
+        (["plan", "mobilenet_v2", "--batch", "0"], "batch must be a positive integer, not 0"),
         (
             [
                 "compile",
@@ -191,3 +192,18 @@ def test_plan_with_cuda_graph_decides_on_times_without_the_stock_launches(tmp_pa
         result = fcm_tvm("plan", model, "--gpu", "h100", *flags, "--cuda-graph", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert reason in result.stdout
+
+
+def test_models_exports_a_zoo_model_in_fp16(tmp_path: Path):
+    result = fcm_tvm(
+        "models", "mobilenet_v2", "--batch", "2", "--precision", "fp16", "-o", "m.onnx", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    (given,) = graph.input
+    assert given.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert given.type.tensor_type.shape.dim[0].dim_value == 2
+    assert {tensor.data_type for tensor in graph.initializer} <= {
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.INT64,
+    }
