@@ -16,6 +16,8 @@ from tvm import relax
 from ..planner.planner import sub_chains
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles
 
+ONNX_BATCHNORM_EPSILON = 1e-5  # BatchNormalization's default epsilon
+
 
 @dataclass(frozen=True)
 class LayerCase:
@@ -92,7 +94,7 @@ def fused_module(
 
 
 def unfused_module(
-    specs: list[FcmSpec], batchnorm: bool = True, epsilon: float | None = None
+    specs: list[FcmSpec], batchnorm: bool = True, epsilon: float = ONNX_BATCHNORM_EPSILON
 ) -> tvm.IRModule:
     """One Relax function ``chain_<i>`` per chain, built from the same ops the ONNX importer emits.
 
@@ -113,7 +115,7 @@ def unfused_module(
 
 
 def _emit_chain(
-    builder: relax.BlockBuilder, name: str, spec: FcmSpec, batchnorm: bool, epsilon: float | None
+    builder: relax.BlockBuilder, name: str, spec: FcmSpec, batchnorm: bool, epsilon: float
 ) -> None:
     params = [
         relax.Var(f"p{i}", relax.TensorType(shape, spec.dtype)) for i, shape in enumerate(spec.param_shapes())
@@ -129,7 +131,7 @@ def _chain_ops(
     spec: FcmSpec,
     params: list[relax.Expr],
     batchnorm: bool,
-    epsilon: float | None = None,
+    epsilon: float,
 ) -> relax.Expr:
     """The chain's stock ops on ``params`` (input, weight and bias per stage, residual)."""
     value, cursor = params[0], 1
@@ -150,7 +152,7 @@ def graph_timed_module(
     target: tvm.target.Target,
     repeats: int,
     stock: bool = True,
-    epsilon: float | None = None,
+    epsilon: float = ONNX_BATCHNORM_EPSILON,
 ) -> tvm.IRModule:
     """Per chain, Relax functions ``fcm_<i>`` and (``stock``) ``chain_<i>`` that run the FCM and
     the stock chain ``repeats`` times on distinct inputs (weights shared), for timing inside a
@@ -222,15 +224,11 @@ def _bias_add(builder: relax.BlockBuilder, value: relax.Expr, bias: relax.Expr) 
     return builder.emit(relax.op.add(value, relax.op.reshape(bias, (1, -1, 1, 1))))
 
 
-ONNX_BATCHNORM_EPSILON = 1e-5
-
-
 def _batchnorm(
-    builder: relax.BlockBuilder, value: relax.Expr, bias: relax.Expr, epsilon: float | None = None
+    builder: relax.BlockBuilder, value: relax.Expr, bias: relax.Expr, epsilon: float
 ) -> relax.Expr:
     """An inference BatchNormalization whose only effect is adding ``bias`` (see unfused_module)."""
     channels, dtype = int(bias.ty.shape.values[0]), _dtype(value)
-    epsilon = ONNX_BATCHNORM_EPSILON if epsilon is None else epsilon
 
     def constant(fill: float) -> relax.Constant:
         return relax.const(np.full((channels,), fill, dtype=dtype))

@@ -81,11 +81,7 @@ def table_rows(gpu_key: str) -> dict[str, dict]:
     GPU (``benchmarks.layers``, then ``benchmarks.measured_table -o``) without writing into the
     installed package.
     """
-    folder = os.environ.get(MEASURED_ENV, "")
-    rows: dict[str, dict] = {}
-    for key in reversed(data_keys(gpu_key)):
-        rows.update(_rows(key, folder))
-    return rows
+    return _merged_rows(gpu_key, os.environ.get(MEASURED_ENV, ""))
 
 
 def table_gpus(gpu_key: str) -> tuple[str, ...]:
@@ -93,6 +89,15 @@ def table_gpus(gpu_key: str) -> tuple[str, ...]:
     GPU's (:func:`fcm_tvm.gpus.data_keys`); empty where none has a table."""
     folder = os.environ.get(MEASURED_ENV, "")
     return tuple(key for key in data_keys(gpu_key) if _rows(key, folder))
+
+
+@cache
+def _merged_rows(gpu_key: str, folder: str) -> dict[str, dict]:
+    """:func:`table_rows`, merged once per GPU and folder (the planner asks for every chain)."""
+    rows: dict[str, dict] = {}
+    for key in reversed(data_keys(gpu_key)):
+        rows.update(_rows(key, folder))
+    return rows
 
 
 @cache
