@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from typing import TYPE_CHECKING
 
 from .errors import FcmError
 
-FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
-PRECISIONS = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "fp64": TensorProto.DOUBLE}
+if TYPE_CHECKING:
+    import onnx
+
+# ONNX's TensorProto.DataType values (fixed by the ONNX spec): the command line lists the
+# precisions at start-up, and importing onnx for them took 0.8 s of the 0.1 s it needs otherwise
+FLOAT, FLOAT16, DOUBLE, BFLOAT16 = 1, 10, 11, 16
+FLOAT_TYPES = (FLOAT, FLOAT16, BFLOAT16, DOUBLE)
+PRECISIONS = {"fp32": FLOAT, "fp16": FLOAT16, "fp64": DOUBLE}
 MODEL_PRECISIONS = ("fp32", "fp16")  # what compile, plan and tune build in; fp64 serves references
 
 
 def cast_model(model: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
     """A copy of ``model`` whose float tensors, inputs, outputs, constants and casts are ``elem_type``."""
+    import onnx
+
     cast = onnx.ModelProto()
     cast.CopyFrom(model)
     graph = cast.graph
@@ -40,10 +47,12 @@ def _cast_batchnorm_outputs(graph: onnx.GraphProto, elem_type: int) -> None:
     ``astype`` to float16 in Relax) converts it back. FoldBatchNorm folds the Cast away with the
     BatchNorm wherever a chain is fused.
     """
+    from onnx import helper
+
     nodes = []
     for node in graph.node:
         nodes.append(node)
-        if node.op_type == "BatchNormalization" and elem_type != onnx.TensorProto.FLOAT:
+        if node.op_type == "BatchNormalization" and elem_type != FLOAT:
             output = node.output[0]
             node.output[0] = f"{output}__{node.name}_unconverted"
             nodes.append(helper.make_node("Cast", [node.output[0]], [output], to=elem_type))
@@ -69,6 +78,8 @@ def with_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
 
 
 def _cast_tensor(tensor: onnx.TensorProto, elem_type: int) -> onnx.TensorProto:
+    from onnx import helper, numpy_helper
+
     if tensor.data_type not in FLOAT_TYPES or tensor.data_type == elem_type:
         return tensor
     # order="C", not np.ascontiguousarray: that makes a 0-d tensor (a Clip bound) 1-d

@@ -121,3 +121,17 @@ def test_an_unknown_precision_is_refused_by_name():
 
     with pytest.raises(FcmError, match="precision must be one of fp32, fp16, not 'bf16'"):
         fcm_tvm.compile(separable_block(), "llvm", precision="bf16")
+
+
+def test_the_precisions_name_onnxs_own_element_types():
+    """fcm_tvm.precision spells ONNX's type numbers out, so that the command line starts without onnx."""
+    import onnx
+
+    from fcm_tvm import precision
+
+    assert precision.PRECISIONS == {
+        "fp32": onnx.TensorProto.FLOAT,
+        "fp16": onnx.TensorProto.FLOAT16,
+        "fp64": onnx.TensorProto.DOUBLE,
+    }
+    assert precision.BFLOAT16 == onnx.TensorProto.BFLOAT16
