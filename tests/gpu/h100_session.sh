@@ -66,6 +66,8 @@
 # bench_each stock/fcm of both: 286 s; tune_zoo.sh one model TOTAL=250 then bench_each tuned: 325-409 s;
 # layers with TUNING and stock_tuned, EfficientNet-B0 at batch 32 fp16: ~120 s (its bench needs
 # MODEL_TIMEOUT over 150 s: two builds of ~60 s with records).
+# Nineteenth session (H200): tuned_table for EfficientNet-B0 at batch 32 fp16 (layers, table,
+# bench_each): 238 s. Two cold starts were lost when more than 30 s passed between stage and env.sh.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tune | ncu | profile}
 shift
