@@ -68,6 +68,8 @@
 # MODEL_TIMEOUT over 150 s: two builds of ~60 s with records).
 # Nineteenth session (H200): tuned_table for EfficientNet-B0 at batch 32 fp16 (layers, table,
 # bench_each): 238 s. Two cold starts were lost when more than 30 s passed between stage and env.sh.
+# Twentieth session (H200): stage 0.3 s after a ~30 s start; tuned_table, one model per call at
+# batch 32 fp16 (MobileNetV3-Large, MobileNetV2, MnasNet): 329-348 s each, three calls in 1056 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tune | ncu | profile}
 shift
