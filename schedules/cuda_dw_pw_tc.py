@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import operator
-from math import gcd
 
 import tvm
 from tvm.s_tir import Schedule
@@ -35,18 +34,22 @@ from tvm.script import tirx as T
 from .compute import ACTIVATION_BUILDERS
 from .layout import ceil_div
 from .spec import Depthwise, FcmSpec, FcmTiles
+from .wmma import (
+    ACCUMULATORS,
+    DTYPE,
+    DTYPE_BYTES,
+    FRAGMENT,
+    SHARED,
+    STATIC_SMEM,
+    WARP,
+    fragments,
+    spread,
+    spread_over_grid,
+    warp_grid,
+    without_param,
+)
 
-FRAGMENT = 16  # WMMA m = n = k
 CHUNK = 32  # input channels per shared-memory step
-WARP = 32
-STATIC_SMEM = 48 * 1024
-DTYPE = "float16"
-DTYPE_BYTES = 2
-# The float16 tiles live in dynamic shared memory, the float32 accumulators in static: TVM's
-# storage rewrite reuses a dead buffer of the same scope whatever its dtype, and lowering then
-# failed on the accumulators placed in a float16 buffer ("tvm_access_ptr element type must match").
-SHARED = "shared.dyn"
-ACCUMULATORS = "shared"
 
 
 def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
@@ -65,7 +68,7 @@ def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
         found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
     if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
         found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
-    elif not found and warp_grid(tiles) is None:
+    elif not found and warp_grid_of(tiles) is None:
         found.append(f"{tiles.threads // WARP} warps do not tile the {fragment_grid(tiles)} fragments")
     if spec.in_channels % (CHUNK * tiles.split):
         found.append(f"split {tiles.split} does not divide {spec.in_channels} channels in chunks of {CHUNK}")
@@ -95,14 +98,9 @@ def fragment_grid(tiles: FcmTiles) -> tuple[int, int]:
     return tiles.channel_tile // FRAGMENT, padded_pixels(tiles) // FRAGMENT
 
 
-def warp_grid(tiles: FcmTiles) -> tuple[int, int] | None:
-    """(channel, pixel) warps: as many along channels as divide both, the rest along pixels;
-    None when the warps do not tile the fragments."""
-    warps = tiles.threads // WARP
-    channel_frags, pixel_frags = fragment_grid(tiles)
-    along_channels = gcd(warps, channel_frags)
-    along_pixels = warps // along_channels
-    return (along_channels, along_pixels) if pixel_frags % along_pixels == 0 else None
+def warp_grid_of(tiles: FcmTiles) -> tuple[int, int] | None:
+    """(channel, pixel) warps of a block; None when the warps do not tile its fragments."""
+    return warp_grid(tiles.threads // WARP, fragment_grid(tiles))
 
 
 def patch_shape(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int]:
@@ -110,6 +108,14 @@ def patch_shape(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int]:
     dw = spec.stages[0]
     rows = (padded_pixels(tiles) - 1) // tiles.tile_w * dw.stride + dw.kernel
     return rows, (tiles.tile_w - 1) * dw.stride + dw.kernel
+
+
+def accumulators_per_thread(spec: FcmSpec, tiles: FcmTiles) -> int:
+    return tiles.channel_tile * padded_pixels(tiles) // tiles.threads
+
+
+def padding_waste(spec: FcmSpec, tiles: FcmTiles) -> float:
+    return padded_pixels(tiles) / (tiles.tile_h * tiles.tile_w)
 
 
 def accumulator_bytes(tiles: FcmTiles) -> int:
@@ -211,18 +217,13 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
                 if vp < real:  # a body condition: reverse_compute_at drops a block predicate
                     out[vn, vo, yy, xx] = epilogue(acc, b1[vo], res)
 
-    return fcm if spec.residual else _without_param(fcm, 5)  # the body never reads it
-
-
-def _without_param(func: tvm.tirx.PrimFunc, index: int) -> tvm.tirx.PrimFunc:
-    params = [param for i, param in enumerate(func.params) if i != index]
-    return tvm.tirx.PrimFunc(params, func.body, func.ret_type, func.attrs)
+    return fcm if spec.residual else without_param(fcm, 5)  # the body never reads it
 
 
 def _schedule(sch: Schedule, tiles: FcmTiles) -> None:
     import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
 
-    warps_c, warps_p = warp_grid(tiles)
+    warps_c, warps_p = warp_grid_of(tiles)
     frags_c, frags_p = fragment_grid(tiles)
     threads = (warps_c * warps_p, WARP)
     gemm = sch.get_sblock("s1_acc")
@@ -256,52 +257,23 @@ def _schedule(sch: Schedule, tiles: FcmTiles) -> None:
     sch.set_scope(pad, 0, SHARED)
     epilogue = sch.get_sblock("s1_out")
     if split:
-        _spread_over_grid(sch, epilogue, tiles.threads)
+        spread_over_grid(sch, epilogue, tiles.threads)
     else:
         sch.reverse_compute_at(epilogue, block)
 
-    _spread(sch, weights, chunk, threads)
-    sch.compute_at(dw_acc, _spread(sch, dw_out, chunk, threads))
+    spread(sch, weights, chunk, threads)
+    sch.compute_at(dw_acc, spread(sch, dw_out, chunk, threads))
     sch.compute_at(pad, chunk)
-    _spread(sch, pad, chunk, threads)
+    spread(sch, pad, chunk, threads)
     if not split:
-        _spread(sch, epilogue, block, threads)
+        spread(sch, epilogue, block, threads)
 
-    sch.tensorize(_fragments(sch, a_frag), wmma.WMMA_LOAD_16x16x16_F16_A_DYN_INTRIN)
-    sch.tensorize(_fragments(sch, b_frag), wmma.WMMA_LOAD_16x16x16_F16_B_DYN_INTRIN)
+    sch.tensorize(fragments(sch, a_frag), wmma.WMMA_LOAD_16x16x16_F16_A_DYN_INTRIN)
+    sch.tensorize(fragments(sch, b_frag), wmma.WMMA_LOAD_16x16x16_F16_B_DYN_INTRIN)
     init = sch.decompose_reduction(gemm, chunk)
     sch.tensorize(sch.get_loops(init)[-2], wmma.WMMA_FILL_16x16x16_F32_INTRIN)
     sch.tensorize(sch.get_loops(gemm)[-3], wmma.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
     stored = (
         wmma.WMMA_STORE_16x16x16_F32_GLOBAL_INTRIN if split else wmma.WMMA_STORE_16x16x16_F32_SHARED_INTRIN
     )
-    sch.tensorize(_fragments(sch, store), stored)
-
-
-def _spread(sch: Schedule, block, anchor, threads: tuple[int, int]):
-    """Deal a block's loops under ``anchor`` out to all threads (warps, lanes), each thread's
-    steps unrolled so that their global loads are in flight together (a rolled loop waited for
-    each load in turn: 190 us for a 7x7 layer on 5 blocks); the lane loop."""
-    loops = sch.get_loops(block)
-    at = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(anchor)))
-    steps, warp, lane = sch.split(sch.fuse(*loops[at + 1 :]), [None, *threads])
-    sch.bind(warp, "threadIdx.y")
-    sch.bind(lane, "threadIdx.x")
-    sch.unroll(steps)
-    return lane
-
-
-def _spread_over_grid(sch: Schedule, block, threads: int) -> None:
-    """A kernel of its own: a thread per element."""
-    blocks, lanes = sch.split(sch.fuse(*sch.get_loops(block)), [None, threads])
-    sch.bind(blocks, "blockIdx.x")
-    sch.bind(lanes, "threadIdx.x")
-
-
-def _fragments(sch: Schedule, block):
-    """Split a copy's two loops into 16x16 fragments; the loop a WMMA load or store replaces."""
-    rows, cols = sch.get_loops(block)[-2:]
-    row_frag, row_in = sch.split(rows, [None, FRAGMENT])
-    col_frag, col_in = sch.split(cols, [None, FRAGMENT])
-    sch.reorder(row_frag, col_frag, row_in, col_in)
-    return row_in
+    sch.tensorize(fragments(sch, store), stored)

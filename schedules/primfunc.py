@@ -8,8 +8,8 @@ import tvm
 
 from ..errors import FcmError
 from .compute import fcm_te_primfunc
-from .cuda_dw_pw_tc import tensor_core_primfunc, tensor_core_problems
 from .spec import FcmSpec, FcmTiles
+from .tensor_cores import tensor_core_primfunc, tensor_core_problems
 
 CPU_KINDS = ("llvm", "c")
 SCHEDULED_ATTR = "tirx.is_scheduled"  # dlight and MetaSchedule leave such functions alone

@@ -237,8 +237,8 @@ class FcmTiles:
     ``weight_lanes`` too, a step of a ``reg_c x 1 x 4`` register tile issues ``reg_c / 4 + 1``
     shared loads for ``4 reg_c`` multiply-adds instead of ``reg_c / 4 + 4``.
 
-    ``tensor_cores = 1`` builds a different kernel (:mod:`.cuda_dw_pw_tc`, float16 DW->PW only):
-    the PW is a GEMM on WMMA fragments; ``channel_tile``, ``tile_h x tile_w`` and ``threads``
+    ``tensor_cores = 1`` builds a different kernel (:mod:`.tensor_cores`, float16 DW->PW and
+    PW->DW): the PW is a GEMM on WMMA fragments; ``channel_tile``, ``tile_h x tile_w`` and ``threads``
     (whole warps) keep their meaning and the other knobs stay at their defaults.
     """
 

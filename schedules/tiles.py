@@ -12,7 +12,6 @@ from dataclasses import astuple, replace
 
 from ..errors import FcmError
 from .cuda_base import KernelPlan, threads_over_patch
-from .cuda_dw_pw_tc import tensor_core_problems
 from .layout import (
     MAX_ACCUMULATORS,
     MAX_PATCH_ACCUMULATORS,
@@ -26,6 +25,7 @@ from .layout import (
 )
 from .rules import RULES
 from .spec import FcmSpec, FcmTiles, Pointwise
+from .tensor_cores import tensor_core_problems
 
 STATIC_SMEM = 48 * 1024  # the most a kernel may declare statically; more needs dynamic shared memory
 STAGED_SMEM = 100 * 1024  # the most a block with a staged input may use: two blocks per H100 SM

@@ -1,6 +1,6 @@
-"""The tensor-core DW->PW kernel (float16): its definition against float64 on the CPU, its CUDA
-with nvcc, and the tiles it takes. WMMA does not run on a CPU: the GPU check runs the scheduled
-kernel (tests/gpu/check_fcm_kernels.py splits --tensor-cores)."""
+"""The tensor-core DW->PW and PW->DW kernels (float16): their definitions against float64 on the
+CPU, their CUDA with nvcc, and the tiles they take. WMMA does not run on a CPU: the GPU check runs
+the scheduled kernels (tests/gpu/check_fcm_kernels.py splits --tensor-cores)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import tvm
 from fcm_tvm.benchmarks.measured_table import tiles_from_text
 from fcm_tvm.errors import FcmError
 from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
-from fcm_tvm.schedules.cuda_dw_pw_tc import shared_bytes, tensor_core_definition
+from fcm_tvm.schedules.tensor_cores import shared_bytes, tensor_core_definition
 
 from .test_schedules import CUDA, assert_matches_reference, random_inputs
 from .test_schedules_cuda import compile_cubin
@@ -32,12 +32,21 @@ def dw_pw(n, c, h, w, kernel, stride, out, residual=False, acts=("relu6", "none"
     return FcmSpec(n, c, h, w, stages, residual, "float16")
 
 
-CASES = [  # deep layers of MobileNetV2 / MnasNet, and what the definition must get right
+def pw_dw(n, c, h, w, mid, kernel, stride, residual=False, acts=("relu6", "relu6")) -> FcmSpec:
+    stages = (Pointwise(mid, acts[0]), Depthwise(kernel, stride, None, acts[1]))
+    return FcmSpec(n, c, h, w, stages, residual, "float16")
+
+
+CASES = [  # deep layers of MobileNetV2 / MnasNet / EfficientNet, and what the definitions must get right
     (dw_pw(2, 64, 7, 7, 3, 1, 32), tc(32, 7, 7, 128)),  # 49 pixels padded to 64
     (dw_pw(1, 32, 14, 14, 3, 2, 48), tc(16, 7, 7, 64)),  # stride 2
     (dw_pw(2, 32, 14, 14, 5, 1, 32, acts=("silu", "hardswish")), tc(32, 7, 7, 128)),  # 4 tiles, 5x5
     (dw_pw(1, 64, 8, 8, 3, 1, 64, residual=True, acts=("relu", "relu")), tc(64, 8, 8, 256)),
     (dw_pw(1, 32, 14, 14, 3, 1, 16), tc(16, 14, 14, 32)),  # 196 pixels padded to 208
+    (pw_dw(2, 40, 7, 7, 64, 3, 1), tc(32, 7, 7, 128)),  # 40 channels padded to 48; 9x9 patch, 96
+    (pw_dw(1, 24, 14, 14, 32, 5, 2, acts=("hardswish", "silu")), tc(16, 7, 7, 64)),  # 17x17 patch
+    (pw_dw(1, 32, 14, 14, 32, 3, 1, residual=True, acts=("relu", "none")), tc(32, 7, 7, 128)),
+    (pw_dw(1, 16, 16, 16, 16, 3, 1, acts=("sigmoid", "relu")), tc(16, 16, 16, 64)),  # 18x18 patch, 352
 ]
 
 
@@ -62,11 +71,13 @@ def test_the_kernel_multiplies_on_tensor_cores_and_compiles(case, nvcc: str, tmp
     func = fcm_primfunc(spec, tiles, CUDA)
     source = tvm.compile(tvm.IRModule({"main": func}), target=CUDA).mod.imports[0].inspect_source()
     kernels = re.findall(KERNEL, source)
-    assert [(threads, name) for threads, name, _ in kernels] == [(str(tiles.threads), "fcm_dw_pw_kernel")]
+    assert [(threads, name) for threads, name, _ in kernels] == [
+        (str(tiles.threads), f"fcm_{spec.kind}_kernel")
+    ]
     pointers = {p.split()[-1] for p in kernels[0][2].split(",")}
     assert pointers == {"x_ptr", "w0_ptr", "b0_ptr", "w1_ptr", "b1_ptr", "out_ptr"} | (
         {"residual_ptr"} if spec.residual else set()
-    ), "no global buffer beyond the parameters: the DW result stays on chip"
+    ), "no global buffer beyond the parameters: the intermediate stays on chip"
     assert "nvcuda::wmma::mma_sync" in source and "wmma::accumulator, 16, 16, 16, float>" in source
     static_smem = compile_cubin(nvcc, source, tmp_path)  # the float32 accumulators; the rest is dynamic
     assert 0 < static_smem <= shared_bytes(spec, tiles)
@@ -96,9 +107,31 @@ def test_tensor_core_tiles_name_what_does_not_fit(spec, tiles, problem: str) -> 
         fcm_primfunc(spec, tiles, CUDA)
 
 
-def test_pw_dw_has_no_tensor_core_kernel() -> None:
-    spec = FcmSpec(1, 32, 7, 7, (Pointwise(64), Depthwise(3)), dtype="float16")
-    assert any("only for dw_pw" in p for p in tile_problems(spec, tc(32, 7, 7, 128), MAX_SMEM))
+@pytest.mark.parametrize(
+    ("spec", "tiles", "problem"),
+    [
+        (FcmSpec(1, 32, 7, 7, (Pointwise(64), Depthwise(3))), tc(32, 7, 7, 128), "need float16"),
+        (pw_dw(1, 32, 7, 7, 40, 3, 1), tc(32, 7, 7, 128), "dividing 40"),
+        (pw_dw(1, 32, 14, 14, 64, 3, 1), tc(32, 8, 8, 128), "must divide the output 14x14"),
+        (pw_dw(1, 32, 7, 7, 64, 3, 1), FcmTiles(32, 7, 7, 128, split=2, tensor_cores=1), "split must be 1"),
+        (
+            pw_dw(1, 32, 7, 7, 64, 3, 1),
+            FcmTiles(32, 7, 7, 128, patch_rows=2, tensor_cores=1),
+            "no other knob",
+        ),
+        (pw_dw(1, 64, 14, 14, 128, 5, 1), tc(128, 14, 14, 256), "bytes of shared memory"),
+    ],
+)
+def test_pw_dw_tensor_core_tiles_name_what_does_not_fit(spec, tiles, problem: str) -> None:
+    assert any(problem in found for found in tile_problems(spec, tiles, MAX_SMEM))
+    with pytest.raises(FcmError, match=re.escape(problem)):
+        fcm_primfunc(spec, tiles, CUDA)
+
+
+def test_pw_dw_pw_has_no_tensor_core_kernel() -> None:
+    stages = (Pointwise(64), Depthwise(3), Pointwise(32))
+    spec = FcmSpec(1, 32, 7, 7, stages, dtype="float16")
+    assert any("only for dw_pw and pw_dw" in p for p in tile_problems(spec, tc(32, 7, 7, 128), MAX_SMEM))
 
 
 def test_tensor_core_tiles_are_labelled_and_read_back_from_labels() -> None:

@@ -582,7 +582,7 @@ def fcm_name(spec: FcmSpec, tiles: FcmTiles) -> str:
 def estimate_fused(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> ChainEstimate:
     """The chain as one FCM kernel with ``tiles``; :class:`FcmError` if they do not fit ``gpu``."""
     smem = shared_bytes(spec, tiles, gpu)
-    occ = occupancy(tiles.threads, smem, registers_per_thread(accumulators(tiles)), gpu)
+    occ = occupancy(tiles.threads, smem, registers_per_thread(accumulators(spec, tiles)), gpu)
     blocks = fcm_blocks(spec, tiles)
     requested = fcm_requested(spec, tiles, gpu.sector_bytes)
     dram, input_hit = fcm_dram(spec, tiles, requested, min(blocks, occ.blocks_per_sm * gpu.sm_count), gpu)
@@ -615,7 +615,7 @@ def fused_time_bound(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> float:
     SM). The planner visits tiles in the order of this bound and stops once it exceeds the best
     estimate found, so it builds shared-memory plans for a few candidates only.
     """
-    occ = occupancy(tiles.threads, 0, registers_per_thread(accumulators(tiles)), gpu)
+    occ = occupancy(tiles.threads, 0, registers_per_thread(accumulators(spec, tiles)), gpu)
     blocks = fcm_blocks(spec, tiles)
     efficiency = max(
         parallel_efficiency(blocks, tiles.threads, b, gpu) for b in range(1, occ.blocks_per_sm + 1)

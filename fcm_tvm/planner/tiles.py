@@ -18,10 +18,10 @@ from functools import cache
 from ..errors import FcmError
 from ..gpus import GpuSpec
 from ..schedules.cuda_base import KernelPlan
-from ..schedules.cuda_dw_pw_tc import padded_pixels
-from ..schedules.cuda_dw_pw_tc import shared_bytes as tensor_core_smem
 from ..schedules.layout import MAX_ACCUMULATORS, output_layout
 from ..schedules.spec import FcmSpec, FcmTiles
+from ..schedules.tensor_cores import accumulators_per_thread
+from ..schedules.tensor_cores import shared_bytes as tensor_core_smem
 from ..schedules.tiles import default_tiles, plan_kernel, split_problems, tile_problems
 
 CHANNEL_TILES = (4, 8, 16, 32, 64, 128)
@@ -95,11 +95,11 @@ def _fit(
     return plan_kernel(spec, tiles, max_smem), ()
 
 
-def accumulators(tiles: FcmTiles) -> int:
+def accumulators(spec: FcmSpec, tiles: FcmTiles) -> int:
     """Outputs each thread keeps in registers (the layout's register tile; a tensor-core
     kernel's share of its accumulator fragments)."""
     if tiles.tensor_cores:
-        return tiles.channel_tile * padded_pixels(tiles) // tiles.threads
+        return accumulators_per_thread(spec, tiles)
     layout = output_layout(tiles)
     if layout is None:
         raise FcmError(f"{tiles.threads} threads do not lay out over the tile {tiles}")

@@ -360,22 +360,23 @@ def fp32_tile_choices(spec, gpu) -> list:
     return [tiles for tiles in dict.fromkeys(choices) if not fit_problems(spec, tiles, gpu)]
 
 
-TC_CHANNEL_TILES = (32, 64, 128)
-TC_THREADS = (256, 512)
+TC_CHANNEL_TILES = (16, 32, 48, 64, 96, 128)
+TC_THREADS = (128, 256, 512)
 TC_SPLITS = (1, 2, 4, 8)
 TC_PER_CHAIN = 16
+TC_KINDS = ("dw_pw", "pw_dw")
 
 
 def tensor_core_choices(spec, gpu) -> list:
-    """For a float16 DW->PW chain: tensor-core tiles (the whole output, or 7x7 / 8x8 tiles of it,
-    over 32-128 output channels, 8 or 16 warps, split 1-8 ways), those wasting the fewest padded
-    pixels first, and beside them the chain's CUDA-core tile of the measured table (or the
-    default tile) to compare with."""
+    """For a float16 DW->PW or PW->DW chain: tensor-core tiles (the whole output, or 7x7 / 8x8
+    tiles of it, over 16-128 channels, 4-16 warps, DW->PW split 1-8 ways), those wasting the
+    fewest padded (and, for PW->DW, halo) pixels first, and beside them the chain's CUDA-core
+    tile of the measured table (or the default tile) to compare with."""
     from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules import FcmTiles, default_tiles
-    from fcm_tvm.schedules.cuda_dw_pw_tc import padded_pixels, tensor_core_problems
+    from fcm_tvm.schedules.tensor_cores import padding_waste, tensor_core_problems
 
-    if spec.kind != "dw_pw" or spec.dtype != "float16":
+    if spec.kind not in TC_KINDS or spec.dtype != "float16":
         return []
     out = spec.output
     sides = {(out.h, out.w)} | {(s, s) for s in (7, 8) if out.h % s == 0 and out.w % s == 0}
@@ -387,7 +388,7 @@ def tensor_core_choices(spec, gpu) -> list:
         for split in TC_SPLITS
     ]
     fitting = [t for t in candidates if not tensor_core_problems(spec, t, gpu.smem_per_block)]
-    fitting.sort(key=lambda t: (padded_pixels(t) / (t.tile_h * t.tile_w), -t.channel_tile, -t.threads))
+    fitting.sort(key=lambda t: (round(padding_waste(spec, t), 2), -t.channel_tile, -t.threads))
     known = measured(spec, gpu)
     cuda_cores = known.tiles if known is not None else default_tiles(spec, gpu.smem_per_block)
     return [cuda_cores, *fitting[:TC_PER_CHAIN]] if fitting else []
@@ -402,7 +403,7 @@ CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split cho
         output_col_choices,
     ),
     "--fp32-tiles": ("float16 chains with their float32 twins' measured tiles", fp32_tile_choices),
-    "--tensor-cores": ("tensor-core tiles of the float16 DW->PW chains", tensor_core_choices),
+    "--tensor-cores": ("tensor-core tiles of the float16 DW->PW and PW->DW chains", tensor_core_choices),
 }
 
 

@@ -71,7 +71,7 @@
 # Twentieth session (H200): stage 0.3 s after a ~30 s start; tuned_table, one model per call at
 # batch 32 fp16 (MobileNetV3-Large, MobileNetV2, MnasNet): 329-348 s each, three calls in 1056 s.
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tune | ncu | profile}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tune | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -135,6 +135,19 @@ tuned_table)  # MODELS' chains re-timed with this GPU's shipped records (stock_t
   for model in ${MODELS//,/ }; do layers="$layers $RUN/layers_$model/layers.json"; done
   mkdir -p /tmp/fcm-measured
   EXTRA_LAYERS="$layers" OUTPUT=/tmp/fcm-measured/h200.json bash tests/gpu/h200_table.sh
+  cp /tmp/fcm-measured/h200.json "$OUT/measured_h200.json"
+  FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-240} bash "$0" bench_each ;;
+tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this host's cores, checked
+  # against float64 torch and timed, the H200 table rebuilt with them, then bench_each of MODELS
+  dir=$RUN/tc; rm -rf $dir
+  python tests/gpu/check_fcm_kernels.py splits --tensor-cores $dir --models ${TC_MODELS:-$MODELS} \
+    --batch ${BATCH:-32} --precision ${PRECISION:-fp16} --sub-chains --kinds ${TC_KINDS:-pw_dw} --jobs 16 \
+    > $RUN/tc_export.log 2>&1
+  echo "export exit $?"; tail -1 $RUN/tc_export.log
+  python tests/gpu/check_fcm_kernels.py run $dir --json "$OUT/sweep_tc.json" --jobs 16 > $RUN/tc_run.log 2>&1
+  echo "run exit $?"; tail -2 $RUN/tc_run.log; cp $RUN/tc_run.log "$OUT/sweep_tc.log"
+  mkdir -p /tmp/fcm-measured
+  EXTRA_SWEEPS="$OUT/sweep_tc.json" OUTPUT=/tmp/fcm-measured/h200.json bash tests/gpu/h200_table.sh
   cp /tmp/fcm-measured/h200.json "$OUT/measured_h200.json"
   FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-240} bash "$0" bench_each ;;
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)

@@ -1,0 +1,285 @@
+"""PW -> DW on tensor cores (float16): the PW is a GEMM on WMMA fragments over the DW's input patch.
+
+A thread block computes ``channel_tile`` channels (the PW's outputs, which the DW keeps) over one
+``tile_h x tile_w`` output tile of one image. The GEMM's pixels are the tile's input patch, halo
+included, as one flat dimension padded to whole 16-pixel fragments (a 7x7 image with a 3x3 DW
+reads a 9x9 patch: 81 pixels, 96 computed). Its reduction is the input channels, padded with
+zeros to whole fragments (40 -> 48). Per chunk of input channels the block stages the input patch
+(zero outside the image) and the PW weights in shared memory and multiplies them on tensor cores
+(``wmma`` 16x16x16, float32 accumulators); then it stores the accumulators to shared memory,
+applies bias and activation (zero outside the image: the DW's padding) into a float16 patch, and
+computes the DW from it on CUDA cores, writing the output once.
+
+Deep PW->DW layers (hundreds of channels at 14x14 and 7x7) are GEMM-bound; the CUDA-core kernel
+issues a shared load per multiply-add of the patch there and loses to MetaSchedule's separate
+kernels by 2-10x in float16 at batch 32 (docs/results.md).
+
+Written in TVMScript over the tiled domain, like :mod:`.cuda_dw_pw_tc` (whose WMMA helpers it uses).
+"""
+
+from __future__ import annotations
+
+from math import gcd
+
+import tvm
+from tvm.s_tir import Schedule
+from tvm.script import tirx as T
+
+from .compute import ACTIVATION_BUILDERS
+from .layout import ceil_div
+from .spec import Depthwise, FcmSpec, FcmTiles, Pointwise
+from .wmma import (
+    ACCUMULATORS,
+    DTYPE,
+    DTYPE_BYTES,
+    FRAGMENT,
+    SHARED,
+    STATIC_SMEM,
+    WARP,
+    fragments,
+    spread,
+    without_param,
+)
+
+CHUNKS = (32, FRAGMENT)  # input channels per shared-memory step (see chunk)
+
+
+def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
+    """Why ``tiles`` with ``tensor_cores`` cannot run the PW->DW ``spec`` (empty if they can)."""
+    found = []
+    if spec.dtype != DTYPE:
+        found.append(f"tensor cores need {DTYPE}, not {spec.dtype}")
+    out = spec.output
+    if tiles.channel_tile % FRAGMENT or out.c % tiles.channel_tile:
+        found.append(f"channel tile {tiles.channel_tile} must be a multiple of {FRAGMENT} dividing {out.c}")
+    if out.h % tiles.tile_h or out.w % tiles.tile_w:
+        found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
+    if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
+        found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
+    if tiles.split != 1:
+        found.append("PW->DW has no reduction to split: split must be 1")
+    other = FcmTiles(tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads, tensor_cores=1)
+    if tiles != other:
+        found.append("tensor cores take no other knob (rows, lanes, columns)")
+    smem_limit = min(max_smem, STATIC_SMEM)  # TVM raises a dynamic limit only past 48 KiB of it
+    if not found and (smem := shared_bytes(spec, tiles)) > smem_limit:
+        found.append(f"{smem} bytes of shared memory > {smem_limit}")
+    if not found and accumulator_bytes(spec, tiles) > STATIC_SMEM:
+        found.append(
+            f"{accumulator_bytes(spec, tiles)} bytes of accumulators > {STATIC_SMEM} of static shared memory"
+        )
+    return found
+
+
+def patch_shape(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int]:
+    """Rows and columns of the PW result that one output tile's DW reads (halo included)."""
+    dw = spec.stages[1]
+    return (tiles.tile_h - 1) * dw.stride + dw.kernel, (tiles.tile_w - 1) * dw.stride + dw.kernel
+
+
+def padded_pixels(spec: FcmSpec, tiles: FcmTiles) -> int:
+    """The patch's pixels as the GEMM sees them: whole fragments, as many per pixel warp."""
+    rows, cols = patch_shape(spec, tiles)
+    per_step = FRAGMENT * _warps(tiles)[1]
+    return ceil_div(rows * cols, per_step) * per_step
+
+
+def padded_channels(spec: FcmSpec) -> int:
+    """The GEMM's reduction: the input channels in whole fragments."""
+    return ceil_div(spec.in_channels, FRAGMENT) * FRAGMENT
+
+
+def chunk(spec: FcmSpec, tiles: FcmTiles) -> int:
+    """Input channels per step: the largest of :data:`CHUNKS` dividing the padded count whose
+    buffers fit in static shared memory (the smallest where none does)."""
+    steps = [c for c in CHUNKS if padded_channels(spec) % c == 0]
+    return next((c for c in steps if _shared_bytes(spec, tiles, c) <= STATIC_SMEM), steps[-1])
+
+
+def fragment_grid(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int]:
+    """(channel, pixel) fragments of a block's GEMM result."""
+    return tiles.channel_tile // FRAGMENT, padded_pixels(spec, tiles) // FRAGMENT
+
+
+def _warps(tiles: FcmTiles) -> tuple[int, int]:
+    """(channel, pixel) warps: as many along channels as divide both, the rest along pixels
+    (the patch is padded to whole fragments per pixel warp)."""
+    warps = tiles.threads // WARP
+    along_channels = gcd(warps, tiles.channel_tile // FRAGMENT)
+    return along_channels, warps // along_channels
+
+
+def accumulator_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
+    """The float32 GEMM result staged for the DW (static shared memory)."""
+    return tiles.channel_tile * padded_pixels(spec, tiles) * 4
+
+
+def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
+    """One block's shared memory: weights, input patch, PW result (float16), accumulators."""
+    return _shared_bytes(spec, tiles, chunk(spec, tiles))
+
+
+def _shared_bytes(spec: FcmSpec, tiles: FcmTiles, step: int) -> int:
+    pixels = padded_pixels(spec, tiles)
+    rows, cols = patch_shape(spec, tiles)
+    halves = tiles.channel_tile * step + step * pixels + tiles.channel_tile * rows * cols
+    return halves * DTYPE_BYTES + accumulator_bytes(spec, tiles)
+
+
+def accumulators_per_thread(spec: FcmSpec, tiles: FcmTiles) -> int:
+    return tiles.channel_tile * padded_pixels(spec, tiles) // tiles.threads
+
+
+def padding_waste(spec: FcmSpec, tiles: FcmTiles) -> float:
+    return padded_pixels(spec, tiles) / (tiles.tile_h * tiles.tile_w)
+
+
+def tensor_core_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str) -> tvm.tirx.PrimFunc:
+    """The scheduled kernel; call only when :func:`tensor_core_problems` is empty."""
+    sch = Schedule(tensor_core_definition(spec, tiles).with_attr("global_symbol", name))
+    _schedule(sch, spec, tiles)
+    return sch.mod["main"]
+
+
+def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
+    """PW -> DW over (image, tile row, tile column, channel, padded patch pixel); see the module doc."""
+    pw, dw = spec.stages
+    assert isinstance(pw, Pointwise) and isinstance(dw, Depthwise)
+    n_, c_, h_, w_ = spec.input.as_tuple()
+    _, m_, ho_, wo_ = spec.output.as_tuple()
+    k_, s_ = dw.kernel, dw.stride
+    top, left = dw.pads[0], dw.pads[1]
+    th, tw, ct = tiles.tile_h, tiles.tile_w, tiles.channel_tile
+    ny, nx = ho_ // th, wo_ // tw
+    rows, cols = patch_shape(spec, tiles)
+    real, p_, kc_ = rows * cols, padded_pixels(spec, tiles), padded_channels(spec)
+    pw_act, dw_act = ACTIVATION_BUILDERS[pw.activation], ACTIVATION_BUILDERS[dw.activation]
+    f16, f32 = DTYPE, "float32"
+    res_shape = spec.output.as_tuple() if spec.residual else (1,)
+
+    def epilogue(acc, bias, res):
+        value = dw_act(acc + T.Cast(f32, bias))
+        return T.Cast(f16, value + T.Cast(f32, res) if spec.residual else value)
+
+    @T.prim_func(s_tir=True)
+    def fcm(
+        x: T.Buffer((n_, c_, h_, w_), f16),
+        w0: T.Buffer((m_, c_, 1, 1), f16),
+        b0: T.Buffer((m_,), f16),
+        w1: T.Buffer((m_, 1, k_, k_), f16),
+        b1: T.Buffer((m_,), f16),
+        residual: T.Buffer(res_shape, f16),
+        out: T.Buffer((n_, m_, ho_, wo_), f16),
+    ):
+        T.func_attr({"tirx.noalias": True})
+        s0_w = T.sblock_alloc_buffer((m_, kc_), f16)
+        s0_pad = T.sblock_alloc_buffer((n_, ny, nx, kc_, p_), f16)
+        s0_acc = T.sblock_alloc_buffer((n_, ny, nx, m_, p_), f32)
+        s0_out = T.sblock_alloc_buffer((n_, ny, nx, m_, rows, cols), f16)
+        s1_acc = T.sblock_alloc_buffer((n_, ny, nx, m_, th, tw), f32)
+        for m, c in T.grid(m_, kc_):
+            with T.sblock("s0_w"):
+                vm, vc = T.axis.remap("SS", [m, c])
+                s0_w[vm, vc] = T.if_then_else(vc < c_, w0[vm, T.min(vc, c_ - 1), 0, 0], T.float16(0))
+        for n, ty, tx, c, p in T.grid(n_, ny, nx, kc_, p_):
+            with T.sblock("s0_pad"):
+                vn, vty, vtx, vc, vp = T.axis.remap("SSSSS", [n, ty, tx, c, p])
+                yy = T.meta_var(vty * th * s_ + vp // cols - top)
+                xx = T.meta_var(vtx * tw * s_ + vp % cols - left)
+                inside = T.meta_var(vc < c_ and vp < real and yy >= 0 and yy < h_ and xx >= 0 and xx < w_)
+                s0_pad[vn, vty, vtx, vc, vp] = T.if_then_else(
+                    inside,
+                    x[vn, T.min(vc, c_ - 1), T.max(T.min(yy, h_ - 1), 0), T.max(T.min(xx, w_ - 1), 0)],
+                    T.float16(0),
+                )
+        # one loop nest per block of the grid (image, tile, channel tile), every stage inside it:
+        # the DW's sliding window is then never solved for (TVM cannot invert it into a domain)
+        for n, ty, tx, mb in T.grid(n_, ny, nx, m_ // ct):
+            for mi, p, c in T.grid(ct, p_, kc_):
+                with T.sblock("s0_acc"):
+                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
+                    vm = T.axis.spatial(m_, mb * ct + mi)
+                    vp, vc = T.axis.remap("SR", [p, c])
+                    with T.init():
+                        s0_acc[vn, vty, vtx, vm, vp] = T.float32(0)
+                    s0_acc[vn, vty, vtx, vm, vp] = s0_acc[vn, vty, vtx, vm, vp] + T.Cast(
+                        f32, s0_w[vm, vc]
+                    ) * T.Cast(f32, s0_pad[vn, vty, vtx, vc, vp])
+            for mi, i, j in T.grid(ct, rows, cols):
+                with T.sblock("s0_out"):
+                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
+                    vm = T.axis.spatial(m_, mb * ct + mi)
+                    vi, vj = T.axis.remap("SS", [i, j])
+                    yy = T.meta_var(vty * th * s_ + vi - top)
+                    xx = T.meta_var(vtx * tw * s_ + vj - left)
+                    inside = T.meta_var(yy >= 0 and yy < h_ and xx >= 0 and xx < w_)
+                    s0_out[vn, vty, vtx, vm, vi, vj] = T.if_then_else(
+                        inside,
+                        T.Cast(f16, pw_act(s0_acc[vn, vty, vtx, vm, vi * cols + vj] + T.Cast(f32, b0[vm]))),
+                        T.float16(0),
+                    )
+            for mi, y, x_, i, j in T.grid(ct, th, tw, k_, k_):
+                with T.sblock("s1_acc"):
+                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
+                    vm = T.axis.spatial(m_, mb * ct + mi)
+                    vy, vx, vi, vj = T.axis.remap("SSRR", [y, x_, i, j])
+                    with T.init():
+                        s1_acc[vn, vty, vtx, vm, vy, vx] = T.float32(0)
+                    s1_acc[vn, vty, vtx, vm, vy, vx] = s1_acc[vn, vty, vtx, vm, vy, vx] + T.Cast(
+                        f32, s0_out[vn, vty, vtx, vm, vy * s_ + vi, vx * s_ + vj]
+                    ) * T.Cast(f32, w1[vm, 0, vi, vj])
+            for mi, y, x_ in T.grid(ct, th, tw):
+                with T.sblock("s1_out"):
+                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
+                    vm = T.axis.spatial(m_, mb * ct + mi)
+                    vy, vx = T.axis.remap("SS", [y, x_])
+                    yy = T.meta_var(vty * th + vy)
+                    xx = T.meta_var(vtx * tw + vx)
+                    res = T.meta_var(residual[vn, vm, yy, xx] if spec.residual else T.float16(0))
+                    out[vn, vm, yy, xx] = epilogue(s1_acc[vn, vty, vtx, vm, vy, vx], b1[vm], res)
+
+    return fcm if spec.residual else without_param(fcm, 5)  # the body never reads it
+
+
+def _schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
+    import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
+
+    warps_c, warps_p = _warps(tiles)
+    frags_c, frags_p = fragment_grid(spec, tiles)
+    threads = (warps_c * warps_p, WARP)
+    gemm = sch.get_sblock("s0_acc")
+    n, ty, tx, m_block, m, p, c = sch.get_loops(gemm)
+    block = sch.fuse(n, ty, tx, m_block)
+    sch.bind(block, "blockIdx.x")
+    m_warp, m_frag, m_in = sch.split(m, [warps_c, frags_c // warps_c, FRAGMENT])
+    p_warp, p_frag, p_in = sch.split(p, [warps_p, frags_p // warps_p, FRAGMENT])
+    step, c_frag, c_in = sch.split(c, [None, chunk(spec, tiles) // FRAGMENT, FRAGMENT])
+    sch.reorder(m_warp, p_warp, step, c_frag, m_frag, p_frag, m_in, p_in, c_in)
+    warp = sch.fuse(m_warp, p_warp)
+    sch.bind(warp, "threadIdx.y")
+
+    store = sch.cache_write(gemm, 0, "wmma.accumulator")
+    sch.reverse_compute_at(store, warp)
+    sch.set_scope(store, 0, ACCUMULATORS)
+    weights, pad = sch.get_sblock("s0_w"), sch.get_sblock("s0_pad")
+    a_frag = sch.cache_read(gemm, 0, "wmma.matrix_a")
+    b_frag = sch.cache_read(gemm, 1, "wmma.matrix_b")
+    sch.compute_at(a_frag, c_frag)
+    sch.compute_at(b_frag, c_frag)
+    for staged in (weights, pad):
+        sch.set_scope(staged, 0, SHARED)
+        sch.compute_at(staged, step)
+        spread(sch, staged, step, threads)
+
+    pw_out, dw_acc, epilogue = sch.get_sblock("s0_out"), sch.get_sblock("s1_acc"), sch.get_sblock("s1_out")
+    sch.set_scope(pw_out, 0, SHARED)
+    spread(sch, pw_out, block, threads)
+    sch.set_scope(dw_acc, 0, "local")
+    sch.compute_at(dw_acc, spread(sch, epilogue, block, threads))
+
+    sch.tensorize(fragments(sch, a_frag), wmma.WMMA_LOAD_16x16x16_F16_A_DYN_INTRIN)
+    sch.tensorize(fragments(sch, b_frag), wmma.WMMA_LOAD_16x16x16_F16_B_DYN_INTRIN)
+    init = sch.decompose_reduction(gemm, step)
+    sch.tensorize(sch.get_loops(init)[-2], wmma.WMMA_FILL_16x16x16_F32_INTRIN)
+    sch.tensorize(sch.get_loops(gemm)[-3], wmma.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
+    sch.tensorize(fragments(sch, store), wmma.WMMA_STORE_16x16x16_F32_SHARED_INTRIN)
