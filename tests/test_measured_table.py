@@ -22,7 +22,9 @@ from fcm_tvm.benchmarks.measured_table import (
 from fcm_tvm.gpus import get_gpu
 from fcm_tvm.planner.layers import model_chains
 from fcm_tvm.planner.measured import from_row, measured, table_rows
-from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise
+from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
+
+from .test_schedules import CUDA
 
 SPEC = FcmSpec(1, 24, 56, 56, (Pointwise(144, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True)
 
@@ -259,3 +261,16 @@ def test_an_unknown_gpu_or_a_missing_result_file_is_one_clear_error(tmp_path, ca
     with pytest.raises(SystemExit):
         main([*arguments, "-o", str(tmp_path / "table.json")])
     assert message in capsys.readouterr().err and not (tmp_path / "table.json").exists()
+
+
+def test_the_h200_table_gives_efficientnet_b0s_deep_pw_dw_heads_tensor_core_tiles_that_build():
+    """The twentieth session's sweep: at batch 32 in fp16 the WMMA PW->DW kernel is the fastest
+    FCM of the deep heads; every tensor-core tile the table ships must fit and schedule."""
+    h200 = get_gpu("h200")
+    chains = [spec for _, spec in model_chains("efficientnet_b0", 32, "float16") if spec.kind == "pw_dw"]
+    shipped = {spec: measured(spec, h200).tiles for spec in chains}
+    on_tensor_cores = {spec: tiles for spec, tiles in shipped.items() if tiles.tensor_cores}
+    assert {spec.input.h for spec in on_tensor_cores} >= {7, 14}
+    for spec, tiles in on_tensor_cores.items():
+        assert not tile_problems(spec, tiles, h200.smem_per_block)
+        assert fcm_primfunc(spec, tiles, CUDA).attrs["tirx.is_scheduled"]

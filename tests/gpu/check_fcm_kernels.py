@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import functools
 import json
+import multiprocessing
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -457,7 +458,7 @@ def splits_export(
     chosen = {spec: choose(spec, gpu) for spec in chains}
     work = [(name, spec, chosen[spec], folder) for spec, name in chains.items() if chosen[spec]]
     print(f"{sum(len(choices) for _, _, choices, _ in work)} kernels of {len(work)} chains", flush=True)
-    with ProcessPoolExecutor(jobs) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:  # CUDA is up
         manifest = [entry for entries in pool.map(_export_layer, work) for entry in entries]
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     print(f"{len(manifest)} kernels of {len(work)} chains in {folder}")

@@ -7,7 +7,7 @@
 set -eu
 R=docs/results
 python -m fcm_tvm.benchmarks.measured_table --gpu h200 \
-  --sweep $R/sweep_tc_b32_fp16_split.json ${EXTRA_SWEEPS:-} \
+  --sweep $R/sweep_tc_b32_fp16_split.json $R/sweep_tc_pw_dw_b32_fp16.json ${EXTRA_SWEEPS:-} \
   --layers $R/layers_h200_b32_fp16_mobilenet_v2.json $R/layers_h200_b32_fp16_mnasnet1_0.json \
            $R/layers_h200_b32_fp16_efficientnet_b0.json $R/layers_h200_b32_fp16_mobilenet_v3_large.json \
            $R/layers_h200_b32_fp16_tuned_efficientnet_b0.json $R/layers_h200_b32_fp16_tuned_mobilenet_v2.json \
