@@ -40,11 +40,13 @@ from .wmma import (
     DTYPE_BYTES,
     FRAGMENT,
     SHARED,
-    STATIC_SMEM,
     WARP,
     fragments,
+    shared_memory_problems,
     spread,
     spread_over_grid,
+    stored_output,
+    tile_problems,
     warp_grid,
     without_param,
 )
@@ -54,37 +56,16 @@ CHUNK = 32  # input channels per shared-memory step
 
 def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
     """Why ``tiles`` with ``tensor_cores`` cannot run ``spec`` (empty if they can)."""
-    found = []
-    if spec.kind != "dw_pw":
-        found.append(f"tensor cores only for dw_pw, not {spec.kind}")
-    if spec.dtype != DTYPE:
-        found.append(f"tensor cores need {DTYPE}, not {spec.dtype}")
+    found = [] if spec.kind == "dw_pw" else [f"tensor cores only for dw_pw, not {spec.kind}"]
+    found += tile_problems(spec, tiles)
     if spec.in_channels % CHUNK:
         found.append(f"{spec.in_channels} input channels are not a multiple of {CHUNK}")
-    out = spec.output
-    if tiles.channel_tile % FRAGMENT or out.c % tiles.channel_tile:
-        found.append(f"channel tile {tiles.channel_tile} must be a multiple of {FRAGMENT} dividing {out.c}")
-    if out.h % tiles.tile_h or out.w % tiles.tile_w:
-        found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
-    if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
-        found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
-    elif not found and warp_grid_of(tiles) is None:
+    if not found and warp_grid_of(tiles) is None:
         found.append(f"{tiles.threads // WARP} warps do not tile the {fragment_grid(tiles)} fragments")
     if spec.in_channels % (CHUNK * tiles.split):
         found.append(f"split {tiles.split} does not divide {spec.in_channels} channels in chunks of {CHUNK}")
-    other = FcmTiles(
-        tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads, tiles.split, tensor_cores=1
-    )
-    if tiles != other:
-        found.append("tensor cores take no other knob (rows, lanes, columns)")
-    # TVM raises a kernel's dynamic limit only past 48 KiB of it: static + dynamic must fit
-    smem_limit = min(max_smem, STATIC_SMEM)
-    if not found and (smem := shared_bytes(spec, tiles)) > smem_limit:
-        found.append(f"{smem} bytes of shared memory > {smem_limit}")
-    if not found and accumulator_bytes(tiles) > STATIC_SMEM:
-        found.append(
-            f"{accumulator_bytes(tiles)} bytes of accumulators > {STATIC_SMEM} of static shared memory"
-        )
+    if not found:
+        found = shared_memory_problems(shared_bytes(spec, tiles), accumulator_bytes(tiles), max_smem)
     return found
 
 
@@ -158,9 +139,7 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     def sum_slices(parts):
         return functools.reduce(operator.add, parts)
 
-    def epilogue(acc, bias, res):
-        value = pw_act(acc + T.Cast(f32, bias))
-        return T.Cast(f16, value + T.Cast(f32, res) if spec.residual else value)
+    epilogue = stored_output(pw_act, spec.residual)
 
     @T.prim_func(s_tir=True)
     def fcm(

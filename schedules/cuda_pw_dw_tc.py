@@ -37,7 +37,10 @@ from .wmma import (
     STATIC_SMEM,
     WARP,
     fragments,
+    shared_memory_problems,
     spread,
+    stored_output,
+    tile_problems,
     without_param,
 )
 
@@ -46,28 +49,11 @@ CHUNKS = (32, FRAGMENT)  # input channels per shared-memory step (see chunk)
 
 def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
     """Why ``tiles`` with ``tensor_cores`` cannot run the PW->DW ``spec`` (empty if they can)."""
-    found = []
-    if spec.dtype != DTYPE:
-        found.append(f"tensor cores need {DTYPE}, not {spec.dtype}")
-    out = spec.output
-    if tiles.channel_tile % FRAGMENT or out.c % tiles.channel_tile:
-        found.append(f"channel tile {tiles.channel_tile} must be a multiple of {FRAGMENT} dividing {out.c}")
-    if out.h % tiles.tile_h or out.w % tiles.tile_w:
-        found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
-    if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
-        found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
+    found = tile_problems(spec, tiles)
     if tiles.split != 1:
         found.append("PW->DW has no reduction to split: split must be 1")
-    other = FcmTiles(tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads, tensor_cores=1)
-    if tiles != other:
-        found.append("tensor cores take no other knob (rows, lanes, columns)")
-    smem_limit = min(max_smem, STATIC_SMEM)  # TVM raises a dynamic limit only past 48 KiB of it
-    if not found and (smem := shared_bytes(spec, tiles)) > smem_limit:
-        found.append(f"{smem} bytes of shared memory > {smem_limit}")
-    if not found and accumulator_bytes(spec, tiles) > STATIC_SMEM:
-        found.append(
-            f"{accumulator_bytes(spec, tiles)} bytes of accumulators > {STATIC_SMEM} of static shared memory"
-        )
+    if not found:
+        found = shared_memory_problems(shared_bytes(spec, tiles), accumulator_bytes(spec, tiles), max_smem)
     return found
 
 
@@ -157,9 +143,7 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     f16, f32 = DTYPE, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
 
-    def epilogue(acc, bias, res):
-        value = dw_act(acc + T.Cast(f32, bias))
-        return T.Cast(f16, value + T.Cast(f32, res) if spec.residual else value)
+    epilogue = stored_output(dw_act, spec.residual)
 
     @T.prim_func(s_tir=True)
     def fcm(

@@ -7,6 +7,9 @@ from math import gcd
 
 import tvm
 from tvm.s_tir import Schedule
+from tvm.script import tirx as T
+
+from .spec import FcmSpec, FcmTiles
 
 FRAGMENT = 16  # WMMA m = n = k
 WARP = 32
@@ -18,6 +21,39 @@ DTYPE_BYTES = 2
 # failed on the accumulators placed in a float16 buffer ("tvm_access_ptr element type must match").
 SHARED = "shared.dyn"
 ACCUMULATORS = "shared"
+
+
+def tile_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
+    """What every tensor-core kernel asks of its tiles (empty if they have it): float16, a
+    channel tile of whole fragments dividing the output channels, a spatial tile dividing the
+    output, whole warps, and no knob of the CUDA-core kernel but ``split``."""
+    found = []
+    if spec.dtype != DTYPE:
+        found.append(f"tensor cores need {DTYPE}, not {spec.dtype}")
+    out = spec.output
+    if tiles.channel_tile % FRAGMENT or out.c % tiles.channel_tile:
+        found.append(f"channel tile {tiles.channel_tile} must be a multiple of {FRAGMENT} dividing {out.c}")
+    if out.h % tiles.tile_h or out.w % tiles.tile_w:
+        found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
+    if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
+        found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
+    other = FcmTiles(
+        tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads, tiles.split, tensor_cores=1
+    )
+    if tiles != other:
+        found.append("tensor cores take no other knob (rows, lanes, columns)")
+    return found
+
+
+def shared_memory_problems(smem: int, accumulators: int, max_smem: int) -> list[str]:
+    """Why a block with ``smem`` bytes of shared memory, ``accumulators`` of them the static
+    float32 accumulators, cannot launch (empty if it can)."""
+    limit = min(max_smem, STATIC_SMEM)  # TVM raises a kernel's dynamic limit only past 48 KiB of it
+    if smem > limit:
+        return [f"{smem} bytes of shared memory > {limit}"]
+    if accumulators > STATIC_SMEM:
+        return [f"{accumulators} bytes of accumulators > {STATIC_SMEM} of static shared memory"]
+    return []
 
 
 def warp_grid(warps: int, fragment_grid: tuple[int, int]) -> tuple[int, int] | None:
@@ -56,6 +92,17 @@ def fragments(sch: Schedule, block):
     col_frag, col_in = sch.split(cols, [None, FRAGMENT])
     sch.reorder(row_frag, col_frag, row_in, col_in)
     return row_in
+
+
+def stored_output(activation, residual: bool):
+    """The last stage's epilogue in TVMScript: ``(acc, bias, res) -> float16`` of the activated
+    float32 sum, plus the residual where the chain has one."""
+
+    def value(acc, bias, res):
+        out = activation(acc + T.Cast("float32", bias))
+        return T.Cast(DTYPE, out + T.Cast("float32", res) if residual else out)
+
+    return value
 
 
 def without_param(func: tvm.tirx.PrimFunc, index: int) -> tvm.tirx.PrimFunc:
