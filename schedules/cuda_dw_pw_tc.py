@@ -2,8 +2,8 @@
 
 A thread block computes ``channel_tile`` output channels over one ``tile_h x tile_w`` output tile
 of one image. Its pixels are a flat GEMM dimension padded to whole 16-pixel fragments (a 7x7 tile
-is 64 pixels: 49 real, 15 computed on zeros and never stored). Per chunk of 32 input channels the
-block
+is 64 pixels: 49 real, 15 computed on zeros and never stored). Per chunk of 32 input channels
+(16 where 32 does not divide them) the block
 
 1. stages the chunk's input patch (with halo, zero-padded) and PW weights in shared memory,
 2. computes the DW (bias, activation, float16) of the chunk into shared memory as a
@@ -51,22 +51,28 @@ from .wmma import (
     without_param,
 )
 
-CHUNK = 32  # input channels per shared-memory step
+CHUNKS = (32, FRAGMENT)  # input channels per shared-memory step, the largest dividing them
 
 
 def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
     """Why ``tiles`` with ``tensor_cores`` cannot run ``spec`` (empty if they can)."""
     found = [] if spec.kind == "dw_pw" else [f"tensor cores only for dw_pw, not {spec.kind}"]
     found += tile_problems(spec, tiles)
-    if spec.in_channels % CHUNK:
-        found.append(f"{spec.in_channels} input channels are not a multiple of {CHUNK}")
+    if spec.in_channels % FRAGMENT:
+        found.append(f"{spec.in_channels} input channels are not a multiple of {FRAGMENT}")
+    elif spec.in_channels % (chunk(spec) * tiles.split):
+        step = chunk(spec)
+        found.append(f"split {tiles.split} does not divide {spec.in_channels} channels in chunks of {step}")
     if not found and warp_grid_of(tiles) is None:
         found.append(f"{tiles.threads // WARP} warps do not tile the {fragment_grid(tiles)} fragments")
-    if spec.in_channels % (CHUNK * tiles.split):
-        found.append(f"split {tiles.split} does not divide {spec.in_channels} channels in chunks of {CHUNK}")
     if not found:
         found = shared_memory_problems(shared_bytes(spec, tiles), accumulator_bytes(tiles), max_smem)
     return found
+
+
+def chunk(spec: FcmSpec) -> int:
+    """Input channels per shared-memory step: 32, or 16 where 32 does not divide them (144)."""
+    return next(step for step in CHUNKS if spec.in_channels % step == 0)
 
 
 def padded_pixels(tiles: FcmTiles) -> int:
@@ -107,14 +113,15 @@ def accumulator_bytes(tiles: FcmTiles) -> int:
 def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     """One block's shared memory: weights, input patch and DW result (float16), accumulators."""
     rows, cols = patch_shape(spec, tiles)
-    halves = tiles.channel_tile * CHUNK + CHUNK * rows * cols + CHUNK * padded_pixels(tiles)
+    step = chunk(spec)
+    halves = tiles.channel_tile * step + step * rows * cols + step * padded_pixels(tiles)
     return halves * DTYPE_BYTES + accumulator_bytes(tiles)
 
 
 def tensor_core_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str) -> tvm.tirx.PrimFunc:
     """The scheduled kernel; call only when :func:`tensor_core_problems` is empty."""
     sch = Schedule(tensor_core_definition(spec, tiles).with_attr("global_symbol", name))
-    _schedule(sch, tiles)
+    _schedule(sch, spec, tiles)
     return sch.mod["main"]
 
 
@@ -199,7 +206,7 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     return fcm if spec.residual else without_param(fcm, 5)  # the body never reads it
 
 
-def _schedule(sch: Schedule, tiles: FcmTiles) -> None:
+def _schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
 
     warps_c, warps_p = warp_grid_of(tiles)
@@ -209,8 +216,8 @@ def _schedule(sch: Schedule, tiles: FcmTiles) -> None:
     sl, n, ty, tx, o, p, c = sch.get_loops(gemm)
     o_block, o_warp, o_frag, o_in = sch.split(o, [None, warps_c, frags_c // warps_c, FRAGMENT])
     p_warp, p_frag, p_in = sch.split(p, [warps_p, frags_p // warps_p, FRAGMENT])
-    chunk, c_frag, c_in = sch.split(c, [None, CHUNK // FRAGMENT, FRAGMENT])
-    sch.reorder(n, ty, tx, o_block, sl, o_warp, p_warp, chunk, c_frag, o_frag, p_frag, o_in, p_in, c_in)
+    step, c_frag, c_in = sch.split(c, [None, chunk(spec) // FRAGMENT, FRAGMENT])
+    sch.reorder(n, ty, tx, o_block, sl, o_warp, p_warp, step, c_frag, o_frag, p_frag, o_in, p_in, c_in)
     block = sch.fuse(n, ty, tx, o_block, sl)  # a tile's slices run side by side
     sch.bind(block, "blockIdx.x")
     warp = sch.fuse(o_warp, p_warp)
@@ -222,7 +229,7 @@ def _schedule(sch: Schedule, tiles: FcmTiles) -> None:
     if not split:  # else the slices' partial sums go to a global workspace, summed by a 2nd kernel
         sch.set_scope(store, 0, ACCUMULATORS)
     weights = sch.cache_read(gemm, 0, SHARED)
-    sch.compute_at(weights, chunk)
+    sch.compute_at(weights, step)
     a_frag = sch.cache_read(gemm, 0, "wmma.matrix_a")
     sch.compute_at(a_frag, c_frag)
     for copy in (weights, a_frag):  # WMMA takes 2-D matrices: drop the 1x1 kernel's unit axes
@@ -231,7 +238,7 @@ def _schedule(sch: Schedule, tiles: FcmTiles) -> None:
     sch.set_scope(dw_out, 0, SHARED)
     b_frag = sch.cache_read(gemm, 1, "wmma.matrix_b")
     sch.compute_at(b_frag, c_frag)
-    sch.compute_at(dw_out, chunk)
+    sch.compute_at(dw_out, step)
     sch.set_scope(dw_acc, 0, "local")
     sch.set_scope(pad, 0, SHARED)
     epilogue = sch.get_sblock("s1_out")
@@ -240,16 +247,16 @@ def _schedule(sch: Schedule, tiles: FcmTiles) -> None:
     else:
         sch.reverse_compute_at(epilogue, block)
 
-    spread(sch, weights, chunk, threads)
-    sch.compute_at(dw_acc, spread(sch, dw_out, chunk, threads))
-    sch.compute_at(pad, chunk)
-    spread(sch, pad, chunk, threads)
+    spread(sch, weights, step, threads)
+    sch.compute_at(dw_acc, spread(sch, dw_out, step, threads))
+    sch.compute_at(pad, step)
+    spread(sch, pad, step, threads)
     if not split:
         spread(sch, epilogue, block, threads)
 
     sch.tensorize(fragments(sch, a_frag), wmma.WMMA_LOAD_16x16x16_F16_A_DYN_INTRIN)
     sch.tensorize(fragments(sch, b_frag), wmma.WMMA_LOAD_16x16x16_F16_B_DYN_INTRIN)
-    init = sch.decompose_reduction(gemm, chunk)
+    init = sch.decompose_reduction(gemm, step)
     sch.tensorize(sch.get_loops(init)[-2], wmma.WMMA_FILL_16x16x16_F32_INTRIN)
     sch.tensorize(sch.get_loops(gemm)[-3], wmma.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
     stored = (
