@@ -70,6 +70,9 @@
 # bench_each): 238 s. Two cold starts were lost when more than 30 s passed between stage and env.sh.
 # Twentieth session (H200): stage 0.3 s after a ~30 s start; tuned_table, one model per call at
 # batch 32 fp16 (MobileNetV3-Large, MobileNetV2, MnasNet): 329-348 s each, three calls in 1056 s.
+# Then a second stage (0.2 s, warm) and tc_table: the export's forked workers failed on CUDA (fixed:
+# spawn), bench of EfficientNet-B0 alone 229 s; the sweep by hand, export of 281 TC kernels on 16
+# cores + check: 157 s. tc_table with one model's bench should take ~380 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tune | ncu | profile}
 shift
