@@ -90,3 +90,18 @@ def test_output_column_choices_retime_the_measured_tile_beside_its_column_varian
     assert checker.output_col_choices(BLOCK, H100) == [measured(BLOCK, H100).tiles]  # 7 wide: none
     pw_dw = FcmSpec(1, 64, 14, 14, (Pointwise(384, "relu6"), Depthwise(3, 1, None, "relu6")))
     assert checker.output_col_choices(pw_dw, H100) == []
+
+
+def test_tensor_core_choices_cover_fp16_pw_dw_heads_beside_the_cuda_core_tile_and_fit():
+    checker = kernel_checker()
+    head = FcmSpec(
+        32, 160, 7, 7, (Pointwise(960, "hardswish"), Depthwise(5, 1, None, "hardswish")), dtype="float16"
+    )
+    choices = checker.tensor_core_choices(head, H100)
+    cuda_cores, searched = choices[0], choices[1:]
+    assert not cuda_cores.tensor_cores and 0 < len(searched) <= checker.TC_PER_CHAIN
+    for tiles in searched:
+        assert tiles.tensor_cores and not fit_problems(head, tiles, H100)
+    assert checker.tensor_core_choices(replace(head, dtype="float32"), H100) == []
+    block = replace(BLOCK, dtype="float16")
+    assert checker.tensor_core_choices(block, H100) == []  # PW->DW->PW has no tensor-core kernel
