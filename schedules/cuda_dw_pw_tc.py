@@ -118,13 +118,6 @@ def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     return halves * DTYPE_BYTES + accumulator_bytes(tiles)
 
 
-def tensor_core_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str) -> tvm.tirx.PrimFunc:
-    """The scheduled kernel; call only when :func:`tensor_core_problems` is empty."""
-    sch = Schedule(tensor_core_definition(spec, tiles).with_attr("global_symbol", name))
-    _schedule(sch, spec, tiles)
-    return sch.mod["main"]
-
-
 def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     """DW -> PW over (image, tile row, tile column, channel, padded pixel); see the module doc."""
     dw, pw = spec.stages
@@ -206,7 +199,8 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     return fcm if spec.residual else without_param(fcm, 5)  # the body never reads it
 
 
-def _schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
+def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
+    """Schedule :func:`tensor_core_definition` in ``sch`` (see the module doc)."""
     import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
 
     warps_c, warps_p = warp_grid_of(tiles)

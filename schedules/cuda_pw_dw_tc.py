@@ -120,13 +120,6 @@ def padding_waste(spec: FcmSpec, tiles: FcmTiles) -> float:
     return padded_pixels(spec, tiles) / (tiles.tile_h * tiles.tile_w)
 
 
-def tensor_core_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str) -> tvm.tirx.PrimFunc:
-    """The scheduled kernel; call only when :func:`tensor_core_problems` is empty."""
-    sch = Schedule(tensor_core_definition(spec, tiles).with_attr("global_symbol", name))
-    _schedule(sch, spec, tiles)
-    return sch.mod["main"]
-
-
 def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     """PW -> DW over (image, tile row, tile column, channel, padded patch pixel); see the module doc."""
     pw, dw = spec.stages
@@ -225,7 +218,8 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     return fcm if spec.residual else without_param(fcm, 5)  # the body never reads it
 
 
-def _schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
+def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
+    """Schedule :func:`tensor_core_definition` in ``sch`` (see the module doc)."""
     import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
 
     warps_c, warps_p = _warps(tiles)

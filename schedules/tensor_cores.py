@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import ModuleType
 
 import tvm
+from tvm.s_tir import Schedule
 
 from . import cuda_dw_pw_tc, cuda_pw_dw_tc
 from .spec import FcmSpec, FcmTiles
@@ -23,7 +24,10 @@ def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
 
 def tensor_core_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str) -> tvm.tirx.PrimFunc:
     """The scheduled kernel; call only when :func:`tensor_core_problems` is empty."""
-    return KERNELS[spec.kind].tensor_core_primfunc(spec, tiles, name)
+    kernel = KERNELS[spec.kind]
+    sch = Schedule(kernel.tensor_core_definition(spec, tiles).with_attr("global_symbol", name))
+    kernel.schedule(sch, spec, tiles)
+    return sch.mod["main"]
 
 
 def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
