@@ -45,6 +45,13 @@ def parse_input_shapes(text: str | None) -> dict[str, tuple[int, ...]] | None:
     return shapes
 
 
+ZOO_BATCH = 1  # a zoo model's batch where --batch is not given
+
+
+def zoo_batch(batch: int | None) -> int:
+    return ZOO_BATCH if batch is None else batch
+
+
 def model_source(name: str, batch: int | None = None):
     """An ONNX path as given, or, when no such file exists, the zoo model of that name (224x224,
     batch ``batch``, default 1). A batch for a file is an error: its shapes are the file's, or
@@ -57,7 +64,7 @@ def model_source(name: str, batch: int | None = None):
 
     if name not in MODELS:
         return name  # a missing file is reported by the loader
-    return build_model(name, batch=1 if batch is None else batch)
+    return build_model(name, batch=zoo_batch(batch))
 
 
 # --- sub-commands ------------------------------------------------------------------------
@@ -87,7 +94,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         _dump_code(compiled, output, args.dump_code)
     for chain in compiled.fused:
         print(f"fused {chain.kind:9s} {chain.function}")
-    print(f"wrote {output} ({len(compiled.fused)} chains fused)")
+    print(f"wrote {output} ({len(compiled.fused)} fused kernels)")
     return 0
 
 
@@ -102,7 +109,7 @@ def _shipped_records_for(args: argparse.Namespace) -> Path:
     from .target import resolve_target
 
     model, precision = args.model, args.precision or "fp32"
-    batch = 1 if args.batch is None else args.batch
+    batch = zoo_batch(args.batch)
     if model not in MODELS or Path(model).exists():
         raise FcmError(
             f"--tuning-records {SHIPPED} needs a zoo model name (see 'fcm-tvm models'), not {model}"

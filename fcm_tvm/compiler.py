@@ -122,7 +122,7 @@ def compile(  # noqa: A001 (the public name mirrors tvm.compile)
         module, resolved, fuse_mode, tuned=records is not None, cuda_graph=use_graphs
     )
     outputs = _output_infos(module, [value.name for value in proto.graph.output])
-    log.info("building for %s (%d chains fused)", resolved.describe(), len(fused))
+    log.info("building for %s (%d fused kernels)", resolved.describe(), len(fused))
     executable = _build(module, resolved, records, use_graphs)
     return CompiledModel(executable, resolved, inputs, outputs, fused)
 
