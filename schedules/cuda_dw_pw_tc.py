@@ -60,8 +60,7 @@ def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
     found += tile_problems(spec, tiles)
     if spec.in_channels % FRAGMENT:
         found.append(f"{spec.in_channels} input channels are not a multiple of {FRAGMENT}")
-    elif spec.in_channels % (chunk(spec) * tiles.split):
-        step = chunk(spec)
+    elif spec.in_channels % ((step := chunk(spec)) * tiles.split):
         found.append(f"split {tiles.split} does not divide {spec.in_channels} channels in chunks of {step}")
     if not found and warp_grid_of(tiles) is None:
         found.append(f"{tiles.threads // WARP} warps do not tile the {fragment_grid(tiles)} fragments")

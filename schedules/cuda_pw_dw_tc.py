@@ -19,8 +19,6 @@ Written in TVMScript over the tiled domain, like :mod:`.cuda_dw_pw_tc` (whose WM
 
 from __future__ import annotations
 
-from math import gcd
-
 import tvm
 from tvm.s_tir import Schedule
 from tvm.script import tirx as T
@@ -38,6 +36,7 @@ from .wmma import (
     WARP,
     fragments,
     shared_memory_problems,
+    split_warps,
     spread,
     stored_output,
     tile_problems,
@@ -88,11 +87,9 @@ def fragment_grid(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int]:
 
 
 def _warps(tiles: FcmTiles) -> tuple[int, int]:
-    """(channel, pixel) warps: as many along channels as divide both, the rest along pixels
-    (the patch is padded to whole fragments per pixel warp)."""
-    warps = tiles.threads // WARP
-    along_channels = gcd(warps, tiles.channel_tile // FRAGMENT)
-    return along_channels, warps // along_channels
+    """(channel, pixel) warps; every split fits, the patch being padded to whole fragments per
+    pixel warp."""
+    return split_warps(tiles.threads // WARP, tiles.channel_tile // FRAGMENT)
 
 
 def accumulator_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:

@@ -56,12 +56,17 @@ def shared_memory_problems(smem: int, accumulators: int, max_smem: int) -> list[
     return []
 
 
-def warp_grid(warps: int, fragment_grid: tuple[int, int]) -> tuple[int, int] | None:
-    """(channel, pixel) warps over a (channel, pixel) grid of fragments: as many along channels
-    as divide both, the rest along pixels; None when the warps do not tile the fragments."""
-    channel_frags, pixel_frags = fragment_grid
+def split_warps(warps: int, channel_frags: int) -> tuple[int, int]:
+    """(channel, pixel) warps: as many along channels as divide both, the rest along pixels."""
     along_channels = gcd(warps, channel_frags)
-    along_pixels = warps // along_channels
+    return along_channels, warps // along_channels
+
+
+def warp_grid(warps: int, fragment_grid: tuple[int, int]) -> tuple[int, int] | None:
+    """:func:`split_warps` over a (channel, pixel) grid of fragments; None when the pixel warps
+    do not tile the pixel fragments."""
+    channel_frags, pixel_frags = fragment_grid
+    along_channels, along_pixels = split_warps(warps, channel_frags)
     return (along_channels, along_pixels) if pixel_frags % along_pixels == 0 else None
 
 

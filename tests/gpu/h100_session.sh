@@ -92,6 +92,15 @@ hide_torch() {
   export PYTHONPATH=/tmp/no-torch${PYTHONPATH:+:$PYTHONPATH}
 }
 
+# The H200 table rebuilt with EXTRA_LAYERS / EXTRA_SWEEPS into /tmp/fcm-measured (a copy comes
+# back as measured_h200.json), then bench_each of MODELS planned on it
+bench_on_table() {
+  mkdir -p /tmp/fcm-measured
+  OUTPUT=/tmp/fcm-measured/h200.json bash tests/gpu/h200_table.sh
+  cp /tmp/fcm-measured/h200.json "$OUT/measured_h200.json"
+  FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-240} bash "$0" bench_each
+}
+
 case "$STAGE" in
 faults)  # issue 8 on the runtime only: OOM, launch failure, no nvcc, a bad file (build: check_faults.py build)
   env -u PYTHONPATH bash -c 'source .gpu/rt/env.sh; python tests/gpu/check_faults.py run .gpu/faults' \
@@ -136,10 +145,7 @@ tuned_table)  # MODELS' chains re-timed with this GPU's shipped records (stock_t
     bash "$0" layers
   layers=""
   for model in ${MODELS//,/ }; do layers="$layers $RUN/layers_$model/layers.json"; done
-  mkdir -p /tmp/fcm-measured
-  EXTRA_LAYERS="$layers" OUTPUT=/tmp/fcm-measured/h200.json bash tests/gpu/h200_table.sh
-  cp /tmp/fcm-measured/h200.json "$OUT/measured_h200.json"
-  FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-240} bash "$0" bench_each ;;
+  EXTRA_LAYERS="$layers" bench_on_table ;;
 tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this host's cores, checked
   # against float64 torch and timed, the H200 table rebuilt with them, then bench_each of MODELS
   dir=$RUN/tc; rm -rf $dir
@@ -149,10 +155,7 @@ tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this
   echo "export exit $?"; tail -1 $RUN/tc_export.log
   python tests/gpu/check_fcm_kernels.py run $dir --json "$OUT/sweep_tc.json" --jobs 16 > $RUN/tc_run.log 2>&1
   echo "run exit $?"; tail -2 $RUN/tc_run.log; cp $RUN/tc_run.log "$OUT/sweep_tc.log"
-  mkdir -p /tmp/fcm-measured
-  EXTRA_SWEEPS="$OUT/sweep_tc.json" OUTPUT=/tmp/fcm-measured/h200.json bash tests/gpu/h200_table.sh
-  cp /tmp/fcm-measured/h200.json "$OUT/measured_h200.json"
-  FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-240} bash "$0" bench_each ;;
+  EXTRA_SWEEPS="$OUT/sweep_tc.json" bench_on_table ;;
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
   hide_torch
   bash tests/gpu/tune_zoo.sh "$@" ;;
