@@ -57,7 +57,8 @@ def data_keys(gpu_key: str) -> tuple[str, ...]:
 
     Why: an H200 is the H100's GH100 chip (same SMs, clocks, shared memory and target) with more
     and faster memory, so where nothing was measured or tuned on the H200 itself, the H100's data
-    plan and tune it better than the cost model does (docs/results.md, the H200 section).
+    plan and tune it better than the cost model does (docs/results.md, the H200 section), and the
+    other way round. One step only: a lender's own lender is not consulted.
     """
     gpu = all_gpus().get(gpu_key)
     return (gpu_key,) if gpu is None or gpu.data_from is None else (gpu_key, gpu.data_from)

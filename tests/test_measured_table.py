@@ -225,29 +225,55 @@ def test_a_table_written_for_ones_own_gpu_is_what_the_planner_reads_from_fcm_tvm
     assert decision.tiles == FcmTiles(24, 8, 8, 256, 4)
 
 
-def test_an_h200_is_planned_with_its_own_rows_and_the_h100s_row_for_every_chain_it_lacks(
-    tmp_path, monkeypatch
-):
-    from fcm_tvm.planner import plan_chain
-    from fcm_tvm.planner.measured import MEASURED_ENV, table_gpus
+def time_spec_on_an_h200_against_untuned_stock(tmp_path, monkeypatch) -> None:
+    """A user's own H200 table (``$FCM_TVM_MEASURED``) with one row: SPEC's FCM at 40 us."""
+    from fcm_tvm.planner.measured import MEASURED_ENV
 
-    h100, h200 = get_gpu("h100"), get_gpu("h200")
-    retimed = {key for key, row in table_rows("h200").items() if row != table_rows("h100").get(key)}
-    assert table_gpus("h200") == ("h200", "h100")
-    assert any(table_rows("h200")[key]["tiles"].get("tensor_cores") for key in retimed)  # its TC chains
-    (_, spec), *_ = model_chains("mobilenet_v2")
-    assert measured(spec, h200) == measured(spec, h100)  # not timed on the H200: the H100's row
     row = {"key": SPEC.key, "kind": SPEC.kind, "tiles": "c24 8x8 t256 s4", "fcm_us": 40.0, "stock_us": 30.4}
     layers = tmp_path / "layers.json"
     layers.write_text(json.dumps({"rows": [row]}))
     main(["--gpu", "h200", "--layers", str(layers), "-o", str(tmp_path / "own" / "h200.json")])
     monkeypatch.setenv(MEASURED_ENV, str(tmp_path / "own"))
+
+
+def test_an_h200_is_planned_with_its_own_rows_and_the_h100s_row_for_every_chain_it_lacks(
+    tmp_path, monkeypatch
+):
+    from fcm_tvm.planner import plan_chain
+    from fcm_tvm.planner.measured import table_gpus
+
+    h100, h200 = get_gpu("h100"), get_gpu("h200")
+    assert table_gpus("h200") == ("h200", "h100")
+    retimed = {key for key, row in table_rows("h200").items() if row != table_rows("h100").get(key)}
+    assert retimed and all(" float16" in key for key in retimed)  # untuned H100 rows of the same chains
+    assert any(table_rows("h200")[key]["tiles"].get("tensor_cores") for key in retimed)  # its TC chains
+    (_, spec), *_ = model_chains("mobilenet_v2")
+    assert measured(spec, h200) == measured(spec, h100)  # not timed on the H200: the H100's row
+    time_spec_on_an_h200_against_untuned_stock(tmp_path, monkeypatch)
     assert measured(SPEC, h200).fcm_s == pytest.approx(40e-6)  # its own row wins over the H100's
     assert measured(SPEC, h100).fcm_s != pytest.approx(40e-6)
     assert not plan_chain(SPEC, h200).fuse  # its own time: slower than stock
     assert measured(spec, h200) == measured(spec, h100)  # every other chain still the H100's
-    assert set(table_rows("h200")) == set(table_rows("h100")) | retimed | {SPEC.key}
-    assert table_gpus("h100") == ("h100",) and table_gpus("orin") == ()
+    assert set(table_rows("h200")) == set(table_rows("h100")) | {SPEC.key}
+    assert table_gpus("orin") == ()
+
+
+def test_a_tuned_build_takes_the_row_timed_against_tuned_stock_from_either_gpu_of_the_chip(
+    tmp_path, monkeypatch
+):
+    """The H100's fp16 batch-32 rows were timed against untuned stock only; the H200's rows of the
+    same chains have tuned stock and tensor-core tiles, so a tuned H100 build is planned on those."""
+    h100, h200 = get_gpu("h100"), get_gpu("h200")
+    deep = FcmSpec(32, 160, 7, 7, (Pointwise(960, "relu6"), Depthwise(3, 1, None, "relu6")), False, "float16")
+    assert deep.key == "32x160x7x7 pw960:relu6 dw3s1p1111:relu6 float16"  # MobileNetV2's last head
+    assert measured(deep, h100, tuned=True) == measured(deep, h200, tuned=True)
+    assert measured(deep, h100, tuned=True).stock_tuned_s is not None
+    assert measured(deep, h100) != measured(deep, h200)  # untuned: the H100's own row
+    assert measured(deep, h100).stock_tuned_s is None and not measured(deep, h100).tiles.tensor_cores
+    time_spec_on_an_h200_against_untuned_stock(tmp_path, monkeypatch)
+    assert measured(SPEC, h200).fcm_s == pytest.approx(40e-6)
+    assert measured(SPEC, h200, tuned=True) == measured(SPEC, h100, tuned=True)  # the H100's tuned row
+    assert measured(SPEC, h100, tuned=True).stock_tuned_s is not None
 
 
 @pytest.mark.parametrize(

@@ -59,29 +59,36 @@ def clocks(cuda_graph: bool) -> tuple[str, ...]:
     return CLOCKS if cuda_graph else ("wall",)
 
 
-def measured(spec: FcmSpec, gpu: GpuSpec, cuda_graph: bool = False) -> Measured | None:
+def measured(spec: FcmSpec, gpu: GpuSpec, cuda_graph: bool = False, tuned: bool = False) -> Measured | None:
     """What was measured for ``spec`` on ``gpu``, on the first of :func:`clocks` the chain has;
-    None where it was not measured."""
-    return next(filter(None, (measured_on(spec, gpu, clock) for clock in clocks(cuda_graph))), None)
+    None where it was not measured. ``tuned``: for a build with tuning records (:func:`table_rows`)."""
+    found = (measured_on(spec, gpu, clock, tuned) for clock in clocks(cuda_graph))
+    return next(filter(None, found), None)
 
 
-def measured_on(spec: FcmSpec, gpu: GpuSpec, clock: str) -> Measured | None:
+def measured_on(spec: FcmSpec, gpu: GpuSpec, clock: str, tuned: bool = False) -> Measured | None:
     """What was measured for ``spec`` on ``gpu`` on ``clock`` (None where not; see :func:`from_row`)."""
-    row = table_rows(gpu.key).get(spec.key)
+    row = table_rows(gpu.key, tuned).get(spec.key)
     return None if row is None else from_row(row, clock)
 
 
-def table_rows(gpu_key: str) -> dict[str, dict]:
+def table_rows(gpu_key: str, tuned: bool = False) -> dict[str, dict]:
     """The measured rows that plan ``gpu_key``, by chain key (empty when no table does): those of
     each GPU of :func:`table_gpus`, the GPU's own row winning over its ``data_from`` GPU's, and in
-    each the shipped table's overridden row by row by ``$FCM_TVM_MEASURED/<gpu>.json``.
+    each the shipped table's overridden row by row by ``$FCM_TVM_MEASURED/<gpu>.json``. For a
+    ``tuned`` build a row timed against tuned stock wins over one that was not, whichever GPU of
+    the same chip it comes from.
 
     Why row by row: an H200 table of two models in one precision would otherwise leave every other
     H200 chain unmeasured, and so unfused. Why the folder: a user times the chains on their own
     GPU (``benchmarks.layers``, then ``benchmarks.measured_table -o``) without writing into the
-    installed package.
+    installed package. Why tuned rows first: a tuned build weighed against untuned stock fused
+    chains that MetaSchedule's kernels beat (nineteenth session). The H100's fp16 batch-32 rows
+    have no tuned stock time; the H200's of the same chains were timed within 10% of them, with
+    tuned stock and tensor-core tiles, and an H100 planned on them ran 1.16-1.28x over tuned stock
+    (docs/results.md, twenty-first session).
     """
-    return _merged_rows(gpu_key, os.environ.get(MEASURED_ENV, ""))
+    return _merged_rows(gpu_key, os.environ.get(MEASURED_ENV, ""), tuned)
 
 
 def table_gpus(gpu_key: str) -> tuple[str, ...]:
@@ -92,12 +99,19 @@ def table_gpus(gpu_key: str) -> tuple[str, ...]:
 
 
 @cache
-def _merged_rows(gpu_key: str, folder: str) -> dict[str, dict]:
-    """:func:`table_rows`, merged once per GPU and folder (the planner asks for every chain)."""
+def _merged_rows(gpu_key: str, folder: str, tuned: bool) -> dict[str, dict]:
+    """:func:`table_rows`, merged once per GPU, folder and kind of build (the planner asks for
+    every chain)."""
     rows: dict[str, dict] = {}
-    for key in reversed(data_keys(gpu_key)):
-        rows.update(_rows(key, folder))
+    for key in reversed(data_keys(gpu_key)):  # the lender first, the GPU's own rows over it
+        for chain, row in _rows(key, folder).items():
+            if not (tuned and _against_tuned(rows.get(chain)) and not _against_tuned(row)):
+                rows[chain] = row
     return rows
+
+
+def _against_tuned(row: dict | None) -> bool:
+    return row is not None and row.get("stock_tuned_us") is not None
 
 
 @cache

@@ -104,7 +104,7 @@ def plan_chain(
     """
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     unfused = estimate_unfused(spec, gpu)
-    known = measured(spec, gpu, cuda_graph) if candidates is None else None
+    known = measured(spec, gpu, cuda_graph, tuned) if candidates is None else None
     if known is not None:
         return measured_decision(spec, gpu, unfused, known, name, tuned, cuda_graph)
     tried = tile_grid(spec, gpu) if candidates is None else list(candidates)
@@ -164,7 +164,7 @@ def weigh_fallback(
     ``clock`` (the decision's) on, where both were measured; None where none has both. Both on
     one clock: wall-clock times include each stock kernel's launch, the others do not."""
     for each in order[order.index(clock) :]:
-        whole, fallback_s = measured_on(spec, gpu, each), fallback_time(spec, gpu, tuned, each)
+        whole, fallback_s = measured_on(spec, gpu, each, tuned), fallback_time(spec, gpu, tuned, each)
         if whole is not None and fallback_s is not None:
             return whole.fcm_s, fallback_s
     return None
@@ -180,13 +180,13 @@ def fallback_time(spec: FcmSpec, gpu: GpuSpec, tuned: bool = False, clock: str =
     MnasNet's 192x7x7 blocks fused whole (62.8 us, against 75.7 us stock) made the model 0.72x
     as fast as with their DW->PW tails fused (12.0 us) and the first PW left stock.
     """
-    if spec.kind != "pw_dw_pw" or (whole := measured_on(spec, gpu, clock)) is None:
+    if spec.kind != "pw_dw_pw" or (whole := measured_on(spec, gpu, clock, tuned)) is None:
         return None
     if (whole_s := whole.baseline(tuned)[1]) is None:
         return None
     options = []
     for part in sub_chains(spec):
-        known = measured_on(part, gpu, clock)
+        known = measured_on(part, gpu, clock, tuned)
         part_s = known.baseline(tuned)[1] if known else None
         if part_s is not None:
             options.append(min(known.fcm_s, part_s) + max(whole_s - part_s, 0.0))

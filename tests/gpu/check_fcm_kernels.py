@@ -390,8 +390,9 @@ def tensor_core_choices(spec, gpu) -> list:
     ]
     fitting = [t for t in candidates if not tensor_core_problems(spec, t, gpu.smem_per_block)]
     fitting.sort(key=lambda t: (round(padding_waste(spec, t), 2), -t.channel_tile, -t.threads))
-    known = measured(spec, gpu)
-    cuda_cores = known.tiles if known is not None else default_tiles(spec, gpu.smem_per_block)
+    known = measured(spec, gpu)  # on a table that may already hold a TC tile (the H200's)
+    on_cuda_cores = known is not None and not known.tiles.tensor_cores
+    cuda_cores = known.tiles if on_cuda_cores else default_tiles(spec, gpu.smem_per_block)
     return [cuda_cores, *fitting[:TC_PER_CHAIN]] if fitting else []
 
 
