@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -124,6 +125,24 @@ def test_bench_on_an_h200_uses_its_own_records_then_the_h100s_and_says_which(shi
     context = json.loads((tmp_path / "bench.json").read_text())["context"]
     assert context["gpu"] == "h200"
     assert context["tuning_records"] == [str(shipped / "h200"), str(shipped / "h100")]
+
+
+def test_bench_on_an_h100_borrows_the_h200s_fp16_records_and_names_the_card_it_ran_on(
+    shipped, compile_spy, tmp_path, monkeypatch
+):
+    h100 = fake_database(shipped / "h100" / "mobilenet_v2_b1_fp32_stock")
+    h200 = fake_database(shipped / "h200" / "mobilenet_v2_b1_fp16_stock")
+    card = SimpleNamespace(device_name="NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr("fcm_tvm.target.local_cuda_device", lambda: card)
+    end_to_end.bench(
+        ["mobilenet_v2"], ["stock-tuned"], [1], ["fp32", "fp16"], "h200", None, tmp_path, energy=False
+    )
+    assert compile_spy.records == [h100, h200]  # planned for the H200, run on an H100: both said
+    context = json.loads((tmp_path / "bench.json").read_text())["context"]
+    assert context["gpu"] == "h200" and context["device"] == "NVIDIA H100 80GB HBM3"
+    compile_spy.records.clear()
+    end_to_end.bench(["mobilenet_v2"], ["stock-tuned"], [1], ["fp16"], "h100", None, tmp_path, energy=False)
+    assert compile_spy.records == [h200]  # the H100 has no fp16 records of its own
 
 
 def test_bench_without_shipped_records_reports_the_tuned_variants_as_missing(shipped, compile_spy, tmp_path):

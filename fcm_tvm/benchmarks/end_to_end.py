@@ -245,6 +245,7 @@ def bench(
         "variants": variants,
         "energy": meter is not None,
         "gpu": gpu_key,
+        "device": _device_name(),
         "tuning_records": [str(root) for root in roots] or None,
         "cuda_graph": cuda_graph,
     }
@@ -265,6 +266,14 @@ def _gpu_key(target: str) -> str | None:
 
     resolved = resolve_target(target)
     return resolved.gpu.key if resolved.is_cuda and resolved.gpu else None
+
+
+def _device_name() -> str | None:
+    """The GPU that ran the bench, which may differ from the one it planned for (``gpu``)."""
+    from ..target import local_cuda_device
+
+    device = local_cuda_device()
+    return None if device is None else device.device_name
 
 
 def _energy_meter():
