@@ -73,6 +73,11 @@
 # Then a second stage (0.2 s, warm) and tc_table: the export's forked workers failed on CUDA (fixed:
 # spawn), bench of EfficientNet-B0 alone 229 s; the sweep by hand, export of 281 TC kernels on 16
 # cores + check: 157 s. tc_table with one model's bench should take ~380 s.
+# Twenty-first session (an H100 again, time counted in full): stage 0.2 s after a ~26 s start;
+# bench_each fp16 batch 32 with TARGET=h200, two models per call: 166-206 s; tc_table of the
+# DW->PW TC tiles (176 kernels of 20 chains, export + check) then two models' bench: 242 s. A failed
+# start cost 255 s. One model's bench at batch 32 plus four at batch 1 (fp16): 367 s; 133 TC PW->DW
+# kernels of two models at batch 1, export + check by hand (check_fcm_kernels.py): 70 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tune | ncu | profile}
 shift
@@ -127,7 +132,7 @@ bench)  # end to end, all four variants, with the records tune_zoo.sh left in /t
     --variants fcm,fcm-tuned --batch ${BATCH:-1} --precision ${PRECISION:-fp32} ${BENCH_FLAGS:-} \
     --tuning-records /tmp/fcm-tune/tuning/h100 -o "$OUT" 2>&1 | tail -${TAIL:-20} ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
-  # RECORDS, the records shipped for this GPU: an H200 borrows the H100's; BASELINE=stock
+  # RECORDS, the records shipped for this GPU: the H100 and H200 borrow each other's; BASELINE=stock
   # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.
   # TARGET=h100 plans and looks records up as for an H100 whatever GPU runs it
   hide_torch
@@ -152,9 +157,11 @@ tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this
   python tests/gpu/check_fcm_kernels.py splits --tensor-cores $dir --models ${TC_MODELS:-$MODELS} \
     --batch ${BATCH:-32} --precision ${PRECISION:-fp16} --sub-chains --kinds ${TC_KINDS:-pw_dw} --jobs 16 \
     > $RUN/tc_export.log 2>&1
-  echo "export exit $?"; tail -1 $RUN/tc_export.log
+  status=$?; echo "export exit $status"; tail -1 $RUN/tc_export.log
+  [ $status = 0 ] || { cp $RUN/tc_export.log "$OUT/tc_export.log"; exit $status; }  # no bench on a table without the sweep
   python tests/gpu/check_fcm_kernels.py run $dir --json "$OUT/sweep_tc.json" --jobs 16 > $RUN/tc_run.log 2>&1
-  echo "run exit $?"; tail -2 $RUN/tc_run.log; cp $RUN/tc_run.log "$OUT/sweep_tc.log"
+  status=$?; echo "run exit $status"; tail -2 $RUN/tc_run.log; cp $RUN/tc_run.log "$OUT/sweep_tc.log"
+  [ $status = 0 ] || exit $status
   EXTRA_SWEEPS="$OUT/sweep_tc.json" bench_on_table ;;
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
   hide_torch
