@@ -79,7 +79,7 @@
 # start cost 255 s. One model's bench at batch 32 plus four at batch 1 (fp16): 367 s; 133 TC PW->DW
 # kernels of two models at batch 1, export + check by hand (check_fcm_kernels.py): 70 s.
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tune | ncu | profile}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tc_graph | tune | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -163,6 +163,19 @@ tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this
   status=$?; echo "run exit $status"; tail -2 $RUN/tc_run.log; cp $RUN/tc_run.log "$OUT/sweep_tc.log"
   [ $status = 0 ] || exit $status
   EXTRA_SWEEPS="$OUT/sweep_tc.json" bench_on_table ;;
+tc_graph)  # a sweep of this GPU's (SWEEP: tensor-core tiles, say) joins the H100 table, its best
+  # tiles of MODELS' chains are re-timed inside a CUDA graph (FCMs only: the stock graph times
+  # stand), the table is rebuilt with those, and bench_each plans graph builds on it
+  : "${SWEEP:?SWEEP: a check_fcm_kernels.py run JSON measured on this GPU}"
+  table() { EXTRA_SWEEPS="$SWEEP" OUTPUT=/tmp/fcm-measured/h100.json bash tests/gpu/h100_table.sh "$@"; }
+  mkdir -p /tmp/fcm-measured; table || exit
+  FCM_TVM_MEASURED=/tmp/fcm-measured LAYERS_FLAGS="--sub-chains --graph-clock 10 --variants fcm" \
+    bash "$0" layers
+  layers=""
+  for model in ${MODELS//,/ }; do layers="$layers $RUN/layers_$model/layers.json"; done
+  EXTRA_LAYERS="$layers" table || exit
+  cp /tmp/fcm-measured/h100.json "$OUT/measured_h100.json"
+  FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-150} bash "$0" bench_each ;;
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
   hide_torch
   bash tests/gpu/tune_zoo.sh "$@" ;;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The planner's table of measured chains on the H100 (fcm_tvm/data/measured/h100.json), rebuilt
 # from every result in docs/results that feeds it (docs/planner.md, "Measured chains"). On the
-# GPU host, between two calls: EXTRA_LAYERS names layer results of this session still under /tmp,
-# and OUTPUT a table for $FCM_TVM_MEASURED, so that the next call plans on it.
+# GPU host, between two calls: EXTRA_LAYERS names layer results of this session still under /tmp
+# (EXTRA_SWEEPS likewise, kernel sweeps), and OUTPUT a table for $FCM_TVM_MEASURED, so that the
+# next call plans on it.
 #
 #   bash tests/gpu/h100_table.sh                                  # here: the shipped table
 #   EXTRA_LAYERS="/tmp/fcm-run/layers_*/layers.json" OUTPUT=/tmp/fcm-measured/h100.json \
@@ -18,7 +19,7 @@ python -m fcm_tvm.benchmarks.measured_table --gpu h100 \
           $R/sweep_depthwise_cols_b32.json $R/sweep_output_cols_b32.json \
           $R/sweep_fp16_fp32tiles_0.json $R/sweep_fp16_fp32tiles_1.json $R/sweep_fp16_fp32tiles_2.json \
           $R/sweep_fp16_b32_0.json $R/sweep_fp16_b32_1.json $R/sweep_fp16_zoo_b1.json \
-          $R/sweep_fp16_mobilevit_b1.json \
+          $R/sweep_fp16_mobilevit_b1.json ${EXTRA_SWEEPS:-} \
   --layers $R/layers_b1_sub.json $R/layers_b1_fp16_mbv2.json $R/layers_b32_sub.json \
            $R/layers_b1_tuned_mobilenet_v2.json $R/layers_b1_tuned_efficientnet_b0.json \
            $R/layers_b1_tuned_mobilenet_v3_large.json $R/layers_b1_tuned_mnasnet1_0.json \
