@@ -289,14 +289,16 @@ def test_an_unknown_gpu_or_a_missing_result_file_is_one_clear_error(tmp_path, ca
     assert message in capsys.readouterr().err and not (tmp_path / "table.json").exists()
 
 
-def test_the_h200_table_gives_efficientnet_b0s_deep_pw_dw_heads_tensor_core_tiles_that_build():
-    """The twentieth session's sweep: at batch 32 in fp16 the WMMA PW->DW kernel is the fastest
-    FCM of the deep heads; every tensor-core tile the table ships must fit and schedule."""
-    h200 = get_gpu("h200")
-    chains = [spec for _, spec in model_chains("efficientnet_b0", 32, "float16") if spec.kind == "pw_dw"]
-    shipped = {spec: measured(spec, h200).tiles for spec in chains}
+@pytest.mark.parametrize(("gpu_key", "batch"), [("h200", 32), ("h100", 1)])
+def test_the_tables_give_efficientnet_b0s_deep_pw_dw_heads_tensor_core_tiles_that_build(gpu_key, batch):
+    """The twentieth session's sweep at batch 32 (H200) and the twenty-first's at batch 1 (H100,
+    timed inside a CUDA graph too): in fp16 the WMMA PW->DW kernel is the fastest FCM of the deep
+    heads; every tensor-core tile the tables ship for a graph build must fit and schedule."""
+    gpu = get_gpu(gpu_key)
+    chains = [spec for _, spec in model_chains("efficientnet_b0", batch, "float16") if spec.kind == "pw_dw"]
+    shipped = {spec: measured(spec, gpu, cuda_graph=True).tiles for spec in chains}
     on_tensor_cores = {spec: tiles for spec, tiles in shipped.items() if tiles.tensor_cores}
     assert {spec.input.h for spec in on_tensor_cores} >= {7, 14}
     for spec, tiles in on_tensor_cores.items():
-        assert not tile_problems(spec, tiles, h200.smem_per_block)
+        assert not tile_problems(spec, tiles, gpu.smem_per_block)
         assert fcm_primfunc(spec, tiles, CUDA).attrs["tirx.is_scheduled"]
