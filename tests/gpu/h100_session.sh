@@ -167,7 +167,7 @@ tc_graph)  # a sweep of this GPU's (SWEEP: tensor-core tiles, say) joins the H10
   # tiles of MODELS' chains are re-timed inside a CUDA graph (FCMs only: the stock graph times
   # stand), the table is rebuilt with those, and bench_each plans graph builds on it
   : "${SWEEP:?SWEEP: a check_fcm_kernels.py run JSON measured on this GPU}"
-  table() { EXTRA_SWEEPS="$SWEEP" OUTPUT=/tmp/fcm-measured/h100.json bash tests/gpu/h100_table.sh "$@"; }
+  table() { EXTRA_SWEEPS="$SWEEP" OUTPUT=/tmp/fcm-measured/h100.json bash tests/gpu/h100_table.sh; }
   mkdir -p /tmp/fcm-measured; table || exit
   FCM_TVM_MEASURED=/tmp/fcm-measured LAYERS_FLAGS="--sub-chains --graph-clock 10 --variants fcm" \
     bash "$0" layers
