@@ -97,13 +97,21 @@ hide_torch() {
   export PYTHONPATH=/tmp/no-torch${PYTHONPATH:+:$PYTHONPATH}
 }
 
-# The H200 table rebuilt with EXTRA_LAYERS / EXTRA_SWEEPS into /tmp/fcm-measured (a copy comes
-# back as measured_h200.json), then bench_each of MODELS planned on it
-bench_on_table() {
+# The table of GPU $1 (h100 or h200) rebuilt with EXTRA_LAYERS / EXTRA_SWEEPS into
+# /tmp/fcm-measured, for $FCM_TVM_MEASURED (a copy comes back as measured_$1.json)
+table_for() {
   mkdir -p /tmp/fcm-measured
-  OUTPUT=/tmp/fcm-measured/h200.json bash tests/gpu/h200_table.sh
-  cp /tmp/fcm-measured/h200.json "$OUT/measured_h200.json"
+  OUTPUT=/tmp/fcm-measured/$1.json bash tests/gpu/$1_table.sh || return
+  cp /tmp/fcm-measured/$1.json "$OUT/measured_$1.json"
+}
+
+# bench_each of MODELS planned on the tables in /tmp/fcm-measured
+bench_measured() {
   FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-240} bash "$0" bench_each
+}
+
+bench_on_table() {  # the H200 table rebuilt, then bench_each planned on it
+  table_for h200; bench_measured
 }
 
 case "$STAGE" in
@@ -166,16 +174,14 @@ tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this
 tc_graph)  # a sweep of this GPU's (SWEEP: tensor-core tiles, say) joins the H100 table, its best
   # tiles of MODELS' chains are re-timed inside a CUDA graph (FCMs only: the stock graph times
   # stand), the table is rebuilt with those, and bench_each plans graph builds on it
-  : "${SWEEP:?SWEEP: a check_fcm_kernels.py run JSON measured on this GPU}"
-  table() { EXTRA_SWEEPS="$SWEEP" OUTPUT=/tmp/fcm-measured/h100.json bash tests/gpu/h100_table.sh; }
-  mkdir -p /tmp/fcm-measured; table || exit
+  export EXTRA_SWEEPS="${SWEEP:?SWEEP: a check_fcm_kernels.py run JSON measured on this GPU}"
+  table_for h100 || exit
   FCM_TVM_MEASURED=/tmp/fcm-measured LAYERS_FLAGS="--sub-chains --graph-clock 10 --variants fcm" \
     bash "$0" layers
   layers=""
   for model in ${MODELS//,/ }; do layers="$layers $RUN/layers_$model/layers.json"; done
-  EXTRA_LAYERS="$layers" table || exit
-  cp /tmp/fcm-measured/h100.json "$OUT/measured_h100.json"
-  FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-150} bash "$0" bench_each ;;
+  EXTRA_LAYERS="$layers" table_for h100 || exit
+  BENCH_TIMEOUT=${BENCH_TIMEOUT:-150} bench_measured ;;
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
   hide_torch
   bash tests/gpu/tune_zoo.sh "$@" ;;
