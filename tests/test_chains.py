@@ -107,6 +107,15 @@ def test_an_unknown_variant_is_one_clear_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unknown_chain_kind_is_one_clear_error(tmp_path, capsys):
+    from fcm_tvm.benchmarks.layers import main
+
+    with pytest.raises(SystemExit):
+        main(["--kinds", "dw_pw,pw_pw", "--out", str(tmp_path / "out")])
+    assert "--kinds: unknown pw_pw; known: dw_pw, pw_dw, pw_dw_pw" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("model", "precision"),
     [

@@ -26,7 +26,8 @@ built from such a run keeps the stock times of earlier runs (:mod:`.measured_tab
 
 ``--sub-chains`` adds the shorter chains the rewrite pass falls back to inside a declined
 PW->DW->PW chain, so that the planner's table of measured chains (:mod:`.measured_table`) has
-them too.
+them too. ``--kinds`` keeps the chains of some kinds only (``dw_pw``, say), so that a run
+re-times those without replacing the other kinds' rows of a table built from it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import has_records, tuning_dir, unpacked
+from ..schedules.spec import KIND_OF_STAGES
 from .chains import (
     LayerCase,
     batchnorm_epsilon,
@@ -124,10 +126,13 @@ class Workloads:
         unmeasured: bool = False,
         graph_repeats: int = 0,
         baselines: Collection[str] = BASELINES,
+        kinds: Collection[str] | None = None,
     ):
         """``baselines``: which unfused builds to compile (each is a TVM build of every chain; a
         run of the FCMs alone needs none). The graph clock times the stock chain with "stock"
-        and the tuned one with "stock_tuned" (given records)."""
+        and the tuned one with "stock_tuned" (given records). ``kinds``: only chains of these
+        kinds (``dw_pw``, say), so that a run re-times one kind without touching the others'
+        rows in the table."""
         import tvm
 
         from ..pipeline import stock_pipeline
@@ -136,6 +141,8 @@ class Workloads:
         chains = model_chains(case, sub_chains=sub_chains)
         if unmeasured:
             chains = [(spec, count) for spec, count in chains if not _stock_measured(spec, gpu)]
+        if kinds is not None:
+            chains = [(spec, count) for spec, count in chains if spec.kind in kinds]
         self.specs = [spec for spec, _ in chains]
         self.counts = [count for _, count in chains]
         decisions = planner_tiles(self.specs, gpu)
@@ -487,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="K",
         help="also time each chain repeated K times inside one CUDA graph (*_graph_us)",
     )
+    parser.add_argument("--kinds", help="only chains of these kinds, e.g. dw_pw or pw_dw,pw_dw_pw")
     args = parser.parse_args(argv)
 
     from ..gpus import get_gpu
@@ -503,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = tuple(args.variants.split(","))
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"--variants: unknown {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
+    kinds = args.kinds.split(",") if args.kinds else None
+    if unknown := set(kinds or ()) - set(KIND_OF_STAGES.values()):
+        known = ", ".join(KIND_OF_STAGES.values())
+        parser.error(f"--kinds: unknown {', '.join(sorted(unknown))}; known: {known}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.profile_run:
         profile_run(cases, target, gpu, args.out, args.tuning_records, args.sub_chains, variants)
@@ -516,7 +528,15 @@ def main(argv: list[str] | None = None) -> int:
         records = case_records(args.tuning_records, case)
         rows += measure_case(
             Workloads(
-                case, target, gpu, records, args.sub_chains, args.unmeasured, args.graph_clock, variants
+                case,
+                target,
+                gpu,
+                records,
+                args.sub_chains,
+                args.unmeasured,
+                args.graph_clock,
+                variants,
+                kinds=kinds,
             ),
             tvm.cuda(0),
             args.number,
