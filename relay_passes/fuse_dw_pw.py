@@ -2,8 +2,10 @@
 
 For every Relax function, bindings are visited from the last to the first; at each, the chain
 candidates ending there (residual first, longest first: PW->DW->PW before DW->PW) are tried until
-one is a supported FcmSpec that ``decide`` accepts. Chains never overlap, and the rest of the
-graph is left exactly as it was for the stock pipeline.
+one is a supported FcmSpec that ``decide`` accepts, or a declined PW->DW->PW's decision names its
+PW->DW head as the better fallback (``fallback == "head"``): then none ending there is, and the
+head is tried at the DW's binding. Chains never overlap, and the rest of the graph is left
+exactly as it was for the stock pipeline.
 
 Each accepted chain becomes ``R.call_tir(fcm_<kind>_<n>, [x, w0, b0, w1, b1, ..., residual])``.
 Chains with equal specs and tiles share one PrimFunc, which carries:
@@ -37,7 +39,8 @@ OPAQUE = 8  # relax OpPatternKind::kOpaque: FuseOps leaves the call alone
 
 
 class DecisionLike(Protocol):
-    """What ``decide`` returns (the planner's Decision has these attributes)."""
+    """What ``decide`` returns (the planner's Decision has these attributes, and ``fallback``,
+    which a decision may leave out: see the module docstring)."""
 
     fuse: bool
     tiles: FcmTiles | None
@@ -79,30 +82,33 @@ def select_chains(mod: tvm.IRModule, func: relax.Function, decide: Decide) -> li
         if binding.var in taken:
             continue
         for chain in candidates(index, binding.var):
-            choice = _consider(index, chain, taken, decide)
+            choice, decision = _consider(index, chain, taken, decide)
             if choice is not None:
                 accepted.append(choice)
                 taken.update(chain.bound_vars)
+                break
+            if getattr(decision, "fallback", None) == "head":
                 break
     return accepted[::-1]
 
 
 def _consider(
     index: FunctionIndex, chain: ChainMatch, taken: set[relax.Var], decide: Decide
-) -> Accepted | None:
+) -> tuple[Accepted | None, DecisionLike | None]:
+    """The chain accepted, or None with the decision that declined it (None if none was asked)."""
     if any(var in taken for var in chain.bound_vars):
-        return None
+        return None, None
     try:
         spec = chain_spec(chain)
         args = kernel_args(chain, spec, index.context.var2val)
     except Unsupported as reason:
         log.debug("chain ending at %s is not an FCM: %s", chain.root, reason)
-        return None
+        return None, None
     decision = decide(spec)
     if not decision.fuse:
         log.debug("not fusing %s %s: %s", spec.kind, spec.input.as_tuple(), decision.reason)
-        return None
-    return Accepted(chain, spec, args, decision)
+        return None, decision
+    return Accepted(chain, spec, args, decision), decision
 
 
 @dataclass

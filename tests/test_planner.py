@@ -96,6 +96,28 @@ def test_a_whole_block_is_declined_where_a_fused_sub_chain_with_the_other_pw_sto
     assert planner_module.fallback_time(spec, H100) is None and plan_chain(spec, H100).fuse
 
 
+def test_a_declined_block_names_its_head_where_fusing_the_head_is_the_faster_fallback(monkeypatch):
+    """The rewrite tries the DW->PW tail first; the decision tells it to fuse the PW->DW head
+    instead where the head saves more (MnasNet's first block at batch 32 in fp16)."""
+    spec = chain("mobilenet_v2", "b14")
+    tail, head = planner_module.sub_chains(spec)
+    table = {
+        spec: [Measured(FcmTiles(), fcm_s=121 * US, stock_s=215 * US)],
+        tail: [Measured(FcmTiles(), fcm_s=49 * US, stock_s=82 * US)],  # fallback 49 + 133 = 182 us
+        head: [Measured(FcmTiles(), fcm_s=84 * US, stock_s=186 * US)],  # fallback 84 + 29 = 113 us
+    }
+    use_table(monkeypatch, table)
+    assert planner_module.fallback_options(spec, H100) == pytest.approx({"tail": 182 * US, "head": 113 * US})
+    decision = plan_chain(spec, H100)
+    assert not decision.fuse and decision.fallback == "head" and "fuses its PW->DW head" in decision.reason
+
+    table[head] = [Measured(FcmTiles(), fcm_s=160 * US, stock_s=186 * US)]  # 160 + 29 = 189 us
+    decision = plan_chain(spec, H100)
+    assert decision.fuse and decision.fallback is None  # the whole chain wins; the tail is the better part
+    del table[tail]  # the head alone measured: the pass keeps its order, tail first
+    assert plan_chain(spec, H100).fallback is None
+
+
 def test_a_fallback_is_weighed_on_one_clock_that_has_the_whole_chain_and_a_part(monkeypatch):
     """Decided on GPU time, but its parts were timed on wall clock only: whole and fallback are
     then compared on wall clock, never a wall-clock fallback against a GPU-time FCM."""
@@ -109,7 +131,8 @@ def test_a_fallback_is_weighed_on_one_clock_that_has_the_whole_chain_and_a_part(
     use_table(monkeypatch, table)
     assert planner_module.fallback_time(spec, H100, clock="gpu") is None
     weighed = planner_module.weigh_fallback(spec, H100, False, clocks(True), "gpu")
-    assert weighed == pytest.approx((40 * US, (8 + 25) * US))  # both on wall clock
+    assert weighed[0] == pytest.approx(40 * US)  # both on wall clock
+    assert weighed[1] == pytest.approx({"tail": (8 + 25) * US})
     decision = plan_chain(spec, H100, cuda_graph=True)
     assert not decision.fuse and decision.reason.startswith("measured against stock (GPU time): its fallback")
 

@@ -100,6 +100,7 @@ class Decision:
     fuse: bool
     tiles: FcmTiles | None = None
     reason: str = "test"
+    fallback: str | None = None
 
 
 # ---- what is matched ----
@@ -350,6 +351,26 @@ def test_decide_sees_the_longest_chain_first_and_may_pick_a_shorter_one():
     assert record["kind"] == "dw_pw" and record["reason"] == "only dw_pw"
     assert FcmTiles(**record["tiles"]) == FcmTiles(16, 4, 4, 64)
     assert ops_in(fused["main"]).count("relax.nn.conv2d") == 1  # the first PW stays stock
+
+
+def test_a_declined_block_whose_head_is_the_better_fallback_gets_its_head_fused_not_its_tail():
+    """Both parts would be accepted; the whole chain's decision says the PW->DW head saves more,
+    so the tail (tried first, at the same last binding) is not even asked about."""
+    stages = [Conv("pw", 32, activation="relu"), Conv("dw", activation="relu"), Conv("pw", 8)]
+    mod = imported(chain_model(stages))
+    seen = []
+
+    def decide(spec: FcmSpec) -> Decision:
+        seen.append(spec.kind)
+        if spec.kind == "pw_dw_pw":
+            return Decision(False, reason="its head is the faster fallback", fallback="head")
+        return Decision(True, FcmTiles(16, 4, 4, 64))
+
+    fused = FuseDepthwisePointwise("llvm", decide)(mod)
+    assert seen[0] == "pw_dw_pw" and "dw_pw" not in seen
+    (kernel,) = fcm_kernels(fused).values()
+    assert json.loads(str(kernel.attrs[SPEC_ATTR]))["kind"] == "pw_dw"
+    assert ops_in(fused["main"]).count("relax.nn.conv2d") == 1  # the last PW stays stock
 
 
 def test_decide_saying_no_leaves_the_module_unchanged():

@@ -33,7 +33,10 @@ class Decision:
     """What the planner decided for one chain, with the estimates behind it.
 
     ``tiles`` are the tiles to build the FCM with (None when not fused); ``fused`` is the best fused
-    candidate's estimate, also when declined (None when no tile fits).
+    candidate's estimate, also when declined (None when no tile fits). ``fallback``: for a
+    PW->DW->PW chain, the part the rewrite should fuse in its place if it is declined, "head"
+    where the PW->DW head was measured to save more than the DW->PW tail (the pass otherwise
+    tries the tail first); None to leave the pass its order.
     """
 
     spec: FcmSpec
@@ -44,6 +47,7 @@ class Decision:
     unfused: ChainEstimate
     fused: ChainEstimate | None
     name: str = ""
+    fallback: str | None = None
 
     @property
     def planned(self) -> ChainEstimate:
@@ -137,16 +141,20 @@ def measured_decision(
         unfused = replace(unfused, measured_s=baseline_s)
     fuse, reason = judge(spec, unfused, fused)
     weighed = weigh_fallback(spec, gpu, tuned, clocks(cuda_graph), known.clock)
-    if fuse and weighed is not None and weighed[0] >= weighed[1]:
+    options = weighed[1] if weighed else {}
+    if fuse and options and weighed[0] >= min(options.values()):
         fuse = False
         reason = (
             f"its fallback (a fused sub-chain, the other stage stock) is faster: "
-            f"{weighed[1] / US:.1f} against {weighed[0] / US:.1f} us"
+            f"{min(options.values()) / US:.1f} against {weighed[0] / US:.1f} us"
         )
+    fallback = better_part(options)
+    if not fuse and fallback == "head":
+        reason += "; the rewrite fuses its PW->DW head in its place, which saves more than its DW->PW tail"
     tiles = known.tiles if fuse else None
     clock = {"gpu": " (GPU time)", "graph": " (in a CUDA graph)"}.get(known.clock, "")
     reason = f"measured against {against}{clock}: {reason}"
-    return Decision(spec, gpu, fuse, tiles, reason, unfused, fused, name)
+    return Decision(spec, gpu, fuse, tiles, reason, unfused, fused, name, fallback)
 
 
 def sub_chains(spec: FcmSpec) -> tuple[FcmSpec, FcmSpec]:
@@ -159,38 +167,58 @@ def sub_chains(spec: FcmSpec) -> tuple[FcmSpec, FcmSpec]:
 
 def weigh_fallback(
     spec: FcmSpec, gpu: GpuSpec, tuned: bool, order: tuple[str, ...], clock: str
-) -> tuple[float, float] | None:
-    """(whole FCM, fallback) seconds of a PW->DW->PW chain on the first clock of ``order``, from
-    ``clock`` (the decision's) on, where both were measured; None where none has both. Both on
-    one clock: wall-clock times include each stock kernel's launch, the others do not."""
+) -> tuple[float, dict[str, float]] | None:
+    """(whole FCM seconds, :func:`fallback_options`) of a PW->DW->PW chain on the first clock of
+    ``order``, from ``clock`` (the decision's) on, where the whole chain and a part were measured;
+    None where none has both. All on one clock: wall-clock times include each stock kernel's
+    launch, the others do not."""
     for each in order[order.index(clock) :]:
-        whole, fallback_s = measured_on(spec, gpu, each, tuned), fallback_time(spec, gpu, tuned, each)
-        if whole is not None and fallback_s is not None:
-            return whole.fcm_s, fallback_s
+        whole, options = measured_on(spec, gpu, each, tuned), fallback_options(spec, gpu, tuned, each)
+        if whole is not None and options:
+            return whole.fcm_s, options
     return None
 
 
-def fallback_time(spec: FcmSpec, gpu: GpuSpec, tuned: bool = False, clock: str = "wall") -> float | None:
-    """Measured seconds, on ``clock``, of what runs when a PW->DW->PW chain is not fused whole: its
-    tail or its head, fused where the FCM was faster, and the remaining PW stock (the stock
-    chain's time less the stock sub-chain's). None for other kinds, or where the chain or both
-    parts were not measured on that clock.
+def fallback_options(
+    spec: FcmSpec, gpu: GpuSpec, tuned: bool = False, clock: str = "wall"
+) -> dict[str, float]:
+    """Measured seconds, on ``clock``, of what runs when a PW->DW->PW chain is not fused whole, by
+    part ("tail", "head"): that part fused where its FCM was faster, and the remaining PW stock
+    (the stock chain's time less the stock part's). Empty for other kinds, or where the chain or
+    both parts were not measured on that clock.
 
     Why: the alternative to the whole FCM is this fallback, not the all-stock chain. On the H100
     MnasNet's 192x7x7 blocks fused whole (62.8 us, against 75.7 us stock) made the model 0.72x
     as fast as with their DW->PW tails fused (12.0 us) and the first PW left stock.
     """
     if spec.kind != "pw_dw_pw" or (whole := measured_on(spec, gpu, clock, tuned)) is None:
-        return None
+        return {}
     if (whole_s := whole.baseline(tuned)[1]) is None:
-        return None
-    options = []
-    for part in sub_chains(spec):
+        return {}
+    options = {}
+    for name, part in zip(("tail", "head"), sub_chains(spec)):
         known = measured_on(part, gpu, clock, tuned)
         part_s = known.baseline(tuned)[1] if known else None
         if part_s is not None:
-            options.append(min(known.fcm_s, part_s) + max(whole_s - part_s, 0.0))
-    return min(options, default=None)
+            options[name] = min(known.fcm_s, part_s) + max(whole_s - part_s, 0.0)
+    return options
+
+
+def fallback_time(spec: FcmSpec, gpu: GpuSpec, tuned: bool = False, clock: str = "wall") -> float | None:
+    """The faster of :func:`fallback_options`; None where neither part was measured."""
+    return min(fallback_options(spec, gpu, tuned, clock).values(), default=None)
+
+
+def better_part(options: dict[str, float]) -> str | None:
+    """Which part the rewrite should fuse: "head" where both parts were measured and fusing the
+    head is the faster fallback, else None. The rewrite tries the tail first (it ends where the
+    whole chain does), so it must be told.
+
+    Why: at batch 32 in fp16 MnasNet's first PW->DW->PW block (16x112x112) was declined for its
+    head fused (113 us against 121 us whole), and the rewrite then fused its tail (182 us)."""
+    if {"head", "tail"} <= options.keys() and options["head"] < options["tail"]:
+        return "head"
+    return None
 
 
 def best_fused(spec: FcmSpec, candidates: Sequence[FcmTiles], gpu: GpuSpec) -> ChainEstimate | None:
