@@ -78,6 +78,9 @@
 # DW->PW TC tiles (176 kernels of 20 chains, export + check) then two models' bench: 242 s. A failed
 # start cost 255 s. One model's bench at batch 32 plus four at batch 1 (fp16): 367 s; 133 TC PW->DW
 # kernels of two models at batch 1, export + check by hand (check_fcm_kernels.py): 70 s.
+# Twenty-second session (H100): a 148-kernel TC sweep of two models at batch 1 (export + check) then
+# tc_graph of one model: 244 s; tc_graph of two models at batch 1: 324 s; tuned_table with TABLE=h100
+# KINDS=dw_pw, two models at batch 32 fp16: 347 s; bench_each of two models at batch 32 fp16: 190-220 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tc_graph | tune | ncu | profile}
 shift
@@ -151,14 +154,15 @@ bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per m
       ${TARGET:+--target $TARGET} ${records:+--tuning-records $records} -o $RUN/$model 2>&1 | tail -4
     cp $RUN/$model/bench.json "$OUT/bench_$model.json"
   done ;;
-tuned_table)  # MODELS' chains re-timed with this GPU's shipped records (stock_tuned), the H200 table
-  # rebuilt with them into /tmp/fcm-measured (for FCM_TVM_MEASURED), then stock-tuned against
-  # fcm-tuned planned on it: so that the planner weighs a tuned build against tuned stock chains
-  TUNING=${TUNING:-fcm_tvm/data/tuning/h200} LAYERS_FLAGS="--sub-chains --variants stock,stock_tuned" \
+tuned_table)  # MODELS' chains (of KINDS only, if given) re-timed with this GPU's shipped records
+  # (stock_tuned), the table of TABLE (h200 unless named; EXTRA_SWEEPS join it) rebuilt with them
+  # into /tmp/fcm-measured (for FCM_TVM_MEASURED), then stock-tuned against fcm-tuned planned on
+  # it: so that the planner weighs a tuned build against tuned stock chains
+  TUNING=${TUNING:-fcm_tvm/data/tuning/h200} LAYERS_FLAGS="--sub-chains --variants stock,stock_tuned ${KINDS:+--kinds $KINDS}" \
     bash "$0" layers
   layers=""
   for model in ${MODELS//,/ }; do layers="$layers $RUN/layers_$model/layers.json"; done
-  EXTRA_LAYERS="$layers" bench_on_table ;;
+  EXTRA_LAYERS="$layers" table_for ${TABLE:-h200}; bench_measured ;;
 tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this host's cores, checked
   # against float64 torch and timed, the H200 table rebuilt with them, then bench_each of MODELS
   dir=$RUN/tc; rm -rf $dir
