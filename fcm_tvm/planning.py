@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 from .frontend import ModelLike, graph_inputs, import_onnx, load_onnx
 from .gpus import GpuSpec, get_gpu
@@ -11,21 +12,25 @@ from .precision import as_precision
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """The planner's decisions for one model on one GPU."""
+    """The planner's decisions for one model on one GPU: ``plan`` of every whole chain, and
+    ``fused``, the decisions of what the rewrite then fuses (whole chains, and sub-chains in
+    place of declined PW->DW->PW blocks)."""
 
     gpu: GpuSpec
     plan: object  # fcm_tvm.planner.Plan
+    fused: tuple = ()  # of fcm_tvm.planner.Decision
 
     def table(self) -> str:
-        from .planner import format_plan
+        from .planner import format_plan, format_rewrite
 
-        return format_plan(self.plan)
+        return f"{format_plan(self.plan)}\n\n{format_rewrite(self.fused)}"
 
     def to_json(self) -> dict:
-        """Every decision with both estimates, and the totals (:func:`~fcm_tvm.planner.plan_dict`)."""
+        """Every decision with both estimates, the totals and what the rewrite fuses
+        (:func:`~fcm_tvm.planner.plan_dict`)."""
         from .planner import plan_dict
 
-        return plan_dict(self.plan)
+        return plan_dict(self.plan, self.fused)
 
 
 def plan(
@@ -40,10 +45,13 @@ def plan(
     """Import ``model``, find its fusable chains and let FusePlanner price each one for ``gpu``;
     ``tuned``, ``cuda_graph``: as for a build with tuning records, with CUDA graphs (see
     ``plan_chain``); ``precision``: as for ``compile``."""
-    from .planner import plan_chains
-    from .relay_passes import find_chains
+    from .planner import plan_chain, plan_chains
+    from .relay_passes import find_chains, fused_decisions
 
     gpu_spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
     proto = as_precision(load_onnx(model), precision)
     module = import_onnx(proto, graph_inputs(proto, input_shapes))
-    return ModelPlan(gpu_spec, plan_chains(find_chains(module), gpu_spec, tuned=tuned, cuda_graph=cuda_graph))
+    whole = plan_chains(find_chains(module), gpu_spec, tuned=tuned, cuda_graph=cuda_graph)
+    decide = partial(plan_chain, gpu=gpu_spec, tuned=tuned, cuda_graph=cuda_graph)
+    fused = [replace(d, name=str(i)) for i, d in enumerate(fused_decisions(module, decide), 1)]
+    return ModelPlan(gpu_spec, whole, tuple(fused))

@@ -14,7 +14,7 @@ from .chain import Unsupported, chain_spec
 from .fold_batchnorm import FoldBatchNorm
 from .fold_for_fusion import FoldAndFuse
 from .fuse_dw_pw import FuseDepthwisePointwise, select_chains
-from .fuse_planner import FusePlanner, find_chains
+from .fuse_planner import FusePlanner, find_chains, fused_decisions
 from .record import SPEC_ATTR, spec_from_record
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Unsupported",
     "chain_spec",
     "find_chains",
+    "fused_decisions",
     "select_chains",
     "spec_from_record",
 ]

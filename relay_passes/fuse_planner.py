@@ -3,7 +3,8 @@
 The pass is FuseDepthwisePointwise with ``fcm_tvm.planner.plan_chain(spec, gpu)`` as the
 decision for every candidate, so the planner also picks the tiles. Without a GPU (a CPU target)
 there is nothing to price and nothing is fused. :func:`find_chains` lists the chains a rewrite
-would consider, for ``fcm_tvm.plan`` to tabulate without rewriting anything.
+would consider and :func:`fused_decisions` those it fuses, for ``fcm_tvm.plan`` to tabulate
+without rewriting anything.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from tvm import relax
 from ..gpus import GpuSpec, get_gpu
 from ..schedules.spec import FcmSpec, FcmTiles
 from .fold_batchnorm import FoldBatchNorm
-from .fuse_dw_pw import DecisionLike, FuseDepthwisePointwise, fuse_everything, select_chains
+from .fuse_dw_pw import (
+    Accepted,
+    Decide,
+    DecisionLike,
+    FuseDepthwisePointwise,
+    fuse_everything,
+    select_chains,
+)
 
 
 @dataclass(frozen=True)
@@ -61,9 +69,18 @@ class FusePlanner:
 def find_chains(mod: tvm.IRModule) -> list[FcmSpec]:
     """The supported chains of every Relax function of ``mod`` (BatchNorm folded first), in
     graph order: those FuseDepthwisePointwise would fuse when every decision is yes."""
+    return [choice.spec for choice in _selected(mod, fuse_everything)]
+
+
+def fused_decisions(mod: tvm.IRModule, decide: Decide) -> list[DecisionLike]:
+    """The decisions of the chains FuseDepthwisePointwise fuses in ``mod`` with ``decide``, in
+    graph order: whole chains, and the sub-chains it fuses in place of declined PW->DW->PW blocks.
+    Why: :func:`find_chains` lists the whole chains only, and a plan of those says "keep" for a
+    block whose DW->PW tail or PW->DW head the build then fuses."""
+    return [choice.decision for choice in _selected(mod, decide)]
+
+
+def _selected(mod: tvm.IRModule, decide: Decide) -> list[Accepted]:
     mod = FoldBatchNorm()(mod)
-    specs = []
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            specs += [choice.spec for choice in select_chains(mod, func, fuse_everything)]
-    return specs
+    functions = [func for _, func in mod.functions_items() if isinstance(func, relax.Function)]
+    return [choice for func in functions for choice in select_chains(mod, func, decide)]

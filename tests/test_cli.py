@@ -131,6 +131,7 @@ def test_plan_accepts_a_zoo_model_name_and_prints_a_total(tmp_path: Path):
     result = fcm_tvm("plan", "mobilenet_v2", "--gpu", "h100", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "FusePlanner on h100" in result.stdout and "\ntotal " in result.stdout
+    assert "\nthe rewrite fuses " in result.stdout  # what the build then fuses, sub-chains included
 
 
 def test_plan_writes_its_decisions_as_json(tmp_path: Path):
@@ -139,6 +140,8 @@ def test_plan_writes_its_decisions_as_json(tmp_path: Path):
     written = json.loads((tmp_path / "plan.json").read_text())
     assert written["gpu"] == "h100" and len(written["chains"]) == written["totals"]["chains"] == 17
     assert sum(chain["fuse"] for chain in written["chains"]) == written["totals"]["fused"] > 0
+    assert all(chain["fuse"] for chain in written["rewrite"])
+    assert len(written["rewrite"]) >= written["totals"]["fused"]
 
 
 def test_plan_takes_a_zoo_models_batch_and_precision_and_plans_on_that_gpus_own_chain_times(tmp_path: Path):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import fcm_tvm
 import fcm_tvm.gpus as gpus
 import fcm_tvm.planner.measured as measured_module
 import fcm_tvm.planner.planner as planner_module
@@ -23,6 +24,7 @@ from fcm_tvm.gpus import (
     get_gpu,
     gpu_for_target,
 )
+from fcm_tvm.models import build_model
 from fcm_tvm.planner import candidate_tiles, estimate_fused, format_plan, plan_chain, plan_chains, to_json
 from fcm_tvm.planner.layers import EFFICIENTNET_B0, MOBILENET_V2, model_chains
 from fcm_tvm.planner.measured import Measured, clocks, from_row, measured
@@ -442,6 +444,24 @@ def test_an_h200_plan_of_chains_only_the_h100_timed_fuses_what_the_h100_table_fu
     assert title.startswith("FusePlanner on h200") and "chain times measured on h200 and h100" in title
     assert "chain times measured on h100 and h200" in format_plan(on_h100).splitlines()[0]  # twins
     assert json.loads(to_json(on_h200))["measured_on"] == ["h200", "h100"]
+
+
+def test_a_model_plan_lists_what_the_rewrite_fuses_in_place_of_a_declined_block():
+    """MnasNet at batch 32 in fp16, tuned, with graphs, on the shipped tables: its second block
+    (16x112x112 pw48 dw3s2 pw24) is declined for its head, so the rewrite fuses that PW->DW head,
+    and the plan says so; the build of this plan ran 12 distinct FCM kernels on the H100."""
+    model = build_model("mnasnet1_0", batch=32)
+    result = fcm_tvm.plan(model, "h100", tuned=True, cuda_graph=True, precision="fp16")
+    block = next(d for d in result.plan.decisions if d.spec.input.as_tuple() == (32, 16, 112, 112))
+    assert block.spec.kind == "pw_dw_pw" and not block.fuse and block.fallback == "head"
+    fused = [(d.spec.kind, d.spec.input.as_tuple()) for d in result.fused]
+    assert ("pw_dw", (32, 16, 112, 112)) in fused and ("dw_pw", (32, 48, 112, 112)) not in fused
+    assert len(fused) > result.plan.fused_count and all(d.fuse for d in result.fused)
+    assert len({(d.spec, d.tiles) for d in result.fused}) == 12
+    assert "the rewrite fuses 17 chains, whole or a declined block's sub-chain (12 distinct kernels)" in (
+        result.table()
+    )
+    assert len(result.to_json()["rewrite"]) == 17
 
 
 def test_the_json_has_every_decision_with_both_estimates():

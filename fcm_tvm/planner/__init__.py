@@ -7,7 +7,7 @@ with given tiles; :mod:`.tiles` is the tile search space; :mod:`.planner` decide
 
 from .cost_model import ChainEstimate, KernelEstimate, Traffic, estimate_fused, estimate_unfused
 from .planner import Decision, Plan, plan_chain, plan_chains
-from .report import format_plan, plan_dict, to_json
+from .report import format_plan, format_rewrite, plan_dict, to_json
 from .tiles import candidate_tiles, tile_grid
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "estimate_fused",
     "estimate_unfused",
     "format_plan",
+    "format_rewrite",
     "plan_chain",
     "plan_chains",
     "plan_dict",

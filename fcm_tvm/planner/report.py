@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -55,6 +56,21 @@ def total_row(plan: Plan) -> tuple[str, ...]:
     )
 
 
+def rewrite_total_row(fused: Sequence[Decision]) -> tuple[str, ...]:
+    """The chains the rewrite fuses, summed unfused and fused."""
+    return (
+        "total",
+        "",
+        f"{len(fused)} fused",
+        f"{sum(d.unfused.dram.total for d in fused) / MB:.2f}",
+        f"{sum(d.planned.dram.total for d in fused) / MB:.2f}",
+        f"{sum(d.unfused.time_s for d in fused) / US:.1f}",
+        f"{sum(d.planned.time_s for d in fused) / US:.1f}",
+        "",
+        "",
+    )
+
+
 def format_table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
@@ -75,13 +91,30 @@ def format_plan(plan: Plan) -> str:
     title = (
         f"FusePlanner on {gpu.key} ({gpu.sm_count} SMs, {gpu.l2_bytes / 2**20:.0f} MiB L2, "
         f"{gpu.dram_bandwidth_gbs:g} GB/s{_borrowed_note(gpu.key)}): "
-        f"{plan.fused_count} of {len(plan.decisions)} chains fused"
+        f"{plan.fused_count} of {len(plan.decisions)} chains fused whole"
     )
     rows = [COLUMNS, SUBHEADER, *(decision_row(d) for d in plan.decisions), total_row(plan)]
     table = format_table(rows)
     rule = "-" * max(len(line) for line in table)
     reasons = [f"  {d.name}: {d.reason}" for d in plan.decisions]
     return "\n".join([title, *table[:2], rule, *table[2:-1], rule, table[-1], "", "why:", *reasons])
+
+
+def format_rewrite(fused: Sequence[Decision]) -> str:
+    """What the rewrite pass fuses with these decisions (``fcm_tvm.relay_passes.fused_decisions``):
+    whole chains and, in place of declined PW->DW->PW blocks, the sub-chains it fuses, with the
+    number of distinct FCM kernels they compile to and their summed times."""
+    if not fused:
+        return "the rewrite fuses nothing"
+    kernels = len({(d.spec, d.tiles) for d in fused})
+    title = (
+        f"the rewrite fuses {len(fused)} chains, whole or a declined block's sub-chain "
+        f"({kernels} distinct kernels):"
+    )
+    rows = [COLUMNS, SUBHEADER, *(decision_row(d) for d in fused), rewrite_total_row(fused)]
+    table = format_table(rows)
+    rule = "-" * max(len(line) for line in table)
+    return "\n".join([title, *table[:2], rule, *table[2:-1], rule, table[-1]])
 
 
 def _borrowed_note(gpu_key: str) -> str:
@@ -145,8 +178,10 @@ def decision_dict(decision: Decision) -> dict[str, Any]:
     }
 
 
-def plan_dict(plan: Plan) -> dict[str, Any]:
-    """The plan as plain data: every decision with both estimates, kernel by kernel, and totals."""
+def plan_dict(plan: Plan, fused: Sequence[Decision] | None = None) -> dict[str, Any]:
+    """The plan as plain data: every decision with both estimates, kernel by kernel, and totals;
+    given ``fused`` (:func:`format_rewrite`), those decisions too, as ``rewrite``."""
+    rewrite = {} if fused is None else {"rewrite": [decision_dict(d) for d in fused]}
     return {
         "gpu": plan.gpu.key,
         "measured_on": list(table_gpus(plan.gpu.key)),
@@ -159,6 +194,7 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
             "unfused_time_us": plan.unfused_time_s / US,
             "planned_time_us": plan.planned_time_s / US,
         },
+        **rewrite,
     }
 
 
