@@ -441,9 +441,25 @@ def test_an_h200_plan_of_chains_only_the_h100_timed_fuses_what_the_h100_table_fu
     assert [d.tiles for d in on_h200.decisions] == [d.tiles for d in on_h100.decisions]
     assert on_h200.fused_count > 0
     title = format_plan(on_h200).splitlines()[0]
-    assert title.startswith("FusePlanner on h200") and "chain times measured on h200 and h100" in title
-    assert "chain times measured on h100 and h200" in format_plan(on_h100).splitlines()[0]  # twins
-    assert json.loads(to_json(on_h200))["measured_on"] == ["h200", "h100"]
+    assert title.startswith("FusePlanner on h200") and "chain times measured on h100)" in title
+    assert "measured on" not in format_plan(on_h100).splitlines()[0]  # its own rows only
+    data = json.loads(to_json(on_h200))
+    assert data["measured_on"] == ["h200", "h100"]  # the tables consulted
+    assert {chain["measured_on"] for chain in data["chains"]} == {"h100"}  # the rows that decided
+
+
+def test_a_plan_title_names_each_gpu_whose_times_decided_a_chain():
+    """On the H100, MobileNetV2's float32 chains at batch 1 are its own rows; EfficientNet-B0's
+    fp16 chains at batch 32 only the H200 timed. A plan of both names both GPUs, one of either
+    names that one alone (or none, where it is the GPU planned for)."""
+    (_, own), *_ = model_chains("mobilenet_v2")
+    (_, head), *_ = model_chains("efficientnet_b0")
+    borrowed = replace(head, batch=32, dtype="float16")
+    both = plan_chains([own, borrowed], H100)
+    assert [d.measured_on for d in both.decisions] == ["h100", "h200"]
+    assert "chain times measured on h100 and h200)" in format_plan(both).splitlines()[0]
+    assert "chain times measured on h200)" in format_plan(plan_chains([borrowed], H100)).splitlines()[0]
+    assert "measured on" not in format_plan(plan_chains([own], H100)).splitlines()[0]
 
 
 def test_a_model_plan_lists_what_the_rewrite_fuses_in_place_of_a_declined_block():

@@ -42,6 +42,7 @@ class Measured:
     stock_s: float | None
     stock_tuned_s: float | None = None
     clock: str = "wall"  # "gpu": kernel time under ncu; "graph": inside a CUDA graph
+    gpu: str = ""  # the GPU whose table the row came from (empty for a row read on its own)
 
     def baseline(self, tuned: bool) -> tuple[str, float | None]:
         """The stock chain that fusing must beat, named, with its time: the tuned one when the
@@ -73,7 +74,8 @@ def measured_on(spec: FcmSpec, gpu: GpuSpec, clock: str, tuned: bool = False) ->
 
 
 def table_rows(gpu_key: str, tuned: bool = False) -> dict[str, dict]:
-    """The measured rows that plan ``gpu_key``, by chain key (empty when no table does): those of
+    """The measured rows that plan ``gpu_key``, by chain key (empty when no table does), each with
+    ``measured_on``, the GPU it was timed on: those of
     each GPU of :func:`table_gpus`, the GPU's own row winning over its ``data_from`` GPU's, and in
     each the shipped table's overridden row by row by ``$FCM_TVM_MEASURED/<gpu>.json``. For a
     ``tuned`` build a row timed against tuned stock wins over one that was not, whichever GPU of
@@ -106,7 +108,7 @@ def _merged_rows(gpu_key: str, folder: str, tuned: bool) -> dict[str, dict]:
     for key in reversed(data_keys(gpu_key)):  # the lender first, the GPU's own rows over it
         for chain, row in _rows(key, folder).items():
             if not (tuned and _against_tuned(rows.get(chain)) and not _against_tuned(row)):
-                rows[chain] = row
+                rows[chain] = {**row, "measured_on": key}
     return rows
 
 
@@ -144,7 +146,7 @@ def from_row(row: dict, clock: str = "wall") -> Measured | None:
             return None
         times = {f"{name}_us": us for name, us in timed.items()}
     stock, tuned = _seconds(times.get("stock_us")), _seconds(times.get("stock_tuned_us"))
-    return Measured(FcmTiles(**tiles), times["fcm_us"] * US, stock, tuned, clock)
+    return Measured(FcmTiles(**tiles), times["fcm_us"] * US, stock, tuned, clock, row.get("measured_on", ""))
 
 
 def _seconds(microseconds: float | None) -> float | None:

@@ -36,7 +36,8 @@ class Decision:
     candidate's estimate, also when declined (None when no tile fits). ``fallback``: for a
     PW->DW->PW chain, the part the rewrite should fuse in its place if it is declined, "head"
     where the PW->DW head was measured to save more than the DW->PW tail (the pass otherwise
-    tries the tail first); None to leave the pass its order.
+    tries the tail first); None to leave the pass its order. ``measured_on``: the GPU whose
+    measured times decided (None where the cost model did).
     """
 
     spec: FcmSpec
@@ -48,6 +49,7 @@ class Decision:
     fused: ChainEstimate | None
     name: str = ""
     fallback: str | None = None
+    measured_on: str | None = None
 
     @property
     def planned(self) -> ChainEstimate:
@@ -154,7 +156,7 @@ def measured_decision(
     tiles = known.tiles if fuse else None
     clock = {"gpu": " (GPU time)", "graph": " (in a CUDA graph)"}.get(known.clock, "")
     reason = f"measured against {against}{clock}: {reason}"
-    return Decision(spec, gpu, fuse, tiles, reason, unfused, fused, name, fallback)
+    return Decision(spec, gpu, fuse, tiles, reason, unfused, fused, name, fallback, known.gpu or None)
 
 
 def sub_chains(spec: FcmSpec) -> tuple[FcmSpec, FcmSpec]:

@@ -90,7 +90,7 @@ def format_plan(plan: Plan) -> str:
     gpu = plan.gpu
     title = (
         f"FusePlanner on {gpu.key} ({gpu.sm_count} SMs, {gpu.l2_bytes / 2**20:.0f} MiB L2, "
-        f"{gpu.dram_bandwidth_gbs:g} GB/s{_borrowed_note(gpu.key)}): "
+        f"{gpu.dram_bandwidth_gbs:g} GB/s{_measured_note(plan)}): "
         f"{plan.fused_count} of {len(plan.decisions)} chains fused whole"
     )
     rows = [COLUMNS, SUBHEADER, *(decision_row(d) for d in plan.decisions), total_row(plan)]
@@ -117,10 +117,11 @@ def format_rewrite(fused: Sequence[Decision]) -> str:
     return "\n".join([title, *table[:2], rule, *table[2:-1], rule, table[-1]])
 
 
-def _borrowed_note(gpu_key: str) -> str:
-    """Where another GPU's measured table plans this one, say so in the title."""
-    sources = table_gpus(gpu_key)
-    return "" if sources in ((), (gpu_key,)) else f", chain times measured on {' and '.join(sources)}"
+def _measured_note(plan: Plan) -> str:
+    """Where another GPU's measured times decided some of the chains, say which GPUs' did."""
+    used = {d.measured_on for d in plan.decisions}
+    sources = [key for key in table_gpus(plan.gpu.key) if key in used]
+    return "" if sources in ([], [plan.gpu.key]) else f", chain times measured on {' and '.join(sources)}"
 
 
 def traffic_dict(traffic: Traffic) -> dict[str, float]:
@@ -173,6 +174,7 @@ def decision_dict(decision: Decision) -> dict[str, Any]:
         "fuse": decision.fuse,
         "tiles": asdict(decision.tiles) if decision.tiles else None,
         "reason": decision.reason,
+        "measured_on": decision.measured_on,
         "unfused": estimate_dict(decision.unfused),
         "fused": estimate_dict(decision.fused),
     }
