@@ -3,8 +3,9 @@
 For every Relax function, bindings are visited from the last to the first; at each, the chain
 candidates ending there (residual first, longest first: PW->DW->PW before DW->PW) are tried until
 one is a supported FcmSpec that ``decide`` accepts, or a declined PW->DW->PW's decision names its
-PW->DW head as the better fallback (``fallback == "head"``): then none ending there is, and the
-head is tried at the DW's binding. Chains never overlap, and the rest of the graph is left
+PW->DW head as the better fallback (``fallback == "head"``): then no chain through its last PW is
+fused (not its tail, nor, at the PW's own binding, a residual block read without its add), and
+the head is tried at the DW's binding. Chains never overlap, and the rest of the graph is left
 exactly as it was for the stock pipeline.
 
 Each accepted chain becomes ``R.call_tir(fcm_<kind>_<n>, [x, w0, b0, w1, b1, ..., residual])``.
@@ -88,6 +89,7 @@ def select_chains(mod: tvm.IRModule, func: relax.Function, decide: Decide) -> li
                 taken.update(chain.bound_vars)
                 break
             if getattr(decision, "fallback", None) == "head":
+                taken.update(chain.stages[-1].path_vars)  # no chain through its last PW: no tail
                 break
     return accepted[::-1]
 

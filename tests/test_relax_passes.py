@@ -353,21 +353,25 @@ def test_decide_sees_the_longest_chain_first_and_may_pick_a_shorter_one():
     assert ops_in(fused["main"]).count("relax.nn.conv2d") == 1  # the first PW stays stock
 
 
-def test_a_declined_block_whose_head_is_the_better_fallback_gets_its_head_fused_not_its_tail():
-    """Both parts would be accepted; the whole chain's decision says the PW->DW head saves more,
-    so the tail (tried first, at the same last binding) is not even asked about."""
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_declined_block_whose_head_is_the_better_fallback_gets_its_head_fused_not_its_tail(residual):
+    """Both parts would be accepted; the whole block's decision says the PW->DW head saves more,
+    so no chain through its last PW is asked about: not the tail (tried first, at the same last
+    binding) and, for a residual block, neither the block nor its tail read without the add (at
+    the last PW's own binding, whose decision knows nothing of the head)."""
     stages = [Conv("pw", 32, activation="relu"), Conv("dw", activation="relu"), Conv("pw", 8)]
-    mod = imported(chain_model(stages))
+    mod = imported(chain_model(stages, residual=residual))
     seen = []
 
     def decide(spec: FcmSpec) -> Decision:
-        seen.append(spec.kind)
+        seen.append((spec.kind, spec.residual))
         if spec.kind == "pw_dw_pw":
-            return Decision(False, reason="its head is the faster fallback", fallback="head")
+            head = "head" if spec.residual == residual else None  # the block as it is in the graph
+            return Decision(False, reason="its head is the faster fallback", fallback=head)
         return Decision(True, FcmTiles(16, 4, 4, 64))
 
     fused = FuseDepthwisePointwise("llvm", decide)(mod)
-    assert seen[0] == "pw_dw_pw" and "dw_pw" not in seen
+    assert seen == [("pw_dw_pw", residual), ("pw_dw", False)]
     (kernel,) = fcm_kernels(fused).values()
     assert json.loads(str(kernel.attrs[SPEC_ATTR]))["kind"] == "pw_dw"
     assert ops_in(fused["main"]).count("relax.nn.conv2d") == 1  # the last PW stays stock
