@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cache, partial
 
 from .frontend import ModelLike, graph_inputs, import_onnx, load_onnx
 from .gpus import GpuSpec, get_gpu
@@ -45,13 +46,18 @@ def plan(
     """Import ``model``, find its fusable chains and let FusePlanner price each one for ``gpu``;
     ``tuned``, ``cuda_graph``: as for a build with tuning records, with CUDA graphs (see
     ``plan_chain``); ``precision``: as for ``compile``."""
-    from .planner import plan_chain, plan_chains
+    from .planner import Plan, plan_chain
     from .relay_passes import find_chains, fused_decisions
 
     gpu_spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
     proto = as_precision(load_onnx(model), precision)
     module = import_onnx(proto, graph_inputs(proto, input_shapes))
-    whole = plan_chains(find_chains(module), gpu_spec, tuned=tuned, cuda_graph=cuda_graph)
-    decide = partial(plan_chain, gpu=gpu_spec, tuned=tuned, cuda_graph=cuda_graph)
-    fused = [replace(d, name=str(i)) for i, d in enumerate(fused_decisions(module, decide), 1)]
-    return ModelPlan(gpu_spec, whole, tuple(fused))
+    # one decision per distinct chain, for both tables (the rewrite asks again for every whole chain)
+    decide = cache(partial(plan_chain, gpu=gpu_spec, tuned=tuned, cuda_graph=cuda_graph))
+    whole = _numbered(decide(spec) for spec in find_chains(module))
+    return ModelPlan(gpu_spec, Plan(gpu_spec, whole), _numbered(fused_decisions(module, decide)))
+
+
+def _numbered(decisions: Iterable) -> tuple:
+    """The decisions named 1, 2, ... in order, as the plan's tables label them."""
+    return tuple(replace(decision, name=str(i)) for i, decision in enumerate(decisions, 1))

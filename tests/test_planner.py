@@ -88,14 +88,15 @@ def test_a_whole_block_is_declined_where_a_fused_sub_chain_with_the_other_pw_sto
         head: [Measured(FcmTiles(), fcm_s=40 * US, stock_s=30 * US)],  # slower fused: stays stock
     }
     use_table(monkeypatch, table)
-    assert planner_module.fallback_time(spec, H100) == pytest.approx((8 + 15) * US)
+    fallbacks = planner_module.fallback_options(spec, H100)
+    assert fallbacks == pytest.approx({"tail": (8 + 15) * US, "head": 50 * US})  # head: 30 + (50 - 30)
     decision = plan_chain(spec, H100)
     assert not decision.fuse and "fallback" in decision.reason
 
     table[tail] = [Measured(FcmTiles(), fcm_s=20 * US, stock_s=35 * US)]  # fallback 35 us: whole wins
     assert plan_chain(spec, H100).fuse
     del table[tail], table[head]  # nothing measured to fall back on: the stock chain is the bar
-    assert planner_module.fallback_time(spec, H100) is None and plan_chain(spec, H100).fuse
+    assert planner_module.fallback_options(spec, H100) == {} and plan_chain(spec, H100).fuse
 
 
 def test_a_declined_block_names_its_head_where_fusing_the_head_is_the_faster_fallback(monkeypatch):
@@ -131,7 +132,7 @@ def test_a_fallback_is_weighed_on_one_clock_that_has_the_whole_chain_and_a_part(
         tail: [Measured(FcmTiles(), fcm_s=8 * US, stock_s=35 * US)],
     }
     use_table(monkeypatch, table)
-    assert planner_module.fallback_time(spec, H100, clock="gpu") is None
+    assert planner_module.fallback_options(spec, H100, clock="gpu") == {}
     weighed = planner_module.weigh_fallback(spec, H100, False, clocks(True), "gpu")
     assert weighed[0] == pytest.approx(40 * US)  # both on wall clock
     assert weighed[1] == pytest.approx({"tail": (8 + 25) * US})

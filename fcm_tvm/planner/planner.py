@@ -206,11 +206,6 @@ def fallback_options(
     return options
 
 
-def fallback_time(spec: FcmSpec, gpu: GpuSpec, tuned: bool = False, clock: str = "wall") -> float | None:
-    """The faster of :func:`fallback_options`; None where neither part was measured."""
-    return min(fallback_options(spec, gpu, tuned, clock).values(), default=None)
-
-
 def better_part(options: dict[str, float]) -> str | None:
     """Which part the rewrite should fuse: "head" where both parts were measured and fusing the
     head is the faster fallback, else None. The rewrite tries the tail first (it ends where the

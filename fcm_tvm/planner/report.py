@@ -42,30 +42,17 @@ def decision_row(decision: Decision) -> tuple[str, ...]:
     )
 
 
-def total_row(plan: Plan) -> tuple[str, ...]:
+def total_row(plan: Plan, count: str | None = None) -> tuple[str, ...]:
+    """The plan's chains summed, unfused and as planned; ``count`` says how many (by default, how
+    many of them are fused)."""
     return (
         "total",
         "",
-        f"{plan.fused_count} of {len(plan.decisions)} fused",
+        count or f"{plan.fused_count} of {len(plan.decisions)} fused",
         f"{plan.unfused_dram / MB:.2f}",
         f"{plan.planned_dram / MB:.2f}",
         f"{plan.unfused_time_s / US:.1f}",
         f"{plan.planned_time_s / US:.1f}",
-        "",
-        "",
-    )
-
-
-def rewrite_total_row(fused: Sequence[Decision]) -> tuple[str, ...]:
-    """The chains the rewrite fuses, summed unfused and fused."""
-    return (
-        "total",
-        "",
-        f"{len(fused)} fused",
-        f"{sum(d.unfused.dram.total for d in fused) / MB:.2f}",
-        f"{sum(d.planned.dram.total for d in fused) / MB:.2f}",
-        f"{sum(d.unfused.time_s for d in fused) / US:.1f}",
-        f"{sum(d.planned.time_s for d in fused) / US:.1f}",
         "",
         "",
     )
@@ -93,11 +80,8 @@ def format_plan(plan: Plan) -> str:
         f"{gpu.dram_bandwidth_gbs:g} GB/s{_measured_note(plan)}): "
         f"{plan.fused_count} of {len(plan.decisions)} chains fused whole"
     )
-    rows = [COLUMNS, SUBHEADER, *(decision_row(d) for d in plan.decisions), total_row(plan)]
-    table = format_table(rows)
-    rule = "-" * max(len(line) for line in table)
     reasons = [f"  {d.name}: {d.reason}" for d in plan.decisions]
-    return "\n".join([title, *table[:2], rule, *table[2:-1], rule, table[-1], "", "why:", *reasons])
+    return "\n".join([*framed(title, plan), "", "why:", *reasons])
 
 
 def format_rewrite(fused: Sequence[Decision]) -> str:
@@ -111,10 +95,15 @@ def format_rewrite(fused: Sequence[Decision]) -> str:
         f"the rewrite fuses {len(fused)} chains, whole or a declined block's sub-chain "
         f"({kernels} distinct kernels):"
     )
-    rows = [COLUMNS, SUBHEADER, *(decision_row(d) for d in fused), rewrite_total_row(fused)]
+    return "\n".join(framed(title, Plan(fused[0].gpu, tuple(fused)), f"{len(fused)} fused"))
+
+
+def framed(title: str, plan: Plan, count: str | None = None) -> list[str]:
+    """``title``, then the plan's decisions as a table between rules, then its :func:`total_row`."""
+    rows = [COLUMNS, SUBHEADER, *(decision_row(d) for d in plan.decisions), total_row(plan, count)]
     table = format_table(rows)
     rule = "-" * max(len(line) for line in table)
-    return "\n".join([title, *table[:2], rule, *table[2:-1], rule, table[-1]])
+    return [title, *table[:2], rule, *table[2:-1], rule, table[-1]]
 
 
 def _measured_note(plan: Plan) -> str:

@@ -113,6 +113,10 @@ bench_measured() {
   FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-240} bash "$0" bench_each
 }
 
+layer_results() {  # the layers.json the layers stage left for each of MODELS
+  for model in ${MODELS//,/ }; do printf ' %s' "$RUN/layers_$model/layers.json"; done
+}
+
 bench_on_table() {  # the H200 table rebuilt, then bench_each planned on it
   table_for h200; bench_measured
 }
@@ -160,9 +164,7 @@ tuned_table)  # MODELS' chains (of KINDS only, if given) re-timed with this GPU'
   # it: so that the planner weighs a tuned build against tuned stock chains
   TUNING=${TUNING:-fcm_tvm/data/tuning/h200} LAYERS_FLAGS="--sub-chains --variants stock,stock_tuned ${KINDS:+--kinds $KINDS}" \
     bash "$0" layers
-  layers=""
-  for model in ${MODELS//,/ }; do layers="$layers $RUN/layers_$model/layers.json"; done
-  EXTRA_LAYERS="$layers" table_for ${TABLE:-h200}; bench_measured ;;
+  EXTRA_LAYERS="$(layer_results)" table_for ${TABLE:-h200}; bench_measured ;;
 tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this host's cores, checked
   # against float64 torch and timed, the H200 table rebuilt with them, then bench_each of MODELS
   dir=$RUN/tc; rm -rf $dir
@@ -182,9 +184,7 @@ tc_graph)  # a sweep of this GPU's (SWEEP: tensor-core tiles, say) joins the H10
   table_for h100 || exit
   FCM_TVM_MEASURED=/tmp/fcm-measured LAYERS_FLAGS="--sub-chains --graph-clock 10 --variants fcm" \
     bash "$0" layers
-  layers=""
-  for model in ${MODELS//,/ }; do layers="$layers $RUN/layers_$model/layers.json"; done
-  EXTRA_LAYERS="$layers" table_for h100 || exit
+  EXTRA_LAYERS="$(layer_results)" table_for h100 || exit
   BENCH_TIMEOUT=${BENCH_TIMEOUT:-150} bench_measured ;;
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
   hide_torch
