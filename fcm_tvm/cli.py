@@ -231,6 +231,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         run_timeout_s=args.run_timeout,
         search=args.search,
         precision=args.precision,
+        start_from=args.start_from,
     )
     print(f"tuning records in {folder} (use: fcm-tvm compile ... --tuning-records {folder})")
     print(f"summary in {folder / SUMMARY}")
@@ -415,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="evolutionary",
         help="MetaSchedule's search: evolutionary (XGBoost-guided, default) or replay-trace (random "
         "samples, no search cost: for short runs)",
+    )
+    tune_parser.add_argument(
+        "--start-from",
+        metavar="DIR",
+        help="copy this database (a work directory, or shipped records, e.g. another GPU's) into a "
+        "new output directory first, and tune only the tasks it holds no tuned record of",
     )
     tune_parser.add_argument(
         "--run-timeout", type=float, metavar="S", help="seconds to measure one candidate (default: 30)"

@@ -130,6 +130,13 @@ def commit_default(database, task, target: tvm.target.Target, seconds: float) ->
     database.commit_tuning_record(record)
 
 
+def is_default(record) -> bool:
+    """Whether a database ``record`` holds its workload's default schedule, as
+    :func:`commit_default` stores it (the same trace), rather than one that tuning found."""
+    schedule, _ = default_schedule(record.workload.mod, record.target, default_rules(record.target))
+    return str(schedule.trace) == str(record.trace)
+
+
 def _device_type(target: tvm.target.Target) -> str:
     """The runner's name for the device a ``target`` runs on."""
     return "cuda" if target.kind.name == "cuda" else "cpu"

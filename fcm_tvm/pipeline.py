@@ -75,7 +75,7 @@ def stock_pipeline(target: tvm.target.Target, tuning_records: str | None = None)
         with target:  # passes are made under the target, as TVM's pipeline makes them
             passes = _default_passes(target)
             if tuning_records is not None:
-                _register_tensor_intrinsics()
+                register_tensor_intrinsics()
                 database = tvm.relax.transform.MetaScheduleApplyDatabase(str(tuning_records))
                 passes.insert(next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR") + 1, database)
             return tvm.transform.Sequential(passes)(module)
@@ -83,7 +83,7 @@ def stock_pipeline(target: tvm.target.Target, tuning_records: str | None = None)
     return run
 
 
-def _register_tensor_intrinsics() -> None:
+def register_tensor_intrinsics() -> None:
     """Register TVM's tensor intrinsics (``wmma_fill_16x16x16_f16``, ...) before a database is
     replayed: fp16 records hold tensor-core schedules, and in a process that did not tune, the
     replay otherwise fails with "TensorIntrin ... is not registered" (H200, fp16 MobileNetV2)."""

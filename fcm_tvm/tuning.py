@@ -29,12 +29,13 @@ from pathlib import Path
 
 import tvm
 
-from .default_schedules import mean_seconds
+from . import records
+from .default_schedules import is_default, mean_seconds
 from .design_space import space_for
 from .errors import FcmError, last_line
 from .frontend import ModelLike, graph_inputs, import_onnx, load_onnx
 from .in_process_builder import InProcessBuilder
-from .pipeline import apply_fusion, tuning_passes
+from .pipeline import apply_fusion, register_tensor_intrinsics, tuning_passes
 from .precision import as_precision
 from .target import TargetLike, resolve_target
 from .tuning_progress import TaskProgress
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 TRIALS_PER_ITER = 32  # MetaSchedule's batch: candidates built and measured together
 RUN_TIMEOUT_S = 30.0  # per candidate measured
 SEARCH_STRATEGIES = ("evolutionary", "replay-trace")
+ALL_RECORDS = 1 << 20  # get_top_k's k for every record of a workload
 
 
 def tuning_module(
@@ -75,6 +77,7 @@ def tune(
     run_timeout_s: float | None = None,
     search: str = "evolutionary",
     precision: str | None = None,
+    start_from: str | os.PathLike | None = None,
 ) -> Path:
     """Tune ``model``'s stock kernels for ``target``; return the work directory (the database).
 
@@ -87,8 +90,13 @@ def tune(
     what is done (``tasks.json``): running the same command again goes on where the last run
     stopped. ``search``: "evolutionary" (XGBoost-guided) or "replay-trace" (random samples).
     ``precision``: as for ``compile``; tune in the precision you will compile in.
+    ``start_from``: a database (a work directory or shipped records) to copy into a new
+    ``work_dir`` first; the tasks it holds tuned records of are not tuned again
+    (:meth:`~.tuning_progress.TaskProgress.adopt`).
     Writes ``tuning_summary.json`` into the work directory, also on failure.
     """
+    if start_from is not None:
+        _check_start_from(Path(start_from), Path(work_dir))
     _check_xgboost()
     _check_counts(trials, trials_per_task, focus, time_budget_s)
     if search not in SEARCH_STRATEGIES:
@@ -105,6 +113,8 @@ def tune(
 
     folder = Path(work_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    if start_from is not None:
+        copy_database(Path(start_from), folder)
     tasks = ms.relax_integration.extract_tasks(module, tvm_target)
     if not tasks:
         raise FcmError("nothing to tune: every kernel of the model is already scheduled")
@@ -122,6 +132,9 @@ def tune(
     try:
         with stop:
             session = _Session(folder, tvm_target, builder, runner, search, seed)
+            if start_from is not None:
+                adopted = progress.adopt(chosen, session.tuned_seconds)
+                log.info("%d tasks tuned in %s: not tuned again", adopted, start_from)
             budget = _Budget(trials, trials_per_task, started + (time_budget_s or math.inf))
             session.tune_in_order(progress, tasks, chosen, budget)
         status = "finished"
@@ -138,6 +151,22 @@ def tune(
         summary = summarize(folder, status=status, elapsed_s=time.time() - started)
         print(f"[fcm-tvm] {summary.line()}", file=sys.stderr, flush=True)
     return folder
+
+
+def _check_start_from(source: Path, folder: Path) -> None:
+    """A starting database must exist and go into a work directory without one (MetaSchedule's
+    files index workloads by line: two databases do not simply concatenate)."""
+    if not records.has_records(source):
+        raise FcmError(f"{source}: no tuning records to start from (a database folder, plain or packed)")
+    if any((folder / name).is_file() for name in (records.DATABASE, records.WORKLOADS)):
+        raise FcmError(f"{folder} already holds a database: go on tuning it without a starting database")
+
+
+def copy_database(source: Path, folder: Path) -> None:
+    """Copy the database at ``source`` (plain or packed, :mod:`.records`) into ``folder``."""
+    plain = records.unpacked(source)
+    for name in (records.DATABASE, records.WORKLOADS):
+        shutil.copyfile(plain / name, folder / name)
 
 
 @dataclass
@@ -157,6 +186,7 @@ class _Session:
 
         self.folder, self.target, self.builder, self.runner = folder, target, builder, runner
         self.search, self.seed = search, seed
+        register_tensor_intrinsics()  # a database started from fp16 records holds tensor-core traces
         self.database = ms.database.JSONDatabase(work_dir=str(folder))
         self.cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=os.cpu_count() or 1)
         self.longest_task_s = 0.0
@@ -214,6 +244,14 @@ class _Session:
         workload = self.database.commit_workload(task.dispatched[0])
         best = self.database.get_top_k(workload, 1)
         return mean_seconds(best[0].run_secs) if best and best[0].run_secs else None
+
+    def tuned_seconds(self, task) -> float | None:
+        """The fastest run time of the database's records for ``task`` that are not its default
+        schedule (None: it holds none, so the task was never tuned into it)."""
+        workload = self.database.commit_workload(task.dispatched[0])
+        records = self.database.get_top_k(workload, ALL_RECORDS)
+        tuned = (record for record in records if record.run_secs and not is_default(record))
+        return next((mean_seconds(record.run_secs) for record in tuned), None)
 
 
 def _plan(model, target, fuse, tasks, chosen, focus, trials, per_task, time_budget_s) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .default_schedules import commit_default, measure_defaults
@@ -67,7 +68,24 @@ class TaskProgress:
         return chosen
 
     def tuned(self, task) -> bool:
-        return self.entries[task.task_name]["trials"] > 0
+        entry = self.entries[task.task_name]
+        return entry["trials"] > 0 or entry.get("adopted", False)
+
+    def adopt(self, tasks: list, tuned_seconds: Callable[[object], float | None]) -> int:
+        """Count as tuned each task of ``tasks`` that the database already holds a tuned record of
+        (``tuned_seconds(task)``: the fastest one's time, None where it holds none); return how many.
+
+        Why: records tuned on another GPU of the same architecture (the shipped H200 ones on an
+        H100) already cover the slowest tasks, and tuning those again spends the budget where it
+        was spent before.
+        """
+        adopted = 0
+        for task in tasks:
+            if not self.tuned(task) and (seconds := tuned_seconds(task)) is not None:
+                self.entries[task.task_name].update(adopted=True, best_s=seconds)
+                adopted += 1
+        self.save()
+        return adopted
 
     def mark_tuned(self, task, trials: int, best_s: float | None) -> None:
         entry = self.entries[task.task_name]
@@ -102,7 +120,8 @@ def report(progress: TaskProgress) -> str:
         if default is not None and best is not None:
             default_total += default * entry["weight"]
             best_total += best * entry["weight"]
-        cells = [name, entry["weight"], entry["rule"], _us(default), entry["trials"], _us(best)]
+        trials = "adopted" if entry.get("adopted") else entry["trials"]
+        cells = [name, entry["weight"], entry["rule"], _us(default), trials, _us(best)]
         rows.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     rows.append(
         f"\nkernel time, tasks x occurrences: default {default_total * 1e6:.1f} us, "

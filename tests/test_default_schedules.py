@@ -6,10 +6,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
-from fcm_tvm.default_schedules import commit_default, default_rules, default_schedule
+from fcm_tvm.default_schedules import commit_default, default_rules, default_schedule, is_default
 from fcm_tvm.models import build_model
 from fcm_tvm.tuning import tuning_module
 from fcm_tvm.tuning_progress import TaskProgress
@@ -50,6 +51,20 @@ def test_every_dlight_schedule_replays_from_a_database_to_the_same_kernel(cuda_t
     assert {"Matmul", "Fallback", "Reduction"} <= rules_used
 
 
+def test_a_record_is_the_default_schedule_only_with_the_default_trace(cuda_tasks, tmp_path: Path):
+    tasks, target = cuda_tasks
+    task = tasks[0]
+    database = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    commit_default(database, task, target, 1e-5)
+    workload = database.commit_workload(task.dispatched[0])
+    assert is_default(database.get_top_k(workload, 1)[0])
+    other = tvm.s_tir.Schedule(task.dispatched[0])  # any other trace: here the function unscheduled
+    other.get_sblock("root")
+    args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+    database.commit_tuning_record(ms.database.TuningRecord(other.trace, workload, [1e-6], target, args))
+    assert not is_default(database.get_top_k(workload, 1)[0])
+
+
 class Raises:
     def apply(self, *_):
         raise ValueError("this rule fails on this function")
@@ -83,6 +98,17 @@ def fake_progress(tmp_path: Path, times: dict[str, tuple[float | None, int]]) ->
     entries = {name: {"default_s": seconds, "weight": weight} for name, (seconds, weight) in times.items()}
     tasks = [SimpleNamespace(task_name=name) for name in times]
     return TaskProgress(tmp_path / "tasks.json", entries), tasks
+
+
+def test_tasks_with_a_tuned_record_are_adopted_as_tuned_and_the_others_stay_to_tune(tmp_path: Path):
+    progress, tasks = fake_progress(tmp_path, {"tuned_before": (9e-6, 1), "untuned": (5e-6, 1)})
+    for entry in progress.entries.values():
+        entry.update(trials=0, best_s=None)
+    tuned_elsewhere = {"tuned_before": 3e-6}
+    assert progress.adopt(tasks, lambda task: tuned_elsewhere.get(task.task_name)) == 1
+    assert [progress.tuned(task) for task in tasks] == [True, False]
+    assert progress.entries["tuned_before"]["best_s"] == 3e-6
+    assert progress.adopt(tasks, lambda task: tuned_elsewhere.get(task.task_name)) == 0  # once
 
 
 def test_tuning_focuses_on_the_tasks_that_take_the_given_share_of_the_time(tmp_path: Path):

@@ -228,7 +228,9 @@ def tuned_runs(tmp_path_factory) -> dict[str, Path]:
     (root / "after_first_run.json").write_text(after_first)
     focused = tune(separable_block(), "llvm", work_dir=root / "focused", focus=0.01, **options)
     budget = tune(separable_block(), "llvm", work_dir=root / "budget", time_budget_s=1e-3, **options)
-    return {"full": full, "focused": focused, "budget": budget, "root": root}
+    started = root / "started"
+    tune(separable_block(), "llvm", work_dir=started, start_from=focused, focus=1.0, **options)
+    return {"full": full, "focused": focused, "budget": budget, "started": started, "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +276,32 @@ def test_running_the_same_command_again_goes_on_where_the_last_run_stopped(tuned
     assert all(entry["trials"] == 2 for entry in progress_of(tuned_runs["full"]).values())
     summary = json.loads((tuned_runs["full"] / SUMMARY).read_text())  # of the second run, within seconds
     assert summary["candidates"]["measured"] == 0 and summary["tasks_tuned"] == 0
+
+
+@pytest.mark.slow
+def test_a_run_started_from_a_database_tunes_only_the_tasks_it_holds_no_tuned_record_of(
+    tuned_runs: dict[str, Path],
+):
+    before, after = progress_of(tuned_runs["focused"]), progress_of(tuned_runs["started"])
+    tuned_before = {name for name, entry in before.items() if entry["trials"]}
+    assert len(tuned_before) == 1 and after.keys() == before.keys()
+    for name, entry in after.items():
+        assert entry.get("adopted", False) == (name in tuned_before)
+        assert entry["trials"] == (0 if name in tuned_before else 2)
+    started_records = (tuned_runs["started"] / DATABASE).read_text().splitlines()
+    assert set((tuned_runs["focused"] / DATABASE).read_text().splitlines()) <= set(started_records)
+    assert "adopted" in report(TaskProgress.load(tuned_runs["started"]))
+
+
+def test_a_starting_database_must_hold_records_and_go_into_a_new_work_directory(tmp_path: Path):
+    with pytest.raises(FcmError, match="no tuning records to start from"):
+        tune(separable_block(), "llvm", work_dir=tmp_path / "new", start_from=tmp_path / "empty")
+    used = tmp_path / "used"
+    used.mkdir()
+    for name in (DATABASE, WORKLOADS):
+        (used / name).write_text("")
+    with pytest.raises(FcmError, match="already holds a database"):
+        tune(separable_block(), "llvm", work_dir=used, start_from=used)
 
 
 @pytest.mark.slow

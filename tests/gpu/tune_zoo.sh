@@ -7,7 +7,9 @@
 # (FOCUS of the time) one by one and stops between tasks at its time budget; running it again on
 # the same work dir goes on. Environment: TRIALS_PER_TASK (32), FOCUS (0.9), SEARCH (evolutionary),
 # TOTAL (s for the whole script, 540, shared by the cases), RESUME (a folder of earlier work dirs,
-# e.g. a carried runs/ from tune_zoo.tar.gz, copied in first), OUT (results),
+# e.g. a carried runs/ from tune_zoo.tar.gz, copied in first), START_FROM (a root of record folders,
+# e.g. fcm_tvm/data/tuning/h200: each case starts from its folder there, where it has one, and
+# tunes only the tasks it holds no tuned record of: tune --start-from), OUT (results),
 # TARGET (cuda; llvm for a dry run of the script on a machine without a GPU).
 # Back in $OUT (8 files at most): tune_zoo.tar.gz (tuning/<gpu>/<case>/ pruned databases to ship,
 # runs/<case>/ full work dirs with logs, summaries and tasks.json), tune_zoo_summary.json.
@@ -42,11 +44,14 @@ onnx.save(with_precision(build_model('$model', batch=$batch), '$precision'), sys
     || { echo "$name: could not build the model"; left=$((left - 1)); continue; }
   budget=$(( (TOTAL - ($(date +%s) - START) - 30) / left ))  # 30 s: pruning, the summary, the tarball
   if [ "$budget" -lt 60 ]; then echo "$name: skipped, no time left"; left=$((left - 1)); continue; fi
-  echo "== $name: tuning for at most $budget s"
+  from=${START_FROM:+$START_FROM/$name}
+  [ -n "$from" ] && [ ! -d "$from" ] && from=
+  echo "== $name: tuning for at most $budget s${from:+, starting from $from}"
   # the budget is checked between tasks: the kill is a safety net for one task running long
   timeout -s INT -k 10 $((budget + 60)) python -m fcm_tvm.cli tune "$RUN/$name.onnx" --target "$TARGET" \
     --fuse none --trials 100000 --trials-per-task "$TRIALS_PER_TASK" --focus "${FOCUS:-0.9}" \
-    --time-budget "$budget" --search "${SEARCH:-evolutionary}" -o "$work" > "$RUN/runs/$name.log" 2>&1
+    --time-budget "$budget" --search "${SEARCH:-evolutionary}" ${from:+--start-from "$from"} -o "$work" \
+    > "$RUN/runs/$name.log" 2>&1
   echo "   exit $? after $(( $(date +%s) - START )) s; $(grep '^\[fcm-tvm\] .*candidates' "$RUN/runs/$name.log" | tail -1)"
   if [ -d "$work" ]; then
     python -m fcm_tvm.records prune "$work" "$RUN/tuning/$GPU/$name" > /dev/null 2>&1 \
