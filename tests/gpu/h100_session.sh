@@ -81,6 +81,10 @@
 # Twenty-second session (H100): a 148-kernel TC sweep of two models at batch 1 (export + check) then
 # tc_graph of one model: 244 s; tc_graph of two models at batch 1: 324 s; tuned_table with TABLE=h100
 # KINDS=dw_pw, two models at batch 32 fp16: 347 s; bench_each of two models at batch 32 fp16: 190-220 s.
+# Twenty-third session (H100): a refused start cost 181 s; bench_each of one model at batch 32 fp16
+# then tune of two models at batch 1 fp16 with START_FROM (TOTAL=390): 418 s; tune going on
+# (TOTAL=290) then bench_each of both at batch 1 with RECORDS: 374 s; tune of two more (TOTAL=300)
+# then their bench: 359 s. A task takes 25-60 s at 32 candidates (10-15% fail to build: make_uint4).
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tc_graph | tune | ncu | profile}
 shift
