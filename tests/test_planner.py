@@ -121,6 +121,21 @@ def test_a_declined_block_names_its_head_where_fusing_the_head_is_the_faster_fal
     assert plan_chain(spec, H100).fallback is None
 
 
+def test_a_fallback_counts_only_parts_timed_on_the_gpu_that_timed_the_whole_chain(monkeypatch):
+    """The H100 plans on the H200's rows where it has none of its own; a whole chain timed on one
+    card and its part on the other would weigh one card's stock times against the other's."""
+    spec = chain("mobilenet_v2", "b14")
+    tail, head = planner_module.sub_chains(spec)
+    table = {
+        spec: [Measured(FcmTiles(), fcm_s=121 * US, stock_s=215 * US, gpu="h200")],
+        tail: [Measured(FcmTiles(), fcm_s=49 * US, stock_s=82 * US, gpu="h200")],
+        head: [Measured(FcmTiles(), fcm_s=84 * US, stock_s=186 * US, gpu="h100")],
+    }
+    use_table(monkeypatch, table)
+    assert planner_module.fallback_options(spec, H100) == pytest.approx({"tail": 182 * US})
+    assert plan_chain(spec, H100).fallback is None
+
+
 def test_a_fallback_is_weighed_on_one_clock_that_has_the_whole_chain_and_a_part(monkeypatch):
     """Decided on GPU time, but its parts were timed on wall clock only: whole and fallback are
     then compared on wall clock, never a wall-clock fallback against a GPU-time FCM."""

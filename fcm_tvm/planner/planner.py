@@ -187,7 +187,9 @@ def fallback_options(
     """Measured seconds, on ``clock``, of what runs when a PW->DW->PW chain is not fused whole, by
     part ("tail", "head"): that part fused where its FCM was faster, and the remaining PW stock
     (the stock chain's time less the stock part's). Empty for other kinds, or where the chain or
-    both parts were not measured on that clock.
+    both parts were not measured on that clock. A part counts only where it was timed on the
+    same GPU as the whole chain: an H100 plans on the H200's rows where it has none, and the
+    H200's stock times are not the H100's.
 
     Why: the alternative to the whole FCM is this fallback, not the all-stock chain. On the H100
     MnasNet's 192x7x7 blocks fused whole (62.8 us, against 75.7 us stock) made the model 0.72x
@@ -200,7 +202,7 @@ def fallback_options(
     options = {}
     for name, part in zip(("tail", "head"), sub_chains(spec)):
         known = measured_on(part, gpu, clock, tuned)
-        part_s = known.baseline(tuned)[1] if known else None
+        part_s = known.baseline(tuned)[1] if known and known.gpu == whole.gpu else None
         if part_s is not None:
             options[name] = min(known.fcm_s, part_s) + max(whole_s - part_s, 0.0)
     return options
