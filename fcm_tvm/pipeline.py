@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import tvm
 
+from . import cuda_postproc
 from .target import ResolvedTarget
 
 FUSE_MODES = ("auto", "all", "none")
@@ -69,6 +70,9 @@ def stock_pipeline(target: tvm.target.Target, tuning_records: str | None = None)
     dlight runs as :class:`~fcm_tvm.default_schedules.ApplyStockSchedule`: the same rules, but a
     rule that raises passes the function on to the next one instead of stopping the build.
     """
+
+    if target.kind.name == "cuda":
+        cuda_postproc.install()  # records may hold candidates that build only with the repair
 
     @tvm.transform.module_pass(opt_level=0, name="StockPipeline")
     def run(module: tvm.IRModule, _context) -> tvm.IRModule:
