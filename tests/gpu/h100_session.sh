@@ -165,8 +165,12 @@ bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per m
 tuned_table)  # MODELS' chains (of KINDS only, if given) re-timed with this GPU's shipped records
   # (stock_tuned), the table of TABLE (h200 unless named; EXTRA_SWEEPS join it) rebuilt with them
   # into /tmp/fcm-measured (for FCM_TVM_MEASURED), then stock-tuned against fcm-tuned planned on
-  # it: so that the planner weighs a tuned build against tuned stock chains
-  TUNING=${TUNING:-fcm_tvm/data/tuning/h200} LAYERS_FLAGS="--sub-chains --variants stock,stock_tuned ${KINDS:+--kinds $KINDS}" \
+  # it: so that the planner weighs a tuned build against tuned stock chains. GRAPH=K times them
+  # inside CUDA graphs too (the FCMs as well: the table keeps graph times only of rows that have
+  # the FCM's), for graph builds at batch 1, e.g. TUNING=fcm_tvm/data/tuning/h100 TABLE=h100 GRAPH=10
+  variants=stock,stock_tuned; [ -n "${GRAPH:-}" ] && variants=fcm,$variants
+  TUNING=${TUNING:-fcm_tvm/data/tuning/h200} \
+    LAYERS_FLAGS="--sub-chains ${GRAPH:+--graph-clock $GRAPH} --variants $variants ${KINDS:+--kinds $KINDS}" \
     bash "$0" layers
   EXTRA_LAYERS="$(layer_results)" table_for ${TABLE:-h200}; bench_measured ;;
 tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this host's cores, checked
