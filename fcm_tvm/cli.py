@@ -101,9 +101,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 SHIPPED = "shipped"
 
 
-def _shipped_records_for(args: argparse.Namespace) -> Path:
+def _shipped_records_for(args: argparse.Namespace, option: str = "--tuning-records") -> Path:
     """The records shipped for zoo model ``args.model`` on ``args.target``'s GPU, at the batch and
-    precision it is compiled in."""
+    precision it is compiled (or tuned) in; ``option``: the flag that asked, for messages."""
     from .models import MODELS
     from .records import shipped_cases, shipped_records
     from .target import resolve_target
@@ -111,12 +111,10 @@ def _shipped_records_for(args: argparse.Namespace) -> Path:
     model, precision = args.model, args.precision or "fp32"
     batch = zoo_batch(args.batch)
     if model not in MODELS or Path(model).exists():
-        raise FcmError(
-            f"--tuning-records {SHIPPED} needs a zoo model name (see 'fcm-tvm models'), not {model}"
-        )
+        raise FcmError(f"{option} {SHIPPED} needs a zoo model name (see 'fcm-tvm models'), not {model}")
     resolved = resolve_target(args.target)
     if not resolved.is_cuda or resolved.gpu is None:
-        raise FcmError(f"--tuning-records {SHIPPED}: records ship for GPUs only, not {resolved.describe()}")
+        raise FcmError(f"{option} {SHIPPED}: records ship for GPUs only, not {resolved.describe()}")
     folder = shipped_records(resolved.gpu.key, model, batch, precision, args.fuse)
     if folder is None:
         have = ", ".join(shipped_cases(resolved.gpu.key)) or "none"
@@ -218,6 +216,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning import SUMMARY, tune
 
     progress(f"tuning {args.model} for {args.target} with {args.trials} trials (fuse={args.fuse})")
+    start_from = args.start_from
+    if start_from == SHIPPED:
+        start_from = _shipped_records_for(args, "--start-from")
+        progress(f"starting from the shipped tuning records {start_from}")
     folder = tune(
         model_source(args.model, args.batch),
         args.target,
@@ -231,7 +233,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         run_timeout_s=args.run_timeout,
         search=args.search,
         precision=args.precision,
-        start_from=args.start_from,
+        start_from=start_from,
     )
     print(f"tuning records in {folder} (use: fcm-tvm compile ... --tuning-records {folder})")
     print(f"summary in {folder / SUMMARY}")
@@ -421,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--start-from",
         metavar="DIR",
         help="copy this database (a work directory, or shipped records, e.g. another GPU's) into a "
-        "new output directory first, and tune only the tasks it holds no tuned record of",
+        "new output directory first, and tune only the tasks it holds no tuned record of; 'shipped': "
+        "the records shipped for this zoo model, batch and precision on the target's GPU",
     )
     tune_parser.add_argument(
         "--run-timeout", type=float, metavar="S", help="seconds to measure one candidate (default: 30)"

@@ -186,6 +186,28 @@ def test_compile_finds_the_records_shipped_for_its_batch_and_precision():
     assert _shipped_records_for(args).name == "mobilenet_v2_b1_fp32_stock"
 
 
+def test_tune_starts_from_the_shipped_records_of_its_case_where_asked():
+    result = fcm_tvm(
+        "tune",
+        "mobilenet_v2",
+        "--target",
+        "h100",
+        "--precision",
+        "fp16",
+        "--fuse",
+        "none",
+        "--start-from",
+        "shipped",
+    )
+    assert "starting from the shipped tuning records" in result.stderr
+    assert "mobilenet_v2_b1_fp16_stock" in result.stderr
+    unshipped = fcm_tvm("tune", "mobilenet_v2", "--target", "h100", "--batch", "8", "--start-from", "shipped")
+    assert (
+        unshipped.returncode == 1
+        and "no tuning records ship for mobilenet_v2 (batch 8, fp32)" in unshipped.stderr
+    )
+
+
 def test_plan_with_cuda_graph_decides_on_times_without_the_stock_launches(tmp_path: Path):
     reasons = {  # MobileNetV1 was profiled with ncu, MobileNetV2 timed inside a graph as well
         ("mobilenet_v1",): "measured against stock (GPU time)",
