@@ -116,7 +116,7 @@ def tune(
     folder = Path(work_dir)
     folder.mkdir(parents=True, exist_ok=True)
     if start_from is not None:
-        copy_database(Path(start_from), folder)
+        _copy_database(Path(start_from), folder)
     tasks = ms.relax_integration.extract_tasks(module, tvm_target)
     if not tasks:
         raise FcmError("nothing to tune: every kernel of the model is already scheduled")
@@ -164,7 +164,7 @@ def _check_start_from(source: Path, folder: Path) -> None:
         raise FcmError(f"{folder} already holds a database: go on tuning it without a starting database")
 
 
-def copy_database(source: Path, folder: Path) -> None:
+def _copy_database(source: Path, folder: Path) -> None:
     """Copy the database at ``source`` (plain or packed, :mod:`.records`) into ``folder``."""
     plain = records.unpacked(source)
     for name in (records.DATABASE, records.WORKLOADS):
@@ -251,8 +251,8 @@ class _Session:
         """The fastest run time of the database's records for ``task`` that are not its default
         schedule (None: it holds none, so the task was never tuned into it)."""
         workload = self.database.commit_workload(task.dispatched[0])
-        records = self.database.get_top_k(workload, ALL_RECORDS)
-        tuned = (record for record in records if record.run_secs and not is_default(record))
+        fastest_first = self.database.get_top_k(workload, ALL_RECORDS)
+        tuned = (record for record in fastest_first if record.run_secs and not is_default(record))
         return next((mean_seconds(record.run_secs) for record in tuned), None)
 
 
