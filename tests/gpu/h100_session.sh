@@ -86,7 +86,7 @@
 # (TOTAL=290) then bench_each of both at batch 1 with RECORDS: 374 s; tune of two more (TOTAL=300)
 # then their bench: 359 s. A task takes 25-60 s at 32 candidates (10-15% fail to build: make_uint4).
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tc_graph | tune | ncu | profile}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -197,6 +197,11 @@ tc_graph)  # a sweep of this GPU's (SWEEP: tensor-core tiles, say) joins the H10
 tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.sh)
   hide_torch
   bash tests/gpu/tune_zoo.sh "$@" ;;
+tune_bench)  # MODELS tuned at BATCH and PRECISION (tune_zoo.sh: TOTAL, START_FROM, or again to go
+  # on), then bench_each on those records; the pruned databases come back in tune_zoo.tar.gz
+  cases=(); for model in ${MODELS//,/ }; do cases+=("$model:${BATCH:-1}:${PRECISION:-fp32}"); done
+  bash "$0" tune "${cases[@]}" | grep -E "tuning for|exit|kernel time|done in"
+  RECORDS=/tmp/fcm-tune/tuning/$(ls /tmp/fcm-tune/tuning | head -1) bash "$0" bench_each ;;
 ncu)  # DRAM bytes and GPU time of every chain, fused and unfused (tuned too, given TUNING), one
   # process per model as the layers stage runs them; each model's workloads come back as
   # gpu_times_<model>_b<BATCH>.json (ncu_bytes), the planner table's GPU times (--gpu-times)
