@@ -7,6 +7,10 @@ against the task's unscheduled function built for the CPU on the same random inp
 
     python tests/gpu/check_cuda_postproc.py build OUT_DIR LOG...   # here: libraries + inputs
     python tests/gpu/check_cuda_postproc.py run OUT_DIR            # GPU host, .gpu/rt/env.sh sourced
+
+The logs of the 81 candidates that failed on the H100 (2026-12-06, before the repair; tuning now
+builds them) are ``tests/data/make_uint4_tuning_logs.tar.xz``: ``tar xJf`` it in a scratch folder
+and pass ``runs/*/logs/*.log``.
 """
 
 from __future__ import annotations
