@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
+import tarfile
 from pathlib import Path
 
 import tvm
@@ -111,3 +113,27 @@ def test_installing_keeps_a_callback_registered_before_and_runs_it_first():
         if earlier is not None:
             tvm.register_global_func(CALLBACK, earlier, override=True)
         install.cache_clear()
+
+
+def postproc_checker():
+    path = Path(__file__).parent / "gpu" / "check_cuda_postproc.py"
+    spec = importlib.util.spec_from_file_location("check_cuda_postproc", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_check_finds_every_broken_candidate_in_the_kept_tuning_logs(tmp_path: Path):
+    """The logs kept for the GPU check hold 81 candidates that failed with TVM's constructors, in
+    20 tasks; each is a whole module to build, with its task's unscheduled module beside it."""
+    checker = postproc_checker()
+    with tarfile.open(Path(__file__).parent / "data" / "make_uint4_tuning_logs.tar.xz") as logs:
+        logs.extractall(tmp_path, filter="data")
+    found = {log: checker.logged_modules(log) for log in sorted(tmp_path.glob("runs/*/logs/*.log"))}
+    assert len(found) == 20 and sum(len(failed) for _, failed in found.values()) == 81
+    workload, failed = next(iter(found.values()))
+    assert all(not checker.TRACE.match(line) for script in failed for line in script.splitlines())
+    import tvm.s_tir.tensor_intrin  # noqa: F401  (the candidates are tensorized)
+
+    for script in (workload, failed[0]):
+        assert isinstance(tvm.script.from_source(script)["main"], tvm.tirx.PrimFunc)
