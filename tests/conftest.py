@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,3 +60,12 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
     assert np.isfinite(actual).all(), "non-finite values in the output"
     return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
+
+
+def gpu_script(name: str):
+    """The GPU-host script ``tests/gpu/<name>.py`` as a module (its CPU-side parts are tested here)."""
+    path = Path(__file__).parent / "gpu" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,9 +3,7 @@ about tiles that fit and fill it, and always about the tiles the planner already
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 from fcm_tvm.gpus import get_gpu
 from fcm_tvm.planner.cost_model import fcm_blocks
@@ -13,17 +11,14 @@ from fcm_tvm.planner.measured import measured
 from fcm_tvm.planner.tiles import fit_problems
 from fcm_tvm.schedules import default_tiles
 from fcm_tvm.schedules.spec import Depthwise, FcmSpec, Pointwise
+from tests.conftest import gpu_script
 
 H100 = get_gpu("h100")
 BLOCK = FcmSpec(1, 96, 14, 14, (Pointwise(576, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(96)), True)
 
 
 def kernel_checker():
-    path = Path(__file__).parent / "gpu" / "check_fcm_kernels.py"
-    spec = importlib.util.spec_from_file_location("check_fcm_kernels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return gpu_script("check_fcm_kernels")
 
 
 def test_broad_choices_fit_fill_the_gpu_and_keep_the_default_and_the_measured_best():

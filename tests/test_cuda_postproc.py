@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import tarfile
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import tvm
 
 from fcm_tvm.cuda_postproc import CALLBACK, install, repair
+from tests.conftest import gpu_script
 
 PACK_HALF2 = """
 static inline __device__ __host__ unsigned
@@ -115,18 +115,10 @@ def test_installing_keeps_a_callback_registered_before_and_runs_it_first():
         install.cache_clear()
 
 
-def postproc_checker():
-    path = Path(__file__).parent / "gpu" / "check_cuda_postproc.py"
-    spec = importlib.util.spec_from_file_location("check_cuda_postproc", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_gpu_check_finds_every_broken_candidate_in_the_kept_tuning_logs(tmp_path: Path):
     """The logs kept for the GPU check hold 81 candidates that failed with TVM's constructors, in
     20 tasks; each is a whole module to build, with its task's unscheduled module beside it."""
-    checker = postproc_checker()
+    checker = gpu_script("check_cuda_postproc")
     with tarfile.open(Path(__file__).parent / "data" / "make_uint4_tuning_logs.tar.xz") as logs:
         logs.extractall(tmp_path, filter="data")
     found = {log: checker.logged_modules(log) for log in sorted(tmp_path.glob("runs/*/logs/*.log"))}
