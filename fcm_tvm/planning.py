@@ -55,7 +55,7 @@ def plan(
     # one decision per distinct chain, for both tables (the rewrite asks again for every whole chain)
     decide = cache(partial(plan_chain, gpu=gpu_spec, tuned=tuned, cuda_graph=cuda_graph))
     whole = _numbered(decide(spec) for spec in find_chains(module))
-    return ModelPlan(gpu_spec, Plan(gpu_spec, whole), _numbered(fused_decisions(module, decide)))
+    return ModelPlan(gpu_spec, Plan(gpu_spec, whole, tuned), _numbered(fused_decisions(module, decide)))
 
 
 def _numbered(decisions: Iterable) -> tuple:

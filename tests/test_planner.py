@@ -613,3 +613,16 @@ def test_a_graph_build_prefers_times_taken_inside_a_cuda_graph_over_ncus(monkeyp
     timed["graph_us"] = {"stock": 7.0}
     assert measured(spec, H100, cuda_graph=True).clock == "gpu"
     assert measured(spec, H100).clock == "wall"
+
+
+def test_a_tuned_plan_says_how_many_chains_it_weighed_against_untuned_stock():
+    """The H100's batch-1 fp16 rows have no tuned stock time; its fp32 rows have."""
+    fp16 = fcm_tvm.plan(build_model("mobilenet_v2"), "h100", tuned=True, cuda_graph=True, precision="fp16")
+    assert fp16.plan.against_untuned == len(fp16.plan.decisions) == 17
+    assert "note: a tuned build, but 17 of 17 chains were weighed against untuned stock" in fp16.table()
+    assert fp16.to_json()["totals"]["against_untuned_stock"] == 17
+    assert {chain["against"] for chain in fp16.to_json()["chains"]} == {"stock"}
+    fp32 = fcm_tvm.plan(build_model("mobilenet_v2"), "h100", tuned=True, cuda_graph=True)
+    assert fp32.plan.against_untuned == 0 and "note:" not in fp32.table()
+    untuned = fcm_tvm.plan(build_model("mobilenet_v2"), "h100", cuda_graph=True, precision="fp16")
+    assert untuned.plan.against_untuned == 0  # against stock is what an untuned build runs

@@ -37,7 +37,8 @@ class Decision:
     PW->DW->PW chain, the part the rewrite should fuse in its place if it is declined, "head"
     where the PW->DW head was measured to save more than the DW->PW tail (the pass otherwise
     tries the tail first); None to leave the pass its order. ``measured_on``: the GPU whose
-    measured times decided (None where the cost model did).
+    measured times decided (None where the cost model did); ``against``: the stock chain they
+    were weighed against, "stock" or "tuned stock" (None where the cost model decided).
     """
 
     spec: FcmSpec
@@ -50,6 +51,7 @@ class Decision:
     name: str = ""
     fallback: str | None = None
     measured_on: str | None = None
+    against: str | None = None
 
     @property
     def planned(self) -> ChainEstimate:
@@ -66,10 +68,18 @@ class Decision:
 
 @dataclass(frozen=True)
 class Plan:
-    """The decisions for a list of chains on one GPU, and their totals."""
+    """The decisions for a list of chains on one GPU, and their totals; ``tuned``: made for a build
+    with tuning records."""
 
     gpu: GpuSpec
     decisions: tuple[Decision, ...]
+    tuned: bool = False
+
+    @property
+    def against_untuned(self) -> int:
+        """How many decisions of a tuned plan weighed measured times against *untuned* stock:
+        their rows have no tuned stock time, so a chain may be fused that tuned stock beats."""
+        return sum(d.against == "stock" for d in self.decisions) if self.tuned else 0
 
     @property
     def fused_count(self) -> int:
@@ -156,7 +166,8 @@ def measured_decision(
     tiles = known.tiles if fuse else None
     clock = {"gpu": " (GPU time)", "graph": " (in a CUDA graph)"}.get(known.clock, "")
     reason = f"measured against {against}{clock}: {reason}"
-    return Decision(spec, gpu, fuse, tiles, reason, unfused, fused, name, fallback, known.gpu or None)
+    measured_on = known.gpu or None
+    return Decision(spec, gpu, fuse, tiles, reason, unfused, fused, name, fallback, measured_on, against)
 
 
 def sub_chains(spec: FcmSpec) -> tuple[FcmSpec, FcmSpec]:

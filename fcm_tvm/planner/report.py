@@ -81,7 +81,19 @@ def format_plan(plan: Plan) -> str:
         f"{plan.fused_count} of {len(plan.decisions)} chains fused whole"
     )
     reasons = [f"  {d.name}: {d.reason}" for d in plan.decisions]
-    return "\n".join([*framed(title, plan), "", "why:", *reasons])
+    return "\n".join([*framed(title, plan), "", "why:", *reasons, *_untuned_note(plan)])
+
+
+def _untuned_note(plan: Plan) -> list[str]:
+    """A tuned plan that weighed chains against untuned stock says how many and how to mend it."""
+    if not plan.against_untuned:
+        return []
+    return [
+        "",
+        f"note: a tuned build, but {plan.against_untuned} of {len(plan.decisions)} chains were weighed "
+        "against untuned stock: their measured rows have no tuned stock time, and tuned stock may "
+        "beat some that it fuses (docs/planner.md, 'Tuned builds')",
+    ]
 
 
 def format_rewrite(fused: Sequence[Decision]) -> str:
@@ -164,6 +176,7 @@ def decision_dict(decision: Decision) -> dict[str, Any]:
         "tiles": asdict(decision.tiles) if decision.tiles else None,
         "reason": decision.reason,
         "measured_on": decision.measured_on,
+        "against": decision.against,
         "unfused": estimate_dict(decision.unfused),
         "fused": estimate_dict(decision.fused),
     }
@@ -180,6 +193,7 @@ def plan_dict(plan: Plan, fused: Sequence[Decision] | None = None) -> dict[str, 
         "totals": {
             "chains": len(plan.decisions),
             "fused": plan.fused_count,
+            "against_untuned_stock": plan.against_untuned,
             "unfused_dram_bytes": plan.unfused_dram,
             "planned_dram_bytes": plan.planned_dram,
             "unfused_time_us": plan.unfused_time_s / US,
