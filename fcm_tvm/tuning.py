@@ -135,8 +135,9 @@ def tune(
         with stop:
             session = _Session(folder, tvm_target, builder, runner, search, seed)
             if start_from is not None:
-                adopted = progress.adopt(chosen, session.tuned_seconds)
-                log.info("%d tasks tuned in %s: not tuned again", adopted, start_from)
+                plan["adopted"] = progress.adopt(chosen, session.tuned_seconds)
+                write_json(folder / SUMMARY, plan)
+                log.info("%d tasks tuned in %s: not tuned again", plan["adopted"], start_from)
             budget = _Budget(trials, trials_per_task, started + (time_budget_s or math.inf))
             session.tune_in_order(progress, tasks, chosen, budget)
         status = "finished"

@@ -37,9 +37,11 @@ class TuningSummary:
 
     def line(self) -> str:
         d, c = self.data, self.data.get("candidates", {})
-        tuned = f"{d.get('tasks_tuned', 0)}/{d.get('tasks', '?')} tasks"
+        tuned = f"{d.get('tasks_tuned', 0)}/{d.get('tasks', '?')} tasks tuned"
+        if d.get("adopted"):
+            tuned += f" ({d['adopted']} more adopted from the starting database)"
         text = (
-            f"{self.folder.name}: {d.get('status', '?')}, {tuned} tuned, {c.get('measured', 0)} candidates: "
+            f"{self.folder.name}: {d.get('status', '?')}, {tuned}, {c.get('measured', 0)} candidates: "
             f"{c.get('ok', 0)} ok, {c.get('build_failed', 0)} failed to build, "
             f"{c.get('run_failed', 0)} failed to run"
         )

@@ -291,6 +291,9 @@ def test_a_run_started_from_a_database_tunes_only_the_tasks_it_holds_no_tuned_re
     started_records = (tuned_runs["started"] / DATABASE).read_text().splitlines()
     assert set((tuned_runs["focused"] / DATABASE).read_text().splitlines()) <= set(started_records)
     assert "adopted" in report(TaskProgress.load(tuned_runs["started"]))
+    summary = summarize(tuned_runs["started"])
+    assert summary.data["adopted"] == 1
+    assert "1/2 tasks tuned (1 more adopted from the starting database)" in summary.line()
 
 
 def test_a_starting_database_must_hold_records_and_go_into_a_new_work_directory(tmp_path: Path):
