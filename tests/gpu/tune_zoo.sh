@@ -9,7 +9,8 @@
 # TOTAL (s for the whole script, 540, shared by the cases), RESUME (a folder of earlier work dirs,
 # e.g. a carried runs/ from tune_zoo.tar.gz, copied in first), START_FROM (a root of record folders,
 # e.g. fcm_tvm/data/tuning/h200: each case starts from its folder there, where it has one, and
-# tunes only the tasks it holds no tuned record of: tune --start-from), OUT (results),
+# tunes only the tasks it holds no tuned record of: tune --start-from; a work dir that already
+# holds a database just goes on), OUT (results),
 # TARGET (cuda; llvm for a dry run of the script on a machine without a GPU).
 # Back in $OUT (8 files at most): tune_zoo.tar.gz (tuning/<gpu>/<case>/ pruned databases to ship,
 # runs/<case>/ full work dirs with logs, summaries and tasks.json), tune_zoo_summary.json.
@@ -45,7 +46,7 @@ onnx.save(with_precision(build_model('$model', batch=$batch), '$precision'), sys
   budget=$(( (TOTAL - ($(date +%s) - START) - 30) / left ))  # 30 s: pruning, the summary, the tarball
   if [ "$budget" -lt 60 ]; then echo "$name: skipped, no time left"; left=$((left - 1)); continue; fi
   from=${START_FROM:+$START_FROM/$name}
-  [ -n "$from" ] && [ ! -d "$from" ] && from=
+  [ -n "$from" ] && { [ ! -d "$from" ] || [ -f "$work/database_tuning_record.json" ]; } && from=  # going on
   echo "== $name: tuning for at most $budget s${from:+, starting from $from}"
   # the budget is checked between tasks: the kill is a safety net for one task running long
   timeout -s INT -k 10 $((budget + 60)) python -m fcm_tvm.cli tune "$RUN/$name.onnx" --target "$TARGET" \
