@@ -249,11 +249,16 @@ class _Session:
         return mean_seconds(best[0].run_secs) if best and best[0].run_secs else None
 
     def tuned_seconds(self, task) -> float | None:
-        """The fastest run time of the database's records for ``task`` that are not its default
-        schedule (None: it holds none, so the task was never tuned into it)."""
+        """The fastest run time of the database's records for ``task`` on this kind of target that
+        are not its default schedule (None: it holds none, so the task was never tuned into it)."""
         workload = self.database.commit_workload(task.dispatched[0])
         fastest_first = self.database.get_top_k(workload, ALL_RECORDS)
-        tuned = (record for record in fastest_first if record.run_secs and not is_default(record))
+        kind = self.target.kind.name
+        tuned = (
+            record
+            for record in fastest_first
+            if record.run_secs and record.target.kind.name == kind and not is_default(record)
+        )
         return next((mean_seconds(record.run_secs) for record in tuned), None)
 
 
