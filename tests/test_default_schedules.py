@@ -51,6 +51,16 @@ def test_every_dlight_schedule_replays_from_a_database_to_the_same_kernel(cuda_t
     assert {"Matmul", "Fallback", "Reduction"} <= rules_used
 
 
+def commit_other_schedule(database, task, target, seconds: float) -> None:
+    """A record of ``task`` whose trace is not the default schedule's (the function unscheduled),
+    as a tuned record looks to :func:`is_default`."""
+    other = tvm.s_tir.Schedule(task.dispatched[0])
+    other.get_sblock("root")
+    args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+    workload = database.commit_workload(task.dispatched[0])
+    database.commit_tuning_record(ms.database.TuningRecord(other.trace, workload, [seconds], target, args))
+
+
 def test_a_record_is_the_default_schedule_only_with_the_default_trace(cuda_tasks, tmp_path: Path):
     tasks, target = cuda_tasks
     task = tasks[0]
@@ -58,11 +68,21 @@ def test_a_record_is_the_default_schedule_only_with_the_default_trace(cuda_tasks
     commit_default(database, task, target, 1e-5)
     workload = database.commit_workload(task.dispatched[0])
     assert is_default(database.get_top_k(workload, 1)[0])
-    other = tvm.s_tir.Schedule(task.dispatched[0])  # any other trace: here the function unscheduled
-    other.get_sblock("root")
-    args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
-    database.commit_tuning_record(ms.database.TuningRecord(other.trace, workload, [1e-6], target, args))
+    commit_other_schedule(database, task, target, 1e-6)
     assert not is_default(database.get_top_k(workload, 1)[0])
+
+
+def test_a_tuned_record_is_adopted_only_for_its_own_kind_of_target(cuda_tasks, tmp_path: Path):
+    from fcm_tvm.tuning import _Session
+
+    tasks, target = cuda_tasks
+    task = tasks[0]
+    database = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    commit_other_schedule(database, task, target, 1e-6)
+    session = SimpleNamespace(database=database, target=target)
+    assert _Session.tuned_seconds(session, task) == pytest.approx(1e-6)
+    session.target = tvm.target.Target("llvm")
+    assert _Session.tuned_seconds(session, task) is None  # a CUDA record never tunes a CPU task
 
 
 class Raises:
