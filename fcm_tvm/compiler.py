@@ -68,10 +68,10 @@ class CompiledModel:
 
     def cuda_source(self) -> str:
         """The generated CUDA C source (what the GPU host compiles on load)."""
-        for module in _walk_modules(self.executable.mod):
-            if module.kind == "cuda":
-                return module.inspect_source()
-        raise FcmError(f"no CUDA code: the target is {self.target.describe()}")
+        source = module_cuda_source(self.executable.mod)
+        if source is None:
+            raise FcmError(f"no CUDA code: the target is {self.target.describe()}")
+        return source
 
     def _device(self) -> tvm.runtime.Device:
         if not self.target.is_cuda:
@@ -86,10 +86,16 @@ def metadata_path(library: Path) -> Path:
     return library.with_name(library.name + METADATA_SUFFIX)
 
 
-def _walk_modules(module):
+def walk_modules(module):
+    """``module`` and every module it imports, depth first (an executable's host and device code)."""
     yield module
     for imported in module.imports:
-        yield from _walk_modules(imported)
+        yield from walk_modules(imported)
+
+
+def module_cuda_source(module) -> str | None:
+    """The CUDA C source among ``module`` and its imports (None where there is none)."""
+    return next((each.inspect_source() for each in walk_modules(module) if each.kind == "cuda"), None)
 
 
 def compile(  # noqa: A001 (the public name mirrors tvm.compile)

@@ -24,7 +24,7 @@ import tvm
 
 CALLBACK = "tvm_callback_cuda_postproc"
 WORDS = {"make_uint2": 2, "make_uint4": 4, "make_longlong4": 4}  # arguments each constructor takes
-_CALL = re.compile(r"\b(make_uint[24]|make_longlong4)\(")
+_CALL = re.compile(rf"\b({'|'.join(WORDS)})\(")
 _HALF_POINTER = re.compile(r"\bhalf\s*\*\s*(?:__restrict__\s+)?(\w+)")
 _HALF_ARRAY = re.compile(r"\bhalf\s+(\w+)\s*\[")
 _READ = re.compile(r"\s*\(?\s*(\w+)\s*\[")

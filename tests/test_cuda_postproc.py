@@ -8,6 +8,7 @@ from pathlib import Path
 
 import tvm
 
+from fcm_tvm.compiler import module_cuda_source
 from fcm_tvm.cuda_postproc import CALLBACK, install, repair
 from tests.conftest import gpu_script
 
@@ -70,7 +71,7 @@ def test_a_tuning_candidate_that_tvm_prints_with_eight_lane_constructors_compile
     module = tvm.script.from_source(candidate.read_text())
     install()
     library = tvm.compile(module, target=tvm.target.Target({"kind": "cuda", "arch": "sm_90"}))
-    source = next(m for m in library.mod.imports if m.kind == "cuda").inspect_source()
+    source = module_cuda_source(library.mod)
     assert source.count("make_uint4(__pack_half2(") == 18  # every gather of eight halves
     (tmp_path / "candidate.cu").write_text(source)
     subprocess.run(

@@ -21,6 +21,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 import fcm_tvm
+from fcm_tvm.compiler import module_cuda_source
 from fcm_tvm.models import build_model
 from fcm_tvm.precision import with_precision
 from fcm_tvm.reference import float64_reference
@@ -479,12 +480,9 @@ def test_batchnorm_after_a_conv_read_elsewhere_is_not_folded():
 
 
 def cuda_source(executable) -> str:
-    def walk(module):
-        yield module
-        for imported_module in module.imports:
-            yield from walk(imported_module)
-
-    return next(m.inspect_source() for m in walk(executable.mod) if m.kind == "cuda")
+    source = module_cuda_source(executable.mod)
+    assert source is not None, "no CUDA module"
+    return source
 
 
 def kernel_definition(source: str, name: str) -> str:

@@ -22,6 +22,7 @@ import pytest
 import tvm
 from tvm.script import from_source
 
+from fcm_tvm.compiler import walk_modules
 from fcm_tvm.errors import FcmError
 from fcm_tvm.schedules import (
     Depthwise,
@@ -459,12 +460,6 @@ def test_stock_relax_cuda_pipeline_keeps_the_kernel_whole(split: int) -> None:
     assert "s0_out_shared" in fcm_kernel, "the kernel body is the hand schedule, not a fused rewrite"
     host = next(m for m in walk_modules(executable.mod) if m.kind == "llvm").inspect_source("ll")
     assert ("TVMBackendAllocWorkspace" in host) == (split > 1)
-
-
-def walk_modules(module):
-    yield module
-    for imported in module.imports:
-        yield from walk_modules(imported)
 
 
 def test_wide_inputs_are_read_from_global_memory_and_the_rest_staged() -> None:

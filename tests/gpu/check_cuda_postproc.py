@@ -56,6 +56,7 @@ def build(out_dir: Path, logs: list[Path]) -> int:
     import tvm.s_tir.tensor_intrin  # noqa: F401  (the candidates are tensorized)
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
+    from fcm_tvm.compiler import module_cuda_source
     from fcm_tvm.cuda_postproc import install
 
     install()
@@ -65,25 +66,20 @@ def build(out_dir: Path, logs: list[Path]) -> int:
     for log in logs:
         workload, failed = logged_modules(log)
         task = f"{log.parent.parent.name}.{log.stem.split('task_0_')[-1]}"  # run.task: unique
-        reference = tvm.compile(tvm.script.from_source(workload), target="llvm")
-        arguments = ArgInfo.from_prim_func(tvm.script.from_source(workload)["main"])
+        unscheduled = tvm.script.from_source(workload)
+        reference = tvm.compile(unscheduled, target="llvm")
+        arguments = ArgInfo.from_prim_func(unscheduled["main"])
         shapes = [([int(d) for d in info.shape], str(info.dtype)) for info in arguments]
         inputs = [rng.uniform(-1, 1, shape).astype(dtype) for shape, dtype in shapes[:-1]]
         np.savez(out_dir / f"{task}.npz", *inputs, expected=_run(reference, tvm.cpu(), inputs, shapes[-1]))
         for index, script in enumerate(failed):
             library = tvm.compile(tvm.script.from_source(script), target=cuda)
-            _nvcc(_cuda_source(library.mod), out_dir / f"{task}_{index}.cu")  # fails without the repair
+            _nvcc(module_cuda_source(library.mod), out_dir / f"{task}_{index}.cu")  # fails without the repair
             library.export_library(str(out_dir / f"{task}_{index}.so"))
             cases[f"{task}_{index}"] = task
             print(f"built {task}_{index}", flush=True)
     (out_dir / "cases.json").write_text(json.dumps(cases))
     return 0
-
-
-def _cuda_source(module) -> str:
-    if module.kind == "cuda":
-        return module.inspect_source()
-    return next(source for imported in module.imports if (source := _cuda_source(imported)))
 
 
 def _nvcc(source: str, path: Path) -> None:
