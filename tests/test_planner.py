@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import fields, replace
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ import fcm_tvm.gpus as gpus
 import fcm_tvm.planner.measured as measured_module
 import fcm_tvm.planner.planner as planner_module
 from fcm_tvm.errors import FcmError, TargetError
+from fcm_tvm.frontend import graph_inputs, import_onnx
 from fcm_tvm.gpus import (
     GpuSpec,
     all_gpus,
@@ -25,12 +27,16 @@ from fcm_tvm.gpus import (
     gpu_for_target,
 )
 from fcm_tvm.models import build_model
+from fcm_tvm.pipeline import apply_fusion
 from fcm_tvm.planner import candidate_tiles, estimate_fused, format_plan, plan_chain, plan_chains, to_json
 from fcm_tvm.planner.layers import EFFICIENTNET_B0, MOBILENET_V2, model_chains
 from fcm_tvm.planner.measured import Measured, clocks, from_row, measured
 from fcm_tvm.planner.tiles import shared_bytes, tile_grid
+from fcm_tvm.precision import as_precision
+from fcm_tvm.relay_passes.record import spec_from_record
 from fcm_tvm.schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from fcm_tvm.schedules.tiles import tile_problems
+from fcm_tvm.target import resolve_target
 
 H100 = get_gpu("h100")
 ORIN = get_gpu("orin")
@@ -626,3 +632,18 @@ def test_a_tuned_plan_says_how_many_chains_it_weighed_against_untuned_stock():
     assert fp32.plan.against_untuned == 0 and "note:" not in fp32.table()
     untuned = fcm_tvm.plan(build_model("mobilenet_v2"), "h100", cuda_graph=True, precision="fp16")
     assert untuned.plan.against_untuned == 0  # against stock is what an untuned build runs
+
+
+def test_a_tuned_build_fuses_exactly_the_chains_and_tiles_of_its_plan():
+    """What ``fcm-tvm plan`` lists is what the build fuses, chain for chain. MobileNetV2's fp16
+    batch-32 plan fuses the PW->DW heads of three residual blocks, which the build once turned
+    into their DW->PW tails (the second rewrite of FoldAndFuse asked the planner again)."""
+    proto = build_model("mobilenet_v2", batch=32)
+    planned = fcm_tvm.plan(proto, "h100", tuned=True, precision="fp16")
+    assert any(decision.spec.kind == "pw_dw" for decision in planned.fused)
+    half = as_precision(proto, "fp16")
+    module = import_onnx(half, graph_inputs(half, None))
+    _, built = apply_fusion(module, resolve_target("h100"), "auto", tuned=True)
+    assert Counter((d.spec, d.tiles) for d in planned.fused) == Counter(
+        {(spec_from_record(c.spec), FcmTiles(**c.spec["tiles"])): c.spec["calls"] for c in built}
+    )

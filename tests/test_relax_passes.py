@@ -378,6 +378,35 @@ def test_a_declined_block_whose_head_is_the_better_fallback_gets_its_head_fused_
     assert ops_in(fused["main"]).count("relax.nn.conv2d") == 1  # the last PW stays stock
 
 
+def test_with_batchnorms_a_residual_block_whose_head_is_the_better_fallback_still_gets_its_head(rng):
+    """FoldAndFuse rewrites twice: the folded graph, then the graph folded only where the first
+    rewrite fused. There the last PW, next to its unfolded BatchNorm, reads as a bare conv, so the
+    block is no longer residual, a chain whose decision (here: no fallback) knows nothing of the
+    head. The second rewrite replays the first one's decisions and fuses the head again."""
+    builder = GraphBuilder("float32", 0)
+    x, channels = "x", 8
+    for conv in [
+        Conv("pw", 32, bias=False, batchnorm=True, activation="relu"),
+        Conv("dw", bias=False, batchnorm=True, activation="relu"),
+        Conv("pw", 8, bias=False, batchnorm=True),
+    ]:
+        x, channels = builder.conv(x, channels, conv)
+    model = builder.model({"x": (1, 8, 10, 10)}, [builder.node("Add", [x, "x"])], 17)
+
+    def decide(spec: FcmSpec) -> Decision:
+        if spec.kind == "pw_dw_pw":
+            return Decision(False, fallback="head" if spec.residual else None)
+        return Decision(True, FcmTiles(16, 4, 4, 64))
+
+    fused = FoldAndFuse(FuseDepthwisePointwise("llvm", decide))(imported(model))
+    (kernel,) = fcm_kernels(fused).values()
+    assert json.loads(str(kernel.attrs[SPEC_ATTR]))["kind"] == "pw_dw"
+    assert ops_in(fused["main"]).count("relax.nn.conv2d") == 1  # the last PW, stock
+    assert ops_in(fused["main"]).count("relax.nn.batch_norm") == 1  # with its own BatchNorm
+    inputs = random_inputs(model, rng)
+    assert relative_error(run_llvm(fused, inputs), float64_reference(model, inputs)[0]) < 1e-5
+
+
 def test_decide_saying_no_leaves_the_module_unchanged():
     stages = [Conv("pw", 32, activation="relu"), Conv("dw", activation="relu"), Conv("pw", 8)]
     mod = imported(chain_model(stages, residual=True))
