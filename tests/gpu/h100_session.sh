@@ -85,6 +85,11 @@
 # then tune of two models at batch 1 fp16 with START_FROM (TOTAL=390): 418 s; tune going on
 # (TOTAL=290) then bench_each of both at batch 1 with RECORDS: 374 s; tune of two more (TOTAL=300)
 # then their bench: 359 s. A task takes 25-60 s at 32 candidates (10-15% fail to build: make_uint4).
+# Twenty-fourth session (H100): a refused start cost 91 s; check_cuda_postproc.py run (81 kernels,
+# runtime only) 71 s with the start; layers --sub-chains --graph-clock 10 --variants fcm,stock,stock_tuned
+# with TUNING=fcm_tvm/data/tuning/h100 at batch 1 fp16: EfficientNet-B0 + MobileNetV3-Large 221 s,
+# MnasNet ~150 s, MobileNetV2 ~270 s (MODEL_TIMEOUT=200 cut it off: give it 330); the table and
+# bench_each of three models at batch 1 fp16: 180 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift

@@ -9,6 +9,7 @@
 #   EXTRA_LAYERS="/tmp/fcm-run/layers_*/layers.json" OUTPUT=/tmp/fcm-measured/h100.json \
 #       bash tests/gpu/h100_table.sh                              # GPU host
 set -eu
+export LC_ALL=C  # globs in byte order: later profiles of a chain replace earlier ones, so the order must not depend on the host's locale
 R=docs/results
 python -m fcm_tvm.benchmarks.measured_table --gpu h100 \
   --sweep $R/sweep_b1_pw_staged.json $R/sweep_b1_dw_pw_sub.json $R/sweep_b1_fp16_mbv2.json \
@@ -42,6 +43,8 @@ python -m fcm_tvm.benchmarks.measured_table --gpu h100 \
            $R/layers_b1_fp16_graph_mobilevit_xxs.json $R/layers_b1_fp16_graph_mobilevit_xs.json \
            $R/layers_b1_fp16_graph_tc_efficientnet_b0.json $R/layers_b1_fp16_graph_tc_mobilenet_v3_large.json \
            $R/layers_b1_fp16_graph_tc_mobilenet_v2.json $R/layers_b1_fp16_graph_tc_mnasnet1_0.json \
+           $R/layers_b1_fp16_graph_h100tuned_efficientnet_b0.json $R/layers_b1_fp16_graph_h100tuned_mnasnet1_0.json \
+           $R/layers_b1_fp16_graph_h100tuned_mobilenet_v3_large.json $R/layers_b1_fp16_graph_h100tuned_mobilenet_v2.json \
            ${EXTRA_LAYERS:-} \
   --old-sweep $R/splits_h100.json $R/splits_h100_mbv3_mnasnet.json \
   --old-layers $R/layers.json $R/layers_b32.json $R/layers_mbv3_mnasnet_b1.json \

@@ -5,6 +5,7 @@
 # and OUTPUT as in h100_table.sh (EXTRA_SWEEPS likewise, for kernel sweeps), for a table that the
 # next call on the GPU host plans with.
 set -eu
+export LC_ALL=C  # globs in byte order: later profiles of a chain replace earlier ones, so the order must not depend on the host's locale
 R=docs/results
 python -m fcm_tvm.benchmarks.measured_table --gpu h200 \
   --sweep $R/sweep_tc_b32_fp16_split.json $R/sweep_tc_pw_dw_b32_fp16.json ${EXTRA_SWEEPS:-} \
