@@ -132,15 +132,17 @@ def _chain_ops(
     params: list[relax.Expr],
     batchnorm: bool,
     epsilon: float,
+    guards: Guards | None = None,
 ) -> relax.Expr:
-    """The chain's stock ops on ``params`` (input, weight and bias per stage, residual)."""
+    """The chain's stock ops on ``params`` (input, weight and bias per stage, residual); ``guards``:
+    see :func:`_importer_clip`."""
     value, cursor = params[0], 1
     for stage in spec.stages:
         weight, bias = params[cursor], params[cursor + 1]
         cursor += 2
         value = builder.emit(_conv(value, weight, stage))
         value = _batchnorm(builder, value, bias, epsilon) if batchnorm else _bias_add(builder, value, bias)
-        value = _activation(builder, value, stage.activation)
+        value = _activation(builder, value, stage.activation, guards)
     if spec.residual:
         value = builder.emit(relax.op.add(value, params[cursor]))
     return value
@@ -175,8 +177,10 @@ def graph_timed_module(
         def fused(bb, inputs, weights, kernel=kernel, output=output):
             return bb.emit(relax.call_tir(kernel, [inputs, *weights], out_ty=output))
 
-        def unfused(bb, inputs, weights, spec=spec):
-            return _chain_ops(bb, spec, [inputs, *weights], batchnorm=True, epsilon=epsilon)
+        guards: Guards = {}  # the Clip guards of this chain's function
+
+        def unfused(bb, inputs, weights, spec=spec, guards=guards):
+            return _chain_ops(bb, spec, [inputs, *weights], batchnorm=True, epsilon=epsilon, guards=guards)
 
         _emit_repeated(builder, f"fcm_{index}", spec, repeats, fused)
         if stock:
@@ -259,13 +263,15 @@ def _conv(value: relax.Expr, weight: relax.Expr, stage) -> relax.Expr:
     return relax.op.nn.conv2d(value, weight)
 
 
-def _activation(builder: relax.BlockBuilder, value: relax.Expr, activation: str) -> relax.Expr:
+def _activation(
+    builder: relax.BlockBuilder, value: relax.Expr, activation: str, guards: Guards | None = None
+) -> relax.Expr:
     if activation == "none":
         return value
     if activation == "relu":
         return builder.emit(relax.op.nn.relu(value))
     if activation == "relu6":
-        return _importer_clip(builder, value, 0.0, 6.0)
+        return _importer_clip(builder, value, 0.0, 6.0, guards)
     if activation == "sigmoid":
         return builder.emit(relax.op.sigmoid(value))
     if activation == "silu":
@@ -277,16 +283,28 @@ def _activation(builder: relax.BlockBuilder, value: relax.Expr, activation: str)
     raise ValueError(f"unknown activation {activation}")
 
 
-def _importer_clip(builder: relax.BlockBuilder, value: relax.Expr, low: float, high: float) -> relax.Expr:
+Guards = dict[tuple[float, str], relax.Var]  # a Clip bound, NaN-guarded, by (bound, dtype)
+
+
+def _importer_clip(
+    builder: relax.BlockBuilder, value: relax.Expr, low: float, high: float, guards: Guards | None = None
+) -> relax.Expr:
     """ONNX's Clip with ``min`` and ``max`` inputs as TVM's importer writes it: each bound guarded
     against NaN at run time, then maximum and minimum. The bounds stay arguments of the fused
-    kernel, so ``relax.op.clip``, which bakes them in, is another workload than the model's."""
-    dtype = _dtype(value)
+    kernel, so ``relax.op.clip``, which bakes them in, is another workload than the model's.
+
+    ``guards``: the guards already emitted in this function, reused. FoldConstant builds and runs
+    two CPU kernels per guard, which for a guard per repeat of every chain took 40 of the 65 s
+    a graph-timed module of MobileNetV2's sub-chains needed to build; the folded kernels are the same."""
+    dtype, guards = _dtype(value), {} if guards is None else guards
     for bound, op, unbounded in ((low, relax.op.maximum, "-inf"), (high, relax.op.minimum, "inf")):
-        constant = relax.const(bound, dtype)
-        is_nan = builder.emit(relax.op.isnan(constant))
-        guarded = builder.emit(relax.op.where(is_nan, relax.const(float(unbounded), dtype), constant))
-        value = builder.emit(op(value, guarded))
+        if (bound, dtype) not in guards:
+            constant = relax.const(bound, dtype)
+            is_nan = builder.emit(relax.op.isnan(constant))
+            guards[bound, dtype] = builder.emit(
+                relax.op.where(is_nan, relax.const(float(unbounded), dtype), constant)
+            )
+        value = builder.emit(op(value, guards[bound, dtype]))
     return value
 
 
