@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import tvm
 
 from . import cuda_postproc
+from .records import DATABASE
 from .target import ResolvedTarget
 
 FUSE_MODES = ("auto", "all", "none")
@@ -79,12 +82,19 @@ def stock_pipeline(target: tvm.target.Target, tuning_records: str | None = None)
         with target:  # passes are made under the target, as TVM's pipeline makes them
             passes = _default_passes(target)
             if tuning_records is not None:
-                register_tensor_intrinsics()
+                if replays_tensor_intrinsics(tuning_records):
+                    register_tensor_intrinsics()
                 database = tvm.relax.transform.MetaScheduleApplyDatabase(str(tuning_records))
                 passes.insert(next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR") + 1, database)
             return tvm.transform.Sequential(passes)(module)
 
     return run
+
+
+def replays_tensor_intrinsics(tuning_records: str | os.PathLike) -> bool:
+    """Whether a database's traces tensorize (fp16 records do, fp32 ones did not): only then does
+    its replay need :func:`register_tensor_intrinsics`, whose import takes 10 s on 2 cores."""
+    return "tensorize" in (Path(tuning_records) / DATABASE).read_text()
 
 
 def register_tensor_intrinsics() -> None:

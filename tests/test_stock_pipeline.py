@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import tvm
 import tvm_ffi
 
 from fcm_tvm.frontend import graph_inputs, import_onnx
 from fcm_tvm.models import build_model
-from fcm_tvm.pipeline import stock_pipeline
+from fcm_tvm.pipeline import replays_tensor_intrinsics, stock_pipeline
+from fcm_tvm.records import shipped_records, unpacked
 from fcm_tvm.target import resolve_target
 
 H100 = resolve_target("h100").tvm_target
@@ -40,3 +44,20 @@ def test_where_a_dlight_rule_fails_the_next_rule_schedules_the_function():
         if isinstance(func, tvm.tirx.PrimFunc) and "tirx.is_scheduled" not in (func.attrs or {})
     ]
     assert unscheduled == []
+
+
+@pytest.mark.parametrize(("precision", "tensorizes"), [("fp32", False), ("fp16", True)])
+def test_only_a_database_whose_traces_tensorize_needs_tvms_tensor_intrinsics(precision, tensorizes):
+    records = unpacked(shipped_records("h100", "mobilenet_v2", 1, precision, "none"))
+    assert replays_tensor_intrinsics(records) == tensorizes
+
+
+def test_a_build_with_fp32_records_does_not_import_the_tensor_intrinsics():
+    """Their import parses hundreds of TVMScript functions: 10 of the 17 s such a build took here."""
+    script = (
+        "import sys, fcm_tvm; from fcm_tvm.models import build_model; "
+        "fcm_tvm.compile(build_model('mobilenet_v2'), 'h100', tuning_records='shipped-fp32'); "
+        "print('tvm.s_tir.tensor_intrin' in sys.modules)"
+    ).replace("'shipped-fp32'", repr(str(shipped_records("h100", "mobilenet_v2", 1, "fp32", "none"))))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split()[-1] == "False"
