@@ -89,7 +89,8 @@
 # runtime only) 71 s with the start; layers --sub-chains --graph-clock 10 --variants fcm,stock,stock_tuned
 # with TUNING=fcm_tvm/data/tuning/h100 at batch 1 fp16: EfficientNet-B0 + MobileNetV3-Large 221 s,
 # MnasNet ~150 s, MobileNetV2 ~270 s (MODEL_TIMEOUT=200 cut it off: give it 330); the table and
-# bench_each of three models at batch 1 fp16: 180 s.
+# bench_each of three models at batch 1 fp16: 180 s. (Since then the graph-timed builds of the layers
+# stage are about 4x faster: expect less than these times.)
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift
