@@ -54,10 +54,11 @@ def test_only_a_database_whose_traces_tensorize_needs_tvms_tensor_intrinsics(pre
 
 def test_a_build_with_fp32_records_does_not_import_the_tensor_intrinsics():
     """Their import parses hundreds of TVMScript functions: 10 of the 17 s such a build took here."""
+    records = str(shipped_records("h100", "mobilenet_v2", 1, "fp32", "none"))
     script = (
         "import sys, fcm_tvm; from fcm_tvm.models import build_model; "
-        "fcm_tvm.compile(build_model('mobilenet_v2'), 'h100', tuning_records='shipped-fp32'); "
+        f"fcm_tvm.compile(build_model('mobilenet_v2'), 'h100', tuning_records={records!r}); "
         "print('tvm.s_tir.tensor_intrin' in sys.modules)"
-    ).replace("'shipped-fp32'", repr(str(shipped_records("h100", "mobilenet_v2", 1, "fp32", "none"))))
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.split()[-1] == "False"
