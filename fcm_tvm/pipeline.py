@@ -15,6 +15,7 @@ from .target import ResolvedTarget
 
 FUSE_MODES = ("auto", "all", "none")
 SPEC_ATTR = "fcm.spec"  # set by the rewrite pass on every fused PrimFunc
+EXCITE_ATTR = "fcm.excite"  # set by FuseSqueezeExcite on its kernels
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,13 @@ def fusion_passes(
     the planner weighs."""
     if fuse == "none":
         return []
-    from .relay_passes import FoldAndFuse, FuseDepthwisePointwise, FusePlanner
+    from .relay_passes import FoldAndFuse, FuseDepthwisePointwise, FusePlanner, FuseSqueezeExcite
 
     if fuse == "all":
-        return [FoldAndFuse(FuseDepthwisePointwise(target.tvm_target))]
-    return [FoldAndFuse(FusePlanner(target.tvm_target, target.gpu, tuned, cuda_graph))]
+        chains = FoldAndFuse(FuseDepthwisePointwise(target.tvm_target))
+    else:
+        chains = FoldAndFuse(FusePlanner(target.tvm_target, target.gpu, tuned, cuda_graph))
+    return [chains, FuseSqueezeExcite(target.tvm_target, target.gpu.sm_count if target.gpu else None)]
 
 
 def apply_fusion(
@@ -59,9 +62,10 @@ def apply_fusion(
 def fused_chains(module: tvm.IRModule) -> list[FusedChain]:
     chains = []
     for global_var, function in module.functions.items():
-        attrs = function.attrs
-        if attrs is not None and SPEC_ATTR in attrs:
-            chains.append(FusedChain(global_var.name_hint, json.loads(str(attrs[SPEC_ATTR]))))
+        attrs = function.attrs or {}
+        for attr in (SPEC_ATTR, EXCITE_ATTR):
+            if attr in attrs:
+                chains.append(FusedChain(global_var.name_hint, json.loads(str(attrs[attr]))))
     return sorted(chains, key=lambda chain: chain.function)
 
 

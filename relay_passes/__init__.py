@@ -4,6 +4,7 @@ Run them on an imported model before TVM's stock pipeline::
 
     mod = FoldAndFuse(FusePlanner(target, "h100"))(mod)   # where the cost model says it pays
     mod = FoldAndFuse(FuseDepthwisePointwise(target))(mod)  # or: every supported chain
+    mod = FuseSqueezeExcite(target)(mod)  # squeeze-excitation's fc1, fc2 and gate: one kernel
 
 FoldAndFuse folds BatchNorm only where a chain is fused (``FoldBatchNorm()`` folds everywhere).
 
@@ -15,16 +16,20 @@ from .fold_batchnorm import FoldBatchNorm
 from .fold_for_fusion import FoldAndFuse
 from .fuse_dw_pw import FuseDepthwisePointwise, select_chains
 from .fuse_planner import FusePlanner, find_chains, fused_decisions
+from .fuse_squeeze_excite import EXCITE_ATTR, FuseSqueezeExcite, excite_steps
 from .record import SPEC_ATTR, spec_from_record
 
 __all__ = [
+    "EXCITE_ATTR",
     "SPEC_ATTR",
     "FoldAndFuse",
     "FoldBatchNorm",
     "FuseDepthwisePointwise",
     "FusePlanner",
+    "FuseSqueezeExcite",
     "Unsupported",
     "chain_spec",
+    "excite_steps",
     "find_chains",
     "fused_decisions",
     "select_chains",

@@ -110,7 +110,7 @@ def _stages_ending_at(index: FunctionIndex, output: relax.Expr) -> list[StageMat
     stages: list[StageMatch] = []
     expr = output
     while len(stages) < MAX_STAGES:
-        stage = _match_stage(index, expr)
+        stage = match_stage(index, expr)
         if stage is None:
             break
         stages.insert(0, stage)
@@ -118,7 +118,7 @@ def _stages_ending_at(index: FunctionIndex, output: relax.Expr) -> list[StageMat
     return stages
 
 
-def _match_stage(index: FunctionIndex, expr: relax.Expr) -> StageMatch | None:
+def match_stage(index: FunctionIndex, expr: relax.Expr) -> StageMatch | None:
     value = index.context.var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
     if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
         return None

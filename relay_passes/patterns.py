@@ -151,20 +151,26 @@ def _hardswish_forms() -> list[Callable[[DFPattern], Fragment]]:
 
         return build
 
-    def hard_sigmoid_times(x: DFPattern) -> Fragment:  # ONNX HardSigmoid(alpha=1/6, beta=0.5) * x
-        (alpha, alpha_check), (beta, beta_check) = _scalar(1 / 6), _scalar(0.5)
-        scaled = _call("relax.multiply", alpha, x)
-        shifted = _call("relax.add", scaled, beta)
-        clipped = _clip_op(shifted, 0.0, 1.0)
-        root = _call("relax.multiply", x, clipped.root)
-        return Fragment(
-            root, (scaled, shifted, *clipped.path, root), (alpha_check, beta_check, *clipped.checks)
-        )
+    def hard_sigmoid_times(x: DFPattern) -> Fragment:  # x * ONNX HardSigmoid(alpha=1/6, beta=0.5)
+        gate = _hard_sigmoid(x)
+        root = _call("relax.multiply", x, gate.root)
+        return Fragment(root, (*gate.path, root), gate.checks)
 
     forms = [
         build(relu6) for relu6 in _relu6_forms() for build in (divide_then_multiply, multiply_then_divide)
     ]
     return [*forms, hard_sigmoid_times]
+
+
+def _hard_sigmoid(x: DFPattern) -> Fragment:
+    """ONNX HardSigmoid(alpha=1/6, beta=0.5) as the importer writes it: clip(1/6 * x + 0.5, 0, 1)."""
+    (alpha, alpha_check), (beta, beta_check) = _scalar(1 / 6), _scalar(0.5)
+    scaled = _call("relax.multiply", alpha, x)
+    shifted = _call("relax.add", scaled, beta)
+    clipped = _clip_op(shifted, 0.0, 1.0)
+    return Fragment(
+        clipped.root, (scaled, shifted, *clipped.path), (alpha_check, beta_check, *clipped.checks)
+    )
 
 
 def _silu_product(x: DFPattern) -> Fragment:
@@ -180,6 +186,7 @@ ACTIVATION_FORMS: dict[str, list[Callable[[DFPattern], Fragment]]] = {
     "relu6": _relu6_forms(),
     "relu": [_unary("relax.nn.relu")],
     "sigmoid": [_unary("relax.sigmoid")],
+    "hardsigmoid": [_hard_sigmoid],  # squeeze-excitation's gate in MobileNetV3 (no FCM takes it)
     "none": [_identity],
 }
 

@@ -36,11 +36,11 @@ def test_each_export_style_matches_onnxruntime_on_llvm(style: str, opset: int, r
 
 
 @pytest.mark.parametrize("style", STYLE_NAMES)
-def test_each_export_style_builds_for_cuda_and_fuses_its_dw_pw_pair_unless_se_sits_between(style) -> None:
+def test_each_export_style_builds_for_cuda_and_fuses_its_dw_pw_pair_or_the_se_between(style) -> None:
     compiled = fcm_tvm.compile(build_tiny(style), "h100", fuse="all")
     assert "__global__" in compiled.cuda_source()
     with_se_between = STYLES[style].se is not None
-    assert [chain.kind for chain in compiled.fused] == ([] if with_se_between else ["dw_pw"])
+    assert [chain.kind for chain in compiled.fused] == (["se"] if with_se_between else ["dw_pw"])
 
 
 def test_weights_in_an_external_data_file_are_read_from_beside_the_model(tmp_path: Path, rng) -> None:

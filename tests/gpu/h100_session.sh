@@ -91,8 +91,13 @@
 # MnasNet ~150 s, MobileNetV2 ~270 s (MODEL_TIMEOUT=200 cut it off: give it 330); the table and
 # bench_each of three models at batch 1 fp16: 180 s. (Since then the graph-timed builds of the layers
 # stage are about 4x faster: expect less than these times.)
+# Twenty-fifth session (H100, also when asked for as nvidia-h200): four refused starts cost 15-195 s
+# each; excite (128 kernels: two models, batch 1 and 32, fp16 and fp32, both placements of the
+# hidden vector) plus bench_each of two models at batch 1 fp16: 301 s; bench_each of two models at
+# batch 1 and one at batch 32 (fp16): ~250 s; two models at batch 32 fp16 (MODEL_TIMEOUT=200)
+# then two at batch 1 fp32: 359 s.
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -156,6 +161,11 @@ bench)  # end to end, all four variants, with the records tune_zoo.sh left in /t
   timeout 560 $FCM bench ${MODELS:-mobilenet_v2,efficientnet_b0,mobilenet_v3_large} --baseline stock,stock-tuned \
     --variants fcm,fcm-tuned --batch ${BATCH:-1} --precision ${PRECISION:-fp32} ${BENCH_FLAGS:-} \
     --tuning-records /tmp/fcm-tune/tuning/h100 -o "$OUT" 2>&1 | tail -${TAIL:-20} ;;
+excite)  # every squeeze-excitation kernel of MODELS at BATCH(es) and PRECISION(s) on this GPU
+  # against float64, with its kernel time (the rows come back as excite.json)
+  hide_torch
+  python tests/gpu/check_squeeze_excite.py --models ${MODELS:-efficientnet_b0,mobilenet_v3_large} \
+    --batch ${BATCH:-1} --precision ${PRECISION:-fp16} --json "$OUT/excite.json" 2>&1 | tail -${TAIL:-40} ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
   # RECORDS, the records shipped for this GPU: the H100 and H200 borrow each other's; BASELINE=stock
   # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.

@@ -1,0 +1,285 @@
+"""Squeeze-excitation's excite step as one kernel call: ``x * gate(W2 . act(W1 . mean + b1) + b2)``.
+
+Stock TVM runs the step after the channel means as two kernels: fc1 with its activation, and fc2
+with the gate fused to the product with ``x``. The second is a GEMV on a 1x1 image whose
+broadcast product MetaSchedule tunes poorly (18 us for EfficientNet-B0's 7x7x1152 blocks on an
+H100 at batch 1, fp16, after 32 candidates), and each kernel costs ~2.7 us in a CUDA graph however
+small it is. This call does both and keeps the gate on chip:
+
+* A thread block scales ``channel_tile`` channels over ``pixel_tile`` pixels of one image.
+* It first computes the gate of its channels into shared memory: a warp per channel, its lanes
+  summing ``W2``'s row against the hidden vector, the lanes' sums meeting in a warp reduction.
+* Then every thread scales its share of the tile's pixels.
+* The hidden vector (``squeeze`` values, each a dot product over all channels, computed the same
+  way) is computed by every block into shared memory (no second launch, but every block reads all
+  of ``W1``), or, where that reads too much per SM, once by a kernel of its own before the scaling
+  kernel, in the same PrimFunc (:func:`default_tiles`, ``SeTiles.hidden_kernel``).
+
+The channel means stay stock TVM's ``mean`` kernel: they need the whole image of every channel.
+Everything is accumulated in float32 and stored in the model's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+import tvm
+from tvm import te, tirx
+from tvm.s_tir import Schedule
+
+from ..errors import FcmError
+from .compute import ACTIVATION_BUILDERS
+from .primfunc import OP_PATTERN_ATTR, OPAQUE, SCHEDULED_ATTR
+
+ACTIVATIONS = ("relu", "silu")  # fc1's, as MobileNetV3 and EfficientNet have them
+GATES = ("sigmoid", "hardsigmoid")
+DTYPES = ("float16", "float32")
+WARP = 32
+TARGET_ELEMENTS = 2048  # elements a block scales: 8 per thread at 256 threads
+# Every block reads all of fc1's weights to compute the hidden vector itself, and an SM runs its
+# share of the blocks: past this many such bytes per SM the hidden vector gets a kernel of its own.
+# Measured on an H100 (docs/results/excite_h100.json, each variant alone, launches included), 128
+# KiB picks the faster variant for 27 of the 32 steps at batch 32 (the others within 1.6 us) and
+# 27 of 32 at batch 1, and is the rule the end-to-end runs measured. It misses most at batch 1 in
+# fp16, where it keeps EfficientNet-B0's 1152x48 and MobileNetV3-Large's 480x120 (110-115 KiB) in
+# the blocks, 3.9 and 5.5 us slower alone than apart; 96 KiB would take those apart (not yet
+# measured end to end).
+HIDDEN_BYTES_PER_SM = 128 * 1024
+SYMBOL = "fcm_se"
+
+
+def _hardsigmoid(x: tirx.Expr) -> tirx.Expr:
+    # ONNX HardSigmoid(alpha=1/6, beta=1/2), as MobileNetV3 gates its squeeze-excitation
+    return tirx.min(
+        tirx.max(x / tirx.const(6, "float32") + tirx.const(0.5, "float32"), tirx.const(0, "float32")),
+        tirx.const(1, "float32"),
+    )
+
+
+GATE_BUILDERS = {"sigmoid": tirx.sigmoid, "hardsigmoid": _hardsigmoid}
+
+
+@dataclass(frozen=True)
+class SqueezeExcite:
+    """The excite step of one squeeze-excitation block, after the channel means."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    squeeze: int  # fc1's output channels
+    activation: str = "relu"
+    gate: str = "sigmoid"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("unsupported squeeze-excitation: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        found = []
+        if min(self.batch, self.channels, self.height, self.width, self.squeeze) < 1:
+            found.append("every dimension must be positive")
+        if self.activation not in ACTIVATIONS:
+            found.append(f"activation {self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        if self.gate not in GATES:
+            found.append(f"gate {self.gate!r} is not one of {', '.join(GATES)}")
+        if self.dtype not in DTYPES:
+            found.append(f"dtype {self.dtype} is not one of {', '.join(DTYPES)}")
+        return found
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def key(self) -> str:
+        """How records and reports name it, e.g. ``se 1x1152x7x7 s48 silu sigmoid float16``."""
+        shape = f"{self.batch}x{self.channels}x{self.height}x{self.width}"
+        return f"se {shape} s{self.squeeze} {self.activation} {self.gate} {self.dtype}"
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        """The kernel's inputs in order: x, means, W1, b1, W2, b2."""
+        n, c, s = self.batch, self.channels, self.squeeze
+        return [(n, c, self.height, self.width), (n, c, 1, 1), (s, c, 1, 1), (s,), (c, s, 1, 1), (c,)]
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.channels, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class SeTiles:
+    """Channels and pixels one thread block scales, and its threads (whole warps)."""
+
+    channel_tile: int
+    pixel_tile: int
+    threads: int = 256
+    hidden_kernel: int = 0  # 1: the hidden vector in a kernel of its own, not in every block
+
+    @property
+    def label(self) -> str:
+        return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads}" + (
+            " h" if self.hidden_kernel else ""
+        )
+
+
+def default_tiles(se: SqueezeExcite, sm_count: int = 132, threads: int = 256) -> SeTiles:
+    """About :data:`TARGET_ELEMENTS` per block: whole images of as many channels as fit, or one
+    channel's image cut into pixel tiles (tiles divide the image and the channels exactly); the
+    hidden vector in a kernel of its own where the blocks of one SM (of ``sm_count``) would read
+    more than :data:`HIDDEN_BYTES_PER_SM` of fc1's weights."""
+    if se.pixels >= TARGET_ELEMENTS:
+        tiles = SeTiles(1, _largest_divisor(se.pixels, TARGET_ELEMENTS), threads)
+    else:
+        tiles = SeTiles(
+            _largest_divisor(se.channels, max(1, TARGET_ELEMENTS // se.pixels)), se.pixels, threads
+        )
+    blocks = se.batch * (se.channels // tiles.channel_tile) * (se.pixels // tiles.pixel_tile)
+    per_sm = -(-blocks // sm_count) * se.squeeze * se.channels * np.dtype(se.dtype).itemsize
+    return replace(tiles, hidden_kernel=int(per_sm > HIDDEN_BYTES_PER_SM))
+
+
+def tile_problems(se: SqueezeExcite, tiles: SeTiles) -> list[str]:
+    found = []
+    if se.channels % tiles.channel_tile:
+        found.append(f"channel tile {tiles.channel_tile} does not divide {se.channels} channels")
+    if se.pixels % tiles.pixel_tile:
+        found.append(f"pixel tile {tiles.pixel_tile} does not divide {se.pixels} pixels")
+    if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
+        found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
+    return found
+
+
+def _largest_divisor(value: int, at_most: int) -> int:
+    return max(d for d in range(1, min(value, at_most) + 1) if value % d == 0)
+
+
+def definition(se: SqueezeExcite) -> tvm.tirx.PrimFunc:
+    """The excite step as TE, one stage per step (``hidden_acc``, ``hidden``, ``gate_acc``,
+    ``gate``, ``out``): sums in float32, the output in the model's dtype."""
+    n_, c_, s_ = se.batch, se.channels, se.squeeze
+    act, gate_of = ACTIVATION_BUILDERS[se.activation], GATE_BUILDERS[se.gate]
+    x, means, w1, b1, w2, b2 = (
+        te.placeholder(shape, se.dtype, name)
+        for shape, name in zip(se.param_shapes(), ("x", "means", "w1", "b1", "w2", "b2"))
+    )
+    f32 = lambda value: value.astype("float32")  # noqa: E731
+    c = te.reduce_axis((0, c_), "c")
+    hidden_acc = te.compute(
+        (n_, s_), lambda n, s: te.sum(f32(w1[s, c, 0, 0]) * f32(means[n, c, 0, 0]), axis=c), "hidden_acc"
+    )
+    hidden = te.compute((n_, s_), lambda n, s: act(hidden_acc[n, s] + f32(b1[s])), "hidden")
+    k = te.reduce_axis((0, s_), "k")
+    gate_acc = te.compute(
+        (n_, c_), lambda n, ch: te.sum(f32(w2[ch, k, 0, 0]) * hidden[n, k], axis=k), "gate_acc"
+    )
+    gate = te.compute((n_, c_), lambda n, ch: gate_of(gate_acc[n, ch] + f32(b2[ch])), "gate")
+    out = te.compute(
+        se.output_shape, lambda n, ch, i, j: (f32(x[n, ch, i, j]) * gate[n, ch]).astype(se.dtype), "out"
+    )
+    return te.create_prim_func([x, means, w1, b1, w2, b2, out]).with_attr("tirx.noalias", True)
+
+
+def schedule(sch: Schedule, se: SqueezeExcite, tiles: SeTiles) -> None:
+    """Schedule :func:`definition` (see the module doc): a thread block per tile of the output, the
+    gate of its channels in shared memory, both matrix-vector products a warp per output and its
+    lanes along the sum; the hidden vector per block, or once, in a kernel of its own before."""
+    warps = tiles.threads // WARP
+    if tiles.hidden_kernel:
+        sch.compute_inline(sch.get_sblock("hidden"))  # applied as the gate's sums read the hidden sums
+        _hidden_kernel(sch, sch.get_sblock("hidden_acc"), warps, _vector(se.channels, se.dtype))
+    out = sch.get_sblock("out")
+    n, c, h, w = sch.get_loops(out)
+    channel_block, channel = sch.split(c, [None, tiles.channel_tile])
+    pixel_block, pixel = sch.split(sch.fuse(h, w), [None, tiles.pixel_tile])
+    sch.reorder(n, channel_block, pixel_block, channel, pixel)
+    block = sch.fuse(n, channel_block, pixel_block)
+    sch.bind(block, "blockIdx.x")
+    # at most 4 lanes: TVM writes an 8-lane float16 product as a make_uint4 nvcc rejects (cuda_postproc)
+    _spread(sch, out, block, warps, _vector(tiles.pixel_tile, se.dtype, lanes=4))
+    for stage in ("gate", "gate_acc", *(() if tiles.hidden_kernel else ("hidden", "hidden_acc"))):
+        sch.compute_at(sch.get_sblock(stage), block)
+    _warp_per_output(sch, sch.get_sblock("gate_acc"), warps, _vector(se.squeeze, se.dtype), ("w2",))
+    sch.set_scope(sch.get_sblock("gate"), 0, "shared")
+    _spread(sch, sch.get_sblock("gate"), block, warps)
+    if not tiles.hidden_kernel:
+        _warp_per_output(
+            sch, sch.get_sblock("hidden_acc"), warps, _vector(se.channels, se.dtype), ("w1", "means")
+        )
+        sch.set_scope(sch.get_sblock("hidden"), 0, "shared")
+        _spread(sch, sch.get_sblock("hidden"), block, warps)
+
+
+def _hidden_kernel(sch: Schedule, hidden_acc, warps: int, vector: int) -> None:
+    """The hidden sums in a kernel of their own, to global memory: a warp per sum, as many thread
+    blocks as it takes."""
+    n, s, _ = sch.get_loops(hidden_acc)
+    block, _ = sch.split(sch.fuse(n, s), [None, warps])
+    sch.bind(block, "blockIdx.x")
+    _warp_per_output(sch, hidden_acc, warps, vector, ("w1", "means"), scope="global")
+
+
+def _warp_per_output(
+    sch: Schedule, acc, warps: int, vector: int, loads: tuple[str, ...], scope: str = "shared"
+) -> None:
+    """A matrix-vector product: warps take outputs in turn, each lane sums every 32nd run of
+    ``vector`` inputs (the global buffers ``loads`` read that many at a time), and the lanes' sums
+    meet in a warp reduction."""
+    *outer, inputs = sch.get_loops(acc)
+    bound = not outer or sch.get(outer[-1]).thread_binding is not None
+    outputs = sch.add_unit_loop(inputs) if bound else outer[-1]  # one output: a loop of one
+    step, warp = sch.split(outputs, [None, warps])
+    run, lane, element = sch.split(inputs, [None, WARP, vector])
+    sch.reorder(step, warp, lane, run, element)
+    sch.bind(warp, "threadIdx.y")
+    sch.bind(lane, "threadIdx.x")
+    sch.set_scope(acc, 0, scope)
+    reads = [region.source.name for region in sch.get(acc).reads]
+    for name in loads if vector > 1 else ():
+        loaded = sch.cache_read(acc, reads.index(name), "local")
+        sch.compute_at(loaded, run)
+        sch.vectorize(sch.get_loops(loaded)[-1])
+
+
+def _vector(length: int, dtype: str, lanes: int = 8) -> int:
+    """Elements per access along a row of ``length``: up to 16 bytes and ``lanes``, dividing the row."""
+    widest = min(lanes, 16 // (2 if dtype == "float16" else 4))
+    return next(v for v in (8, 4, 2, 1) if v <= widest and length % v == 0)
+
+
+def _spread(sch: Schedule, sblock, anchor, warps: int, vector: int = 1) -> None:
+    """Deal a stage's loops under ``anchor`` out to the block's threads, each thread stepping on
+    by ``vector`` elements at a time."""
+    loops = sch.get_loops(sblock)
+    at = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(anchor)))
+    inner = sch.fuse(*loops[at + 1 :]) if len(loops) > at + 1 else sch.add_unit_loop(sblock)
+    _steps, warp, lane, element = sch.split(inner, [None, warps, WARP, vector])
+    sch.bind(warp, "threadIdx.y")
+    sch.bind(lane, "threadIdx.x")
+    if vector > 1:
+        sch.vectorize(element)
+
+
+def excite_primfunc(se: SqueezeExcite, tiles: SeTiles | None, target: tvm.target.Target) -> tvm.tirx.PrimFunc:
+    """The kernel for ``target``: the definition on CPUs (the stock pipeline schedules it),
+    scheduled by hand on CUDA. Tiles that do not fit raise :class:`FcmError`."""
+    tiles = tiles or default_tiles(se)
+    if problems := tile_problems(se, tiles):
+        raise FcmError(f"tiles {tiles.label} of {se.key}: " + "; ".join(problems))
+    kind = target.kind.name
+    if kind in ("llvm", "c"):
+        return definition(se).with_attr("global_symbol", SYMBOL)
+    if kind == "cuda":
+        return _cuda_primfunc(se, tiles)
+    raise FcmError(f"no squeeze-excitation kernel for target kind '{kind}' (supported: cuda, llvm, c)")
+
+
+@lru_cache(maxsize=128)
+def _cuda_primfunc(se: SqueezeExcite, tiles: SeTiles) -> tvm.tirx.PrimFunc:
+    sch = Schedule(tvm.IRModule({"main": definition(se).with_attr("global_symbol", SYMBOL)}))
+    schedule(sch, se, tiles)
+    return sch.mod["main"].with_attrs({SCHEDULED_ATTR: True, OP_PATTERN_ATTR: OPAQUE})
