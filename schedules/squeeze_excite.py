@@ -119,12 +119,12 @@ class SeTiles:
     pixel_tile: int
     threads: int = 256
     hidden_kernel: int = 0  # 1: the hidden vector in a kernel of its own, not in every block
+    unroll: int = 0  # 1: a lane's loads along a matrix row unrolled, in flight together (not measured)
 
     @property
     def label(self) -> str:
-        return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads}" + (
-            " h" if self.hidden_kernel else ""
-        )
+        flags = (" h" if self.hidden_kernel else "") + (" u" if self.unroll else "")
+        return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads}{flags}"
 
 
 def default_tiles(se: SqueezeExcite, sm_count: int = 132, threads: int = 256) -> SeTiles:
@@ -191,7 +191,7 @@ def schedule(sch: Schedule, se: SqueezeExcite, tiles: SeTiles) -> None:
     warps = tiles.threads // WARP
     if tiles.hidden_kernel:
         sch.compute_inline(sch.get_sblock("hidden"))  # applied as the gate's sums read the hidden sums
-        _hidden_kernel(sch, sch.get_sblock("hidden_acc"), warps, _vector(se.channels, se.dtype))
+        _hidden_kernel(sch, sch.get_sblock("hidden_acc"), warps, _vector(se.channels, se.dtype), tiles.unroll)
     out = sch.get_sblock("out")
     n, c, h, w = sch.get_loops(out)
     channel_block, channel = sch.split(c, [None, tiles.channel_tile])
@@ -203,32 +203,45 @@ def schedule(sch: Schedule, se: SqueezeExcite, tiles: SeTiles) -> None:
     _spread(sch, out, block, warps, _vector(tiles.pixel_tile, se.dtype, lanes=4))
     for stage in ("gate", "gate_acc", *(() if tiles.hidden_kernel else ("hidden", "hidden_acc"))):
         sch.compute_at(sch.get_sblock(stage), block)
-    _warp_per_output(sch, sch.get_sblock("gate_acc"), warps, _vector(se.squeeze, se.dtype), ("w2",))
+    _warp_per_output(
+        sch, sch.get_sblock("gate_acc"), warps, _vector(se.squeeze, se.dtype), ("w2",), unroll=tiles.unroll
+    )
     sch.set_scope(sch.get_sblock("gate"), 0, "shared")
     _spread(sch, sch.get_sblock("gate"), block, warps)
     if not tiles.hidden_kernel:
         _warp_per_output(
-            sch, sch.get_sblock("hidden_acc"), warps, _vector(se.channels, se.dtype), ("w1", "means")
+            sch,
+            sch.get_sblock("hidden_acc"),
+            warps,
+            _vector(se.channels, se.dtype),
+            ("w1", "means"),
+            unroll=tiles.unroll,
         )
         sch.set_scope(sch.get_sblock("hidden"), 0, "shared")
         _spread(sch, sch.get_sblock("hidden"), block, warps)
 
 
-def _hidden_kernel(sch: Schedule, hidden_acc, warps: int, vector: int) -> None:
+def _hidden_kernel(sch: Schedule, hidden_acc, warps: int, vector: int, unroll: int) -> None:
     """The hidden sums in a kernel of their own, to global memory: a warp per sum, as many thread
     blocks as it takes."""
     n, s, _ = sch.get_loops(hidden_acc)
     block, _ = sch.split(sch.fuse(n, s), [None, warps])
     sch.bind(block, "blockIdx.x")
-    _warp_per_output(sch, hidden_acc, warps, vector, ("w1", "means"), scope="global")
+    _warp_per_output(sch, hidden_acc, warps, vector, ("w1", "means"), scope="global", unroll=unroll)
 
 
 def _warp_per_output(
-    sch: Schedule, acc, warps: int, vector: int, loads: tuple[str, ...], scope: str = "shared"
+    sch: Schedule,
+    acc,
+    warps: int,
+    vector: int,
+    loads: tuple[str, ...],
+    scope: str = "shared",
+    unroll: int = 0,
 ) -> None:
     """A matrix-vector product: warps take outputs in turn, each lane sums every 32nd run of
-    ``vector`` inputs (the global buffers ``loads`` read that many at a time), and the lanes' sums
-    meet in a warp reduction."""
+    ``vector`` inputs (the global buffers ``loads`` read that many at a time; ``unroll``: all of a
+    lane's runs at once), and the lanes' sums meet in a warp reduction."""
     *outer, inputs = sch.get_loops(acc)
     bound = not outer or sch.get(outer[-1]).thread_binding is not None
     outputs = sch.add_unit_loop(inputs) if bound else outer[-1]  # one output: a loop of one
@@ -243,6 +256,8 @@ def _warp_per_output(
         loaded = sch.cache_read(acc, reads.index(name), "local")
         sch.compute_at(loaded, run)
         sch.vectorize(sch.get_loops(loaded)[-1])
+    if unroll:
+        sch.unroll(run)
 
 
 def _vector(length: int, dtype: str, lanes: int = 8) -> int:

@@ -42,6 +42,8 @@ CASES = [  # (spec, tiles or None for the defaults)
         SeTiles(40, 49, 256, 1),
     ),  # 2 kernels
     (SqueezeExcite(2, 48, 6, 6, 12, "silu", "sigmoid", "float32"), SeTiles(16, 18, 128, hidden_kernel=1)),
+    (SqueezeExcite(1, 1152, 7, 7, 48, "silu", "sigmoid", "float16"), SeTiles(36, 49, 256, unroll=1)),
+    (SqueezeExcite(1, 480, 7, 7, 120, "relu", "sigmoid", "float32"), SeTiles(40, 49, 256, 1, unroll=1)),
 ]
 
 

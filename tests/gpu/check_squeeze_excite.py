@@ -1,10 +1,11 @@
 """Run every squeeze-excitation kernel of the zoo's models on the GPU against float64, and time it.
 
 For each model, batch and precision the excite steps FuseSqueezeExcite would rewrite are built
-for the local GPU, with their default tiles and with the hidden vector moved (into every thread
-block, or into a kernel of its own), run on fresh random inputs (the means those of ``x``), and
-every output element is compared with ``fcm_tvm.reference.excite_reference``. Times are medians
-of the runtime's timer (50 calls, 10 repeats; one call may be two launches).
+for the local GPU with their default tiles, with the hidden vector moved (into every thread
+block, or into a kernel of its own), and both with unrolled row loads; each runs on fresh random
+inputs (the means those of ``x``), and every output element is compared with
+``fcm_tvm.reference.excite_reference``. Times are medians of the runtime's timer (50 calls, 10
+repeats; one call may be two launches).
 Needs full TVM on the GPU host (.gpu/full-b/env.sh)::
 
     python tests/gpu/check_squeeze_excite.py --models efficientnet_b0,mobilenet_v3_large \\
@@ -66,9 +67,11 @@ def check(se: SqueezeExcite, tiles: SeTiles, target: tvm.target.Target, device, 
 
 
 def variants(se: SqueezeExcite) -> list[SeTiles]:
-    """The default tiles, and the same with the hidden vector in the other place."""
+    """The default tiles, the same with the hidden vector in the other place, and both with the
+    loads along a matrix row unrolled."""
     tiles = default_tiles(se)
-    return [tiles, replace(tiles, hidden_kernel=1 - tiles.hidden_kernel)]
+    moved = replace(tiles, hidden_kernel=1 - tiles.hidden_kernel)
+    return [tiles, moved, replace(tiles, unroll=1), replace(moved, unroll=1)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,7 +162,8 @@ bench)  # end to end, all four variants, with the records tune_zoo.sh left in /t
     --variants fcm,fcm-tuned --batch ${BATCH:-1} --precision ${PRECISION:-fp32} ${BENCH_FLAGS:-} \
     --tuning-records /tmp/fcm-tune/tuning/h100 -o "$OUT" 2>&1 | tail -${TAIL:-20} ;;
 excite)  # every squeeze-excitation kernel of MODELS at BATCH(es) and PRECISION(s) on this GPU
-  # against float64, with its kernel time (the rows come back as excite.json)
+  # against float64, with its kernel time, in four variants (default tiles, the hidden vector moved,
+  # each with unrolled row loads; the rows come back as excite.json)
   hide_torch
   python tests/gpu/check_squeeze_excite.py --models ${MODELS:-efficientnet_b0,mobilenet_v3_large} \
     --batch ${BATCH:-1} --precision ${PRECISION:-fp16} --json "$OUT/excite.json" 2>&1 | tail -${TAIL:-40} ;;
