@@ -32,7 +32,7 @@ from ..schedules.spec import FcmSpec, FcmTiles
 from .chain import Unsupported, chain_spec, kernel_args
 from .matcher import ChainMatch, FunctionIndex, candidates
 from .record import SPEC_ATTR, spec_json
-from .rewrite import ValueBuilder, replace_bindings
+from .rewrite import ValueBuilder, fresh_name, replace_bindings
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class _Kernels:
         key = (choice.spec, choice.decision.tiles)
         if key not in self.added:
             func = fcm_primfunc(choice.spec, choice.decision.tiles, self.target)
-            name = self._fresh_name(f"fcm_{choice.spec.kind}")
+            name = fresh_name(self.builder, f"fcm_{choice.spec.kind}")
             func = func.with_attr("global_symbol", name).with_attr("op_pattern", OPAQUE)
             self.added[key] = (self.builder.add_func(func, name), choice)
         gvar = self.added[key][0]
@@ -142,13 +142,6 @@ class _Kernels:
         for (spec, tiles), (gvar, choice) in self.added.items():
             record = spec_json(spec, tiles, choice.decision.reason, self.calls[gvar.name_hint])
             self.builder.update_func(gvar, module[gvar].with_attr(SPEC_ATTR, record))
-
-    def _fresh_name(self, prefix: str) -> str:
-        taken = {gvar.name_hint for gvar in self.builder.get().get_global_vars()}
-        number = 0
-        while f"{prefix}_{number}" in taken:
-            number += 1
-        return f"{prefix}_{number}"
 
 
 def _fcm_call(gvar: tvm.ir.GlobalVar, choice: Accepted) -> ValueBuilder:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import tvm
@@ -33,8 +34,8 @@ from ..schedules.primfunc import OP_PATTERN_ATTR, OPAQUE
 from ..schedules.spec import Pointwise
 from ..schedules.squeeze_excite import ACTIVATIONS, GATES, SqueezeExcite, default_tiles, excite_primfunc
 from .chain import Unsupported, bias_vector, conv_info, stage_of
-from .matcher import FunctionIndex, StageMatch, match_stage, static_shape
-from .rewrite import ValueBuilder, replace_bindings
+from .matcher import FunctionIndex, StageMatch, calls_op, match_stage, read_only_inside, static_shape
+from .rewrite import ValueBuilder, fresh_name, replace_bindings
 
 log = logging.getLogger(__name__)
 
@@ -61,28 +62,36 @@ def find_excites(index: FunctionIndex) -> list[ExciteMatch]:
     found = []
     for binding in index.bindings:
         match = match_excite(index, binding.var)
-        if match is not None and _closed(index, match):
+        if match is not None and read_only_inside(
+            index, match.intermediates, (*match.intermediates, match.root)
+        ):
             found.append(match)
     return found
 
 
+def supported_excites(index: FunctionIndex) -> Iterator[tuple[ExciteMatch, SqueezeExcite]]:
+    """The function's excite steps that the kernel computes, each with what it computes."""
+    for match in find_excites(index):
+        try:
+            yield match, excite_spec(match)
+        except Unsupported as reason:
+            log.debug("squeeze-excitation at %s left to stock: %s", match.root, reason)
+
+
 def excite_steps(mod: tvm.IRModule) -> list[SqueezeExcite]:
     """What FuseSqueezeExcite would rewrite in ``mod``'s Relax functions, step by step."""
-    steps = []
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            for match in find_excites(FunctionIndex(mod, func)):
-                try:
-                    steps.append(excite_spec(match))
-                except Unsupported:
-                    continue
-    return steps
+    return [
+        se
+        for _, func in mod.functions_items()
+        if isinstance(func, relax.Function)
+        for _, se in supported_excites(FunctionIndex(mod, func))
+    ]
 
 
 def match_excite(index: FunctionIndex, root: relax.Var) -> ExciteMatch | None:
     """The excite step whose product ``root`` is, if it is one (structure only, see excite_spec)."""
     value = index.context.var2val.get(root)
-    if not (isinstance(value, relax.Call) and _is_op(value, "relax.multiply")):
+    if not (isinstance(value, relax.Call) and calls_op(value, "relax.multiply")):
         return None
     for x, scale in (value.args, value.args[::-1]):
         fc2 = match_stage(index, scale)
@@ -130,25 +139,10 @@ def excite_args(match: ExciteMatch, se: SqueezeExcite, index: FunctionIndex) -> 
 
 def _is_mean_of(index: FunctionIndex, means: relax.Expr, x: relax.Expr) -> bool:
     value = index.context.var2val.get(means, means) if isinstance(means, relax.Var) else means
-    if not (isinstance(value, relax.Call) and _is_op(value, "relax.mean") and value.args[0].same_as(x)):
+    if not (isinstance(value, relax.Call) and calls_op(value, "relax.mean") and value.args[0].same_as(x)):
         return False
     axes = sorted(int(a) % 4 for a in (value.attrs.axis or []))
     return axes == [2, 3] and bool(value.attrs.keepdims) and len(static_shape(x) or ()) == 4
-
-
-def _closed(index: FunctionIndex, match: ExciteMatch) -> bool:
-    """Only the step reads its intermediates (fc1 and fc2 and the gate leave no other trace)."""
-    inside = (*match.intermediates, match.root)
-    for var in match.intermediates:
-        if not isinstance(var, relax.DataflowVar):
-            return False
-        if any(user is None or not any(user.same_as(v) for v in inside) for user in index.users[var]):
-            return False
-    return True
-
-
-def _is_op(call: relax.Call, name: str) -> bool:
-    return isinstance(call.op, tvm.ir.Op) and call.op.name == name
 
 
 @tvm.transform.module_pass(opt_level=0, name="FuseSqueezeExcite")
@@ -157,7 +151,7 @@ class FuseSqueezeExcite:
 
     def __init__(self, target: tvm.target.Target | str | dict, sm_count: int | None = None):
         self.target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
-        self.sm_count = sm_count  # the GPU's, which the kernel's tiles weigh (None: an H100's)
+        self.sm_count = sm_count  # the GPU's, which the kernel's tiles weigh (None: the default GPU's)
 
     def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
         builder = relax.BlockBuilder(mod)
@@ -169,9 +163,8 @@ class FuseSqueezeExcite:
                 continue
             new_values = {}
             index = FunctionIndex(mod, func)
-            for match in find_excites(index):
+            for match, se in supported_excites(index):
                 try:
-                    se = excite_spec(match)
                     args = excite_args(match, se, index)
                     kernel = kernels.get(se) or self._add_kernel(builder, se)
                 except (Unsupported, FcmError) as reason:
@@ -193,10 +186,9 @@ class FuseSqueezeExcite:
         return builder.get()
 
     def _add_kernel(self, builder: relax.BlockBuilder, se: SqueezeExcite) -> tvm.ir.GlobalVar:
-        taken = {gvar.name_hint for gvar in builder.get().get_global_vars()}
-        name = next(f"fcm_se_{n}" for n in range(len(taken) + 1) if f"fcm_se_{n}" not in taken)
-        tiles = default_tiles(se) if self.sm_count is None else default_tiles(se, self.sm_count)
-        func = excite_primfunc(se, tiles, self.target).with_attr("global_symbol", name)
+        name = fresh_name(builder, "fcm_se")
+        func = excite_primfunc(se, default_tiles(se, self.sm_count), self.target)
+        func = func.with_attr("global_symbol", name)
         return builder.add_func(func.with_attr(OP_PATTERN_ATTR, OPAQUE), name)  # FuseOps leaves it alone
 
 

@@ -100,7 +100,7 @@ def _residual_splits(value: relax.Call) -> list[tuple[relax.Expr, relax.Expr | N
     """(last stage output, residual) readings of ``value``: an add of same-shaped tensors can be
     either; anything else is a stage output with no residual."""
     splits: list[tuple[relax.Expr, relax.Expr | None]] = []
-    if _is_op(value, "relax.add") and _same_shape(value.args[0], value.args[1], value):
+    if calls_op(value, "relax.add") and _same_shape(value.args[0], value.args[1], value):
         splits += [(value.args[0], value.args[1]), (value.args[1], value.args[0])]
     return [*splits, (value, None)]
 
@@ -141,15 +141,25 @@ def _stage_match(index: FunctionIndex, pattern: StagePattern, matched) -> StageM
 
 
 def _closed(index: FunctionIndex, chain: ChainMatch) -> bool:
-    """Fusing ``chain`` drops its intermediates: only the chain itself may read them, they must be
-    dataflow variables, and the residual must come from outside the chain."""
+    """Fusing ``chain`` drops its intermediates: only the chain itself may read them, and the
+    residual must come from outside the chain."""
     bound = chain.bound_vars
-    for var in chain.intermediates:
+    if not read_only_inside(index, chain.intermediates, bound):
+        return False
+    return chain.residual is None or not any(chain.residual.same_as(var) for var in bound)
+
+
+def read_only_inside(
+    index: FunctionIndex, intermediates: tuple[relax.Var, ...], inside: tuple[relax.Var, ...]
+) -> bool:
+    """Whether a rewrite may drop ``intermediates``: dataflow variables that only the bindings of
+    ``inside`` read."""
+    for var in intermediates:
         if not isinstance(var, relax.DataflowVar):
             return False
-        if any(user is None or not any(user.same_as(b) for b in bound) for user in index.users[var]):
+        if any(user is None or not any(user.same_as(v) for v in inside) for user in index.users[var]):
             return False
-    return chain.residual is None or not any(chain.residual.same_as(var) for var in bound)
+    return True
 
 
 def _users(func: relax.Function, bindings: list[relax.Binding]) -> dict[relax.Var, list[relax.Var | None]]:
@@ -171,7 +181,8 @@ def _patterns_by_root_op() -> dict[str, list[StagePattern]]:
     return dict(table)
 
 
-def _is_op(call: relax.Call, name: str) -> bool:
+def calls_op(call: relax.Call, name: str) -> bool:
+    """Whether ``call`` calls the Relax operator ``name`` (e.g. ``relax.add``)."""
     return isinstance(call.op, tvm.ir.Op) and call.op.name == name
 
 

@@ -40,3 +40,12 @@ def replace_bindings(
         return func
     rewritten = _BindingReplacer(mod, new_values).visit_expr(func)
     return relax.analysis.remove_all_unused(rewritten)
+
+
+def fresh_name(builder: relax.BlockBuilder, prefix: str) -> str:
+    """``<prefix>_<n>`` with the smallest ``n`` no global of the builder's module has taken."""
+    taken = {gvar.name_hint for gvar in builder.get().get_global_vars()}
+    number = 0
+    while f"{prefix}_{number}" in taken:
+        number += 1
+    return f"{prefix}_{number}"

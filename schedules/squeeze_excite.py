@@ -30,6 +30,7 @@ from tvm import te, tirx
 from tvm.s_tir import Schedule
 
 from ..errors import FcmError
+from ..gpus import DEFAULT_GPU, all_gpus
 from .compute import ACTIVATION_BUILDERS
 from .primfunc import OP_PATTERN_ATTR, OPAQUE, SCHEDULED_ATTR
 
@@ -127,11 +128,12 @@ class SeTiles:
         return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads}{flags}"
 
 
-def default_tiles(se: SqueezeExcite, sm_count: int = 132, threads: int = 256) -> SeTiles:
+def default_tiles(se: SqueezeExcite, sm_count: int | None = None, threads: int = 256) -> SeTiles:
     """About :data:`TARGET_ELEMENTS` per block: whole images of as many channels as fit, or one
     channel's image cut into pixel tiles (tiles divide the image and the channels exactly); the
-    hidden vector in a kernel of its own where the blocks of one SM (of ``sm_count``) would read
-    more than :data:`HIDDEN_BYTES_PER_SM` of fc1's weights."""
+    hidden vector in a kernel of its own where the blocks of one SM (of ``sm_count``, by default
+    the default GPU's) would read more than :data:`HIDDEN_BYTES_PER_SM` of fc1's weights."""
+    sm_count = sm_count or all_gpus()[DEFAULT_GPU].sm_count
     if se.pixels >= TARGET_ELEMENTS:
         tiles = SeTiles(1, _largest_divisor(se.pixels, TARGET_ELEMENTS), threads)
     else:
