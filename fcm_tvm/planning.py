@@ -39,8 +39,8 @@ class ModelPlan:
             return ""
         kernels = len(set(self.excites))
         return (
-            f"\n\nsqueeze-excitation: {len(self.excites)} excite steps become one kernel call each "
-            f"({kernels} distinct kernels; FuseSqueezeExcite, no cost model)"
+            f"\n\nsqueeze-excitation: {len(self.excites)} blocks, means included, become one kernel call "
+            f"each ({kernels} distinct kernels; FuseSqueezeExcite, no cost model)"
         )
 
 

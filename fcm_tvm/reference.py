@@ -24,7 +24,6 @@ def float64_reference(model: onnx.ModelProto, inputs: list[np.ndarray]) -> list[
 
 def excite_reference(
     x: np.ndarray,
-    means: np.ndarray,
     w1: np.ndarray,
     b1: np.ndarray,
     w2: np.ndarray,
@@ -32,10 +31,10 @@ def excite_reference(
     activation: str,
     gate: str,
 ) -> np.ndarray:
-    """Squeeze-excitation's excite step in float64: ``x * gate(W2 . act(W1 . means + b1) + b2)``
-    (arguments in the kernel's order, see ``schedules.squeeze_excite``)."""
-    x, means, w1, b1, w2, b2 = (np.asarray(a, np.float64) for a in (x, means, w1, b1, w2, b2))
-    hidden = means[:, :, 0, 0] @ w1[:, :, 0, 0].T + b1
+    """Squeeze-excitation in float64: ``x * gate(W2 . act(W1 . mean(x) + b1) + b2)`` (arguments
+    in the kernel's order, see ``schedules.squeeze_excite``)."""
+    x, w1, b1, w2, b2 = (np.asarray(a, np.float64) for a in (x, w1, b1, w2, b2))
+    hidden = x.mean(axis=(2, 3)) @ w1[:, :, 0, 0].T + b1
     hidden = np.maximum(hidden, 0) if activation == "relu" else hidden / (1 + np.exp(-hidden))
     scale = hidden @ w2[:, :, 0, 0].T + b2
     scale = 1 / (1 + np.exp(-scale)) if gate == "sigmoid" else np.clip(scale / 6 + 0.5, 0, 1)

@@ -1,22 +1,22 @@
-"""FuseSqueezeExcite: rewrite squeeze-excitation's excite step into one ``call_tir``.
+"""FuseSqueezeExcite: rewrite squeeze-excitation, from the channel means on, into one ``call_tir``.
 
-The step is matched from its product back to the channel means::
+The block is matched from its product back to the channel means::
 
     means = mean(x, axis=[2, 3], keepdims=True)
     hidden = act(conv2d(means, W1) + b1)       # act: ReLU or SiLU (MobileNetV3, EfficientNet)
     scale = gate(conv2d(hidden, W2) + b2)      # gate: sigmoid or HardSigmoid
     y = x * scale
 
-and becomes ``y = call_tir(fcm_se_<n>, [x, means, W1, b1, W2, b2])`` (:mod:`..schedules.squeeze_excite`).
-The means stay a stock ``mean``; fc1, fc2, the gate and the product become one kernel (two
-launches where the hidden vector gets a kernel of its own), which removes stock's fc1 launch and
-its fc2 kernel's slowly tuned broadcast product. The rewrite never
-moves more memory than the graph it replaces (it reads ``x`` and writes ``y`` once, as stock's
-product does), so it is done wherever it matches, without the planner; every call's kernel
-carries an ``fcm.excite`` record.
+and becomes ``y = call_tir(fcm_se_<n>, [x, W1, b1, W2, b2])`` (:mod:`..schedules.squeeze_excite`):
+the means, fc1, fc2, the gate and the product in two kernels of one call (three where the hidden
+vector gets a kernel of its own), which replace stock's slow ``mean``, its fc1 launch and its fc2
+kernel's slowly tuned broadcast product. The rewrite never moves more memory than the graph it
+replaces (it reads ``x`` twice and writes ``y`` once, as stock's mean and product do), so it is
+done wherever it matches, without the planner; every call's kernel carries an ``fcm.excite``
+record.
 
-Only 1x1 convolutions on the 1x1 means are taken (dense, stride 1, no padding), with the step's
-intermediates read by nothing else; everything else stays as it was.
+Only 1x1 convolutions on the 1x1 means are taken (dense, stride 1, no padding), with the block's
+intermediates, the means included, read by nothing else; everything else stays as it was.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ EXCITE_ATTR = "fcm.excite"
 
 @dataclass(frozen=True)
 class ExciteMatch:
-    """A matched excite step: the scaled tensor, its means, the two stages and the product."""
+    """A matched squeeze-excitation: the scaled tensor, its means, the two stages and the product."""
 
     x: relax.Expr
     means: relax.Expr
@@ -54,7 +54,8 @@ class ExciteMatch:
 
     @property
     def intermediates(self) -> tuple[relax.Var, ...]:
-        return (*self.fc1.path_vars, *self.fc2.path_vars)
+        means = (self.means,) if isinstance(self.means, relax.Var) else ()
+        return (*means, *self.fc1.path_vars, *self.fc2.path_vars)
 
 
 def find_excites(index: FunctionIndex) -> list[ExciteMatch]:
@@ -125,11 +126,10 @@ def excite_spec(match: ExciteMatch) -> SqueezeExcite:
 
 
 def excite_args(match: ExciteMatch, se: SqueezeExcite, index: FunctionIndex) -> list[relax.Expr]:
-    """The kernel's inputs: x, means, W1, b1, W2, b2 (biases as ``(C,)`` vectors)."""
+    """The kernel's inputs: x, W1, b1, W2, b2 (biases as ``(C,)`` vectors)."""
     var2val = index.context.var2val
     return [
         match.x,
-        match.means,
         match.fc1.weight,
         bias_vector(match.fc1, se.squeeze, se.dtype, var2val),
         match.fc2.weight,

@@ -1,21 +1,24 @@
-"""Squeeze-excitation's excite step as one kernel call: ``x * gate(W2 . act(W1 . mean + b1) + b2)``.
+"""Squeeze-excitation as one kernel call: ``x * gate(W2 . act(W1 . mean(x) + b1) + b2)``.
 
-Stock TVM runs the step after the channel means as two kernels: fc1 with its activation, and fc2
-with the gate fused to the product with ``x``. The second is a GEMV on a 1x1 image whose
-broadcast product MetaSchedule tunes poorly (18 us for EfficientNet-B0's 7x7x1152 blocks on an
-H100 at batch 1, fp16, after 32 candidates), and each kernel costs ~2.7 us in a CUDA graph however
-small it is. This call does both and keeps the gate on chip:
+Stock TVM runs it as three kernels: the channel means, fc1 with its activation, and fc2 with the
+gate fused to the product with ``x``. Its ``mean`` kernel is slow where an image is small and the
+channels many (24 us for EfficientNet-B0's 7x7x1152 at batch 32 in fp16 on an H200, a tenth of
+the bandwidth), fc2's broadcast product is a GEMV on a 1x1 image that MetaSchedule tunes poorly
+(18 us for the same block at batch 1 on an H100), and each kernel costs ~2.7 us in a CUDA graph
+however small it is. This call does all of it and keeps the gate on chip:
 
-* A thread block scales ``channel_tile`` channels over ``pixel_tile`` pixels of one image.
-* It first computes the gate of its channels into shared memory: a warp per channel, its lanes
-  summing ``W2``'s row against the hidden vector, the lanes' sums meeting in a warp reduction.
-* Then every thread scales its share of the tile's pixels.
+* A kernel of its own first sums each channel's image: threads along a row of the image in
+  vector loads (a warp for a small image, up to the whole block for a large one), meeting in a
+  cross-thread reduction; the means go to global memory in the model's dtype, as stock's do.
+* A thread block of the next kernel scales ``channel_tile`` channels over ``pixel_tile`` pixels
+  of one image. It first computes the gate of its channels into shared memory: a warp per
+  channel, its lanes summing ``W2``'s row against the hidden vector, the lanes' sums meeting in a
+  warp reduction. Then every thread scales its share of the tile's pixels.
 * The hidden vector (``squeeze`` values, each a dot product over all channels, computed the same
-  way) is computed by every block into shared memory (no second launch, but every block reads all
+  way) is computed by every block into shared memory (no third launch, but every block reads all
   of ``W1``), or, where that reads too much per SM, once by a kernel of its own before the scaling
   kernel, in the same PrimFunc (:func:`default_tiles`, ``SeTiles.hidden_kernel``).
 
-The channel means stay stock TVM's ``mean`` kernel: they need the whole image of every channel.
 Everything is accumulated in float32 and stored in the model's dtype.
 """
 
@@ -41,13 +44,14 @@ WARP = 32
 TARGET_ELEMENTS = 2048  # elements a block scales: 8 per thread at 256 threads
 # Every block reads all of fc1's weights to compute the hidden vector itself, and an SM runs its
 # share of the blocks: past this many such bytes per SM the hidden vector gets a kernel of its own.
-# Measured on an H100 (docs/results/excite_h100.json, each variant alone, launches included), 128
-# KiB picks the faster variant for 27 of the 32 steps at batch 32 (the others within 1.6 us) and
-# 27 of 32 at batch 1, and is the rule the end-to-end runs measured. It misses most at batch 1 in
-# fp16, where it keeps EfficientNet-B0's 1152x48 and MobileNetV3-Large's 480x120 (110-115 KiB) in
-# the blocks, 3.9 and 5.5 us slower alone than apart; 96 KiB would take those apart (not yet
-# measured end to end).
+# Measured on an H100 (docs/results/excite_h100_means.json, each call alone, launches included),
+# 128 KiB misses two of the 16 distinct batch-1 fp16 blocks (EfficientNet-B0's 1152x48 and
+# MobileNetV3-Large's 480x120 stay in the blocks, 3.7 and 4.7 us slower alone than apart) and
+# loses 3.5 us over the 16 at batch 32; 64-96 KiB miss none at batch 1 and lose 2.4 us at batch
+# 32. 128 KiB stays until a build with 96 KiB is measured end to end: it is the rule behind the
+# published end-to-end figures.
 HIDDEN_BYTES_PER_SM = 128 * 1024
+RUNS_PER_THREAD = 4  # vector loads of an image row a thread of the means kernel makes, at most
 SYMBOL = "fcm_se"
 
 
@@ -64,7 +68,7 @@ GATE_BUILDERS = {"sigmoid": tirx.sigmoid, "hardsigmoid": _hardsigmoid}
 
 @dataclass(frozen=True)
 class SqueezeExcite:
-    """The excite step of one squeeze-excitation block, after the channel means."""
+    """One squeeze-excitation block: the channel means of ``x``, fc1, fc2, the gate, the product."""
 
     batch: int
     channels: int
@@ -103,9 +107,9 @@ class SqueezeExcite:
         return f"se {shape} s{self.squeeze} {self.activation} {self.gate} {self.dtype}"
 
     def param_shapes(self) -> list[tuple[int, ...]]:
-        """The kernel's inputs in order: x, means, W1, b1, W2, b2."""
+        """The kernel's inputs in order: x, W1, b1, W2, b2."""
         n, c, s = self.batch, self.channels, self.squeeze
-        return [(n, c, self.height, self.width), (n, c, 1, 1), (s, c, 1, 1), (s,), (c, s, 1, 1), (c,)]
+        return [(n, c, self.height, self.width), (s, c, 1, 1), (s,), (c, s, 1, 1), (c,)]
 
     @property
     def output_shape(self) -> tuple[int, int, int, int]:
@@ -120,7 +124,7 @@ class SeTiles:
     pixel_tile: int
     threads: int = 256
     hidden_kernel: int = 0  # 1: the hidden vector in a kernel of its own, not in every block
-    unroll: int = 0  # 1: a lane's loads along a matrix row unrolled, in flight together (not measured)
+    unroll: int = 0  # 1: a lane's loads along a matrix row unrolled (H100: no gain on the better placement)
 
     @property
     def label(self) -> str:
@@ -161,18 +165,23 @@ def _largest_divisor(value: int, at_most: int) -> int:
 
 
 def definition(se: SqueezeExcite) -> tvm.tirx.PrimFunc:
-    """The excite step as TE, one stage per step (``hidden_acc``, ``hidden``, ``gate_acc``,
-    ``gate``, ``out``): sums in float32, the output in the model's dtype."""
+    """The block as TE, one stage per step (``means_sum``, ``means``, ``hidden_acc``, ``hidden``,
+    ``gate_acc``, ``gate``, ``out``): sums in float32; the means, as stock's, and the output in
+    the model's dtype."""
     n_, c_, s_ = se.batch, se.channels, se.squeeze
     act, gate_of = ACTIVATION_BUILDERS[se.activation], GATE_BUILDERS[se.gate]
-    x, means, w1, b1, w2, b2 = (
+    x, w1, b1, w2, b2 = (
         te.placeholder(shape, se.dtype, name)
-        for shape, name in zip(se.param_shapes(), ("x", "means", "w1", "b1", "w2", "b2"))
+        for shape, name in zip(se.param_shapes(), ("x", "w1", "b1", "w2", "b2"))
     )
     f32 = lambda value: value.astype("float32")  # noqa: E731
+    i, j = te.reduce_axis((0, se.height), "i"), te.reduce_axis((0, se.width), "j")
+    means_sum = te.compute((n_, c_), lambda n, ch: te.sum(f32(x[n, ch, i, j]), axis=[i, j]), "means_sum")
+    pixels = tirx.const(se.pixels, "float32")
+    means = te.compute((n_, c_), lambda n, ch: (means_sum[n, ch] / pixels).astype(se.dtype), "means")
     c = te.reduce_axis((0, c_), "c")
     hidden_acc = te.compute(
-        (n_, s_), lambda n, s: te.sum(f32(w1[s, c, 0, 0]) * f32(means[n, c, 0, 0]), axis=c), "hidden_acc"
+        (n_, s_), lambda n, s: te.sum(f32(w1[s, c, 0, 0]) * f32(means[n, c]), axis=c), "hidden_acc"
     )
     hidden = te.compute((n_, s_), lambda n, s: act(hidden_acc[n, s] + f32(b1[s])), "hidden")
     k = te.reduce_axis((0, s_), "k")
@@ -183,14 +192,16 @@ def definition(se: SqueezeExcite) -> tvm.tirx.PrimFunc:
     out = te.compute(
         se.output_shape, lambda n, ch, i, j: (f32(x[n, ch, i, j]) * gate[n, ch]).astype(se.dtype), "out"
     )
-    return te.create_prim_func([x, means, w1, b1, w2, b2, out]).with_attr("tirx.noalias", True)
+    return te.create_prim_func([x, w1, b1, w2, b2, out]).with_attr("tirx.noalias", True)
 
 
 def schedule(sch: Schedule, se: SqueezeExcite, tiles: SeTiles) -> None:
-    """Schedule :func:`definition` (see the module doc): a thread block per tile of the output, the
-    gate of its channels in shared memory, both matrix-vector products a warp per output and its
-    lanes along the sum; the hidden vector per block, or once, in a kernel of its own before."""
+    """Schedule :func:`definition` (see the module doc): the means in a kernel of their own; then a
+    thread block per tile of the output, the gate of its channels in shared memory, both
+    matrix-vector products a warp per output and its lanes along the sum; the hidden vector per
+    block, or once, in a kernel of its own before."""
     warps = tiles.threads // WARP
+    _means_kernel(sch, se, tiles.threads)
     if tiles.hidden_kernel:
         sch.compute_inline(sch.get_sblock("hidden"))  # applied as the gate's sums read the hidden sums
         _hidden_kernel(sch, sch.get_sblock("hidden_acc"), warps, _vector(se.channels, se.dtype), tiles.unroll)
@@ -221,6 +232,38 @@ def schedule(sch: Schedule, se: SqueezeExcite, tiles: SeTiles) -> None:
         )
         sch.set_scope(sch.get_sblock("hidden"), 0, "shared")
         _spread(sch, sch.get_sblock("hidden"), block, warps)
+
+
+def _means_kernel(sch: Schedule, se: SqueezeExcite, threads: int) -> None:
+    """Each channel's sum over its image by :func:`row_threads` threads stepping along it in vector
+    loads that never cross an image row, the rows of ``threads // row_threads`` channels per block;
+    the mean is stored in the model's dtype by the same kernel."""
+    means_sum = sch.get_sblock("means_sum")
+    n, c, i, j = sch.get_loops(means_sum)
+    vector = _vector(se.width, se.dtype)
+    lanes = row_threads(se.pixels // vector, threads)
+    block, row = sch.split(sch.fuse(n, c), [None, threads // lanes])
+    run, lane, element = sch.split(sch.fuse(i, j), [None, lanes, vector])
+    sch.reorder(block, row, lane, run, element)
+    sch.bind(block, "blockIdx.x")
+    sch.bind(row, "threadIdx.y")
+    sch.bind(lane, "threadIdx.x")
+    if vector > 1:
+        loaded = sch.cache_read(means_sum, 0, "local", consumer_blocks=[means_sum])  # not out's
+        sch.compute_at(loaded, run)
+        sch.vectorize(sch.get_loops(loaded)[-1])
+    sch.unroll(run)  # a thread's loads in flight together
+    sch.set_scope(means_sum, 0, "local")
+    sch.reverse_compute_at(sch.get_sblock("means"), row)
+
+
+def row_threads(runs: int, threads: int) -> int:
+    """Threads that sum one image of ``runs`` vector loads: a warp, doubled (up to the block) until
+    each thread makes at most :data:`RUNS_PER_THREAD` of them."""
+    lanes = WARP
+    while lanes < threads and runs > RUNS_PER_THREAD * lanes:
+        lanes *= 2
+    return lanes
 
 
 def _hidden_kernel(sch: Schedule, hidden_acc, warps: int, vector: int, unroll: int) -> None:

@@ -1,6 +1,7 @@
-"""The squeeze-excitation kernel (fc1, activation, fc2, gate and the product in one): its definition
-against float64 on the CPU, its CUDA with nvcc (one kernel, or two with the hidden vector apart),
-its tiles, and the errors it raises. The GPU run is tests/gpu/check_squeeze_excite.py."""
+"""The squeeze-excitation kernel (the means, fc1, activation, fc2, gate and the product in one call):
+its definition against float64 on the CPU, its CUDA with nvcc (the means' kernel and one more, or
+two with the hidden vector apart), its tiles, and the errors it raises. The GPU run is
+tests/gpu/check_squeeze_excite.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from fcm_tvm.schedules.squeeze_excite import (
     default_tiles,
     definition,
     excite_primfunc,
+    row_threads,
     tile_problems,
 )
 from tests.gpu.check_squeeze_excite import random_inputs
@@ -35,6 +37,7 @@ CASES = [  # (spec, tiles or None for the defaults)
     (SqueezeExcite(2, 40, 9, 7, 10, "silu", "hardsigmoid", "float32"), None),  # batch 2, odd image
     (SqueezeExcite(1, 32, 64, 64, 8, "relu", "sigmoid", "float32"), None),  # pixel tiles of one channel
     (SqueezeExcite(1, 16, 56, 56, 4, "silu", "sigmoid", "float16"), None),  # 8 halves per access
+    (SqueezeExcite(2, 8, 112, 112, 2, "silu", "sigmoid", "float16"), None),  # a block sums each image
     (SqueezeExcite(3, 24, 6, 6, 6, "silu", "sigmoid", "float32"), SeTiles(8, 12, 64)),  # both cut
     (SqueezeExcite(1, 50, 5, 5, 33, "relu", "sigmoid", "float16"), SeTiles(10, 25, 96)),  # 3 warps
     (
@@ -78,16 +81,16 @@ def test_the_gates_differ_where_they_should(rng: np.random.Generator) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_the_cuda_kernel_is_one_launch_or_two_and_compiles(case, nvcc: str, tmp_path: Path) -> None:
+def test_the_cuda_kernel_is_two_launches_or_three_and_compiles(case, nvcc: str, tmp_path: Path) -> None:
     se, tiles = case
     func = excite_primfunc(se, tiles, CUDA)
     assert func.attrs["tirx.is_scheduled"]
     source = tvm.compile(tvm.IRModule({"main": func}), target=CUDA).mod.imports[0].inspect_source()
     kernels = re.findall(r'extern "C" __global__ void __launch_bounds__\((\d+)\) (\w+)\([^)]*\)\s*\{', source)
     tiles = tiles or default_tiles(se)
-    names = ["fcm_se_kernel", "fcm_se_kernel_1"] if tiles.hidden_kernel else ["fcm_se_kernel"]
+    names = ["fcm_se_kernel", *(f"fcm_se_kernel_{i}" for i in range(1, 2 + tiles.hidden_kernel))]
     assert kernels == [(str(tiles.threads), name) for name in names]
-    assert "__shfl_down_sync" in source  # the hidden vector's channel sum is a warp reduction
+    assert "__shfl_down_sync" in source  # the means and the channel sums are warp reductions
     compile_cubin(nvcc, source, tmp_path)
 
 
@@ -128,11 +131,21 @@ def test_a_target_without_the_kernel_is_an_fcm_error() -> None:
         excite_primfunc(SqueezeExcite(1, 8, 4, 4, 2), None, tvm.target.Target("vulkan"))
 
 
-def test_the_definition_takes_x_means_w1_b1_w2_b2_and_writes_out() -> None:
+def test_the_definition_takes_x_w1_b1_w2_b2_and_writes_out() -> None:
     se = SqueezeExcite(2, 24, 5, 5, 6)
     func = definition(se)
     assert [tuple(int(d) for d in param.shape) for param in func.params] == [
         *se.param_shapes(),
         se.output_shape,
     ]
-    assert [param.name for param in func.params] == ["x", "means", "w1", "b1", "w2", "b2", "out"]
+    assert [param.name for param in func.params] == ["x", "w1", "b1", "w2", "b2", "out"]
+
+
+@pytest.mark.parametrize(
+    ("runs", "threads", "expected"),
+    [(49, 256, 32), (98, 256, 32), (196, 256, 64), (392, 256, 128), (1568, 256, 256), (1568, 64, 64)],
+)
+def test_an_image_is_summed_by_a_warp_doubled_until_a_thread_makes_at_most_4_loads(
+    runs, threads, expected
+) -> None:
+    assert row_threads(runs, threads) == expected
