@@ -96,6 +96,10 @@
 # hidden vector) plus bench_each of two models at batch 1 fp16: 301 s; bench_each of two models at
 # batch 1 and one at batch 32 (fp16): ~250 s; two models at batch 32 fp16 (MODEL_TIMEOUT=200)
 # then two at batch 1 fp32: 359 s.
+# Twenty-sixth session (H100, asked for as nvidia-h200): six start calls got no machine (15-180 s
+# each, 646 s in all); bench_each of two models at batch 32 fp16 (MODEL_TIMEOUT=190) 227 s, then
+# excite (128 kernels, fp16, batch 1 and 32, four variants) 138 s, then bench_each of both at batch
+# 1 fp16 149 s: 514 s in one call; bench_each fp32 batch 32, two models 211 s, two more 163 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift
@@ -234,19 +238,24 @@ ncu)  # DRAM bytes and GPU time of every chain, fused and unfused (tuned too, gi
     python -m fcm_tvm.benchmarks.ncu_bytes $dir > $dir/summary.txt 2>&1 || tail -3 $dir/summary.txt
     cp $dir/dram_bytes.json "$OUT/gpu_times_${model}_b${BATCH:-1}.json" 2>/dev/null
   done ;;
-profile)  # kernel GPU time per inference, stock-tuned against fcm-tuned (ncu), then why the FCM
-  # kernels of the first model take what they take (ncu sections, one inference)
+profile)  # kernel GPU time per inference (at BATCH and PRECISION), stock-tuned and fcm-tuned each in
+  # a process of its own (ncu), then why the FCM kernels of the first model take what they take
+  # (ncu sections, one inference; DETAIL_S=0 skips that)
   models=${MODELS:-mobilenet_v2}
   for model in ${models//,/ }; do
-    RUNS=2 TUNED=1 timeout 240 ncu --metrics gpu__time_duration.sum --cache-control none --clock-control none \
-      --csv --page raw --log-file $RUN/k_$model.csv python tests/gpu/profile_model.py $model none auto \
-      > $RUN/k_$model.log 2>&1
-    echo "$model: exit $?"; python tests/gpu/kernel_summary.py 2 $RUN/k_$model.csv
+    for fuse in none auto; do
+      RUNS=2 TUNED=1 timeout ${MODEL_TIMEOUT:-240} ncu --metrics gpu__time_duration.sum --cache-control none \
+        --clock-control none --csv --page raw --log-file $RUN/k_${model}_$fuse.csv \
+        python tests/gpu/profile_model.py $model $fuse > $RUN/k_${model}_$fuse.log 2>&1
+      echo "$model $fuse: exit $?"; python tests/gpu/kernel_summary.py 2 $RUN/k_${model}_$fuse.csv
+    done
   done
   first=${models%%,*}
-  RUNS=1 TUNED=1 timeout ${DETAIL_S:-200} ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
-    --section LaunchStats --section MemoryWorkloadAnalysis -k regex:fcm --csv --page details \
-    --log-file $RUN/fcm_details.csv python tests/gpu/profile_model.py $first auto > $RUN/details.log 2>&1
-  echo "details: exit $?"
+  if [ "${DETAIL_S:-200}" != 0 ]; then
+    RUNS=1 TUNED=1 timeout ${DETAIL_S:-200} ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
+      --section LaunchStats --section MemoryWorkloadAnalysis -k regex:fcm --csv --page details \
+      --log-file $RUN/fcm_details.csv python tests/gpu/profile_model.py $first auto > $RUN/details.log 2>&1
+    echo "details: exit $?"
+  fi
   tar czf "$OUT/profile.tgz" -C $RUN $(cd $RUN && ls k_*.csv k_*.log fcm_details.csv details.log 2>/dev/null) ;;
 esac
