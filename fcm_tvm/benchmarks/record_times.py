@@ -30,12 +30,10 @@ from ..default_schedules import mean_seconds
 from ..errors import FcmError
 from ..frontend import graph_inputs, import_onnx
 from ..models import build_model
-from ..pipeline import apply_fusion, register_tensor_intrinsics, tuning_passes
+from ..pipeline import apply_fusion, register_tensor_intrinsics, replays_tensor_intrinsics, tuning_passes
 from ..precision import as_precision
 from ..records import shipped_records, unpacked
 from ..target import resolve_target
-
-WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 
 
 @dataclass(frozen=True)
@@ -81,8 +79,9 @@ def open_database(folder: Path):
 
     copy = Path(tempfile.mkdtemp(prefix="fcm-record-times-")) / "db"
     shutil.copytree(folder, copy)
-    register_tensor_intrinsics()  # fp16 records replay tensor-core schedules
-    return ms.database.JSONDatabase(str(copy / WORKLOADS), str(copy / RECORDS))
+    if replays_tensor_intrinsics(copy):  # fp16 records replay tensor-core schedules
+        register_tensor_intrinsics()
+    return ms.database.JSONDatabase(work_dir=str(copy))
 
 
 def records_folder(records: str, model: str, batch: int, precision: str) -> Path:
