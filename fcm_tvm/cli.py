@@ -234,6 +234,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         search=args.search,
         precision=args.precision,
         start_from=start_from,
+        cuda_graph=args.cuda_graph,
     )
     print(f"tuning records in {folder} (use: fcm-tvm compile ... --tuning-records {folder})")
     print(f"summary in {folder / SUMMARY}")
@@ -434,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "all", "none"],
         default="auto",
         help="tune around the FCMs as compile would fuse (default: auto); none tunes the stock graph",
+    )
+    tune_parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="tune around the FCMs of a build with CUDA graphs (compile/bench --cuda-graph), which "
+        "may fuse other chains",
     )
     tune_parser.set_defaults(handler=cmd_tune)
 

@@ -50,13 +50,20 @@ ALL_RECORDS = 1 << 20  # get_top_k's k for every record of a workload
 
 
 def tuning_module(
-    model: ModelLike, target: TargetLike, fuse: str = "auto", input_shapes=None, precision: str | None = None
+    model: ModelLike,
+    target: TargetLike,
+    fuse: str = "auto",
+    input_shapes=None,
+    precision: str | None = None,
+    cuda_graph: bool = False,
 ) -> tuple[tvm.IRModule, tvm.target.Target]:
-    """The module MetaSchedule sees: imported, fused as ``compile`` would, legalized and FuseTIR'd."""
+    """The module MetaSchedule sees: imported, fused as ``compile`` fuses a build that has tuning
+    records (``cuda_graph``: and captures its launches; the planner may fuse other chains then),
+    legalized and FuseTIR'd: what is tuned is what that build runs around its FCMs."""
     resolved = resolve_target(target)
     proto = as_precision(load_onnx(model), precision)
     module = import_onnx(proto, graph_inputs(proto, input_shapes))
-    module, _ = apply_fusion(module, resolved, fuse)
+    module, _ = apply_fusion(module, resolved, fuse, tuned=True, cuda_graph=cuda_graph)
     with resolved.tvm_target:
         module = tvm.transform.Sequential(tuning_passes(resolved.tvm_target))(module)
     return module, resolved.tvm_target
@@ -78,6 +85,7 @@ def tune(
     search: str = "evolutionary",
     precision: str | None = None,
     start_from: str | os.PathLike | None = None,
+    cuda_graph: bool = False,
 ) -> Path:
     """Tune ``model``'s stock kernels for ``target``; return the work directory (the database).
 
@@ -92,7 +100,8 @@ def tune(
     ``precision``: as for ``compile``; tune in the precision you will compile in.
     ``start_from``: a database (a work directory or shipped records) to copy into a new
     ``work_dir`` first; the tasks it holds tuned records of are not tuned again
-    (:meth:`~.tuning_progress.TaskProgress.adopt`).
+    (:meth:`~.tuning_progress.TaskProgress.adopt`). ``cuda_graph``: tune around the FCMs of a
+    build with CUDA graphs (``fuse`` auto: the planner weighs launches otherwise).
     Writes ``tuning_summary.json`` into the work directory, also on failure.
     """
     if start_from is not None:
@@ -105,7 +114,7 @@ def tune(
     if resolved.is_cuda:
         _check_gpu_present()
     started = time.time()
-    module, tvm_target = tuning_module(model, target, fuse, input_shapes, precision)
+    module, tvm_target = tuning_module(model, target, fuse, input_shapes, precision, cuda_graph)
     if tvm_target.kind.name != "cuda":
         tvm_target = _with_num_cores(tvm_target)
     environment = _prepare_worker_environment(tvm_target.kind.name)
@@ -126,6 +135,7 @@ def tune(
     progress.measure_defaults(tasks, tvm_target, builder, runner)
     chosen = progress.focus(tasks, focus)
     plan = _plan(model, tvm_target, fuse, tasks, chosen, focus, trials, trials_per_task, time_budget_s)
+    plan["cuda_graph"] = cuda_graph
     plan.update(started=timestamp(started), environment=environment, log_offsets=log_offsets(folder / "logs"))
     plan["runner"] = {"timeout_s": run_timeout_s, **_EVALUATOR}
     write_json(folder / SUMMARY, plan)

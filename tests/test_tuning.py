@@ -382,3 +382,27 @@ def test_a_model_tuned_in_fp16_gives_tasks_in_float16():
     module, _ = tuning_module(separable_block(), "llvm", fuse="none", precision="fp16")
     main = module["main"].script()
     assert 'x: R.Tensor((1, 8, 16, 16), dtype="float16")' in main and "float32" not in main
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_tuning_sees_the_fcms_of_a_build_with_records(cuda_graph):
+    """The build that uses the records plans against tuned stock (and, with graphs, without
+    launches): MobileNetV2 in fp16 at batch 32 fuses other chains then than an untuned build, and
+    what is tuned must be what that build runs around its FCMs."""
+    from fcm_tvm.frontend import graph_inputs, import_onnx
+    from fcm_tvm.models import build_model
+    from fcm_tvm.pipeline import apply_fusion, fused_chains
+    from fcm_tvm.precision import as_precision
+    from fcm_tvm.target import resolve_target
+    from fcm_tvm.tuning import tuning_module
+
+    proto = as_precision(build_model("mobilenet_v2", batch=32), "fp16")
+
+    def fused(**planned) -> list:
+        module = import_onnx(proto, graph_inputs(proto, None))
+        return [chain.spec for chain in apply_fusion(module, resolve_target("h100"), "auto", **planned)[1]]
+
+    built = fused(tuned=True, cuda_graph=cuda_graph)
+    module, _ = tuning_module(proto, "h100", fuse="auto", cuda_graph=cuda_graph)
+    assert [chain.spec for chain in fused_chains(module)] == built
+    assert built != fused(tuned=False, cuda_graph=False)
