@@ -219,8 +219,13 @@ tune)  # MetaSchedule on the stock graphs of the headline models (see tune_zoo.s
   hide_torch
   bash tests/gpu/tune_zoo.sh "$@" ;;
 tune_bench)  # MODELS tuned at BATCH and PRECISION (tune_zoo.sh: TOTAL, START_FROM, or again to go
-  # on), then bench_each on those records; the pruned databases come back in tune_zoo.tar.gz
-  cases=(); for model in ${MODELS//,/ }; do cases+=("$model:${BATCH:-1}:${PRECISION:-fp32}"); done
+  # on), then bench_each on those records; the pruned databases come back in tune_zoo.tar.gz.
+  # PAIRS=1 also tunes each model's fcm-tvm graph (the kernels around its FCMs, as a graph build
+  # fuses them), with the same share of TOTAL, for fcm-tuned to use (records named _fcm)
+  cases=(); for model in ${MODELS//,/ }; do
+    cases+=("$model:${BATCH:-1}:${PRECISION:-fp32}")
+    [ -n "${PAIRS:-}" ] && cases+=("$model:${BATCH:-1}:${PRECISION:-fp32}:auto")
+  done
   bash "$0" tune "${cases[@]}" | grep -E "tuning for|exit|kernel time|done in"
   RECORDS=/tmp/fcm-tune/tuning/$(ls /tmp/fcm-tune/tuning | head -1) bash "$0" bench_each ;;
 ncu)  # DRAM bytes and GPU time of every chain, fused and unfused (tuned too, given TUNING), one
