@@ -14,8 +14,6 @@ from .records import DATABASE
 from .target import ResolvedTarget
 
 FUSE_MODES = ("auto", "all", "none")
-SPEC_ATTR = "fcm.spec"  # set by the rewrite pass on every fused PrimFunc
-EXCITE_ATTR = "fcm.excite"  # set by FuseSqueezeExcite on its kernels
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,9 @@ def apply_fusion(
 
 
 def fused_chains(module: tvm.IRModule) -> list[FusedChain]:
+    """What the fusion passes fused in ``module``, read from the records on their kernels."""
+    from .relay_passes.record import EXCITE_ATTR, SPEC_ATTR
+
     chains = []
     for global_var, function in module.functions.items():
         attrs = function.attrs or {}

@@ -16,8 +16,8 @@ from .fold_batchnorm import FoldBatchNorm
 from .fold_for_fusion import FoldAndFuse
 from .fuse_dw_pw import FuseDepthwisePointwise, select_chains
 from .fuse_planner import FusePlanner, find_chains, fused_decisions
-from .fuse_squeeze_excite import EXCITE_ATTR, FuseSqueezeExcite, excite_steps
-from .record import SPEC_ATTR, spec_from_record
+from .fuse_squeeze_excite import FuseSqueezeExcite, excite_steps
+from .record import EXCITE_ATTR, SPEC_ATTR, spec_from_record
 
 __all__ = [
     "EXCITE_ATTR",

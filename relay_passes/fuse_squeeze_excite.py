@@ -35,11 +35,10 @@ from ..schedules.spec import Pointwise
 from ..schedules.squeeze_excite import ACTIVATIONS, GATES, SqueezeExcite, default_tiles, excite_primfunc
 from .chain import Unsupported, bias_vector, conv_info, stage_of
 from .matcher import FunctionIndex, StageMatch, calls_op, match_stage, read_only_inside, static_shape
+from .record import EXCITE_ATTR
 from .rewrite import ValueBuilder, fresh_name, replace_bindings
 
 log = logging.getLogger(__name__)
-
-EXCITE_ATTR = "fcm.excite"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The ``fcm.spec`` attribute: what a fused PrimFunc computes, as JSON the compiler can report.
+"""The ``fcm.spec`` attribute: what a fused PrimFunc computes, as JSON the compiler can report
+(and ``fcm.excite``, the squeeze-excitation kernels' record, written by FuseSqueezeExcite).
 
 The record holds the FcmSpec's constructor arguments (so :func:`spec_from_record` rebuilds it),
 its kind, the tiles the kernel was made with (null: the schedule's defaults), why it was fused,
@@ -13,6 +14,7 @@ from dataclasses import asdict
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise, Stage
 
 SPEC_ATTR = "fcm.spec"
+EXCITE_ATTR = "fcm.excite"
 
 
 def spec_record(spec: FcmSpec, tiles: FcmTiles | None, reason: str, calls: int = 1) -> dict:
