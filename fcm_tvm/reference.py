@@ -9,6 +9,15 @@ from onnx.reference import ReferenceEvaluator
 
 from .precision import with_precision
 
+NUMPY_ACTIVATIONS = {  # the stage activations of schedules.spec, in float64
+    "none": lambda v: v,
+    "relu": lambda v: np.maximum(v, 0.0),
+    "relu6": lambda v: np.clip(v, 0.0, 6.0),
+    "hardswish": lambda v: v * np.clip(v / 6.0 + 0.5, 0.0, 1.0),
+    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+    "silu": lambda v: v / (1.0 + np.exp(-v)),
+}
+
 
 def float64_reference(model: onnx.ModelProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Outputs of ``model`` computed in float64 for the given inputs (in graph-input order)."""
@@ -34,8 +43,23 @@ def excite_reference(
     """Squeeze-excitation in float64: ``x * gate(W2 . act(W1 . mean(x) + b1) + b2)`` (arguments
     in the kernel's order, see ``schedules.squeeze_excite``)."""
     x, w1, b1, w2, b2 = (np.asarray(a, np.float64) for a in (x, w1, b1, w2, b2))
-    hidden = x.mean(axis=(2, 3)) @ w1[:, :, 0, 0].T + b1
-    hidden = np.maximum(hidden, 0) if activation == "relu" else hidden / (1 + np.exp(-hidden))
+    hidden = NUMPY_ACTIVATIONS[activation](x.mean(axis=(2, 3)) @ w1[:, :, 0, 0].T + b1)
     scale = hidden @ w2[:, :, 0, 0].T + b2
     scale = 1 / (1 + np.exp(-scale)) if gate == "sigmoid" else np.clip(scale / 6 + 0.5, 0, 1)
     return x * scale[:, :, None, None]
+
+
+def gated_pw_reference(
+    x: np.ndarray,
+    gate: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    residual: np.ndarray | None,
+    activation: str,
+) -> np.ndarray:
+    """A pointwise convolution of the gated input in float64: ``act(W . (x * gate) + b) [+ residual]``
+    (arguments in the kernel's order, see ``schedules.gated_pw_tc``)."""
+    scaled = np.asarray(x, np.float64) * np.asarray(gate, np.float64)[:, :, None, None]
+    out = np.einsum("oc,nchw->nohw", np.asarray(w, np.float64)[:, :, 0, 0], scaled)
+    out = NUMPY_ACTIVATIONS[activation](out + np.asarray(b, np.float64)[None, :, None, None])
+    return out if residual is None else out + np.asarray(residual, np.float64)

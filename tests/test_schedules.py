@@ -12,6 +12,7 @@ import pytest
 import tvm
 
 from fcm_tvm.errors import FcmError
+from fcm_tvm.reference import NUMPY_ACTIVATIONS
 from fcm_tvm.schedules import (
     Depthwise,
     FcmSpec,
@@ -33,15 +34,6 @@ CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
 TOLERANCE = {"float32": 1e-5, "float16": 2e-3}
 
 # -- the reference ----------------------------------------------------------------------------
-
-NUMPY_ACTIVATIONS = {
-    "none": lambda v: v,
-    "relu": lambda v: np.maximum(v, 0.0),
-    "relu6": lambda v: np.clip(v, 0.0, 6.0),
-    "hardswish": lambda v: v * np.clip(v / 6.0 + 0.5, 0.0, 1.0),
-    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
-    "silu": lambda v: v / (1.0 + np.exp(-v)),
-}
 
 
 def depthwise_reference(x: np.ndarray, weight: np.ndarray, stage: Depthwise) -> np.ndarray:

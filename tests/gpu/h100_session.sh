@@ -101,7 +101,7 @@
 # excite (128 kernels, fp16, batch 1 and 32, four variants) 138 s, then bench_each of both at batch
 # 1 fp16 149 s: 514 s in one call; bench_each fp32 batch 32, two models 211 s, two more 163 s.
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -171,6 +171,11 @@ excite)  # every squeeze-excitation kernel of MODELS at BATCH(es) and PRECISION(
   hide_torch
   python tests/gpu/check_squeeze_excite.py --models ${MODELS:-efficientnet_b0,mobilenet_v3_large} \
     --batch ${BATCH:-1} --precision ${PRECISION:-fp16} --json "$OUT/excite.json" 2>&1 | tail -${TAIL:-40} ;;
+gated_pw)  # the gated pointwise kernel of every project PW after a squeeze-excitation of MODELS at
+  # BATCH(es), fp16, against float64, with its kernel time (rows back as gated_pw.json)
+  hide_torch
+  python tests/gpu/check_gated_pw.py --models ${MODELS:-efficientnet_b0,mobilenet_v3_large} \
+    --batch ${BATCH:-1,32} --json "$OUT/gated_pw.json" 2>&1 | tail -${TAIL:-40} ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
   # RECORDS, the records shipped for this GPU: the H100 and H200 borrow each other's; BASELINE=stock
   # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.

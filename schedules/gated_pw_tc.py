@@ -1,0 +1,279 @@
+"""A pointwise convolution whose input is scaled per image and channel first, on tensor cores (fp16).
+
+Squeeze-excitation ends in ``y = x * gate``, and the project PW reads ``y``: stock TVM writes
+``y`` (as big as ``x``) and reads it back. This kernel reads ``x`` and the ``(N, C)`` gate and
+scales each value as it stages it, so ``y`` never reaches global memory:
+``out = act(W . (x * gate) + b) [+ residual]``.
+
+A thread block computes ``channel_tile`` output channels over ``pixel_tile`` consecutive pixels of
+one image (the image flattened: a 1x1 convolution has no halo, so a tile is any run of pixels).
+Whatever is not whole fragments is padded with zeros and never stored: the last pixel tile of an
+image, output channels up to a whole channel tile (24 -> 32), input channels up to a multiple of
+16 (72 -> 80). Per chunk of 32 input channels (16 where 32 does not divide them) it
+
+1. stages the chunk's weights and its scaled input (``chunk x pixel_tile``, float16) in shared
+   memory,
+2. multiplies them on tensor cores (``wmma`` 16x16x16, float32 accumulators in fragments, each
+   warp a grid of them),
+
+then stores the accumulators to shared memory and applies bias, activation and residual as it
+writes the output once. It is the DW->PW tensor-core kernel (``cuda_dw_pw_tc.py``) with the
+depthwise stage replaced by the scale. Not yet wired into a pass nor run on a GPU
+(docs/kernels.md, "Not done yet").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm.s_tir import Schedule
+from tvm.script import tirx as T
+
+from ..errors import FcmError
+from .compute import ACTIVATION_BUILDERS
+from .layout import ceil_div
+from .primfunc import OP_PATTERN_ATTR, OPAQUE, SCHEDULED_ATTR
+from .wmma import (
+    ACCUMULATORS,
+    DTYPE,
+    DTYPE_BYTES,
+    FRAGMENT,
+    SHARED,
+    WARP,
+    fragments,
+    shared_memory_problems,
+    spread,
+    stored_output,
+    warp_grid,
+    without_param,
+)
+
+CHUNKS = (32, FRAGMENT)  # input channels per shared-memory step, the largest dividing them
+SYMBOL = "fcm_gated_pw"
+
+
+@dataclass(frozen=True)
+class GatedPointwise:
+    """``act(W . (x * gate[n, c]) + b) [+ residual]`` on an ``batch x in_channels x height x width``
+    float16 input; the gate is float32, one value per image and input channel."""
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    height: int
+    width: int
+    activation: str = "none"
+    residual: bool = False
+
+    def __post_init__(self) -> None:
+        if min(self.batch, self.in_channels, self.out_channels, self.height, self.width) < 1:
+            raise ValueError("every dimension of a gated pointwise convolution must be positive")
+        if self.activation not in ACTIVATION_BUILDERS:
+            raise ValueError(f"activation {self.activation!r} is not one of {', '.join(ACTIVATION_BUILDERS)}")
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def key(self) -> str:
+        shape = f"{self.batch}x{self.in_channels}x{self.height}x{self.width}"
+        return f"gated_pw {shape} -> {self.out_channels}:{self.activation}{' +res' if self.residual else ''}"
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        """The kernel's inputs in order: x, gate, W, b (and the residual where there is one)."""
+        n, c, o, h, w = self.batch, self.in_channels, self.out_channels, self.height, self.width
+        shapes = [(n, c, h, w), (n, c), (o, c, 1, 1), (o,)]
+        return shapes + [(n, o, h, w)] if self.residual else shapes
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.out_channels, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class GatedPwTiles:
+    """Output channels and pixels a thread block computes (whole fragments), and its threads."""
+
+    channel_tile: int = 32
+    pixel_tile: int = 64
+    threads: int = 128
+
+    @property
+    def label(self) -> str:
+        return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads} tc"
+
+
+def padded_in_channels(spec: GatedPointwise) -> int:
+    return ceil_div(spec.in_channels, FRAGMENT) * FRAGMENT
+
+
+def padded_out_channels(spec: GatedPointwise, tiles: GatedPwTiles) -> int:
+    return ceil_div(spec.out_channels, tiles.channel_tile) * tiles.channel_tile
+
+
+def chunk(spec: GatedPointwise) -> int:
+    """Input channels per shared-memory step: 32, or 16 where 32 does not divide them (144)."""
+    return next(step for step in CHUNKS if padded_in_channels(spec) % step == 0)
+
+
+def fragment_grid(tiles: GatedPwTiles) -> tuple[int, int]:
+    """(channel, pixel) fragments of a block's output."""
+    return tiles.channel_tile // FRAGMENT, tiles.pixel_tile // FRAGMENT
+
+
+def shared_bytes(spec: GatedPointwise, tiles: GatedPwTiles) -> int:
+    """One block's shared memory: the weights and scaled input of a chunk (float16), and the
+    float32 accumulators staged for the epilogue."""
+    halves = (tiles.channel_tile + tiles.pixel_tile) * chunk(spec)
+    return halves * DTYPE_BYTES + accumulator_bytes(tiles)
+
+
+def accumulator_bytes(tiles: GatedPwTiles) -> int:
+    return tiles.channel_tile * tiles.pixel_tile * 4
+
+
+def tile_problems(spec: GatedPointwise, tiles: GatedPwTiles, max_smem: int) -> list[str]:
+    """Why ``tiles`` cannot run ``spec`` (empty if they can)."""
+    found = []
+    if tiles.channel_tile % FRAGMENT or tiles.channel_tile < FRAGMENT:
+        found.append(f"channel tile {tiles.channel_tile} is not whole fragments of {FRAGMENT}")
+    if tiles.pixel_tile % FRAGMENT or tiles.pixel_tile < FRAGMENT:
+        found.append(f"pixel tile {tiles.pixel_tile} is not whole fragments of {FRAGMENT}")
+    if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
+        found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
+    elif not found and warp_grid(tiles.threads // WARP, fragment_grid(tiles)) is None:
+        found.append(f"{tiles.threads // WARP} warps do not tile the {fragment_grid(tiles)} fragments")
+    if not found:
+        found = shared_memory_problems(shared_bytes(spec, tiles), accumulator_bytes(tiles), max_smem)
+    return found
+
+
+def default_tiles(spec: GatedPointwise) -> GatedPwTiles:
+    """32 output channels where they divide (else 16: less padding), 64 pixels (a 7x7 image is
+    one tile), four warps."""
+    return GatedPwTiles(32 if spec.out_channels % 32 == 0 else FRAGMENT, 64, 128)
+
+
+def definition(spec: GatedPointwise, tiles: GatedPwTiles) -> tvm.tirx.PrimFunc:
+    """Over (image, pixel tile, padded channel, padded pixel): the padded weights, the scaled
+    input, the GEMM, the epilogue."""
+    n_, c_, h_, w_ = spec.batch, spec.in_channels, spec.height, spec.width
+    o_, p_ = spec.out_channels, tiles.pixel_tile
+    cp_, op_ = padded_in_channels(spec), padded_out_channels(spec, tiles)
+    t_ = ceil_div(spec.pixels, p_)
+    hw = spec.pixels
+    f16, f32 = DTYPE, "float32"
+    res_shape = spec.output_shape if spec.residual else (1,)
+    epilogue = stored_output(ACTIVATION_BUILDERS[spec.activation], spec.residual)
+
+    @T.prim_func(s_tir=True)
+    def gated_pw(
+        x: T.Buffer((n_, c_, h_, w_), f16),
+        gate: T.Buffer((n_, c_), f32),
+        w: T.Buffer((o_, c_, 1, 1), f16),
+        b: T.Buffer((o_,), f16),
+        residual: T.Buffer(res_shape, f16),
+        out: T.Buffer((n_, o_, h_, w_), f16),
+    ):
+        T.func_attr({"tirx.noalias": True})
+        weights = T.sblock_alloc_buffer((op_, cp_), f16)
+        scaled = T.sblock_alloc_buffer((n_, t_, cp_, p_), f16)
+        acc = T.sblock_alloc_buffer((n_, t_, op_, p_), f32)
+        for o, c in T.grid(op_, cp_):
+            with T.sblock("weights"):
+                vo, vc = T.axis.remap("SS", [o, c])
+                weights[vo, vc] = T.if_then_else(vo < o_ and vc < c_, w[vo, vc, 0, 0], T.float16(0))
+        for n, t, c, p in T.grid(n_, t_, cp_, p_):
+            with T.sblock("scaled"):
+                vn, vt, vc, vp = T.axis.remap("SSSS", [n, t, c, p])
+                q = T.meta_var(vt * p_ + vp)
+                scaled[vn, vt, vc, vp] = T.if_then_else(
+                    q < hw and vc < c_,
+                    T.Cast(f16, T.Cast(f32, x[vn, vc, q // w_, q % w_]) * gate[vn, vc]),
+                    T.float16(0),
+                )
+        for n, t, o, p, c in T.grid(n_, t_, op_, p_, cp_):
+            with T.sblock("acc"):
+                vn, vt, vo, vp, vc = T.axis.remap("SSSSR", [n, t, o, p, c])
+                with T.init():
+                    acc[vn, vt, vo, vp] = T.float32(0)
+                acc[vn, vt, vo, vp] = acc[vn, vt, vo, vp] + T.Cast(f32, weights[vo, vc]) * T.Cast(
+                    f32, scaled[vn, vt, vc, vp]
+                )
+        for n, t, o, p in T.grid(n_, t_, op_, p_):
+            with T.sblock("out"):
+                vn, vt, vo, vp = T.axis.remap("SSSS", [n, t, o, p])
+                q = T.meta_var(vt * p_ + vp)
+                res = T.meta_var(residual[vn, vo, q // w_, q % w_] if spec.residual else T.float16(0))
+                if q < hw and vo < o_:  # a body condition: reverse_compute_at drops a block predicate
+                    out[vn, vo, q // w_, q % w_] = epilogue(acc[vn, vt, vo, vp], b[vo], res)
+
+    return gated_pw if spec.residual else without_param(gated_pw, 4)  # the body never reads it
+
+
+def schedule(sch: Schedule, spec: GatedPointwise, tiles: GatedPwTiles) -> None:
+    """Schedule :func:`definition` in ``sch`` (see the module doc)."""
+    import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
+
+    warps_c, warps_p = warp_grid(tiles.threads // WARP, fragment_grid(tiles))
+    frags_c, frags_p = fragment_grid(tiles)
+    threads = (warps_c * warps_p, WARP)
+    gemm = sch.get_sblock("acc")
+    n, t, o, p, c = sch.get_loops(gemm)
+    o_block, o_warp, o_frag, o_in = sch.split(o, [None, warps_c, frags_c // warps_c, FRAGMENT])
+    p_warp, p_frag, p_in = sch.split(p, [warps_p, frags_p // warps_p, FRAGMENT])
+    step, c_frag, c_in = sch.split(c, [None, chunk(spec) // FRAGMENT, FRAGMENT])
+    sch.reorder(n, t, o_block, o_warp, p_warp, step, c_frag, o_frag, p_frag, o_in, p_in, c_in)
+    block = sch.fuse(n, t, o_block)
+    sch.bind(block, "blockIdx.x")
+    warp = sch.fuse(o_warp, p_warp)
+    sch.bind(warp, "threadIdx.y")
+
+    store = sch.cache_write(gemm, 0, "wmma.accumulator")
+    sch.reverse_compute_at(store, warp)
+    sch.set_scope(store, 0, ACCUMULATORS)
+    weights = sch.get_sblock("weights")
+    sch.set_scope(weights, 0, SHARED)
+    sch.compute_at(weights, step)
+    a_frag = sch.cache_read(gemm, 0, "wmma.matrix_a")
+    sch.compute_at(a_frag, c_frag)
+    scaled = sch.get_sblock("scaled")
+    sch.set_scope(scaled, 0, SHARED)
+    b_frag = sch.cache_read(gemm, 1, "wmma.matrix_b")
+    sch.compute_at(b_frag, c_frag)
+    sch.compute_at(scaled, step)
+    epilogue = sch.get_sblock("out")
+    sch.reverse_compute_at(epilogue, block)
+
+    spread(sch, weights, step, threads)
+    spread(sch, scaled, step, threads)
+    spread(sch, epilogue, block, threads)
+
+    sch.tensorize(fragments(sch, a_frag), wmma.WMMA_LOAD_16x16x16_F16_A_DYN_INTRIN)
+    sch.tensorize(fragments(sch, b_frag), wmma.WMMA_LOAD_16x16x16_F16_B_DYN_INTRIN)
+    init = sch.decompose_reduction(gemm, step)
+    sch.tensorize(sch.get_loops(init)[-2], wmma.WMMA_FILL_16x16x16_F32_INTRIN)
+    sch.tensorize(sch.get_loops(gemm)[-3], wmma.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
+    sch.tensorize(fragments(sch, store), wmma.WMMA_STORE_16x16x16_F32_SHARED_INTRIN)
+
+
+def gated_pw_primfunc(
+    spec: GatedPointwise, tiles: GatedPwTiles | None, target: tvm.target.Target
+) -> tvm.tirx.PrimFunc:
+    """The kernel for ``target``: the definition on CPUs (the stock pipeline schedules it), on
+    tensor cores for CUDA. Tiles that do not fit raise :class:`FcmError`."""
+    tiles = tiles or default_tiles(spec)
+    kind = target.kind.name
+    if kind in ("llvm", "c"):
+        return definition(spec, tiles).with_attr("global_symbol", SYMBOL)
+    if kind != "cuda":
+        raise FcmError(f"no gated pointwise kernel for target kind '{kind}' (supported: cuda, llvm, c)")
+    from .cuda import max_shared_memory
+
+    if problems := tile_problems(spec, tiles, max_shared_memory(target)):
+        raise FcmError(f"tiles {tiles.label} of {spec.key}: " + "; ".join(problems))
+    sch = Schedule(tvm.IRModule({"main": definition(spec, tiles).with_attr("global_symbol", SYMBOL)}))
+    schedule(sch, spec, tiles)
+    return sch.mod["main"].with_attrs({SCHEDULED_ATTR: True, OP_PATTERN_ATTR: OPAQUE})
