@@ -42,11 +42,24 @@ def excite_reference(
 ) -> np.ndarray:
     """Squeeze-excitation in float64: ``x * gate(W2 . act(W1 . mean(x) + b1) + b2)`` (arguments
     in the kernel's order, see ``schedules.squeeze_excite``)."""
+    scale = excite_gate_reference(x, w1, b1, w2, b2, activation, gate)
+    return np.asarray(x, np.float64) * scale[:, :, None, None]
+
+
+def excite_gate_reference(
+    x: np.ndarray,
+    w1: np.ndarray,
+    b1: np.ndarray,
+    w2: np.ndarray,
+    b2: np.ndarray,
+    activation: str,
+    gate: str,
+) -> np.ndarray:
+    """Squeeze-excitation's ``(N, C)`` gate in float64: ``gate(W2 . act(W1 . mean(x) + b1) + b2)``."""
     x, w1, b1, w2, b2 = (np.asarray(a, np.float64) for a in (x, w1, b1, w2, b2))
     hidden = NUMPY_ACTIVATIONS[activation](x.mean(axis=(2, 3)) @ w1[:, :, 0, 0].T + b1)
     scale = hidden @ w2[:, :, 0, 0].T + b2
-    scale = 1 / (1 + np.exp(-scale)) if gate == "sigmoid" else np.clip(scale / 6 + 0.5, 0, 1)
-    return x * scale[:, :, None, None]
+    return 1 / (1 + np.exp(-scale)) if gate == "sigmoid" else np.clip(scale / 6 + 0.5, 0, 1)
 
 
 def gated_pw_reference(

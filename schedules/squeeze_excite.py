@@ -51,6 +51,7 @@ TARGET_ELEMENTS = 2048  # elements a block scales: 8 per thread at 256 threads
 # 32. 128 KiB stays until a build with 96 KiB is measured end to end: it is the rule behind the
 # published end-to-end figures.
 HIDDEN_BYTES_PER_SM = 128 * 1024
+GATES_PER_BLOCK = 32  # channels a block of the gate-only call computes the gates of, at most
 RUNS_PER_THREAD = 4  # vector loads of an image row a thread of the means kernel makes, at most
 SYMBOL = "fcm_se"
 
@@ -78,6 +79,7 @@ class SqueezeExcite:
     activation: str = "relu"
     gate: str = "sigmoid"
     dtype: str = "float32"
+    scales: bool = True  # False: the call returns the (N, C) float32 gate, for a gated PW to apply
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -104,7 +106,8 @@ class SqueezeExcite:
     def key(self) -> str:
         """How records and reports name it, e.g. ``se 1x1152x7x7 s48 silu sigmoid float16``."""
         shape = f"{self.batch}x{self.channels}x{self.height}x{self.width}"
-        return f"se {shape} s{self.squeeze} {self.activation} {self.gate} {self.dtype}"
+        key = f"se {shape} s{self.squeeze} {self.activation} {self.gate} {self.dtype}"
+        return key if self.scales else f"{key} gate-only"
 
     def param_shapes(self) -> list[tuple[int, ...]]:
         """The kernel's inputs in order: x, W1, b1, W2, b2."""
@@ -112,8 +115,14 @@ class SqueezeExcite:
         return [(n, c, self.height, self.width), (s, c, 1, 1), (s,), (c, s, 1, 1), (c,)]
 
     @property
-    def output_shape(self) -> tuple[int, int, int, int]:
+    def output_shape(self) -> tuple[int, ...]:
+        if not self.scales:
+            return (self.batch, self.channels)
         return (self.batch, self.channels, self.height, self.width)
+
+    @property
+    def output_dtype(self) -> str:
+        return self.dtype if self.scales else "float32"
 
 
 @dataclass(frozen=True)
@@ -138,7 +147,9 @@ def default_tiles(se: SqueezeExcite, sm_count: int | None = None, threads: int =
     hidden vector in a kernel of its own where the blocks of one SM (of ``sm_count``, by default
     the default GPU's) would read more than :data:`HIDDEN_BYTES_PER_SM` of fc1's weights."""
     sm_count = sm_count or all_gpus()[DEFAULT_GPU].sm_count
-    if se.pixels >= TARGET_ELEMENTS:
+    if not se.scales:  # blocks of gates only: a few channels per warp
+        tiles = SeTiles(_largest_divisor(se.channels, GATES_PER_BLOCK), se.pixels, threads)
+    elif se.pixels >= TARGET_ELEMENTS:
         tiles = SeTiles(1, _largest_divisor(se.pixels, TARGET_ELEMENTS), threads)
     else:
         tiles = SeTiles(
@@ -189,6 +200,8 @@ def definition(se: SqueezeExcite) -> tvm.tirx.PrimFunc:
         (n_, c_), lambda n, ch: te.sum(f32(w2[ch, k, 0, 0]) * hidden[n, k], axis=k), "gate_acc"
     )
     gate = te.compute((n_, c_), lambda n, ch: gate_of(gate_acc[n, ch] + f32(b2[ch])), "gate")
+    if not se.scales:
+        return te.create_prim_func([x, w1, b1, w2, b2, gate]).with_attr("tirx.noalias", True)
     out = te.compute(
         se.output_shape, lambda n, ch, i, j: (f32(x[n, ch, i, j]) * gate[n, ch]).astype(se.dtype), "out"
     )
@@ -205,22 +218,18 @@ def schedule(sch: Schedule, se: SqueezeExcite, tiles: SeTiles) -> None:
     if tiles.hidden_kernel:
         sch.compute_inline(sch.get_sblock("hidden"))  # applied as the gate's sums read the hidden sums
         _hidden_kernel(sch, sch.get_sblock("hidden_acc"), warps, _vector(se.channels, se.dtype), tiles.unroll)
-    out = sch.get_sblock("out")
-    n, c, h, w = sch.get_loops(out)
-    channel_block, channel = sch.split(c, [None, tiles.channel_tile])
-    pixel_block, pixel = sch.split(sch.fuse(h, w), [None, tiles.pixel_tile])
-    sch.reorder(n, channel_block, pixel_block, channel, pixel)
-    block = sch.fuse(n, channel_block, pixel_block)
-    sch.bind(block, "blockIdx.x")
-    # at most 4 lanes: TVM writes an 8-lane float16 product as a make_uint4 nvcc rejects (cuda_postproc)
-    _spread(sch, out, block, warps, _vector(tiles.pixel_tile, se.dtype, lanes=4))
-    for stage in ("gate", "gate_acc", *(() if tiles.hidden_kernel else ("hidden", "hidden_acc"))):
+    block = _product_blocks(sch, se, tiles) if se.scales else _gate_blocks(sch, tiles)
+    for stage in (*(("gate",) if se.scales else ()), "gate_acc"):
         sch.compute_at(sch.get_sblock(stage), block)
+    if not tiles.hidden_kernel:
+        for stage in ("hidden", "hidden_acc"):
+            sch.compute_at(sch.get_sblock(stage), block)
     _warp_per_output(
         sch, sch.get_sblock("gate_acc"), warps, _vector(se.squeeze, se.dtype), ("w2",), unroll=tiles.unroll
     )
-    sch.set_scope(sch.get_sblock("gate"), 0, "shared")
-    _spread(sch, sch.get_sblock("gate"), block, warps)
+    if se.scales:
+        sch.set_scope(sch.get_sblock("gate"), 0, "shared")
+        _spread(sch, sch.get_sblock("gate"), block, warps)
     if not tiles.hidden_kernel:
         _warp_per_output(
             sch,
@@ -232,6 +241,31 @@ def schedule(sch: Schedule, se: SqueezeExcite, tiles: SeTiles) -> None:
         )
         sch.set_scope(sch.get_sblock("hidden"), 0, "shared")
         _spread(sch, sch.get_sblock("hidden"), block, warps)
+
+
+def _product_blocks(sch: Schedule, se: SqueezeExcite, tiles: SeTiles):
+    """A thread block per tile of the product, its threads spread over the tile; the block loop."""
+    out = sch.get_sblock("out")
+    n, c, h, w = sch.get_loops(out)
+    channel_block, channel = sch.split(c, [None, tiles.channel_tile])
+    pixel_block, pixel = sch.split(sch.fuse(h, w), [None, tiles.pixel_tile])
+    sch.reorder(n, channel_block, pixel_block, channel, pixel)
+    block = sch.fuse(n, channel_block, pixel_block)
+    sch.bind(block, "blockIdx.x")
+    # at most 4 lanes: TVM writes an 8-lane float16 product as a make_uint4 nvcc rejects (cuda_postproc)
+    _spread(sch, out, block, tiles.threads // WARP, _vector(tiles.pixel_tile, se.dtype, lanes=4))
+    return block
+
+
+def _gate_blocks(sch: Schedule, tiles: SeTiles):
+    """A thread block per ``channel_tile`` gates of one image (the gate-only call); the block loop."""
+    gate = sch.get_sblock("gate")
+    n, c = sch.get_loops(gate)
+    channel_block, _ = sch.split(c, [None, tiles.channel_tile])
+    block = sch.fuse(n, channel_block)
+    sch.bind(block, "blockIdx.x")
+    _spread(sch, gate, block, tiles.threads // WARP)
+    return block
 
 
 def _means_kernel(sch: Schedule, se: SqueezeExcite, threads: int) -> None:

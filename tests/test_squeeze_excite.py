@@ -13,7 +13,7 @@ import pytest
 import tvm
 
 from fcm_tvm.errors import FcmError
-from fcm_tvm.reference import excite_reference
+from fcm_tvm.reference import excite_gate_reference, excite_reference
 from fcm_tvm.schedules.squeeze_excite import (
     SeTiles,
     SqueezeExcite,
@@ -47,6 +47,12 @@ CASES = [  # (spec, tiles or None for the defaults)
     (SqueezeExcite(2, 48, 6, 6, 12, "silu", "sigmoid", "float32"), SeTiles(16, 18, 128, hidden_kernel=1)),
     (SqueezeExcite(1, 1152, 7, 7, 48, "silu", "sigmoid", "float16"), SeTiles(36, 49, 256, unroll=1)),
     (SqueezeExcite(1, 480, 7, 7, 120, "relu", "sigmoid", "float32"), SeTiles(40, 49, 256, 1, unroll=1)),
+    (SqueezeExcite(2, 1152, 7, 7, 48, "silu", "sigmoid", "float16", scales=False), None),  # gates only
+    (
+        SqueezeExcite(1, 960, 7, 7, 240, "relu", "hardsigmoid", "float16", scales=False),
+        SeTiles(32, 49, 256, 1),
+    ),
+    (SqueezeExcite(3, 40, 9, 7, 10, "silu", "sigmoid", "float32", scales=False), SeTiles(8, 63, 64)),
 ]
 
 
@@ -57,7 +63,7 @@ def case_id(case) -> str:
 
 def run_on_cpu(se: SqueezeExcite, tiles: SeTiles | None, inputs: list[np.ndarray]) -> np.ndarray:
     lib = tvm.compile(tvm.IRModule({"main": excite_primfunc(se, tiles, LLVM)}), target=LLVM)
-    out = tvm.runtime.tensor(np.full(se.output_shape, np.nan, se.dtype), tvm.cpu())
+    out = tvm.runtime.tensor(np.full(se.output_shape, np.nan, se.output_dtype), tvm.cpu())
     lib["main"](*[tvm.runtime.tensor(a, tvm.cpu()) for a in inputs], out)
     return out.numpy()
 
@@ -67,7 +73,8 @@ def test_the_definition_matches_float64_on_the_cpu(case, rng: np.random.Generato
     se, tiles = case  # tiles shape only the CUDA schedule (its GPU run: tests/gpu/check_squeeze_excite.py)
     inputs = random_inputs(se, rng)
     actual = run_on_cpu(se, tiles, inputs).astype(np.float64)
-    expected = excite_reference(*inputs, se.activation, se.gate)
+    reference = excite_reference if se.scales else excite_gate_reference
+    expected = reference(*inputs, se.activation, se.gate)
     assert np.isfinite(actual).all()
     assert np.max(np.abs(actual - expected)) / np.max(np.abs(expected)) < TOLERANCE[se.dtype]
 

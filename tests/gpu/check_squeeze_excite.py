@@ -24,7 +24,7 @@ import tvm
 
 from fcm_tvm.frontend import graph_inputs, import_onnx
 from fcm_tvm.precision import as_precision
-from fcm_tvm.reference import excite_reference
+from fcm_tvm.reference import excite_gate_reference, excite_reference
 from fcm_tvm.relay_passes.fuse_squeeze_excite import excite_spec, find_excites
 from fcm_tvm.relay_passes.matcher import FunctionIndex
 from fcm_tvm.schedules.squeeze_excite import SeTiles, SqueezeExcite, default_tiles, excite_primfunc
@@ -42,7 +42,7 @@ def model_excites(model: str, batch: int, precision: str) -> list[SqueezeExcite]
 
 
 def random_inputs(se: SqueezeExcite, rng: np.random.Generator) -> list[np.ndarray]:
-    n, c, h, w = se.output_shape
+    n, c, h, w = se.param_shapes()[0]
     x = rng.uniform(-2, 2, (n, c, h, w)) + rng.uniform(-1, 1, (n, c, 1, 1))  # means away from 0
     w1 = rng.normal(0, 1 / np.sqrt(c), (se.squeeze, c, 1, 1))
     w2 = rng.normal(0, 1 / np.sqrt(se.squeeze), (c, se.squeeze, 1, 1))
@@ -54,9 +54,9 @@ def check(se: SqueezeExcite, tiles: SeTiles, target: tvm.target.Target, device, 
     lib = tvm.compile(tvm.IRModule({"main": excite_primfunc(se, tiles, target)}), target=target)
     inputs = random_inputs(se, rng)
     args = [tvm.runtime.tensor(a, device) for a in inputs]
-    out = tvm.runtime.tensor(np.full(se.output_shape, np.nan, se.dtype), device)
+    out = tvm.runtime.tensor(np.full(se.output_shape, np.nan, se.output_dtype), device)
     lib["main"](*args, out)
-    expected = excite_reference(*inputs, se.activation, se.gate)
+    expected = (excite_reference if se.scales else excite_gate_reference)(*inputs, se.activation, se.gate)
     actual = out.numpy().astype(np.float64)
     error = float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
     timer = lib.mod.time_evaluator("main", device, number=50, repeat=10)
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="efficientnet_b0,mobilenet_v3_large")
     parser.add_argument("--batch", default="1")
     parser.add_argument("--precision", default="fp16")
+    parser.add_argument("--gate-only", action="store_true", help="the calls that return the gate alone")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
     target = resolve_target("cuda").tvm_target
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in map(int, args.batch.split(",")):
             for precision in args.precision.split(","):
                 for se in model_excites(model, batch, precision):
+                    se = replace(se, scales=not args.gate_only)
                     for tiles in variants(se):
                         row = {"model": model, **check(se, tiles, target, device, rng)}
                         rows.append(row)

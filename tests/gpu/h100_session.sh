@@ -170,7 +170,8 @@ excite)  # every squeeze-excitation kernel of MODELS at BATCH(es) and PRECISION(
   # each with unrolled row loads; the rows come back as excite.json)
   hide_torch
   python tests/gpu/check_squeeze_excite.py --models ${MODELS:-efficientnet_b0,mobilenet_v3_large} \
-    --batch ${BATCH:-1} --precision ${PRECISION:-fp16} --json "$OUT/excite.json" 2>&1 | tail -${TAIL:-40} ;;
+    --batch ${BATCH:-1} --precision ${PRECISION:-fp16} ${GATE_ONLY:+--gate-only} --json "$OUT/excite.json" \
+    2>&1 | tail -${TAIL:-40} ;;
 gated_pw)  # the gated pointwise kernel of every project PW after a squeeze-excitation of MODELS at
   # BATCH(es), fp16, against float64, with its kernel time (rows back as gated_pw.json)
   hide_torch
