@@ -14,6 +14,8 @@ from .records import DATABASE
 from .target import ResolvedTarget
 
 FUSE_MODES = ("auto", "all", "none")
+# "1" adds FuseGatedPointwise (squeeze-excitation's product never written; not yet run on a GPU)
+GATED_PW_ENV = "FCM_TVM_GATED_PW"
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,21 @@ def fusion_passes(
     the planner weighs."""
     if fuse == "none":
         return []
-    from .relay_passes import FoldAndFuse, FuseDepthwisePointwise, FusePlanner, FuseSqueezeExcite
+    from .relay_passes import (
+        FoldAndFuse,
+        FuseDepthwisePointwise,
+        FuseGatedPointwise,
+        FusePlanner,
+        FuseSqueezeExcite,
+    )
 
     if fuse == "all":
         chains = FoldAndFuse(FuseDepthwisePointwise(target.tvm_target))
     else:
         chains = FoldAndFuse(FusePlanner(target.tvm_target, target.gpu, tuned, cuda_graph))
-    return [chains, FuseSqueezeExcite(target.tvm_target, target.gpu.sm_count if target.gpu else None)]
+    sm_count = target.gpu.sm_count if target.gpu else None
+    gated = [FuseGatedPointwise(target.tvm_target, sm_count)] if os.environ.get(GATED_PW_ENV) == "1" else []
+    return [chains, *gated, FuseSqueezeExcite(target.tvm_target, sm_count)]
 
 
 def apply_fusion(

@@ -4,7 +4,8 @@ Run them on an imported model before TVM's stock pipeline::
 
     mod = FoldAndFuse(FusePlanner(target, "h100"))(mod)   # where the cost model says it pays
     mod = FoldAndFuse(FuseDepthwisePointwise(target))(mod)  # or: every supported chain
-    mod = FuseSqueezeExcite(target)(mod)  # squeeze-excitation's fc1, fc2 and gate: one kernel
+    mod = FuseGatedPointwise(target)(mod)  # experimental: squeeze-excitation + its project PW
+    mod = FuseSqueezeExcite(target)(mod)  # squeeze-excitation, means to product: one call
 
 FoldAndFuse folds BatchNorm only where a chain is fused (``FoldBatchNorm()`` folds everywhere).
 
@@ -15,6 +16,7 @@ from .chain import Unsupported, chain_spec
 from .fold_batchnorm import FoldBatchNorm
 from .fold_for_fusion import FoldAndFuse
 from .fuse_dw_pw import FuseDepthwisePointwise, select_chains
+from .fuse_gated_pw import FuseGatedPointwise
 from .fuse_planner import FusePlanner, find_chains, fused_decisions
 from .fuse_squeeze_excite import FuseSqueezeExcite, excite_steps
 from .record import EXCITE_ATTR, SPEC_ATTR, spec_from_record
@@ -25,6 +27,7 @@ __all__ = [
     "FoldAndFuse",
     "FoldBatchNorm",
     "FuseDepthwisePointwise",
+    "FuseGatedPointwise",
     "FusePlanner",
     "FuseSqueezeExcite",
     "Unsupported",

@@ -88,7 +88,7 @@ def candidates(index: FunctionIndex, root: relax.Var) -> Iterator[ChainMatch]:
     value = index.context.var2val.get(root)
     if not isinstance(value, relax.Call):
         return
-    for output, residual in _residual_splits(value):
+    for output, residual in residual_splits(value):
         stages = _stages_ending_at(index, output)
         for start in range(len(stages) - 1):
             chain = ChainMatch(tuple(stages[start:]), root, residual)
@@ -96,7 +96,7 @@ def candidates(index: FunctionIndex, root: relax.Var) -> Iterator[ChainMatch]:
                 yield chain
 
 
-def _residual_splits(value: relax.Call) -> list[tuple[relax.Expr, relax.Expr | None]]:
+def residual_splits(value: relax.Call) -> list[tuple[relax.Expr, relax.Expr | None]]:
     """(last stage output, residual) readings of ``value``: an add of same-shaped tensors can be
     either; anything else is a stage output with no residual."""
     splits: list[tuple[relax.Expr, relax.Expr | None]] = []

@@ -18,8 +18,8 @@ image, output channels up to a whole channel tile (24 -> 32), input channels up 
 
 then stores the accumulators to shared memory and applies bias, activation and residual as it
 writes the output once. It is the DW->PW tensor-core kernel (``cuda_dw_pw_tc.py``) with the
-depthwise stage replaced by the scale. Not yet wired into a pass nor run on a GPU
-(docs/kernels.md, "Not done yet").
+depthwise stage replaced by the scale. FuseGatedPointwise puts it in place of squeeze-excitation's
+product and the project PW; not yet run on a GPU (docs/kernels.md, "Not done yet").
 """
 
 from __future__ import annotations

@@ -1,0 +1,226 @@
+"""FuseGatedPointwise: a squeeze-excitation and the 1x1 convolution that reads its product, as two
+calls that never write the product::
+
+    y = x * gate(W2 . act(W1 . mean(x) + b1) + b2)        # FuseSqueezeExcite's block
+    z = act(conv2d(y, W) + b) [+ residual]                  # the project PW, BatchNorm folded here
+
+becomes::
+
+    g = call_tir(fcm_se_<n>, [x, W1, b1, W2, b2])          # the (N, C) float32 gate alone
+    z = call_tir(fcm_gated_pw_<n>, [x, g, W, b, residual])  # scales x as it stages it
+
+(:mod:`..schedules.squeeze_excite` with ``scales=False``, :mod:`..schedules.gated_pw_tc`). Stock
+TVM writes ``y``, reads it back in its own conv kernel and runs the BatchNorm (and the residual
+add) as one more kernel; here ``y`` stays on chip, and BatchNorm is folded into exactly the convs
+taken (the rest stay stock's own, as FoldAndFuse keeps them). Float16 models only: the PW runs on
+tensor cores. It runs before FuseSqueezeExcite, which takes the blocks left.
+
+Experimental: written and checked on the CPU and with nvcc, not yet run on a GPU, so the default
+pipeline adds it only with ``FCM_TVM_GATED_PW=1`` (:func:`fcm_tvm.pipeline.fusion_passes`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+
+import tvm
+from tvm import relax
+
+from ..errors import FcmError
+from ..schedules.gated_pw_tc import GatedPointwise, gated_pw_primfunc
+from ..schedules.primfunc import OP_PATTERN_ATTR, OPAQUE
+from ..schedules.spec import Pointwise
+from ..schedules.squeeze_excite import SqueezeExcite, default_tiles, excite_primfunc
+from .chain import Unsupported, bias_vector, conv_info, stage_of
+from .fold_batchnorm import FoldBatchNorm, conv2d_calls
+from .fuse_squeeze_excite import ExciteMatch, excite_args, supported_excites
+from .matcher import FunctionIndex, StageMatch, calls_op, match_stage, read_only_inside, residual_splits
+from .record import EXCITE_ATTR
+from .rewrite import ValueBuilder, fresh_name, replace_bindings
+
+log = logging.getLogger(__name__)
+
+DTYPE = "float16"
+MAX_HOPS = 4  # bindings from the conv to the block's output: bias, activation, residual add
+
+
+@dataclass(frozen=True)
+class GatedMatch:
+    """A squeeze-excitation, the PW stage that reads its product, and the residual it adds."""
+
+    excite: ExciteMatch
+    gate: SqueezeExcite  # the block's, returning the gate alone
+    stage: StageMatch
+    root: relax.Var  # the stage's output, or the residual add
+    residual: relax.Expr | None
+
+    @property
+    def intermediates(self) -> tuple[relax.Var, ...]:
+        inner = (*self.excite.intermediates, self.excite.root, *self.stage.path_vars)
+        return tuple(var for var in inner if not var.same_as(self.root))
+
+
+def project_conv(index: FunctionIndex, excite: ExciteMatch) -> relax.Call | None:
+    """The conv2d that alone reads the block's product, if one does."""
+    users = index.users.get(excite.root, [])
+    value = index.context.var2val.get(users[0]) if len(users) == 1 and users[0] is not None else None
+    if (
+        isinstance(value, relax.Call)
+        and calls_op(value, "relax.nn.conv2d")
+        and value.args[0].same_as(excite.root)
+    ):
+        return value
+    return None
+
+
+def project_conv_indices(mod: tvm.IRModule) -> frozenset[int]:
+    """The project convs of float16 blocks, in :func:`conv2d_calls` order over the module (what
+    ``FoldBatchNorm(only=...)`` takes)."""
+    found, offset = set(), 0
+    for _, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        calls = conv2d_calls(func)
+        index = FunctionIndex(mod, func)
+        for excite, se in supported_excites(index):
+            conv = project_conv(index, excite) if se.dtype == DTYPE else None
+            found |= {offset + i for i, call in enumerate(calls) if conv is not None and call.same_as(conv)}
+        offset += len(calls)
+    return frozenset(found)
+
+
+def find_gated(index: FunctionIndex) -> Iterator[GatedMatch]:
+    """The float16 blocks whose product one PW stage reads, with the residual the stage's output
+    gets where one is added, whose intermediates nothing else reads."""
+    for excite, se in supported_excites(index):
+        conv = project_conv(index, excite) if se.dtype == DTYPE else None
+        if conv is None:
+            continue
+        for root in _downstream(index, index.var_for(conv)):
+            match = _match_at(index, excite, se, root)
+            if match is not None:
+                yield match
+                break
+
+
+def _downstream(index: FunctionIndex, var: relax.Var | None) -> list[relax.Var]:
+    """``var`` and the variables that each alone read the one before, farthest first."""
+    chain = []
+    while var is not None and len(chain) < MAX_HOPS:
+        chain.append(var)
+        users = index.users.get(var, [])
+        var = users[0] if len(users) == 1 else None
+    return chain[::-1]
+
+
+def _match_at(
+    index: FunctionIndex, excite: ExciteMatch, se: SqueezeExcite, root: relax.Var
+) -> GatedMatch | None:
+    value = index.context.var2val.get(root)
+    if not isinstance(value, relax.Call):
+        return None
+    for output, residual in residual_splits(value):
+        stage = match_stage(index, output)
+        if stage is None or not stage.data.same_as(excite.root):
+            continue
+        match = GatedMatch(excite, replace(se, scales=False), stage, root, residual)
+        closed = residual is None or not any(residual.same_as(var) for var in (*match.intermediates, root))
+        if closed and read_only_inside(index, match.intermediates, (*match.intermediates, root)):
+            return match
+    return None
+
+
+def gated_spec(match: GatedMatch) -> GatedPointwise:
+    """What the PW computes; :class:`Unsupported` with the reason when the kernel cannot."""
+    info = conv_info(match.stage.conv)
+    if not isinstance(stage_of(match.stage, info), Pointwise):
+        raise Unsupported("the convolution after the squeeze-excitation is not a dense 1x1")
+    n, c, h, w = info.in_shape
+    if info.dtype != DTYPE:
+        raise Unsupported(f"gated pointwise kernels are {DTYPE} only, not {info.dtype}")
+    try:
+        return GatedPointwise(
+            n, c, info.out_shape[1], h, w, match.stage.activation, match.residual is not None
+        )
+    except ValueError as error:
+        raise Unsupported(str(error)) from None
+
+
+@tvm.transform.module_pass(opt_level=0, name="FuseGatedPointwise")
+class FuseGatedPointwise:
+    """Rewrite every float16 squeeze-excitation whose product a PW alone reads (see the module doc)."""
+
+    def __init__(self, target: tvm.target.Target | str | dict, sm_count: int | None = None):
+        self.target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
+        self.sm_count = sm_count
+
+    def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
+        convs = project_conv_indices(mod)
+        if not convs:
+            return mod
+        mod = FoldBatchNorm(only=convs)(mod)
+        builder = relax.BlockBuilder(mod)
+        kernels: dict[object, tvm.ir.GlobalVar] = {}
+        calls: dict[object, int] = {}
+        rewrites: dict[tvm.ir.GlobalVar, dict[relax.Var, ValueBuilder]] = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, relax.Function):
+                continue
+            index, new_values = FunctionIndex(mod, func), {}
+            for match in find_gated(index):
+                try:
+                    spec = gated_spec(match)
+                    pw_args = [
+                        match.stage.weight,
+                        bias_vector(match.stage, spec.out_channels, DTYPE, index.context.var2val),
+                    ]
+                    gate_kernel = kernels.get(match.gate) or self._add(builder, match.gate)
+                    kernels[match.gate] = gate_kernel
+                    pw_kernel = kernels.get(spec) or self._add(builder, spec)
+                    kernels[spec] = pw_kernel
+                except (Unsupported, FcmError) as reason:
+                    log.debug("squeeze-excitation at %s: its PW left to stock: %s", match.excite.root, reason)
+                    continue
+                for key in (match.gate, spec):
+                    calls[key] = calls.get(key, 0) + 1
+                residual = [match.residual] if match.residual is not None else []
+                gate_args = excite_args(match.excite, match.gate, index)
+                new_values[match.root] = _calls(gate_kernel, gate_args, pw_kernel, pw_args, residual, match)
+            if new_values:
+                rewrites[gvar] = new_values
+        if not rewrites:
+            return mod
+        for key, kernel in kernels.items():
+            kind = "se" if isinstance(key, SqueezeExcite) else "gated_pw"
+            record = json.dumps({"kind": kind, **asdict(key), "calls": calls[key]}, sort_keys=True)
+            builder.update_func(kernel, builder.get()[kernel].with_attr(EXCITE_ATTR, record))
+        with_kernels = builder.get()
+        for gvar, new_values in rewrites.items():
+            builder.update_func(gvar, replace_bindings(with_kernels, mod[gvar], new_values))
+        return builder.get()
+
+    def _add(self, builder: relax.BlockBuilder, key: SqueezeExcite | GatedPointwise) -> tvm.ir.GlobalVar:
+        if isinstance(key, SqueezeExcite):
+            name = fresh_name(builder, "fcm_se")
+            func = excite_primfunc(key, default_tiles(key, self.sm_count), self.target)
+        else:
+            name = fresh_name(builder, "fcm_gated_pw")
+            func = gated_pw_primfunc(key, None, self.target)
+        func = func.with_attr("global_symbol", name)
+        return builder.add_func(func.with_attr(OP_PATTERN_ATTR, OPAQUE), name)  # FuseOps leaves it alone
+
+
+def _calls(gate_kernel, gate_args, pw_kernel, pw_args, residual, match: GatedMatch) -> ValueBuilder:
+    n, c = match.gate.batch, match.gate.channels
+
+    def build(builder: relax.BlockBuilder) -> relax.Expr:
+        gate = builder.emit(
+            relax.call_tir(gate_kernel, gate_args, out_ty=relax.TensorType((n, c), "float32"))
+        )
+        x = gate_args[0]
+        return relax.call_tir(pw_kernel, [x, gate, *pw_args, *residual], out_ty=match.root.ty)
+
+    return build

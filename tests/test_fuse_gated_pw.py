@@ -1,0 +1,93 @@
+"""FuseGatedPointwise (experimental, FCM_TVM_GATED_PW=1): a float16 squeeze-excitation and the 1x1
+convolution that alone reads its product become a gate call and a gated PW call; BatchNorm is
+folded into exactly those convs; the rewritten model computes what the ONNX model computes
+(llvm, float64 reference, fresh random inputs); and what does not fit stays as it was."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from tvm.relax.frontend.onnx import from_onnx
+
+import fcm_tvm
+from fcm_tvm.models import build_model
+from fcm_tvm.models.graph import GraphBuilder
+from fcm_tvm.pipeline import GATED_PW_ENV
+from fcm_tvm.precision import with_precision
+from fcm_tvm.reference import float64_reference
+from fcm_tvm.relay_passes import EXCITE_ATTR, FuseGatedPointwise, FuseSqueezeExcite
+from tests.conftest import relative_error
+
+SM90 = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+
+
+def se_pw_model(
+    residual: bool = True, precision: str = "fp16", product_output: bool = False
+) -> onnx.ModelProto:
+    """x (2, 32, 8, 8) -> squeeze-excitation -> 1x1 conv + BatchNorm [+ x]; ``product_output``:
+    the model also returns the product."""
+    b = GraphBuilder()
+    x = b.input((2, 32, 8, 8), name="x")
+    y = b.squeeze_excite(x, 8, act="silu", gate="sigmoid")
+    z = b.conv(y, 32, 1, bn_eps=1e-5)
+    model = b.finish(b.add(z, x) if residual else z, output_name="y")
+    if product_output:
+        project = [node for node in model.graph.node if node.op_type == "Conv"][-1]
+        model.graph.output.append(
+            onnx.helper.make_tensor_value_info(project.input[0], onnx.TensorProto.FLOAT, None)
+        )
+    return with_precision(model, precision)
+
+
+def records(mod: tvm.IRModule) -> list[dict]:
+    return [
+        json.loads(str(func.attrs[EXCITE_ATTR]))
+        for _, func in mod.functions_items()
+        if func.attrs is not None and EXCITE_ATTR in func.attrs
+    ]
+
+
+def rewritten(model: onnx.ModelProto, target=SM90) -> tvm.IRModule:
+    mod = from_onnx(model, keep_params_in_input=False)
+    return FuseSqueezeExcite(target)(FuseGatedPointwise(target)(mod))
+
+
+@pytest.mark.parametrize(
+    ("name", "blocks", "batch_norms"), [("efficientnet_b0", 16, 49), ("mobilenet_v3_large", 8, 46)]
+)
+def test_every_block_of_the_headline_se_models_becomes_a_gate_and_a_gated_pw(
+    name, blocks, batch_norms
+) -> None:
+    mod = rewritten(with_precision(build_model(name), "fp16"))
+    found = records(mod)
+    assert sum(r["calls"] for r in found if r["kind"] == "gated_pw") == blocks
+    assert sum(r["calls"] for r in found if r["kind"] == "se") == blocks
+    assert not any(r["kind"] == "se" and r["scales"] for r in found), "no product is written"
+    text = mod.script()
+    assert text.count("R.nn.batch_norm(") == batch_norms - blocks  # folded into the project convs only
+    assert text.count("R.mean(") == 1  # the classifier's pool
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_the_rewritten_model_matches_float64_on_llvm(residual, rng, monkeypatch) -> None:
+    monkeypatch.setenv(GATED_PW_ENV, "1")
+    model = se_pw_model(residual)
+    x = rng.standard_normal((2, 32, 8, 8)).astype(np.float16)
+    compiled = fcm_tvm.compile(model, "llvm")
+    assert sorted(chain.kind for chain in compiled.fused) == ["gated_pw", "se"]
+    assert relative_error(compiled.run(x)[0], float64_reference(model, [x])[0]) < 5e-3
+
+
+def test_without_the_switch_the_pipeline_leaves_the_pw_to_stock(monkeypatch) -> None:
+    monkeypatch.delenv(GATED_PW_ENV, raising=False)
+    assert [chain.kind for chain in fcm_tvm.compile(se_pw_model(), "llvm").fused] == ["se"]
+
+
+def test_float32_and_a_product_read_elsewhere_stay_with_fuse_squeeze_excite() -> None:
+    for model in (se_pw_model(precision="fp32"), se_pw_model(product_output=True)):
+        found = records(rewritten(model))
+        assert [(r["kind"], r["scales"]) for r in found] == [("se", True)]
