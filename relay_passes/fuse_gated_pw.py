@@ -191,6 +191,8 @@ class FuseGatedPointwise:
                 new_values[match.root] = _calls(gate_kernel, gate_args, pw_kernel, pw_args, residual, match)
             if new_values:
                 rewrites[gvar] = new_values
+        if (taken := sum(map(len, rewrites.values()))) < len(convs):
+            log.warning("%d project convs had BatchNorm folded but were not fused", len(convs) - taken)
         if not rewrites:
             return mod
         for key, kernel in kernels.items():
