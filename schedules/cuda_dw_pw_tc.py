@@ -41,11 +41,11 @@ from .wmma import (
     FRAGMENT,
     SHARED,
     WARP,
-    fragments,
     shared_memory_problems,
     spread,
     spread_over_grid,
     stored_output,
+    tensorize_gemm,
     tile_problems,
     warp_grid,
     without_param,
@@ -200,8 +200,6 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
 
 def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     """Schedule :func:`tensor_core_definition` in ``sch`` (see the module doc)."""
-    import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
-
     warps_c, warps_p = warp_grid_of(tiles)
     frags_c, frags_p = fragment_grid(tiles)
     threads = (warps_c * warps_p, WARP)
@@ -247,12 +245,4 @@ def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     if not split:
         spread(sch, epilogue, block, threads)
 
-    sch.tensorize(fragments(sch, a_frag), wmma.WMMA_LOAD_16x16x16_F16_A_DYN_INTRIN)
-    sch.tensorize(fragments(sch, b_frag), wmma.WMMA_LOAD_16x16x16_F16_B_DYN_INTRIN)
-    init = sch.decompose_reduction(gemm, step)
-    sch.tensorize(sch.get_loops(init)[-2], wmma.WMMA_FILL_16x16x16_F32_INTRIN)
-    sch.tensorize(sch.get_loops(gemm)[-3], wmma.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
-    stored = (
-        wmma.WMMA_STORE_16x16x16_F32_GLOBAL_INTRIN if split else wmma.WMMA_STORE_16x16x16_F32_SHARED_INTRIN
-    )
-    sch.tensorize(fragments(sch, store), stored)
+    tensorize_gemm(sch, gemm, step, a_frag, b_frag, store, to_global=split)

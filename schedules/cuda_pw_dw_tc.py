@@ -34,11 +34,11 @@ from .wmma import (
     SHARED,
     STATIC_SMEM,
     WARP,
-    fragments,
     shared_memory_problems,
     split_warps,
     spread,
     stored_output,
+    tensorize_gemm,
     tile_problems,
     without_param,
 )
@@ -217,8 +217,6 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
 
 def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     """Schedule :func:`tensor_core_definition` in ``sch`` (see the module doc)."""
-    import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
-
     warps_c, warps_p = _warps(tiles)
     frags_c, frags_p = fragment_grid(spec, tiles)
     threads = (warps_c * warps_p, WARP)
@@ -252,9 +250,4 @@ def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     sch.set_scope(dw_acc, 0, "local")
     sch.compute_at(dw_acc, spread(sch, epilogue, block, threads))
 
-    sch.tensorize(fragments(sch, a_frag), wmma.WMMA_LOAD_16x16x16_F16_A_DYN_INTRIN)
-    sch.tensorize(fragments(sch, b_frag), wmma.WMMA_LOAD_16x16x16_F16_B_DYN_INTRIN)
-    init = sch.decompose_reduction(gemm, step)
-    sch.tensorize(sch.get_loops(init)[-2], wmma.WMMA_FILL_16x16x16_F32_INTRIN)
-    sch.tensorize(sch.get_loops(gemm)[-3], wmma.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
-    sch.tensorize(fragments(sch, store), wmma.WMMA_STORE_16x16x16_F32_SHARED_INTRIN)
+    tensorize_gemm(sch, gemm, step, a_frag, b_frag, store)

@@ -41,10 +41,10 @@ from .wmma import (
     FRAGMENT,
     SHARED,
     WARP,
-    fragments,
     shared_memory_problems,
     spread,
     stored_output,
+    tensorize_gemm,
     warp_grid,
     without_param,
 )
@@ -215,8 +215,6 @@ def definition(spec: GatedPointwise, tiles: GatedPwTiles) -> tvm.tirx.PrimFunc:
 
 def schedule(sch: Schedule, spec: GatedPointwise, tiles: GatedPwTiles) -> None:
     """Schedule :func:`definition` in ``sch`` (see the module doc)."""
-    import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
-
     warps_c, warps_p = warp_grid(tiles.threads // WARP, fragment_grid(tiles))
     frags_c, frags_p = fragment_grid(tiles)
     threads = (warps_c * warps_p, WARP)
@@ -251,12 +249,7 @@ def schedule(sch: Schedule, spec: GatedPointwise, tiles: GatedPwTiles) -> None:
     spread(sch, scaled, step, threads)
     spread(sch, epilogue, block, threads)
 
-    sch.tensorize(fragments(sch, a_frag), wmma.WMMA_LOAD_16x16x16_F16_A_DYN_INTRIN)
-    sch.tensorize(fragments(sch, b_frag), wmma.WMMA_LOAD_16x16x16_F16_B_DYN_INTRIN)
-    init = sch.decompose_reduction(gemm, step)
-    sch.tensorize(sch.get_loops(init)[-2], wmma.WMMA_FILL_16x16x16_F32_INTRIN)
-    sch.tensorize(sch.get_loops(gemm)[-3], wmma.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
-    sch.tensorize(fragments(sch, store), wmma.WMMA_STORE_16x16x16_F32_SHARED_INTRIN)
+    tensorize_gemm(sch, gemm, step, a_frag, b_frag, store)
 
 
 def gated_pw_primfunc(

@@ -99,6 +99,24 @@ def fragments(sch: Schedule, block):
     return row_in
 
 
+def tensorize_gemm(sch: Schedule, gemm, step, a_frag, b_frag, store, to_global: bool = False) -> None:
+    """Put a scheduled GEMM on WMMA: its fragment loads, the accumulators' zeroing at ``step``,
+    the multiply-adds, and the accumulators' store (to shared memory, or ``to_global``)."""
+    import tvm.s_tir.tensor_intrin.cuda as wmma  # registers the WMMA intrinsics
+
+    sch.tensorize(fragments(sch, a_frag), wmma.WMMA_LOAD_16x16x16_F16_A_DYN_INTRIN)
+    sch.tensorize(fragments(sch, b_frag), wmma.WMMA_LOAD_16x16x16_F16_B_DYN_INTRIN)
+    init = sch.decompose_reduction(gemm, step)
+    sch.tensorize(sch.get_loops(init)[-2], wmma.WMMA_FILL_16x16x16_F32_INTRIN)
+    sch.tensorize(sch.get_loops(gemm)[-3], wmma.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
+    stored = (
+        wmma.WMMA_STORE_16x16x16_F32_GLOBAL_INTRIN
+        if to_global
+        else wmma.WMMA_STORE_16x16x16_F32_SHARED_INTRIN
+    )
+    sch.tensorize(fragments(sch, store), stored)
+
+
 def stored_output(activation, residual: bool):
     """The last stage's epilogue in TVMScript: ``(acc, bias, res) -> float16`` of the activated
     float32 sum, plus the residual where the chain has one."""

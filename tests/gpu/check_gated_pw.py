@@ -15,7 +15,6 @@ repeats). Needs full TVM on the GPU host (.gpu/full-b/env.sh)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
@@ -26,6 +25,7 @@ from fcm_tvm.reference import gated_pw_reference
 from fcm_tvm.schedules.gated_pw_tc import GatedPointwise, default_tiles, gated_pw_primfunc
 from fcm_tvm.target import resolve_target
 from models.registry import build_model
+from tests.gpu.checked_rows import CheckedRows
 
 TOLERANCE = 1e-2  # max |error| over max |reference|, float16
 
@@ -111,23 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = resolve_target("cuda").tvm_target
     device, rng = tvm.cuda(0), np.random.default_rng()
-    rows = []
+    rows = CheckedRows("gated pointwise", args.json, device.device_name)
     for model in args.models.split(","):
         for batch in map(int, args.batch.split(",")):
             for spec in project_pws(build_model(model, batch=batch)):
-                rows.append({"model": model, **check(spec, target, device, rng)})
-                row = rows[-1]
-                print(
-                    f"{'ok ' if row['ok'] else 'BAD'} {row['key']:48s} {row['tiles']:16s} "
-                    f"{row['median_us']:7.2f} us  error {row['rel_error']:.1e}",
-                    flush=True,
-                )
-                if args.json:
-                    with open(args.json, "w") as file:
-                        json.dump({"device": device.device_name, "rows": rows}, file, indent=1)
-    bad = sum(not row["ok"] for row in rows)
-    print(f"{len(rows) - bad} of {len(rows)} gated pointwise kernels correct")
-    return 1 if bad else 0
+                rows.add({"model": model, **check(spec, target, device, rng)})
+    return rows.finish()
 
 
 if __name__ == "__main__":

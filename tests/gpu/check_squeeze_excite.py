@@ -15,7 +15,6 @@ Needs full TVM on the GPU host (.gpu/full-b/env.sh)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 
@@ -30,6 +29,7 @@ from fcm_tvm.relay_passes.matcher import FunctionIndex
 from fcm_tvm.schedules.squeeze_excite import SeTiles, SqueezeExcite, default_tiles, excite_primfunc
 from fcm_tvm.target import resolve_target
 from models.registry import build_model
+from tests.gpu.checked_rows import CheckedRows
 
 TOLERANCE = {"float16": 1e-2, "float32": 1e-5}  # max |error| over max |reference|
 
@@ -83,26 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = resolve_target("cuda").tvm_target
     device, rng = tvm.cuda(0), np.random.default_rng()
-    rows = []
+    rows = CheckedRows("squeeze-excitation", args.json, device.device_name)
     for model in args.models.split(","):
         for batch in map(int, args.batch.split(",")):
             for precision in args.precision.split(","):
                 for se in model_excites(model, batch, precision):
                     se = replace(se, scales=not args.gate_only)
                     for tiles in variants(se):
-                        row = {"model": model, **check(se, tiles, target, device, rng)}
-                        rows.append(row)
-                        print(
-                            f"{'ok ' if row['ok'] else 'BAD'} {row['key']:48s} {row['tiles']:18s} "
-                            f"{row['median_us']:7.2f} us  error {row['rel_error']:.1e}",
-                            flush=True,
-                        )
-                        if args.json:  # after every row: a run cut short keeps what it measured
-                            with open(args.json, "w") as file:
-                                json.dump({"device": device.device_name, "rows": rows}, file, indent=1)
-    bad = sum(not row["ok"] for row in rows)
-    print(f"{len(rows) - bad} of {len(rows)} squeeze-excitation kernels correct")
-    return 1 if bad else 0
+                        rows.add({"model": model, **check(se, tiles, target, device, rng)})
+    return rows.finish()
 
 
 if __name__ == "__main__":
