@@ -21,7 +21,6 @@ pipeline adds it only with ``FCM_TVM_GATED_PW=1`` (:func:`fcm_tvm.pipeline.fusio
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -31,7 +30,6 @@ from tvm import relax
 
 from ..errors import FcmError
 from ..schedules.gated_pw_tc import GatedPointwise, gated_pw_primfunc
-from ..schedules.primfunc import OP_PATTERN_ATTR, OPAQUE
 from ..schedules.spec import Pointwise
 from ..schedules.squeeze_excite import SqueezeExcite, default_tiles, excite_primfunc
 from .chain import Unsupported, bias_vector, conv_info, stage_of
@@ -39,7 +37,7 @@ from .fold_batchnorm import FoldBatchNorm, conv2d_calls
 from .fuse_squeeze_excite import ExciteMatch, excite_args, supported_excites
 from .matcher import FunctionIndex, StageMatch, calls_op, match_stage, read_only_inside, residual_splits
 from .record import EXCITE_ATTR
-from .rewrite import ValueBuilder, fresh_name, replace_bindings
+from .rewrite import KernelRewrite, ValueBuilder
 
 log = logging.getLogger(__name__)
 
@@ -162,60 +160,43 @@ class FuseGatedPointwise:
         if not convs:
             return mod
         mod = FoldBatchNorm(only=convs)(mod)
-        builder = relax.BlockBuilder(mod)
-        kernels: dict[object, tvm.ir.GlobalVar] = {}
-        calls: dict[object, int] = {}
-        rewrites: dict[tvm.ir.GlobalVar, dict[relax.Var, ValueBuilder]] = {}
+        rewrite = KernelRewrite(mod)
         for gvar, func in mod.functions_items():
             if not isinstance(func, relax.Function):
                 continue
-            index, new_values = FunctionIndex(mod, func), {}
+            index = FunctionIndex(mod, func)
             for match in find_gated(index):
                 try:
                     spec = gated_spec(match)
-                    pw_args = [
-                        match.stage.weight,
-                        bias_vector(match.stage, spec.out_channels, DTYPE, index.context.var2val),
-                    ]
-                    gate_kernel = kernels.get(match.gate) or self._add(builder, match.gate)
-                    kernels[match.gate] = gate_kernel
-                    pw_kernel = kernels.get(spec) or self._add(builder, spec)
-                    kernels[spec] = pw_kernel
+                    bias = bias_vector(match.stage, spec.out_channels, DTYPE, index.context.var2val)
+                    pw = rewrite.kernel(
+                        spec, "fcm_gated_pw", lambda spec=spec: gated_pw_primfunc(spec, None, self.target)
+                    )
+                    gate = rewrite.kernel(match.gate, "fcm_se", lambda se=match.gate: self._gate_primfunc(se))
                 except (Unsupported, FcmError) as reason:
                     log.debug("squeeze-excitation at %s: its PW left to stock: %s", match.excite.root, reason)
                     continue
-                for key in (match.gate, spec):
-                    calls[key] = calls.get(key, 0) + 1
-                residual = [match.residual] if match.residual is not None else []
-                gate_args = excite_args(match.excite, match.gate, index)
-                new_values[match.root] = _calls(gate_kernel, gate_args, pw_kernel, pw_args, residual, match)
-            if new_values:
-                rewrites[gvar] = new_values
-        if (taken := sum(map(len, rewrites.values()))) < len(convs):
+                pw_args = [
+                    match.stage.weight,
+                    bias,
+                    *([match.residual] if match.residual is not None else []),
+                ]
+                build = _calls(gate, excite_args(match.excite, match.gate, index), pw, pw_args, match)
+                rewrite.replace(gvar, match.root, build, (match.gate, spec))
+        if (taken := sum(map(len, rewrite.new_values.values()))) < len(convs):
             log.warning("%d project convs had BatchNorm folded but were not fused", len(convs) - taken)
-        if not rewrites:
-            return mod
-        for key, kernel in kernels.items():
-            kind = "se" if isinstance(key, SqueezeExcite) else "gated_pw"
-            record = json.dumps({"kind": kind, **asdict(key), "calls": calls[key]}, sort_keys=True)
-            builder.update_func(kernel, builder.get()[kernel].with_attr(EXCITE_ATTR, record))
-        with_kernels = builder.get()
-        for gvar, new_values in rewrites.items():
-            builder.update_func(gvar, replace_bindings(with_kernels, mod[gvar], new_values))
-        return builder.get()
+        return rewrite.finish(EXCITE_ATTR, _record)
 
-    def _add(self, builder: relax.BlockBuilder, key: SqueezeExcite | GatedPointwise) -> tvm.ir.GlobalVar:
-        if isinstance(key, SqueezeExcite):
-            name = fresh_name(builder, "fcm_se")
-            func = excite_primfunc(key, default_tiles(key, self.sm_count), self.target)
-        else:
-            name = fresh_name(builder, "fcm_gated_pw")
-            func = gated_pw_primfunc(key, None, self.target)
-        func = func.with_attr("global_symbol", name)
-        return builder.add_func(func.with_attr(OP_PATTERN_ATTR, OPAQUE), name)  # FuseOps leaves it alone
+    def _gate_primfunc(self, se: SqueezeExcite) -> tvm.tirx.PrimFunc:
+        return excite_primfunc(se, default_tiles(se, self.sm_count), self.target)
 
 
-def _calls(gate_kernel, gate_args, pw_kernel, pw_args, residual, match: GatedMatch) -> ValueBuilder:
+def _record(key: SqueezeExcite | GatedPointwise) -> dict:
+    return {"kind": "se" if isinstance(key, SqueezeExcite) else "gated_pw", **asdict(key)}
+
+
+def _calls(gate_kernel, gate_args, pw_kernel, pw_args, match: GatedMatch) -> ValueBuilder:
+    """The gate call, bound first, then the gated PW's call on ``x`` and the gate."""
     n, c = match.gate.batch, match.gate.channels
 
     def build(builder: relax.BlockBuilder) -> relax.Expr:
@@ -223,6 +204,6 @@ def _calls(gate_kernel, gate_args, pw_kernel, pw_args, residual, match: GatedMat
             relax.call_tir(gate_kernel, gate_args, out_ty=relax.TensorType((n, c), "float32"))
         )
         x = gate_args[0]
-        return relax.call_tir(pw_kernel, [x, gate, *pw_args, *residual], out_ty=match.root.ty)
+        return relax.call_tir(pw_kernel, [x, gate, *pw_args], out_ty=match.root.ty)
 
     return build

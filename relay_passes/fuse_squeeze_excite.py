@@ -21,7 +21,6 @@ intermediates, the means included, read by nothing else; everything else stays a
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -30,13 +29,12 @@ import tvm
 from tvm import relax
 
 from ..errors import FcmError
-from ..schedules.primfunc import OP_PATTERN_ATTR, OPAQUE
 from ..schedules.spec import Pointwise
 from ..schedules.squeeze_excite import ACTIVATIONS, GATES, SqueezeExcite, default_tiles, excite_primfunc
 from .chain import Unsupported, bias_vector, conv_info, stage_of
 from .matcher import FunctionIndex, StageMatch, calls_op, match_stage, read_only_inside, static_shape
 from .record import EXCITE_ATTR
-from .rewrite import ValueBuilder, fresh_name, replace_bindings
+from .rewrite import KernelRewrite, ValueBuilder
 
 log = logging.getLogger(__name__)
 
@@ -153,42 +151,23 @@ class FuseSqueezeExcite:
         self.sm_count = sm_count  # the GPU's, which the kernel's tiles weigh (None: the default GPU's)
 
     def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
-        builder = relax.BlockBuilder(mod)
-        kernels: dict[SqueezeExcite, tvm.ir.GlobalVar] = {}
-        calls: dict[SqueezeExcite, int] = {}
-        rewrites: dict[tvm.ir.GlobalVar, dict[relax.Var, ValueBuilder]] = {}
+        rewrite = KernelRewrite(mod)
         for gvar, func in mod.functions_items():
             if not isinstance(func, relax.Function):
                 continue
-            new_values = {}
             index = FunctionIndex(mod, func)
             for match, se in supported_excites(index):
                 try:
                     args = excite_args(match, se, index)
-                    kernel = kernels.get(se) or self._add_kernel(builder, se)
+                    kernel = rewrite.kernel(se, "fcm_se", lambda se=se: self._primfunc(se))
                 except (Unsupported, FcmError) as reason:
                     log.debug("squeeze-excitation at %s left to stock: %s", match.root, reason)
                     continue
-                kernels[se] = kernel
-                calls[se] = calls.get(se, 0) + 1
-                new_values[match.root] = _call(kernel, args, match.root)
-            if new_values:
-                rewrites[gvar] = new_values
-        if not rewrites:
-            return mod
-        for se, kernel in kernels.items():
-            record = json.dumps({"kind": "se", **asdict(se), "calls": calls[se]}, sort_keys=True)
-            builder.update_func(kernel, builder.get()[kernel].with_attr(EXCITE_ATTR, record))
-        with_kernels = builder.get()
-        for gvar, new_values in rewrites.items():
-            builder.update_func(gvar, replace_bindings(with_kernels, mod[gvar], new_values))
-        return builder.get()
+                rewrite.replace(gvar, match.root, _call(kernel, args, match.root), (se,))
+        return rewrite.finish(EXCITE_ATTR, lambda se: {"kind": "se", **asdict(se)})
 
-    def _add_kernel(self, builder: relax.BlockBuilder, se: SqueezeExcite) -> tvm.ir.GlobalVar:
-        name = fresh_name(builder, "fcm_se")
-        func = excite_primfunc(se, default_tiles(se, self.sm_count), self.target)
-        func = func.with_attr("global_symbol", name)
-        return builder.add_func(func.with_attr(OP_PATTERN_ATTR, OPAQUE), name)  # FuseOps leaves it alone
+    def _primfunc(self, se: SqueezeExcite) -> tvm.tirx.PrimFunc:
+        return excite_primfunc(se, default_tiles(se, self.sm_count), self.target)
 
 
 def _call(kernel: tvm.ir.GlobalVar, args: list[relax.Expr], root: relax.Var) -> ValueBuilder:

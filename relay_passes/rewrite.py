@@ -7,11 +7,14 @@ keeps its name and type but gets a new value, built by a callback that may emit 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Hashable, Mapping
 
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ..schedules.primfunc import OP_PATTERN_ATTR, OPAQUE
 
 ValueBuilder = Callable[[relax.BlockBuilder], relax.Expr]
 
@@ -49,3 +52,43 @@ def fresh_name(builder: relax.BlockBuilder, prefix: str) -> str:
     while f"{prefix}_{number}" in taken:
         number += 1
     return f"{prefix}_{number}"
+
+
+class KernelRewrite:
+    """A rewrite that adds PrimFunc kernels, one per distinct key, and replaces bindings with calls
+    of them: the kernels, how many calls each gets, and the new values, applied by :meth:`finish`."""
+
+    def __init__(self, mod: tvm.IRModule):
+        self.mod = mod
+        self.builder = relax.BlockBuilder(mod)
+        self.kernels: dict[Hashable, tvm.ir.GlobalVar] = {}
+        self.calls: dict[Hashable, int] = {}
+        self.new_values: dict[tvm.ir.GlobalVar, dict[relax.Var, ValueBuilder]] = {}
+
+    def kernel(self, key: Hashable, prefix: str, make: Callable[[], tvm.tirx.PrimFunc]) -> tvm.ir.GlobalVar:
+        """The kernel for ``key``, added as ``<prefix>_<n>`` from ``make()`` the first time (it may
+        raise; nothing is added then); FuseOps is told to leave it alone."""
+        if key not in self.kernels:
+            name = fresh_name(self.builder, prefix)
+            func = make().with_attrs({"global_symbol": name, OP_PATTERN_ATTR: OPAQUE})
+            self.kernels[key] = self.builder.add_func(func, name)
+        return self.kernels[key]
+
+    def replace(self, gvar: tvm.ir.GlobalVar, var: relax.Var, build: ValueBuilder, keys: tuple) -> None:
+        """Bind ``var`` of function ``gvar`` to ``build``'s value, which calls the kernels of ``keys``."""
+        self.new_values.setdefault(gvar, {})[var] = build
+        for key in keys:
+            self.calls[key] = self.calls.get(key, 0) + 1
+
+    def finish(self, attr: str, record: Callable[[Hashable], dict]) -> tvm.IRModule:
+        """The module with every kernel's ``record`` (and its calls) as JSON attribute ``attr``, and
+        every replaced binding rewritten; the module unchanged if nothing was replaced."""
+        if not self.new_values:
+            return self.mod
+        for key, kernel in self.kernels.items():
+            text = json.dumps({**record(key), "calls": self.calls.get(key, 0)}, sort_keys=True)
+            self.builder.update_func(kernel, self.builder.get()[kernel].with_attr(attr, text))
+        with_kernels = self.builder.get()
+        for gvar, values in self.new_values.items():
+            self.builder.update_func(gvar, replace_bindings(with_kernels, self.mod[gvar], values))
+        return self.builder.get()
