@@ -5,8 +5,6 @@ folded into exactly those convs; the rewritten model computes what the ONNX mode
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import pytest
@@ -19,8 +17,9 @@ from fcm_tvm.models.graph import GraphBuilder
 from fcm_tvm.pipeline import GATED_PW_ENV
 from fcm_tvm.precision import with_precision
 from fcm_tvm.reference import float64_reference
-from fcm_tvm.relay_passes import EXCITE_ATTR, FuseGatedPointwise, FuseSqueezeExcite
+from fcm_tvm.relay_passes import FuseGatedPointwise, FuseSqueezeExcite
 from tests.conftest import relative_error
+from tests.test_fuse_squeeze_excite import excite_records
 
 SM90 = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
 
@@ -43,14 +42,6 @@ def se_pw_model(
     return with_precision(model, precision)
 
 
-def records(mod: tvm.IRModule) -> list[dict]:
-    return [
-        json.loads(str(func.attrs[EXCITE_ATTR]))
-        for _, func in mod.functions_items()
-        if func.attrs is not None and EXCITE_ATTR in func.attrs
-    ]
-
-
 def rewritten(model: onnx.ModelProto, target=SM90) -> tvm.IRModule:
     mod = from_onnx(model, keep_params_in_input=False)
     return FuseSqueezeExcite(target)(FuseGatedPointwise(target)(mod))
@@ -63,7 +54,7 @@ def test_every_block_of_the_headline_se_models_becomes_a_gate_and_a_gated_pw(
     name, blocks, batch_norms
 ) -> None:
     mod = rewritten(with_precision(build_model(name), "fp16"))
-    found = records(mod)
+    found = excite_records(mod)
     assert sum(r["calls"] for r in found if r["kind"] == "gated_pw") == blocks
     assert sum(r["calls"] for r in found if r["kind"] == "se") == blocks
     assert not any(r["kind"] == "se" and r["scales"] for r in found), "no product is written"
@@ -89,5 +80,5 @@ def test_without_the_switch_the_pipeline_leaves_the_pw_to_stock(monkeypatch) -> 
 
 def test_float32_and_a_product_read_elsewhere_stay_with_fuse_squeeze_excite() -> None:
     for model in (se_pw_model(precision="fp32"), se_pw_model(product_output=True)):
-        found = records(rewritten(model))
+        found = excite_records(rewritten(model))
         assert [(r["kind"], r["scales"]) for r in found] == [("se", True)]
