@@ -30,6 +30,7 @@ from tvm import relax
 
 from ..errors import FcmError
 from ..schedules.gated_pw_tc import GatedPointwise, gated_pw_primfunc
+from ..schedules.gated_pw_tc import default_tiles as gated_pw_tiles
 from ..schedules.spec import Pointwise
 from ..schedules.squeeze_excite import SqueezeExcite, default_tiles, excite_primfunc
 from .chain import Unsupported, bias_vector, conv_info, stage_of
@@ -169,9 +170,7 @@ class FuseGatedPointwise:
                 try:
                     spec = gated_spec(match)
                     bias = bias_vector(match.stage, spec.out_channels, DTYPE, index.context.var2val)
-                    pw = rewrite.kernel(
-                        spec, "fcm_gated_pw", lambda spec=spec: gated_pw_primfunc(spec, None, self.target)
-                    )
+                    pw = rewrite.kernel(spec, "fcm_gated_pw", lambda spec=spec: self._pw_primfunc(spec))
                     gate = rewrite.kernel(match.gate, "fcm_se", lambda se=match.gate: self._gate_primfunc(se))
                 except (Unsupported, FcmError) as reason:
                     log.debug("squeeze-excitation at %s: its PW left to stock: %s", match.excite.root, reason)
@@ -186,6 +185,9 @@ class FuseGatedPointwise:
         if (taken := sum(map(len, rewrite.new_values.values()))) < len(convs):
             log.warning("%d project convs had BatchNorm folded but were not fused", len(convs) - taken)
         return rewrite.finish(EXCITE_ATTR, _record)
+
+    def _pw_primfunc(self, spec: GatedPointwise) -> tvm.tirx.PrimFunc:
+        return gated_pw_primfunc(spec, gated_pw_tiles(spec, self.sm_count), self.target)
 
     def _gate_primfunc(self, se: SqueezeExcite) -> tvm.tirx.PrimFunc:
         return excite_primfunc(se, default_tiles(se, self.sm_count), self.target)

@@ -24,13 +24,16 @@ product and the project PW; not yet run on a GPU (docs/kernels.md, "Not done yet
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import operator
+from dataclasses import dataclass, replace
 
 import tvm
 from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
 from ..errors import FcmError
+from ..gpus import DEFAULT_GPU, all_gpus
 from .compute import ACTIVATION_BUILDERS
 from .layout import ceil_div
 from .primfunc import OP_PATTERN_ATTR, OPAQUE, SCHEDULED_ATTR
@@ -43,6 +46,7 @@ from .wmma import (
     WARP,
     shared_memory_problems,
     spread,
+    spread_over_grid,
     stored_output,
     tensorize_gemm,
     warp_grid,
@@ -99,10 +103,11 @@ class GatedPwTiles:
     channel_tile: int = 32
     pixel_tile: int = 64
     threads: int = 128
+    split: int = 1  # slices of the input channels, side by side in blocks, summed by a 2nd kernel
 
     @property
     def label(self) -> str:
-        return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads} tc"
+        return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads} s{self.split} tc"
 
 
 def padded_in_channels(spec: GatedPointwise) -> int:
@@ -141,6 +146,9 @@ def tile_problems(spec: GatedPointwise, tiles: GatedPwTiles, max_smem: int) -> l
         found.append(f"channel tile {tiles.channel_tile} is not whole fragments of {FRAGMENT}")
     if tiles.pixel_tile % FRAGMENT or tiles.pixel_tile < FRAGMENT:
         found.append(f"pixel tile {tiles.pixel_tile} is not whole fragments of {FRAGMENT}")
+    if tiles.split < 1 or padded_in_channels(spec) % (chunk(spec) * tiles.split):
+        channels, step = padded_in_channels(spec), chunk(spec)
+        found.append(f"split {tiles.split} does not divide {channels} channels in chunks of {step}")
     if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
         found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
     elif not found and warp_grid(tiles.threads // WARP, fragment_grid(tiles)) is None:
@@ -150,10 +158,18 @@ def tile_problems(spec: GatedPointwise, tiles: GatedPwTiles, max_smem: int) -> l
     return found
 
 
-def default_tiles(spec: GatedPointwise) -> GatedPwTiles:
+def default_tiles(spec: GatedPointwise, sm_count: int | None = None) -> GatedPwTiles:
     """32 output channels where they divide (else 16: less padding), 64 pixels (a 7x7 image is
-    one tile), four warps."""
-    return GatedPwTiles(32 if spec.out_channels % 32 == 0 else FRAGMENT, 64, 128)
+    one tile), four warps; the input channels split into as many slices as keep the blocks within
+    one wave of ``sm_count`` SMs (by default the default GPU's) and each slice at least two chunks
+    (batch 1's deep layers give few blocks otherwise: six for 1152 -> 192 at 7x7)."""
+    sm_count = sm_count or all_gpus()[DEFAULT_GPU].sm_count
+    tiles = GatedPwTiles(32 if spec.out_channels % 32 == 0 else FRAGMENT, 64, 128)
+    pixel_tiles = ceil_div(spec.pixels, tiles.pixel_tile)
+    blocks = spec.batch * pixel_tiles * ceil_div(spec.out_channels, tiles.channel_tile)
+    chunks = padded_in_channels(spec) // chunk(spec)
+    splits = [s for s in range(1, chunks // 2 + 1) if chunks % s == 0 and blocks * s <= sm_count]
+    return replace(tiles, split=max(splits, default=1))
 
 
 def definition(spec: GatedPointwise, tiles: GatedPwTiles) -> tvm.tirx.PrimFunc:
@@ -162,6 +178,8 @@ def definition(spec: GatedPointwise, tiles: GatedPwTiles) -> tvm.tirx.PrimFunc:
     n_, c_, h_, w_ = spec.batch, spec.in_channels, spec.height, spec.width
     o_, p_ = spec.out_channels, tiles.pixel_tile
     cp_, op_ = padded_in_channels(spec), padded_out_channels(spec, tiles)
+    sp = tiles.split
+    slice_ = cp_ // sp
     t_ = ceil_div(spec.pixels, p_)
     hw = spec.pixels
     f16, f32 = DTYPE, "float32"
@@ -180,7 +198,7 @@ def definition(spec: GatedPointwise, tiles: GatedPwTiles) -> tvm.tirx.PrimFunc:
         T.func_attr({"tirx.noalias": True})
         weights = T.sblock_alloc_buffer((op_, cp_), f16)
         scaled = T.sblock_alloc_buffer((n_, t_, cp_, p_), f16)
-        acc = T.sblock_alloc_buffer((n_, t_, op_, p_), f32)
+        acc = T.sblock_alloc_buffer((sp, n_, t_, op_, p_), f32)
         for o, c in T.grid(op_, cp_):
             with T.sblock("weights"):
                 vo, vc = T.axis.remap("SS", [o, c])
@@ -194,21 +212,24 @@ def definition(spec: GatedPointwise, tiles: GatedPwTiles) -> tvm.tirx.PrimFunc:
                     T.Cast(f16, T.Cast(f32, x[vn, vc, q // w_, q % w_]) * gate[vn, vc]),
                     T.float16(0),
                 )
-        for n, t, o, p, c in T.grid(n_, t_, op_, p_, cp_):
+        for sl, n, t, o, p, c in T.grid(sp, n_, t_, op_, p_, slice_):
             with T.sblock("acc"):
-                vn, vt, vo, vp, vc = T.axis.remap("SSSSR", [n, t, o, p, c])
+                vs, vn, vt, vo, vp, vc = T.axis.remap("SSSSSR", [sl, n, t, o, p, c])
                 with T.init():
-                    acc[vn, vt, vo, vp] = T.float32(0)
-                acc[vn, vt, vo, vp] = acc[vn, vt, vo, vp] + T.Cast(f32, weights[vo, vc]) * T.Cast(
-                    f32, scaled[vn, vt, vc, vp]
-                )
+                    acc[vs, vn, vt, vo, vp] = T.float32(0)
+                acc[vs, vn, vt, vo, vp] = acc[vs, vn, vt, vo, vp] + T.Cast(
+                    f32, weights[vo, vs * slice_ + vc]
+                ) * T.Cast(f32, scaled[vn, vt, vs * slice_ + vc, vp])
         for n, t, o, p in T.grid(n_, t_, op_, p_):
             with T.sblock("out"):
                 vn, vt, vo, vp = T.axis.remap("SSSS", [n, t, o, p])
                 q = T.meta_var(vt * p_ + vp)
                 res = T.meta_var(residual[vn, vo, q // w_, q % w_] if spec.residual else T.float16(0))
+                total = T.meta_var(
+                    functools.reduce(operator.add, [acc[k, vn, vt, vo, vp] for k in range(sp)])
+                )
                 if q < hw and vo < o_:  # a body condition: reverse_compute_at drops a block predicate
-                    out[vn, vo, q // w_, q % w_] = epilogue(acc[vn, vt, vo, vp], b[vo], res)
+                    out[vn, vo, q // w_, q % w_] = epilogue(total, b[vo], res)
 
     return gated_pw if spec.residual else without_param(gated_pw, 4)  # the body never reads it
 
@@ -219,19 +240,21 @@ def schedule(sch: Schedule, spec: GatedPointwise, tiles: GatedPwTiles) -> None:
     frags_c, frags_p = fragment_grid(tiles)
     threads = (warps_c * warps_p, WARP)
     gemm = sch.get_sblock("acc")
-    n, t, o, p, c = sch.get_loops(gemm)
+    sl, n, t, o, p, c = sch.get_loops(gemm)
     o_block, o_warp, o_frag, o_in = sch.split(o, [None, warps_c, frags_c // warps_c, FRAGMENT])
     p_warp, p_frag, p_in = sch.split(p, [warps_p, frags_p // warps_p, FRAGMENT])
     step, c_frag, c_in = sch.split(c, [None, chunk(spec) // FRAGMENT, FRAGMENT])
-    sch.reorder(n, t, o_block, o_warp, p_warp, step, c_frag, o_frag, p_frag, o_in, p_in, c_in)
-    block = sch.fuse(n, t, o_block)
+    sch.reorder(n, t, o_block, sl, o_warp, p_warp, step, c_frag, o_frag, p_frag, o_in, p_in, c_in)
+    block = sch.fuse(n, t, o_block, sl)  # a tile's slices run side by side
     sch.bind(block, "blockIdx.x")
     warp = sch.fuse(o_warp, p_warp)
     sch.bind(warp, "threadIdx.y")
 
+    split = tiles.split > 1
     store = sch.cache_write(gemm, 0, "wmma.accumulator")
     sch.reverse_compute_at(store, warp)
-    sch.set_scope(store, 0, ACCUMULATORS)
+    if not split:  # else the slices' partial sums go to a global workspace, summed by a 2nd kernel
+        sch.set_scope(store, 0, ACCUMULATORS)
     weights = sch.get_sblock("weights")
     sch.set_scope(weights, 0, SHARED)
     sch.compute_at(weights, step)
@@ -243,13 +266,17 @@ def schedule(sch: Schedule, spec: GatedPointwise, tiles: GatedPwTiles) -> None:
     sch.compute_at(b_frag, c_frag)
     sch.compute_at(scaled, step)
     epilogue = sch.get_sblock("out")
-    sch.reverse_compute_at(epilogue, block)
+    if split:
+        spread_over_grid(sch, epilogue, tiles.threads)
+    else:
+        sch.reverse_compute_at(epilogue, block)
 
     spread(sch, weights, step, threads)
     spread(sch, scaled, step, threads)
-    spread(sch, epilogue, block, threads)
+    if not split:
+        spread(sch, epilogue, block, threads)
 
-    tensorize_gemm(sch, gemm, step, a_frag, b_frag, store)
+    tensorize_gemm(sch, gemm, step, a_frag, b_frag, store, to_global=split)
 
 
 def gated_pw_primfunc(

@@ -35,6 +35,8 @@ CASES = [  # (spec, tiles or None for the defaults)
     (GatedPointwise(2, 72, 40, 6, 6, "relu"), None),  # 72 -> 80 input, 40 -> 48 output channels
     (GatedPointwise(1, 144, 24, 8, 8, "none", True), GatedPwTiles(32, 32, 128)),  # chunks of 16
     (GatedPointwise(1, 96, 64, 5, 5, "silu"), GatedPwTiles(64, 32, 256)),  # 8 warps, 4 x 2
+    (GatedPointwise(1, 256, 32, 7, 7, "none", True), GatedPwTiles(32, 64, 128, split=4)),  # 4 slices
+    (GatedPointwise(1, 1152, 192, 7, 7, "none", True), None),  # batch 1's deepest: split by default
 ]
 
 
@@ -64,14 +66,20 @@ def test_the_kernel_multiplies_on_tensor_cores_and_compiles(case, nvcc: str, tmp
     source = tvm.compile(tvm.IRModule({"main": gated_pw_primfunc(spec, tiles, CUDA)}), target=CUDA)
     source = source.mod.imports[0].inspect_source()
     kernels = re.findall(KERNEL, source)
-    assert [(threads, name) for threads, name, _ in kernels] == [(str(tiles.threads), "fcm_gated_pw_kernel")]
+    names = ["fcm_gated_pw_kernel", *(["fcm_gated_pw_kernel_1"] if tiles.split > 1 else [])]
+    assert [(threads, name) for threads, name, _ in kernels] == [(str(tiles.threads), name) for name in names]
     pointers = {p.split()[-1] for p in kernels[0][2].split(",")}
-    assert pointers == {"x_ptr", "gate_ptr", "w_ptr", "b_ptr", "out_ptr"} | (
-        {"residual_ptr"} if spec.residual else set()
-    ), "no global buffer beyond the parameters: the scaled input stays on chip"
+    # the scaled input stays on chip: the GEMM kernel writes the output (bias, residual applied),
+    # or the slices' partial sums for the second kernel to finish
+    finished = {"b_ptr", "out_ptr"} | residual_ptr(spec)
+    assert pointers == {"x_ptr", "gate_ptr", "w_ptr"} | ({"acc_ptr"} if tiles.split > 1 else finished)
     assert "nvcuda::wmma::mma_sync" in source
     static_smem = compile_cubin(nvcc, source, tmp_path)  # the float32 accumulators; the rest is dynamic
-    assert 0 < static_smem <= shared_bytes(spec, tiles)
+    assert (static_smem > 0) == (tiles.split == 1) and static_smem <= shared_bytes(spec, tiles)
+
+
+def residual_ptr(spec: GatedPointwise) -> set[str]:
+    return {"residual_ptr"} if spec.residual else set()
 
 
 def test_every_project_pw_of_the_squeeze_excitation_models_gets_tiles_that_build() -> None:
@@ -86,6 +94,12 @@ def test_every_project_pw_of_the_squeeze_excitation_models_gets_tiles_that_build
         assert func.attrs["tirx.is_scheduled"]
 
 
+def test_batch_1s_deep_pws_split_their_input_channels_to_fill_the_gpu() -> None:
+    assert default_tiles(GatedPointwise(1, 1152, 192, 7, 7), sm_count=132).split == 18  # 6 -> 108 blocks
+    assert default_tiles(GatedPointwise(1, 480, 80, 14, 14), sm_count=132).split == 5  # 20 -> 100
+    assert default_tiles(GatedPointwise(32, 1152, 192, 7, 7), sm_count=132).split == 1  # 192 blocks
+
+
 @pytest.mark.parametrize(
     ("tiles", "problem"),
     [
@@ -94,6 +108,7 @@ def test_every_project_pw_of_the_squeeze_excitation_models_gets_tiles_that_build
         (GatedPwTiles(32, 64, 100), "100 threads are not whole warps"),
         (GatedPwTiles(16, 16, 128), "4 warps do not tile the (1, 1) fragments"),
         (GatedPwTiles(256, 256, 1024), "bytes of shared memory"),
+        (GatedPwTiles(32, 64, 128, split=3), "split 3 does not divide 64 channels in chunks of 32"),
     ],
 )
 def test_tiles_that_do_not_fit_are_an_fcm_error_naming_the_problem(tiles, problem: str) -> None:
