@@ -96,8 +96,8 @@
 # hidden vector) plus bench_each of two models at batch 1 fp16: 301 s; bench_each of two models at
 # batch 1 and one at batch 32 (fp16): ~250 s; two models at batch 32 fp16 (MODEL_TIMEOUT=200)
 # then two at batch 1 fp32: 359 s.
-# Twenty-sixth session (H100, asked for as nvidia-h200): six start calls got no machine (15-180 s
-# each, 646 s in all); bench_each of two models at batch 32 fp16 (MODEL_TIMEOUT=190) 227 s, then
+# Twenty-sixth session (H100, asked for as nvidia-h200): seven start calls got no machine (15-180 s
+# each, about 660 s in all); bench_each of two models at batch 32 fp16 (MODEL_TIMEOUT=190) 227 s, then
 # excite (128 kernels, fp16, batch 1 and 32, four variants) 138 s, then bench_each of both at batch
 # 1 fp16 149 s: 514 s in one call; bench_each fp32 batch 32, two models 211 s, two more 163 s.
 set -u
