@@ -17,7 +17,9 @@ image, output channels up to a whole channel tile (24 -> 32), input channels up 
    warp a grid of them),
 
 then stores the accumulators to shared memory and applies bias, activation and residual as it
-writes the output once. It is the DW->PW tensor-core kernel (``cuda_dw_pw_tc.py``) with the
+writes the output once. Where the blocks would not fill the GPU (batch 1's deep layers),
+``split`` slices of the input channels run side by side and a second kernel sums their partial
+sums and writes the output instead. It is the DW->PW tensor-core kernel (``cuda_dw_pw_tc.py``) with the
 depthwise stage replaced by the scale. FuseGatedPointwise puts it in place of squeeze-excitation's
 product and the project PW; not yet run on a GPU (docs/kernels.md, "Not done yet").
 """
