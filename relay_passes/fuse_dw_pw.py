@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import tvm
@@ -31,12 +31,10 @@ from ..schedules import fcm_primfunc
 from ..schedules.spec import FcmSpec, FcmTiles
 from .chain import Unsupported, chain_spec, kernel_args
 from .matcher import ChainMatch, FunctionIndex, candidates
-from .record import SPEC_ATTR, spec_json
-from .rewrite import ValueBuilder, fresh_name, replace_bindings
+from .record import SPEC_ATTR, spec_record
+from .rewrite import KernelRewrite, ValueBuilder
 
 log = logging.getLogger(__name__)
-
-OPAQUE = 8  # relax OpPatternKind::kOpaque: FuseOps leaves the call alone
 
 
 class DecisionLike(Protocol):
@@ -113,37 +111,6 @@ def _consider(
     return Accepted(chain, spec, args, decision), decision
 
 
-@dataclass
-class _Kernels:
-    """The FCM PrimFuncs added to the module, one per distinct (spec, tiles), with their call counts."""
-
-    builder: relax.BlockBuilder
-    target: tvm.target.Target
-    added: dict[tuple[FcmSpec, FcmTiles | None], tuple[tvm.ir.GlobalVar, Accepted]] = field(
-        default_factory=dict
-    )
-    calls: dict[str, int] = field(default_factory=dict)
-
-    def kernel_for(self, choice: Accepted) -> tvm.ir.GlobalVar:
-        """The GlobalVar of the kernel for ``choice``; FcmError if the kernel cannot be built."""
-        key = (choice.spec, choice.decision.tiles)
-        if key not in self.added:
-            func = fcm_primfunc(choice.spec, choice.decision.tiles, self.target)
-            name = fresh_name(self.builder, f"fcm_{choice.spec.kind}")
-            func = func.with_attr("global_symbol", name).with_attr("op_pattern", OPAQUE)
-            self.added[key] = (self.builder.add_func(func, name), choice)
-        gvar = self.added[key][0]
-        self.calls[gvar.name_hint] = self.calls.get(gvar.name_hint, 0) + 1
-        return gvar
-
-    def annotate(self) -> None:
-        """Record on each kernel what it computes and how many call sites share it."""
-        module = self.builder.get()
-        for (spec, tiles), (gvar, choice) in self.added.items():
-            record = spec_json(spec, tiles, choice.decision.reason, self.calls[gvar.name_hint])
-            self.builder.update_func(gvar, module[gvar].with_attr(SPEC_ATTR, record))
-
-
 def _fcm_call(gvar: tvm.ir.GlobalVar, choice: Accepted) -> ValueBuilder:
     def build(_builder: relax.BlockBuilder) -> relax.Expr:
         return relax.call_tir(gvar, choice.args, out_ty=choice.chain.root.ty)
@@ -183,33 +150,26 @@ class FuseDepthwisePointwise:
         self.decide = decide or fuse_everything
 
     def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
-        builder = relax.BlockBuilder(mod)
-        kernels = _Kernels(builder, self.target)
-        rewrites: dict[tvm.ir.GlobalVar, dict[relax.Var, ValueBuilder]] = {}
+        rewrite = KernelRewrite(mod)
+        reasons: dict[tuple[FcmSpec, FcmTiles | None], str] = {}  # the first call's, per kernel
         for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                new_values = self._new_values(mod, func, kernels)
-                if new_values:
-                    rewrites[gvar] = new_values
-        if not rewrites:
-            return mod
-        kernels.annotate()
-        with_kernels = builder.get()
-        for gvar, new_values in rewrites.items():
-            builder.update_func(gvar, replace_bindings(with_kernels, mod[gvar], new_values))
-        return _without_orphans(mod, builder.get())
-
-    def _new_values(
-        self, mod: tvm.IRModule, func: relax.Function, kernels: _Kernels
-    ) -> dict[relax.Var, ValueBuilder]:
-        new_values = {}
-        for choice in select_chains(mod, func, self.decide):
-            try:
-                gvar = kernels.kernel_for(choice)
-            except FcmError as error:
-                log.warning(
-                    "leaving %s %s unfused: %s", choice.spec.kind, choice.spec.input.as_tuple(), error
-                )
+            if not isinstance(func, relax.Function):
                 continue
-            new_values[choice.chain.root] = _fcm_call(gvar, choice)
-        return new_values
+            for choice in select_chains(mod, func, self.decide):
+                key = (choice.spec, choice.decision.tiles)
+                try:
+                    kernel = rewrite.kernel(
+                        key, f"fcm_{choice.spec.kind}", lambda key=key: self._primfunc(*key)
+                    )
+                except FcmError as error:
+                    log.warning(
+                        "leaving %s %s unfused: %s", choice.spec.kind, choice.spec.input.as_tuple(), error
+                    )
+                    continue
+                reasons.setdefault(key, choice.decision.reason)
+                rewrite.replace(gvar, choice.chain.root, _fcm_call(kernel, choice), (key,))
+        fused = rewrite.finish(SPEC_ATTR, lambda key: spec_record(*key, reasons[key]))
+        return fused if fused is mod else _without_orphans(mod, fused)
+
+    def _primfunc(self, spec: FcmSpec, tiles: FcmTiles | None) -> tvm.tirx.PrimFunc:
+        return fcm_primfunc(spec, tiles, self.target)

@@ -8,7 +8,6 @@ and how many call sites of the graph share the kernel.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise, Stage
@@ -31,10 +30,6 @@ def spec_record(spec: FcmSpec, tiles: FcmTiles | None, reason: str, calls: int =
         "reason": reason,
         "calls": calls,
     }
-
-
-def spec_json(spec: FcmSpec, tiles: FcmTiles | None, reason: str, calls: int = 1) -> str:
-    return json.dumps(spec_record(spec, tiles, reason, calls), sort_keys=True)
 
 
 def spec_from_record(record: dict) -> FcmSpec:
