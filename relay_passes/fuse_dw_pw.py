@@ -32,7 +32,7 @@ from ..schedules.spec import FcmSpec, FcmTiles
 from .chain import Unsupported, chain_spec, kernel_args
 from .matcher import ChainMatch, FunctionIndex, candidates
 from .record import SPEC_ATTR, spec_record
-from .rewrite import KernelRewrite, ValueBuilder
+from .rewrite import KernelRewrite, call_value
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,6 @@ def _consider(
     return Accepted(chain, spec, args, decision), decision
 
 
-def _fcm_call(gvar: tvm.ir.GlobalVar, choice: Accepted) -> ValueBuilder:
-    def build(_builder: relax.BlockBuilder) -> relax.Expr:
-        return relax.call_tir(gvar, choice.args, out_ty=choice.chain.root.ty)
-
-    return build
-
-
 def _without_orphans(before: tvm.IRModule, after: tvm.IRModule) -> tvm.IRModule:
     """``after`` without the private PrimFuncs only fused chains called (the Clips' maximum/minimum)."""
     orphans = _called(before) - _called(after)
@@ -167,7 +160,9 @@ class FuseDepthwisePointwise:
                     )
                     continue
                 reasons.setdefault(key, choice.decision.reason)
-                rewrite.replace(gvar, choice.chain.root, _fcm_call(kernel, choice), (key,))
+                rewrite.replace(
+                    gvar, choice.chain.root, call_value(kernel, choice.args, choice.chain.root.ty), (key,)
+                )
         fused = rewrite.finish(SPEC_ATTR, lambda key: spec_record(*key, reasons[key]))
         return fused if fused is mod else _without_orphans(mod, fused)
 

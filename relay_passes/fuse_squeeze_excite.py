@@ -34,7 +34,7 @@ from ..schedules.squeeze_excite import ACTIVATIONS, GATES, SqueezeExcite, defaul
 from .chain import Unsupported, bias_vector, conv_info, stage_of
 from .matcher import FunctionIndex, StageMatch, calls_op, match_stage, read_only_inside, static_shape
 from .record import EXCITE_ATTR
-from .rewrite import KernelRewrite, ValueBuilder
+from .rewrite import KernelRewrite, call_value
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +163,8 @@ class FuseSqueezeExcite:
                 except (Unsupported, FcmError) as reason:
                     log.debug("squeeze-excitation at %s left to stock: %s", match.root, reason)
                     continue
-                rewrite.replace(gvar, match.root, _call(kernel, args, match.root), (se,))
+                rewrite.replace(gvar, match.root, call_value(kernel, args, match.root.ty), (se,))
         return rewrite.finish(EXCITE_ATTR, lambda se: {"kind": "se", **asdict(se)})
 
     def _primfunc(self, se: SqueezeExcite) -> tvm.tirx.PrimFunc:
         return excite_primfunc(se, default_tiles(se, self.sm_count), self.target)
-
-
-def _call(kernel: tvm.ir.GlobalVar, args: list[relax.Expr], root: relax.Var) -> ValueBuilder:
-    def build(_builder: relax.BlockBuilder) -> relax.Expr:
-        return relax.call_tir(kernel, args, out_ty=root.ty)
-
-    return build

@@ -45,6 +45,15 @@ def replace_bindings(
     return relax.analysis.remove_all_unused(rewritten)
 
 
+def call_value(kernel: tvm.ir.GlobalVar, args: list[relax.Expr], ty) -> ValueBuilder:
+    """A new value that calls PrimFunc ``kernel`` on ``args``, returning a tensor of type ``ty``."""
+
+    def build(_builder: relax.BlockBuilder) -> relax.Expr:
+        return relax.call_tir(kernel, args, out_ty=ty)
+
+    return build
+
+
 def fresh_name(builder: relax.BlockBuilder, prefix: str) -> str:
     """``<prefix>_<n>`` with the smallest ``n`` no global of the builder's module has taken."""
     taken = {gvar.name_hint for gvar in builder.get().get_global_vars()}

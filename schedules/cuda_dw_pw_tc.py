@@ -32,7 +32,6 @@ from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
 from .compute import ACTIVATION_BUILDERS
-from .layout import ceil_div
 from .spec import Depthwise, FcmSpec, FcmTiles
 from .wmma import (
     ACCUMULATORS,
@@ -41,6 +40,7 @@ from .wmma import (
     FRAGMENT,
     SHARED,
     WARP,
+    largest_chunk,
     shared_memory_problems,
     spread,
     spread_over_grid,
@@ -48,10 +48,9 @@ from .wmma import (
     tensorize_gemm,
     tile_problems,
     warp_grid,
+    whole_fragments,
     without_param,
 )
-
-CHUNKS = (32, FRAGMENT)  # input channels per shared-memory step, the largest dividing them
 
 
 def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
@@ -70,13 +69,13 @@ def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
 
 
 def chunk(spec: FcmSpec) -> int:
-    """Input channels per shared-memory step: 32, or 16 where 32 does not divide them (144)."""
-    return next(step for step in CHUNKS if spec.in_channels % step == 0)
+    """Input channels per shared-memory step (:func:`~.wmma.largest_chunk`)."""
+    return largest_chunk(spec.in_channels)
 
 
 def padded_pixels(tiles: FcmTiles) -> int:
     """A tile's pixels as the GEMM sees them: whole fragments."""
-    return ceil_div(tiles.tile_h * tiles.tile_w, FRAGMENT) * FRAGMENT
+    return whole_fragments(tiles.tile_h * tiles.tile_w)
 
 
 def fragment_grid(tiles: FcmTiles) -> tuple[int, int]:

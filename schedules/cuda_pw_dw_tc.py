@@ -28,6 +28,7 @@ from .layout import ceil_div
 from .spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .wmma import (
     ACCUMULATORS,
+    CHUNKS,
     DTYPE,
     DTYPE_BYTES,
     FRAGMENT,
@@ -40,10 +41,9 @@ from .wmma import (
     stored_output,
     tensorize_gemm,
     tile_problems,
+    whole_fragments,
     without_param,
 )
-
-CHUNKS = (32, FRAGMENT)  # input channels per shared-memory step (see chunk)
 
 
 def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
@@ -71,7 +71,7 @@ def padded_pixels(spec: FcmSpec, tiles: FcmTiles) -> int:
 
 def padded_channels(spec: FcmSpec) -> int:
     """The GEMM's reduction: the input channels in whole fragments."""
-    return ceil_div(spec.in_channels, FRAGMENT) * FRAGMENT
+    return whole_fragments(spec.in_channels)
 
 
 def chunk(spec: FcmSpec, tiles: FcmTiles) -> int:

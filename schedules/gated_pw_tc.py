@@ -46,16 +46,17 @@ from .wmma import (
     FRAGMENT,
     SHARED,
     WARP,
+    largest_chunk,
     shared_memory_problems,
     spread,
     spread_over_grid,
     stored_output,
     tensorize_gemm,
     warp_grid,
+    whole_fragments,
     without_param,
 )
 
-CHUNKS = (32, FRAGMENT)  # input channels per shared-memory step, the largest dividing them
 SYMBOL = "fcm_gated_pw"
 
 
@@ -113,7 +114,7 @@ class GatedPwTiles:
 
 
 def padded_in_channels(spec: GatedPointwise) -> int:
-    return ceil_div(spec.in_channels, FRAGMENT) * FRAGMENT
+    return whole_fragments(spec.in_channels)
 
 
 def padded_out_channels(spec: GatedPointwise, tiles: GatedPwTiles) -> int:
@@ -121,8 +122,8 @@ def padded_out_channels(spec: GatedPointwise, tiles: GatedPwTiles) -> int:
 
 
 def chunk(spec: GatedPointwise) -> int:
-    """Input channels per shared-memory step: 32, or 16 where 32 does not divide them (144)."""
-    return next(step for step in CHUNKS if padded_in_channels(spec) % step == 0)
+    """Input channels per shared-memory step (:func:`~.wmma.largest_chunk`)."""
+    return largest_chunk(padded_in_channels(spec))
 
 
 def fragment_grid(tiles: GatedPwTiles) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import tvm
 from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
+from .layout import ceil_div
 from .spec import FcmSpec, FcmTiles
 
 FRAGMENT = 16  # WMMA m = n = k
@@ -21,6 +22,17 @@ DTYPE_BYTES = 2
 # failed on the accumulators placed in a float16 buffer ("tvm_access_ptr element type must match").
 SHARED = "shared.dyn"
 ACCUMULATORS = "shared"
+CHUNKS = (32, FRAGMENT)  # input channels per shared-memory step, the largest that divides them
+
+
+def whole_fragments(count: int) -> int:
+    """``count`` padded up to whole fragments (40 channels -> 48, 49 pixels -> 64)."""
+    return ceil_div(count, FRAGMENT) * FRAGMENT
+
+
+def largest_chunk(channels: int) -> int:
+    """Input channels per shared-memory step: 32, or 16 where 32 does not divide them (144)."""
+    return next(step for step in CHUNKS if channels % step == 0)
 
 
 def tile_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
