@@ -5,8 +5,9 @@ For each model and batch, the 1x1 convolutions that read a squeeze-excitation's 
 the ONNX graph with its inferred shapes) are built as ``GatedPointwise`` kernels (fp16, default
 tiles, with the residual where an ``Add`` follows the conv's BatchNorm) and run on fresh random
 inputs, the output poisoned with NaN first; every element is compared with
-``fcm_tvm.reference.gated_pw_reference``. Times are medians of the runtime's timer (50 calls, 10
-repeats). Needs full TVM on the GPU host (.gpu/full-b/env.sh)::
+``fcm_tvm.reference.gated_pw_reference``. ``--every-split`` times each split of the input
+channels (the default tiles' rule picks one at batch 1). Times are medians of the runtime's timer
+(50 calls, 10 repeats). Needs full TVM on the GPU host (.gpu/full-b/env.sh)::
 
     python tests/gpu/check_gated_pw.py --models efficientnet_b0,mobilenet_v3_large --batch 1,32 \\
         --json OUT.json
@@ -16,13 +17,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 import numpy as np
 import onnx
 import tvm
 
 from fcm_tvm.reference import gated_pw_reference
-from fcm_tvm.schedules.gated_pw_tc import GatedPointwise, default_tiles, gated_pw_primfunc
+from fcm_tvm.schedules.gated_pw_tc import (
+    GatedPointwise,
+    GatedPwTiles,
+    chunk,
+    default_tiles,
+    gated_pw_primfunc,
+    padded_in_channels,
+)
 from fcm_tvm.target import resolve_target
 from models.registry import build_model
 from tests.gpu.checked_rows import CheckedRows
@@ -86,8 +95,17 @@ def random_inputs(spec: GatedPointwise, rng: np.random.Generator) -> list[np.nda
     return inputs
 
 
-def check(spec: GatedPointwise, target: tvm.target.Target, device, rng) -> dict:
+def tile_choices(spec: GatedPointwise, every_split: bool) -> list[GatedPwTiles]:
+    """The default tiles, or with ``every_split`` those with each split of the input channels that
+    leaves a slice at least two chunks (to time the rule that picks one)."""
     tiles = default_tiles(spec)
+    if not every_split:
+        return [tiles]
+    chunks = padded_in_channels(spec) // chunk(spec)
+    return [replace(tiles, split=s) for s in range(1, chunks // 2 + 1) if chunks % s == 0]
+
+
+def check(spec: GatedPointwise, tiles: GatedPwTiles, target: tvm.target.Target, device, rng) -> dict:
     lib = tvm.compile(tvm.IRModule({"main": gated_pw_primfunc(spec, tiles, target)}), target=target)
     inputs = random_inputs(spec, rng)
     args = [tvm.runtime.tensor(a, device) for a in inputs]
@@ -100,13 +118,22 @@ def check(spec: GatedPointwise, target: tvm.target.Target, device, rng) -> dict:
     timer = lib.mod.time_evaluator("main", device, number=50, repeat=10)
     median_us = float(np.median(timer(*args, out).results) * 1e6)
     ok = bool(np.isfinite(actual).all()) and error <= TOLERANCE
-    return {"key": spec.key, "tiles": tiles.label, "rel_error": error, "ok": ok, "median_us": median_us}
+    default = tiles == default_tiles(spec)
+    return {
+        "key": spec.key,
+        "tiles": tiles.label,
+        "default": default,
+        "rel_error": error,
+        "ok": ok,
+        "median_us": median_us,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="efficientnet_b0,mobilenet_v3_large")
     parser.add_argument("--batch", default="1,32")
+    parser.add_argument("--every-split", action="store_true", help="time each split, not only the default's")
     parser.add_argument("--json", help="write the rows here (after every row)")
     args = parser.parse_args(argv)
     target = resolve_target("cuda").tvm_target
@@ -115,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models.split(","):
         for batch in map(int, args.batch.split(",")):
             for spec in project_pws(build_model(model, batch=batch)):
-                rows.add({"model": model, **check(spec, target, device, rng)})
+                for tiles in tile_choices(spec, args.every_split):
+                    rows.add({"model": model, **check(spec, tiles, target, device, rng)})
     return rows.finish()
 
 

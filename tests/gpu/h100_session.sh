@@ -176,7 +176,7 @@ gated_pw)  # the gated pointwise kernel of every project PW after a squeeze-exci
   # BATCH(es), fp16, against float64, with its kernel time (rows back as gated_pw.json)
   hide_torch
   python tests/gpu/check_gated_pw.py --models ${MODELS:-efficientnet_b0,mobilenet_v3_large} \
-    --batch ${BATCH:-1,32} --json "$OUT/gated_pw.json" 2>&1 | tail -${TAIL:-40} ;;
+    --batch ${BATCH:-1,32} ${EVERY_SPLIT:+--every-split} --json "$OUT/gated_pw.json" 2>&1 | tail -${TAIL:-40} ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
   # RECORDS, the records shipped for this GPU: the H100 and H200 borrow each other's; BASELINE=stock
   # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.
