@@ -58,6 +58,11 @@ from .wmma import (
 )
 
 SYMBOL = "fcm_gated_pw"
+# Blocks of a split kernel, in waves of the GPU's SMs: on the H200 at batch 1, the largest split
+# within two waves was the fastest of every split (or 0.4 us from it) for all project PWs of
+# EfficientNet-B0 and MobileNetV3-Large; one wave missed four by 1-6 us
+# (docs/results/gated_pw_h200_b1.json)
+SPLIT_WAVES = 2
 
 
 @dataclass(frozen=True)
@@ -164,14 +169,15 @@ def tile_problems(spec: GatedPointwise, tiles: GatedPwTiles, max_smem: int) -> l
 def default_tiles(spec: GatedPointwise, sm_count: int | None = None) -> GatedPwTiles:
     """32 output channels where they divide (else 16: less padding), 64 pixels (a 7x7 image is
     one tile), four warps; the input channels split into as many slices as keep the blocks within
-    one wave of ``sm_count`` SMs (by default the default GPU's) and each slice at least two chunks
-    (batch 1's deep layers give few blocks otherwise: six for 1152 -> 192 at 7x7)."""
+    :data:`SPLIT_WAVES` waves of ``sm_count`` SMs (by default the default GPU's) and each slice at
+    least two chunks (batch 1's deep layers give few blocks otherwise: six for 1152 -> 192 at 7x7)."""
     sm_count = sm_count or all_gpus()[DEFAULT_GPU].sm_count
     tiles = GatedPwTiles(32 if spec.out_channels % 32 == 0 else FRAGMENT, 64, 128)
     pixel_tiles = ceil_div(spec.pixels, tiles.pixel_tile)
     blocks = spec.batch * pixel_tiles * ceil_div(spec.out_channels, tiles.channel_tile)
     chunks = padded_in_channels(spec) // chunk(spec)
-    splits = [s for s in range(1, chunks // 2 + 1) if chunks % s == 0 and blocks * s <= sm_count]
+    most = SPLIT_WAVES * sm_count
+    splits = [s for s in range(1, chunks // 2 + 1) if chunks % s == 0 and blocks * s <= most]
     return replace(tiles, split=max(splits, default=1))
 
 

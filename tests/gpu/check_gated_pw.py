@@ -102,7 +102,8 @@ def tile_choices(spec: GatedPointwise, every_split: bool) -> list[GatedPwTiles]:
     if not every_split:
         return [tiles]
     chunks = padded_in_channels(spec) // chunk(spec)
-    return [replace(tiles, split=s) for s in range(1, chunks // 2 + 1) if chunks % s == 0]
+    splits = {tiles.split} | {s for s in range(1, chunks // 2 + 1) if chunks % s == 0}
+    return [replace(tiles, split=s) for s in sorted(splits)]
 
 
 def check(spec: GatedPointwise, tiles: GatedPwTiles, target: tvm.target.Target, device, rng) -> dict:
