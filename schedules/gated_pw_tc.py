@@ -6,10 +6,11 @@ scales each value as it stages it, so ``y`` never reaches global memory:
 ``out = act(W . (x * gate) + b) [+ residual]``.
 
 A thread block computes ``channel_tile`` output channels over ``pixel_tile`` consecutive pixels of
-one image (the image flattened: a 1x1 convolution has no halo, so a tile is any run of pixels).
-Whatever is not whole fragments is padded with zeros and never stored: the last pixel tile of an
-image, output channels up to a whole channel tile (24 -> 32), input channels up to a multiple of
-16 (72 -> 80). Per chunk of 32 input channels (16 where 32 does not divide them) it
+the batch (the images flattened one after another: a 1x1 convolution has no halo, so a tile is any
+run of pixels, and a 7x7 image's 49 pixels pad no tile of their own). Whatever is not whole
+fragments is padded with zeros and never stored: the batch's last pixel tile, output channels up
+to a whole channel tile (24 -> 32), input channels up to a multiple of 16 (72 -> 80). Per chunk
+of 32 input channels (16 where 32 does not divide them) it
 
 1. stages the chunk's weights and its scaled input (``chunk x pixel_tile``, float16) in shared
    memory,
@@ -87,6 +88,10 @@ class GatedPointwise:
     @property
     def pixels(self) -> int:
         return self.height * self.width
+
+    @property
+    def batch_pixels(self) -> int:
+        return self.batch * self.pixels
 
     @property
     def key(self) -> str:
@@ -167,14 +172,14 @@ def tile_problems(spec: GatedPointwise, tiles: GatedPwTiles, max_smem: int) -> l
 
 
 def default_tiles(spec: GatedPointwise, sm_count: int | None = None) -> GatedPwTiles:
-    """32 output channels where they divide (else 16: less padding), 64 pixels (a 7x7 image is
-    one tile), four warps; the input channels split into as many slices as keep the blocks within
-    :data:`SPLIT_WAVES` waves of ``sm_count`` SMs (by default the default GPU's) and each slice at
-    least two chunks (batch 1's deep layers give few blocks otherwise: six for 1152 -> 192 at 7x7)."""
+    """32 output channels where they divide (else 16: less padding), 64 pixels, four warps; the
+    input channels split into as many slices as keep the blocks within :data:`SPLIT_WAVES` waves
+    of ``sm_count`` SMs (by default the default GPU's) and each slice at least two chunks (batch
+    1's deep layers give few blocks otherwise: six for 1152 -> 192 at 7x7)."""
     sm_count = sm_count or all_gpus()[DEFAULT_GPU].sm_count
     tiles = GatedPwTiles(32 if spec.out_channels % 32 == 0 else FRAGMENT, 64, 128)
-    pixel_tiles = ceil_div(spec.pixels, tiles.pixel_tile)
-    blocks = spec.batch * pixel_tiles * ceil_div(spec.out_channels, tiles.channel_tile)
+    pixel_tiles = ceil_div(spec.batch_pixels, tiles.pixel_tile)
+    blocks = pixel_tiles * ceil_div(spec.out_channels, tiles.channel_tile)
     chunks = padded_in_channels(spec) // chunk(spec)
     most = SPLIT_WAVES * sm_count
     splits = [s for s in range(1, chunks // 2 + 1) if chunks % s == 0 and blocks * s <= most]
@@ -182,15 +187,15 @@ def default_tiles(spec: GatedPointwise, sm_count: int | None = None) -> GatedPwT
 
 
 def definition(spec: GatedPointwise, tiles: GatedPwTiles) -> tvm.tirx.PrimFunc:
-    """Over (image, pixel tile, padded channel, padded pixel): the padded weights, the scaled
-    input, the GEMM, the epilogue."""
+    """Over (pixel tile of the batch, padded channel, pixel of the tile): the padded weights, the
+    scaled input, the GEMM, the epilogue."""
     n_, c_, h_, w_ = spec.batch, spec.in_channels, spec.height, spec.width
     o_, p_ = spec.out_channels, tiles.pixel_tile
     cp_, op_ = padded_in_channels(spec), padded_out_channels(spec, tiles)
     sp = tiles.split
     slice_ = cp_ // sp
-    t_ = ceil_div(spec.pixels, p_)
-    hw = spec.pixels
+    t_ = ceil_div(spec.batch_pixels, p_)
+    hw, nhw = spec.pixels, spec.batch_pixels
     f16, f32 = DTYPE, "float32"
     res_shape = spec.output_shape if spec.residual else (1,)
     epilogue = stored_output(ACTIVATION_BUILDERS[spec.activation], spec.residual)
@@ -206,39 +211,38 @@ def definition(spec: GatedPointwise, tiles: GatedPwTiles) -> tvm.tirx.PrimFunc:
     ):
         T.func_attr({"tirx.noalias": True})
         weights = T.sblock_alloc_buffer((op_, cp_), f16)
-        scaled = T.sblock_alloc_buffer((n_, t_, cp_, p_), f16)
-        acc = T.sblock_alloc_buffer((sp, n_, t_, op_, p_), f32)
+        scaled = T.sblock_alloc_buffer((t_, cp_, p_), f16)
+        acc = T.sblock_alloc_buffer((sp, t_, op_, p_), f32)
         for o, c in T.grid(op_, cp_):
             with T.sblock("weights"):
                 vo, vc = T.axis.remap("SS", [o, c])
                 weights[vo, vc] = T.if_then_else(vo < o_ and vc < c_, w[vo, vc, 0, 0], T.float16(0))
-        for n, t, c, p in T.grid(n_, t_, cp_, p_):
+        for t, c, p in T.grid(t_, cp_, p_):
             with T.sblock("scaled"):
-                vn, vt, vc, vp = T.axis.remap("SSSS", [n, t, c, p])
-                q = T.meta_var(vt * p_ + vp)
-                scaled[vn, vt, vc, vp] = T.if_then_else(
-                    q < hw and vc < c_,
-                    T.Cast(f16, T.Cast(f32, x[vn, vc, q // w_, q % w_]) * gate[vn, vc]),
+                vt, vc, vp = T.axis.remap("SSS", [t, c, p])
+                q = T.meta_var(vt * p_ + vp)  # of the batch: image q // hw, its pixel q % hw
+                scaled[vt, vc, vp] = T.if_then_else(
+                    q < nhw and vc < c_,
+                    T.Cast(f16, T.Cast(f32, x[q // hw, vc, q % hw // w_, q % w_]) * gate[q // hw, vc]),
                     T.float16(0),
                 )
-        for sl, n, t, o, p, c in T.grid(sp, n_, t_, op_, p_, slice_):
+        for sl, t, o, p, c in T.grid(sp, t_, op_, p_, slice_):
             with T.sblock("acc"):
-                vs, vn, vt, vo, vp, vc = T.axis.remap("SSSSSR", [sl, n, t, o, p, c])
+                vs, vt, vo, vp, vc = T.axis.remap("SSSSR", [sl, t, o, p, c])
                 with T.init():
-                    acc[vs, vn, vt, vo, vp] = T.float32(0)
-                acc[vs, vn, vt, vo, vp] = acc[vs, vn, vt, vo, vp] + T.Cast(
+                    acc[vs, vt, vo, vp] = T.float32(0)
+                acc[vs, vt, vo, vp] = acc[vs, vt, vo, vp] + T.Cast(
                     f32, weights[vo, vs * slice_ + vc]
-                ) * T.Cast(f32, scaled[vn, vt, vs * slice_ + vc, vp])
-        for n, t, o, p in T.grid(n_, t_, op_, p_):
+                ) * T.Cast(f32, scaled[vt, vs * slice_ + vc, vp])
+        for t, o, p in T.grid(t_, op_, p_):
             with T.sblock("out"):
-                vn, vt, vo, vp = T.axis.remap("SSSS", [n, t, o, p])
+                vt, vo, vp = T.axis.remap("SSS", [t, o, p])
                 q = T.meta_var(vt * p_ + vp)
-                res = T.meta_var(residual[vn, vo, q // w_, q % w_] if spec.residual else T.float16(0))
-                total = T.meta_var(
-                    functools.reduce(operator.add, [acc[k, vn, vt, vo, vp] for k in range(sp)])
-                )
-                if q < hw and vo < o_:  # a body condition: reverse_compute_at drops a block predicate
-                    out[vn, vo, q // w_, q % w_] = epilogue(total, b[vo], res)
+                at = T.meta_var((q // hw, vo, q % hw // w_, q % w_))
+                res = T.meta_var(residual[at] if spec.residual else T.float16(0))
+                total = T.meta_var(functools.reduce(operator.add, [acc[k, vt, vo, vp] for k in range(sp)]))
+                if q < nhw and vo < o_:  # a body condition: reverse_compute_at drops a block predicate
+                    out[at] = epilogue(total, b[vo], res)
 
     return gated_pw if spec.residual else without_param(gated_pw, 4)  # the body never reads it
 
@@ -249,12 +253,12 @@ def schedule(sch: Schedule, spec: GatedPointwise, tiles: GatedPwTiles) -> None:
     frags_c, frags_p = fragment_grid(tiles)
     threads = (warps_c * warps_p, WARP)
     gemm = sch.get_sblock("acc")
-    sl, n, t, o, p, c = sch.get_loops(gemm)
+    sl, t, o, p, c = sch.get_loops(gemm)
     o_block, o_warp, o_frag, o_in = sch.split(o, [None, warps_c, frags_c // warps_c, FRAGMENT])
     p_warp, p_frag, p_in = sch.split(p, [warps_p, frags_p // warps_p, FRAGMENT])
     step, c_frag, c_in = sch.split(c, [None, chunk(spec) // FRAGMENT, FRAGMENT])
-    sch.reorder(n, t, o_block, sl, o_warp, p_warp, step, c_frag, o_frag, p_frag, o_in, p_in, c_in)
-    block = sch.fuse(n, t, o_block, sl)  # a tile's slices run side by side
+    sch.reorder(t, o_block, sl, o_warp, p_warp, step, c_frag, o_frag, p_frag, o_in, p_in, c_in)
+    block = sch.fuse(t, o_block, sl)  # a tile's slices run side by side
     sch.bind(block, "blockIdx.x")
     warp = sch.fuse(o_warp, p_warp)
     sch.bind(warp, "threadIdx.y")

@@ -30,7 +30,7 @@ from .test_schedules_cuda import compile_cubin
 KERNEL = r'extern "C" __global__ void (?:__launch_bounds__\((\d+)\) )?(\w+)\(([^)]*)\)\s*\{'
 
 CASES = [  # (spec, tiles or None for the defaults)
-    (GatedPointwise(2, 64, 32, 7, 7, "none", True), None),  # 49 pixels padded to 64, a residual
+    (GatedPointwise(2, 64, 32, 7, 7, "none", True), None),  # a tile across two images, a residual
     (GatedPointwise(1, 32, 16, 14, 14), GatedPwTiles(16, 64, 64)),  # 4 pixel tiles, the last padded
     (GatedPointwise(2, 72, 40, 6, 6, "relu"), None),  # 72 -> 80 input, 40 -> 48 output channels
     (GatedPointwise(1, 144, 24, 8, 8, "none", True), GatedPwTiles(32, 32, 128)),  # chunks of 16
