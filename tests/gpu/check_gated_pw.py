@@ -5,9 +5,10 @@ For each model and batch, the 1x1 convolutions that read a squeeze-excitation's 
 the ONNX graph with its inferred shapes) are built as ``GatedPointwise`` kernels (fp16, default
 tiles, with the residual where an ``Add`` follows the conv's BatchNorm) and run on fresh random
 inputs, the output poisoned with NaN first; every element is compared with
-``fcm_tvm.reference.gated_pw_reference``. ``--every-split`` times each split of the input
-channels (the default tiles' rule picks one at batch 1). Times are medians of the runtime's timer
-(50 calls, 10 repeats). Needs full TVM on the GPU host (.gpu/full-b/env.sh)::
+``fcm_tvm.reference.gated_pw_reference``. ``--tiles splits`` times each split of the input
+channels (the default tiles' rule picks one at batch 1), ``--tiles sweep`` larger tiles too.
+Times are medians of the runtime's timer (50 calls, 10 repeats). Needs full TVM on the GPU
+host (.gpu/full-b/env.sh)::
 
     python tests/gpu/check_gated_pw.py --models efficientnet_b0,mobilenet_v3_large --batch 1,32 \\
         --json OUT.json
@@ -24,6 +25,7 @@ import onnx
 import tvm
 
 from fcm_tvm.reference import gated_pw_reference
+from fcm_tvm.schedules.cuda import max_shared_memory
 from fcm_tvm.schedules.gated_pw_tc import (
     GatedPointwise,
     GatedPwTiles,
@@ -31,6 +33,7 @@ from fcm_tvm.schedules.gated_pw_tc import (
     default_tiles,
     gated_pw_primfunc,
     padded_in_channels,
+    tile_problems,
 )
 from fcm_tvm.target import resolve_target
 from models.registry import build_model
@@ -95,15 +98,27 @@ def random_inputs(spec: GatedPointwise, rng: np.random.Generator) -> list[np.nda
     return inputs
 
 
-def tile_choices(spec: GatedPointwise, every_split: bool) -> list[GatedPwTiles]:
-    """The default tiles, or with ``every_split`` those with each split of the input channels that
-    leaves a slice at least two chunks (to time the rule that picks one)."""
+# Larger tiles for the batch-32 sweep: more tensor-core work per staged chunk (channel tile,
+# pixel tile, threads)
+LARGER_TILES = ((64, 64, 256), (32, 128, 256), (64, 128, 256))
+
+
+def tile_choices(spec: GatedPointwise, choice: str, max_smem: int) -> list[GatedPwTiles]:
+    """The default tiles (``default``); those with each split of the input channels that leaves a
+    slice at least two chunks (``splits``, to time the rule that picks one); or the default and
+    :data:`LARGER_TILES`, each with the default's split and the next larger one (``sweep``),
+    where they fit."""
     tiles = default_tiles(spec)
-    if not every_split:
-        return [tiles]
     chunks = padded_in_channels(spec) // chunk(spec)
-    splits = {tiles.split} | {s for s in range(1, chunks // 2 + 1) if chunks % s == 0}
-    return [replace(tiles, split=s) for s in sorted(splits)]
+    splits = sorted({tiles.split} | {s for s in range(1, chunks // 2 + 1) if chunks % s == 0})
+    if choice == "default":
+        return [tiles]
+    if choice == "splits":
+        return [replace(tiles, split=s) for s in splits]
+    more = [s for s in splits if s >= tiles.split][:2]
+    shapes = [(tiles.channel_tile, tiles.pixel_tile, tiles.threads), *LARGER_TILES]
+    found = [GatedPwTiles(c, p, t, s) for c, p, t in shapes for s in more]
+    return [t for t in found if not tile_problems(spec, t, max_smem)]
 
 
 def check(spec: GatedPointwise, tiles: GatedPwTiles, target: tvm.target.Target, device, rng) -> dict:
@@ -134,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="efficientnet_b0,mobilenet_v3_large")
     parser.add_argument("--batch", default="1,32")
-    parser.add_argument("--every-split", action="store_true", help="time each split, not only the default's")
+    parser.add_argument(
+        "--tiles", choices=("default", "splits", "sweep"), default="default", help="see tile_choices"
+    )
     parser.add_argument("--json", help="write the rows here (after every row)")
     args = parser.parse_args(argv)
     target = resolve_target("cuda").tvm_target
@@ -143,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models.split(","):
         for batch in map(int, args.batch.split(",")):
             for spec in project_pws(build_model(model, batch=batch)):
-                for tiles in tile_choices(spec, args.every_split):
+                for tiles in tile_choices(spec, args.tiles, max_shared_memory(target)):
                     rows.add({"model": model, **check(spec, tiles, target, device, rng)})
     return rows.finish()
 

@@ -173,10 +173,11 @@ excite)  # every squeeze-excitation kernel of MODELS at BATCH(es) and PRECISION(
     --batch ${BATCH:-1} --precision ${PRECISION:-fp16} ${GATE_ONLY:+--gate-only} --json "$OUT/excite.json" \
     2>&1 | tail -${TAIL:-40} ;;
 gated_pw)  # the gated pointwise kernel of every project PW after a squeeze-excitation of MODELS at
-  # BATCH(es), fp16, against float64, with its kernel time (rows back as gated_pw.json)
+  # BATCH(es), fp16, against float64, with its kernel time (rows back as gated_pw.json); TILES=splits
+  # or sweep times more tiles (check_gated_pw.py tile_choices)
   hide_torch
   python tests/gpu/check_gated_pw.py --models ${MODELS:-efficientnet_b0,mobilenet_v3_large} \
-    --batch ${BATCH:-1,32} ${EVERY_SPLIT:+--every-split} --json "$OUT/gated_pw.json" 2>&1 | tail -${TAIL:-40} ;;
+    --batch ${BATCH:-1,32} --tiles ${TILES:-default} --json "$OUT/gated_pw.json" 2>&1 | tail -${TAIL:-40} ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
   # RECORDS, the records shipped for this GPU: the H100 and H200 borrow each other's; BASELINE=stock
   # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.
