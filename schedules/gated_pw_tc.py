@@ -118,10 +118,12 @@ class GatedPwTiles:
     pixel_tile: int = 64
     threads: int = 128
     split: int = 1  # slices of the input channels, side by side in blocks, summed by a 2nd kernel
+    chunk: int = 0  # input channels per shared-memory step; 0: the largest of wmma.CHUNKS that divides
 
     @property
     def label(self) -> str:
-        return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads} s{self.split} tc"
+        step = f" k{self.chunk}" if self.chunk else ""
+        return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads} s{self.split}{step} tc"
 
 
 def padded_in_channels(spec: GatedPointwise) -> int:
@@ -132,9 +134,9 @@ def padded_out_channels(spec: GatedPointwise, tiles: GatedPwTiles) -> int:
     return ceil_div(spec.out_channels, tiles.channel_tile) * tiles.channel_tile
 
 
-def chunk(spec: GatedPointwise) -> int:
-    """Input channels per shared-memory step (:func:`~.wmma.largest_chunk`)."""
-    return largest_chunk(padded_in_channels(spec))
+def chunk(spec: GatedPointwise, tiles: GatedPwTiles | None = None) -> int:
+    """Input channels per shared-memory step: the tiles', else :func:`~.wmma.largest_chunk`."""
+    return tiles.chunk if tiles and tiles.chunk else largest_chunk(padded_in_channels(spec))
 
 
 def fragment_grid(tiles: GatedPwTiles) -> tuple[int, int]:
@@ -145,7 +147,7 @@ def fragment_grid(tiles: GatedPwTiles) -> tuple[int, int]:
 def shared_bytes(spec: GatedPointwise, tiles: GatedPwTiles) -> int:
     """One block's shared memory: the weights and scaled input of a chunk (float16), and the
     float32 accumulators staged for the epilogue."""
-    halves = (tiles.channel_tile + tiles.pixel_tile) * chunk(spec)
+    halves = (tiles.channel_tile + tiles.pixel_tile) * chunk(spec, tiles)
     return halves * DTYPE_BYTES + accumulator_bytes(tiles)
 
 
@@ -160,8 +162,10 @@ def tile_problems(spec: GatedPointwise, tiles: GatedPwTiles, max_smem: int) -> l
         found.append(f"channel tile {tiles.channel_tile} is not whole fragments of {FRAGMENT}")
     if tiles.pixel_tile % FRAGMENT or tiles.pixel_tile < FRAGMENT:
         found.append(f"pixel tile {tiles.pixel_tile} is not whole fragments of {FRAGMENT}")
-    if tiles.split < 1 or padded_in_channels(spec) % (chunk(spec) * tiles.split):
-        channels, step = padded_in_channels(spec), chunk(spec)
+    if tiles.chunk % FRAGMENT or tiles.chunk < 0:
+        found.append(f"chunk {tiles.chunk} is not whole fragments of {FRAGMENT}")
+    elif tiles.split < 1 or padded_in_channels(spec) % (chunk(spec, tiles) * tiles.split):
+        channels, step = padded_in_channels(spec), chunk(spec, tiles)
         found.append(f"split {tiles.split} does not divide {channels} channels in chunks of {step}")
     if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
         found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
@@ -257,7 +261,7 @@ def schedule(sch: Schedule, spec: GatedPointwise, tiles: GatedPwTiles) -> None:
     sl, t, o, p, c = sch.get_loops(gemm)
     o_block, o_warp, o_frag, o_in = sch.split(o, [None, warps_c, frags_c // warps_c, FRAGMENT])
     p_warp, p_frag, p_in = sch.split(p, [warps_p, frags_p // warps_p, FRAGMENT])
-    step, c_frag, c_in = sch.split(c, [None, chunk(spec) // FRAGMENT, FRAGMENT])
+    step, c_frag, c_in = sch.split(c, [None, chunk(spec, tiles) // FRAGMENT, FRAGMENT])
     sch.reorder(t, o_block, sl, o_warp, p_warp, step, c_frag, o_frag, p_frag, o_in, p_in, c_in)
     block = sch.fuse(t, o_block, sl)  # a tile's slices run side by side
     sch.bind(block, "blockIdx.x")

@@ -37,6 +37,7 @@ CASES = [  # (spec, tiles or None for the defaults)
     (GatedPointwise(1, 96, 64, 5, 5, "silu"), GatedPwTiles(64, 32, 256)),  # 8 warps, 4 x 2
     (GatedPointwise(1, 256, 32, 7, 7, "none", True), GatedPwTiles(32, 64, 128, split=4)),  # 4 slices
     (GatedPointwise(1, 1152, 192, 7, 7, "none", True), None),  # batch 1's deepest: split by default
+    (GatedPointwise(2, 256, 64, 7, 7), GatedPwTiles(32, 64, 128, split=2, chunk=64)),  # 64 a step
 ]
 
 
@@ -110,6 +111,8 @@ def test_batch_1s_deep_pws_split_their_input_channels_to_fill_the_gpu() -> None:
         (GatedPwTiles(16, 16, 128), "4 warps do not tile the (1, 1) fragments"),
         (GatedPwTiles(256, 256, 1024), "bytes of shared memory"),
         (GatedPwTiles(32, 64, 128, split=3), "split 3 does not divide 64 channels in chunks of 32"),
+        (GatedPwTiles(32, 64, 128, chunk=24), "chunk 24 is not whole fragments of 16"),
+        (GatedPwTiles(32, 64, 128, chunk=128), "split 1 does not divide 64 channels in chunks of 128"),
     ],
 )
 def test_tiles_that_do_not_fit_are_an_fcm_error_naming_the_problem(tiles, problem: str) -> None:

@@ -35,6 +35,7 @@ from fcm_tvm.schedules.gated_pw_tc import (
     padded_in_channels,
     tile_problems,
 )
+from fcm_tvm.schedules.layout import ceil_div
 from fcm_tvm.target import resolve_target
 from models.registry import build_model
 from tests.gpu.checked_rows import CheckedRows
@@ -101,13 +102,18 @@ def random_inputs(spec: GatedPointwise, rng: np.random.Generator) -> list[np.nda
 # Larger tiles for the batch-32 sweep: more tensor-core work per staged chunk (channel tile,
 # pixel tile, threads)
 LARGER_TILES = ((64, 64, 256), (32, 128, 256), (64, 128, 256))
+# Splits the sweep times, in blocks per SM of an H100/H200 (132 SMs): a fit of the batch-1 times
+# (docs/kernels.md) says about six blocks an SM hide each other's input-chunk latency
+SWEEP_BLOCKS_PER_SM = 8
+SMS = 132
 
 
 def tile_choices(spec: GatedPointwise, choice: str, max_smem: int) -> list[GatedPwTiles]:
     """The default tiles (``default``); those with each split of the input channels that leaves a
-    slice at least two chunks (``splits``, to time the rule that picks one); or the default and
-    :data:`LARGER_TILES`, each with the default's split and the next larger one (``sweep``),
-    where they fit."""
+    slice at least two chunks (``splits``, to time the rule that picks one); or (``sweep``) the
+    default with each larger split up to :data:`SWEEP_BLOCKS_PER_SM` blocks an SM, with longer
+    chunks (64 and 128 channels a step), and
+    :data:`LARGER_TILES` with the default's split and chunks of the default or 64, where they fit."""
     tiles = default_tiles(spec)
     chunks = padded_in_channels(spec) // chunk(spec)
     splits = sorted({tiles.split} | {s for s in range(1, chunks // 2 + 1) if chunks % s == 0})
@@ -115,9 +121,14 @@ def tile_choices(spec: GatedPointwise, choice: str, max_smem: int) -> list[Gated
         return [tiles]
     if choice == "splits":
         return [replace(tiles, split=s) for s in splits]
-    more = [s for s in splits if s >= tiles.split][:2]
-    shapes = [(tiles.channel_tile, tiles.pixel_tile, tiles.threads), *LARGER_TILES]
-    found = [GatedPwTiles(c, p, t, s) for c, p, t in shapes for s in more]
+    blocks = ceil_div(spec.batch_pixels, tiles.pixel_tile) * ceil_div(spec.out_channels, tiles.channel_tile)
+    found = [
+        replace(tiles, split=s)
+        for s in splits
+        if s == tiles.split or (s > tiles.split and blocks * s <= SWEEP_BLOCKS_PER_SM * SMS)
+    ]
+    found += [replace(tiles, chunk=step) for step in (64, 128)]
+    found += [GatedPwTiles(c, p, t, tiles.split, step) for c, p, t in LARGER_TILES for step in (0, 64)]
     return [t for t in found if not tile_problems(spec, t, max_smem)]
 
 
