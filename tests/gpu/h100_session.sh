@@ -100,8 +100,12 @@
 # each, about 660 s in all); bench_each of two models at batch 32 fp16 (MODEL_TIMEOUT=190) 227 s, then
 # excite (128 kernels, fp16, batch 1 and 32, four variants) 138 s, then bench_each of both at batch
 # 1 fp16 149 s: 514 s in one call; bench_each fp32 batch 32, two models 211 s, two more 163 s.
+# Twenty-seventh session (H200): gated_pw of two models at batch 1 with every split (58 kernels) and
+# at batch 32 (18), excite GATE_ONLY=1 (80 kernels), then bench_each of one model at batch 32 fp16:
+# 354 s in one call. Six failed starts (91-180 s each) and six refusals in lockouts (15 s each) used
+# the rest of the budget.
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -178,6 +182,14 @@ gated_pw)  # the gated pointwise kernel of every project PW after a squeeze-exci
   hide_torch
   python tests/gpu/check_gated_pw.py --models ${MODELS:-efficientnet_b0,mobilenet_v3_large} \
     --batch ${BATCH:-1,32} --tiles ${TILES:-default} --json "$OUT/gated_pw.json" 2>&1 | tail -${TAIL:-40} ;;
+gated_study)  # the gated path in one call: MODELS (EfficientNet-B0, MobileNetV3-Large) at batch 1 in
+  # fp16 built with it (bench_<model>_gated.json) and without (bench_<model>.json), then
+  # EfficientNet-B0's batch-32 tile sweep (gated_pw.json) for what time is left
+  models=${MODELS:-efficientnet_b0,mobilenet_v3_large}
+  FCM_TVM_GATED_PW=1 MODELS=$models BATCH=1 PRECISION=fp16 MODEL_TIMEOUT=130 bash "$0" bench_each
+  for f in "$OUT"/bench_*.json; do mv "$f" "${f%.json}_gated.json"; done
+  MODELS=$models BATCH=1 PRECISION=fp16 MODEL_TIMEOUT=130 bash "$0" bench_each
+  MODELS=efficientnet_b0 BATCH=32 TILES=sweep TAIL=3 timeout "${SWEEP_S:-150}" bash "$0" gated_pw ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
   # RECORDS, the records shipped for this GPU: the H100 and H200 borrow each other's; BASELINE=stock
   # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.
