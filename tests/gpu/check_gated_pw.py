@@ -112,8 +112,8 @@ def tile_choices(spec: GatedPointwise, choice: str, max_smem: int) -> list[Gated
     """The default tiles (``default``); those with each split of the input channels that leaves a
     slice at least two chunks (``splits``, to time the rule that picks one); or (``sweep``) the
     default with each larger split up to :data:`SWEEP_BLOCKS_PER_SM` blocks an SM, with longer
-    chunks (64 and 128 channels a step), and
-    :data:`LARGER_TILES` with the default's split and chunks of the default or 64, where they fit."""
+    chunks (64 and 128 channels a step), and :data:`LARGER_TILES` with the default's split and
+    chunks of the default or 64, where they fit."""
     tiles = default_tiles(spec)
     chunks = padded_in_channels(spec) // chunk(spec)
     splits = sorted({tiles.split} | {s for s in range(1, chunks // 2 + 1) if chunks % s == 0})
