@@ -20,9 +20,10 @@ from fcm_tvm.schedules.gated_pw_tc import (
     default_tiles,
     gated_pw_primfunc,
     shared_bytes,
+    tile_problems,
 )
 from models.registry import build_model
-from tests.gpu.check_gated_pw import project_pws, random_inputs
+from tests.gpu.check_gated_pw import project_pws, random_inputs, tile_choices
 
 from .test_schedules import CUDA, LLVM
 from .test_schedules_cuda import compile_cubin
@@ -100,6 +101,17 @@ def test_batch_1s_deep_pws_split_their_input_channels_to_fill_the_gpu() -> None:
     assert default_tiles(GatedPointwise(1, 480, 80, 14, 14), sm_count=132).split == 5  # 20 -> 100
     assert default_tiles(GatedPointwise(1, 672, 112, 14, 14), sm_count=132).split == 7  # 28 -> 196
     assert default_tiles(GatedPointwise(32, 1152, 192, 7, 7), sm_count=132).split == 1  # 150 blocks
+
+
+def test_the_gpu_sweep_times_the_defaults_and_only_tiles_that_fit() -> None:
+    spec, smem = GatedPointwise(32, 1152, 192, 7, 7, "none", True), 227 * 1024
+    choices = tile_choices(spec, "sweep", smem)
+    assert choices[0] == default_tiles(spec) and len(set(choices)) == len(choices)
+    assert not any(tile_problems(spec, tiles, smem) for tiles in choices)
+    assert {t.split for t in choices} == {1, 2, 3, 4, 6}  # up to 8 blocks an SM: 150 -> 900
+    assert {t.chunk for t in choices} == {0, 64, 128}
+    every_split = tile_choices(GatedPointwise(1, 1152, 192, 7, 7), "splits", smem)
+    assert [t.split for t in every_split] == [1, 2, 3, 4, 6, 9, 12, 18]
 
 
 @pytest.mark.parametrize(
