@@ -15,7 +15,6 @@ from .gpus import GpuSpec, all_gpus, find_gpu
 log = logging.getLogger(__name__)
 
 DEFAULT_GPU = "h100"
-TargetLike = str | dict | tvm.target.Target
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,9 @@ class ResolvedTarget:
             return str(self.tvm_target.kind.name)
         gpu = self.gpu.key if self.gpu else "unknown GPU"
         return f"cuda {self.arch} ({gpu}{', detected' if self.detected else ''})"
+
+
+TargetLike = str | dict | tvm.target.Target | ResolvedTarget
 
 
 def local_cuda_device() -> tvm.runtime.Device | None:
@@ -122,6 +124,8 @@ def _make_target(spec: str | dict) -> tvm.target.Target:
 
 def resolve_target(target: TargetLike | None = "cuda") -> ResolvedTarget:
     """Resolve ``target``: "cuda" (arch from the local GPU, else H100), a GPU name, "llvm", a dict."""
+    if isinstance(target, ResolvedTarget):
+        return target
     if target is None or target == "cuda":
         return _from_cuda_string()
     if isinstance(target, tvm.target.Target):

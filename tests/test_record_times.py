@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from fcm_tvm.benchmarks.record_times import build_tasks, format_table, main, open_database, task_times
+from fcm_tvm.benchmarks.record_times import format_table, main, open_database, task_times
 from fcm_tvm.default_schedules import commit_default
 from fcm_tvm.errors import FcmError
 from fcm_tvm.models import build_model
 from fcm_tvm.precision import as_precision
 from fcm_tvm.target import resolve_target
+from fcm_tvm.tuning import tuning_module
 
 
 def database_with_one_record(tmp_path, module, target, seconds: float):
@@ -31,13 +32,14 @@ def database_with_one_record(tmp_path, module, target, seconds: float):
 def test_a_task_costs_its_record_mean_times_its_calls_and_fcms_have_no_record(tmp_path) -> None:
     resolved = resolve_target("h100")
     proto = as_precision(build_model("mobilenet_v2"), "fp32")
-    stock = build_tasks(proto, resolved, "none")
+    stock, _ = tuning_module(proto, resolved, "none", cuda_graph=True)
     name, folder = database_with_one_record(tmp_path, stock, resolved.tvm_target, 3e-6)
     times = {t.name: t for t in task_times(stock, resolved.tvm_target, open_database(folder))}
     assert times[name].us_per_call == pytest.approx(3.0)
     assert times[name].total_us == pytest.approx(3.0 * times[name].calls)
     assert sum(t.us_per_call is not None for t in times.values()) == 1
-    fused = task_times(build_tasks(proto, resolved, "auto"), resolved.tvm_target, open_database(folder))
+    fused_module, _ = tuning_module(proto, resolved, "auto", cuda_graph=True)
+    fused = task_times(fused_module, resolved.tvm_target, open_database(folder))
     assert any(t.name.startswith("fcm_") and t.us_per_call is None for t in fused)
     table = format_table("mobilenet_v2", list(times.values()), top=5)
     assert f"3.0  {name}" in table

@@ -28,12 +28,12 @@ import tvm
 
 from ..default_schedules import mean_seconds
 from ..errors import FcmError
-from ..frontend import graph_inputs, import_onnx
 from ..models import build_model
-from ..pipeline import apply_fusion, register_tensor_intrinsics, replays_tensor_intrinsics, tuning_passes
+from ..pipeline import register_tensor_intrinsics, replays_tensor_intrinsics
 from ..precision import as_precision
 from ..records import shipped_records, unpacked
 from ..target import resolve_target
+from ..tuning import tuning_module
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,6 @@ def task_times(module: tvm.IRModule, target: tvm.target.Target, database) -> lis
         shapes = [[int(d) for d in param.shape] for param in mod["main"].params]
         found.append(TaskTime(task.task_name, int(task.weight), mean_us, shapes))
     return sorted(found, key=lambda t: -t.total_us)
-
-
-def build_tasks(proto, resolved, fuse: str) -> tvm.IRModule:
-    """The module MetaSchedule would see for a tuned, graph-captured build with ``fuse``."""
-    module = import_onnx(proto, graph_inputs(proto, None))
-    module, _ = apply_fusion(module, resolved, fuse, tuned=True, cuda_graph=True)
-    with resolved.tvm_target:
-        return tvm.transform.Sequential(tuning_passes(resolved.tvm_target))(module)
 
 
 def open_database(folder: Path):
@@ -124,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     proto = as_precision(build_model(args.model, batch=args.batch), args.precision)
     report = {"model": args.model, "batch": args.batch, "precision": args.precision, "records": str(folder)}
     for fuse in ("none", "auto"):
-        times = task_times(build_tasks(proto, resolved, fuse), resolved.tvm_target, database)
+        module, _ = tuning_module(proto, resolved, fuse, cuda_graph=True)  # as a graph build with records
+        times = task_times(module, resolved.tvm_target, database)
         report[fuse] = [{**asdict(t), "total_us": t.total_us} for t in times]
         print(format_table(f"{args.model} b{args.batch} {args.precision} fuse={fuse}", times, args.top))
     if args.json:
