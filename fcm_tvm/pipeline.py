@@ -14,7 +14,7 @@ from .records import DATABASE
 from .target import ResolvedTarget
 
 FUSE_MODES = ("auto", "all", "none")
-# "1" adds FuseGatedPointwise (squeeze-excitation's product never written; not yet run on a GPU)
+# "1" adds FuseGatedPointwise (squeeze-excitation's product never written; slow at batch 32)
 GATED_PW_ENV = "FCM_TVM_GATED_PW"
 
 

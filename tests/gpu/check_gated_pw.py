@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 import tvm
 
+from fcm_tvm.gpus import DEFAULT_GPU, all_gpus
 from fcm_tvm.reference import gated_pw_reference
 from fcm_tvm.schedules.cuda import max_shared_memory
 from fcm_tvm.schedules.gated_pw_tc import (
@@ -102,10 +103,9 @@ def random_inputs(spec: GatedPointwise, rng: np.random.Generator) -> list[np.nda
 # Larger tiles for the batch-32 sweep: more tensor-core work per staged chunk (channel tile,
 # pixel tile, threads)
 LARGER_TILES = ((64, 64, 256), (32, 128, 256), (64, 128, 256))
-# Splits the sweep times, in blocks per SM of an H100/H200 (132 SMs): a fit of the batch-1 times
-# (docs/kernels.md) says about six blocks an SM hide each other's input-chunk latency
+# Splits the sweep times, in blocks per SM of the GPU default_tiles plans for: a fit of the
+# batch-1 times (docs/kernels.md) says about six blocks an SM hide each other's chunk latency
 SWEEP_BLOCKS_PER_SM = 8
-SMS = 132
 
 
 def tile_choices(spec: GatedPointwise, choice: str, max_smem: int) -> list[GatedPwTiles]:
@@ -125,7 +125,8 @@ def tile_choices(spec: GatedPointwise, choice: str, max_smem: int) -> list[Gated
     found = [
         replace(tiles, split=s)
         for s in splits
-        if s == tiles.split or (s > tiles.split and blocks * s <= SWEEP_BLOCKS_PER_SM * SMS)
+        if s == tiles.split
+        or (s > tiles.split and blocks * s <= SWEEP_BLOCKS_PER_SM * all_gpus()[DEFAULT_GPU].sm_count)
     ]
     found += [replace(tiles, chunk=step) for step in (64, 128)]
     found += [GatedPwTiles(c, p, t, tiles.split, step) for c, p, t in LARGER_TILES for step in (0, 64)]
