@@ -106,14 +106,17 @@ LARGER_TILES = ((64, 64, 256), (32, 128, 256), (64, 128, 256))
 # Splits the sweep times, in blocks per SM of the GPU default_tiles plans for: a fit of the
 # batch-1 times (docs/kernels.md) says about six blocks an SM hide each other's chunk latency
 SWEEP_BLOCKS_PER_SM = 8
+# Input channels a step in the sweep besides the default (32 or 16), where they divide a slice:
+# fewer, longer steps, each with more loads in flight
+LONGER_CHUNKS = (64, 96, 128, 160)
 
 
 def tile_choices(spec: GatedPointwise, choice: str, max_smem: int) -> list[GatedPwTiles]:
     """The default tiles (``default``); those with each split of the input channels that leaves a
     slice at least two chunks (``splits``, to time the rule that picks one); or (``sweep``) the
-    default with each larger split up to :data:`SWEEP_BLOCKS_PER_SM` blocks an SM, with longer
-    chunks (64 and 128 channels a step), and :data:`LARGER_TILES` with the default's split and
-    chunks of the default or 64, where they fit."""
+    default with each larger split up to :data:`SWEEP_BLOCKS_PER_SM` blocks an SM, each with
+    the default chunk and :data:`LONGER_CHUNKS`, and :data:`LARGER_TILES` with the default's split
+    and chunks of the default or 64, where they fit."""
     tiles = default_tiles(spec)
     chunks = padded_in_channels(spec) // chunk(spec)
     splits = sorted({tiles.split} | {s for s in range(1, chunks // 2 + 1) if chunks % s == 0})
@@ -122,13 +125,13 @@ def tile_choices(spec: GatedPointwise, choice: str, max_smem: int) -> list[Gated
     if choice == "splits":
         return [replace(tiles, split=s) for s in splits]
     blocks = ceil_div(spec.batch_pixels, tiles.pixel_tile) * ceil_div(spec.out_channels, tiles.channel_tile)
+    most = SWEEP_BLOCKS_PER_SM * all_gpus()[DEFAULT_GPU].sm_count
     found = [
-        replace(tiles, split=s)
+        replace(tiles, split=s, chunk=step)
         for s in splits
-        if s == tiles.split
-        or (s > tiles.split and blocks * s <= SWEEP_BLOCKS_PER_SM * all_gpus()[DEFAULT_GPU].sm_count)
+        if s == tiles.split or (s > tiles.split and blocks * s <= most)
+        for step in (0, *LONGER_CHUNKS)
     ]
-    found += [replace(tiles, chunk=step) for step in (64, 128)]
     found += [GatedPwTiles(c, p, t, tiles.split, step) for c, p, t in LARGER_TILES for step in (0, 64)]
     return [t for t in found if not tile_problems(spec, t, max_smem)]
 

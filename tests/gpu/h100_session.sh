@@ -189,7 +189,7 @@ gated_study)  # the gated path in one call: MODELS (EfficientNet-B0, MobileNetV3
   FCM_TVM_GATED_PW=1 MODELS=$models BATCH=1 PRECISION=fp16 MODEL_TIMEOUT=130 bash "$0" bench_each
   for f in "$OUT"/bench_*.json; do mv "$f" "${f%.json}_gated.json"; done
   MODELS=$models BATCH=1 PRECISION=fp16 MODEL_TIMEOUT=130 bash "$0" bench_each
-  MODELS=efficientnet_b0 BATCH=32 TILES=sweep TAIL=3 timeout "${SWEEP_S:-150}" bash "$0" gated_pw ;;
+  MODELS=efficientnet_b0 BATCH=32 TILES=sweep TAIL=3 timeout "${SWEEP_S:-190}" bash "$0" gated_pw ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
   # RECORDS, the records shipped for this GPU: the H100 and H200 borrow each other's; BASELINE=stock
   # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.
