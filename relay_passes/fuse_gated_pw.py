@@ -76,9 +76,15 @@ def project_conv(index: FunctionIndex, excite: ExciteMatch) -> relax.Call | None
     return None
 
 
-def project_conv_indices(mod: tvm.IRModule) -> frozenset[int]:
-    """The project convs of float16 blocks, in :func:`conv2d_calls` order over the module (what
-    ``FoldBatchNorm(only=...)`` takes)."""
+def gateable(se: SqueezeExcite, max_batch: int | None) -> bool:
+    """Whether a block's project PW may take its gate: float16, and at most ``max_batch`` images
+    (``None``: any batch)."""
+    return se.dtype == DTYPE and (max_batch is None or se.batch <= max_batch)
+
+
+def project_conv_indices(mod: tvm.IRModule, max_batch: int | None = None) -> frozenset[int]:
+    """The project convs of the blocks :func:`gateable` passes, in :func:`conv2d_calls` order over
+    the module (what ``FoldBatchNorm(only=...)`` takes)."""
     found, offset = set(), 0
     for _, func in mod.functions_items():
         if not isinstance(func, relax.Function):
@@ -86,17 +92,17 @@ def project_conv_indices(mod: tvm.IRModule) -> frozenset[int]:
         calls = conv2d_calls(func)
         index = FunctionIndex(mod, func)
         for excite, se in supported_excites(index):
-            conv = project_conv(index, excite) if se.dtype == DTYPE else None
+            conv = project_conv(index, excite) if gateable(se, max_batch) else None
             found |= {offset + i for i, call in enumerate(calls) if conv is not None and call.same_as(conv)}
         offset += len(calls)
     return frozenset(found)
 
 
-def find_gated(index: FunctionIndex) -> Iterator[GatedMatch]:
-    """The float16 blocks whose product one PW stage reads, with the residual the stage's output
-    gets where one is added, whose intermediates nothing else reads."""
+def find_gated(index: FunctionIndex, max_batch: int | None = None) -> Iterator[GatedMatch]:
+    """The :func:`gateable` blocks whose product one PW stage reads, with the residual the stage's
+    output gets where one is added, whose intermediates nothing else reads."""
     for excite, se in supported_excites(index):
-        conv = project_conv(index, excite) if se.dtype == DTYPE else None
+        conv = project_conv(index, excite) if gateable(se, max_batch) else None
         if conv is None:
             continue
         for root in _downstream(index, index.var_for(conv)):
@@ -151,14 +157,21 @@ def gated_spec(match: GatedMatch) -> GatedPointwise:
 
 @tvm.transform.module_pass(opt_level=0, name="FuseGatedPointwise")
 class FuseGatedPointwise:
-    """Rewrite every float16 squeeze-excitation whose product a PW alone reads (see the module doc)."""
+    """Rewrite every float16 squeeze-excitation whose product a PW alone reads (see the module
+    doc), on batches up to ``max_batch`` (``None``: any)."""
 
-    def __init__(self, target: tvm.target.Target | str | dict, sm_count: int | None = None):
+    def __init__(
+        self,
+        target: tvm.target.Target | str | dict,
+        sm_count: int | None = None,
+        max_batch: int | None = None,
+    ):
         self.target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
         self.sm_count = sm_count
+        self.max_batch = max_batch
 
     def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
-        convs = project_conv_indices(mod)
+        convs = project_conv_indices(mod, self.max_batch)
         if not convs:
             return mod
         mod = FoldBatchNorm(only=convs)(mod)
@@ -167,7 +180,7 @@ class FuseGatedPointwise:
             if not isinstance(func, relax.Function):
                 continue
             index = FunctionIndex(mod, func)
-            for match in find_gated(index):
+            for match in find_gated(index, self.max_batch):
                 try:
                     spec = gated_spec(match)
                     bias = bias_vector(match.stage, spec.out_channels, DTYPE, index.context.var2val)

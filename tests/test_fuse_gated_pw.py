@@ -1,7 +1,8 @@
-"""FuseGatedPointwise (experimental, FCM_TVM_GATED_PW=1): a float16 squeeze-excitation and the 1x1
-convolution that alone reads its product become a gate call and a gated PW call; BatchNorm is
-folded into exactly those convs; the rewritten model computes what the ONNX model computes
-(llvm, float64 reference, fresh random inputs); and what does not fit stays as it was."""
+"""FuseGatedPointwise (up to pipeline.GATED_PW_MAX_BATCH; FCM_TVM_GATED_PW=1 or 0 overrides): a
+float16 squeeze-excitation and the 1x1 convolution that alone reads its product become a gate call
+and a gated PW call; BatchNorm is folded into exactly those convs; the rewritten model computes
+what the ONNX model computes (llvm, float64 reference, fresh random inputs); and what does not fit
+stays as it was."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import tvm
 from tvm.relax.frontend.onnx import from_onnx
 
 import fcm_tvm
+from fcm_tvm import pipeline
+from fcm_tvm.errors import FcmError
 from fcm_tvm.models import build_model
 from fcm_tvm.models.graph import GraphBuilder
-from fcm_tvm.pipeline import GATED_PW_ENV
+from fcm_tvm.pipeline import GATED_PW_ENV, gated_pw_max_batch
 from fcm_tvm.precision import with_precision
 from fcm_tvm.reference import float64_reference
 from fcm_tvm.relay_passes import FuseGatedPointwise, FuseSqueezeExcite
@@ -42,9 +45,9 @@ def se_pw_model(
     return with_precision(model, precision)
 
 
-def rewritten(model: onnx.ModelProto, target=SM90) -> tvm.IRModule:
+def rewritten(model: onnx.ModelProto, target=SM90, max_batch: int | None = None) -> tvm.IRModule:
     mod = from_onnx(model, keep_params_in_input=False)
-    return FuseSqueezeExcite(target)(FuseGatedPointwise(target)(mod))
+    return FuseSqueezeExcite(target)(FuseGatedPointwise(target, max_batch=max_batch)(mod))
 
 
 @pytest.mark.parametrize(
@@ -76,6 +79,26 @@ def test_the_rewritten_model_matches_float64_on_llvm(residual, rng, monkeypatch)
 def test_without_the_switch_the_pipeline_leaves_the_pw_to_stock(monkeypatch) -> None:
     monkeypatch.delenv(GATED_PW_ENV, raising=False)
     assert [chain.kind for chain in fcm_tvm.compile(se_pw_model(), "llvm").fused] == ["se"]
+
+
+def test_a_batch_over_max_batch_keeps_its_product_and_its_batchnorm() -> None:
+    kept = rewritten(se_pw_model(), max_batch=1)  # the model's batch is 2
+    assert [(r["kind"], r["scales"]) for r in excite_records(kept)] == [("se", True)]
+    assert kept.script().count("R.nn.batch_norm(") == 1
+    assert [r["kind"] for r in excite_records(rewritten(se_pw_model(), max_batch=2))] == ["gated_pw", "se"]
+
+
+@pytest.mark.parametrize(("setting", "max_batch"), [("1", None), ("0", 0), ("", 3)])
+def test_the_switch_overrides_the_default_batch_limit(setting, max_batch, monkeypatch) -> None:
+    monkeypatch.setattr(pipeline, "GATED_PW_MAX_BATCH", 3)
+    monkeypatch.setenv(GATED_PW_ENV, setting)
+    assert gated_pw_max_batch() == max_batch
+
+
+def test_a_switch_that_is_neither_0_nor_1_is_an_error(monkeypatch) -> None:
+    monkeypatch.setenv(GATED_PW_ENV, "yes")
+    with pytest.raises(FcmError, match="FCM_TVM_GATED_PW='yes'"):
+        gated_pw_max_batch()
 
 
 def test_float32_and_a_product_read_elsewhere_stay_with_fuse_squeeze_excite() -> None:
