@@ -33,10 +33,10 @@ from ..errors import FcmError
 from ..schedules.gated_pw_tc import GatedPointwise, gated_pw_primfunc
 from ..schedules.gated_pw_tc import default_tiles as gated_pw_tiles
 from ..schedules.spec import Pointwise
-from ..schedules.squeeze_excite import SqueezeExcite, default_tiles, excite_primfunc
+from ..schedules.squeeze_excite import SqueezeExcite
 from .chain import Unsupported, bias_vector, conv_info, stage_of
 from .fold_batchnorm import FoldBatchNorm, conv2d_calls
-from .fuse_squeeze_excite import ExciteMatch, excite_args, supported_excites
+from .fuse_squeeze_excite import ExciteMatch, FuseSqueezeExcite, excite_args, supported_excites
 from .matcher import FunctionIndex, StageMatch, calls_op, match_stage, read_only_inside, residual_splits
 from .record import EXCITE_ATTR
 from .rewrite import KernelRewrite, ValueBuilder
@@ -169,6 +169,7 @@ class FuseGatedPointwise:
         self.target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
         self.sm_count = sm_count
         self.max_batch = max_batch
+        self.excite = FuseSqueezeExcite(self.target, sm_count)  # builds the gate's kernel
 
     def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
         convs = project_conv_indices(mod, self.max_batch)
@@ -185,7 +186,8 @@ class FuseGatedPointwise:
                     spec = gated_spec(match)
                     bias = bias_vector(match.stage, spec.out_channels, DTYPE, index.context.var2val)
                     pw = rewrite.kernel(spec, "fcm_gated_pw", lambda spec=spec: self._pw_primfunc(spec))
-                    gate = rewrite.kernel(match.gate, "fcm_se", lambda se=match.gate: self._gate_primfunc(se))
+                    se = match.gate
+                    gate = rewrite.kernel(se, "fcm_se", lambda se=se: self.excite.primfunc(se))
                 except (Unsupported, FcmError) as reason:
                     log.debug("squeeze-excitation at %s: its PW left to stock: %s", match.excite.root, reason)
                     continue
@@ -202,9 +204,6 @@ class FuseGatedPointwise:
 
     def _pw_primfunc(self, spec: GatedPointwise) -> tvm.tirx.PrimFunc:
         return gated_pw_primfunc(spec, gated_pw_tiles(spec, self.sm_count), self.target)
-
-    def _gate_primfunc(self, se: SqueezeExcite) -> tvm.tirx.PrimFunc:
-        return excite_primfunc(se, default_tiles(se, self.sm_count), self.target)
 
 
 def _record(key: SqueezeExcite | GatedPointwise) -> dict:

@@ -159,12 +159,13 @@ class FuseSqueezeExcite:
             for match, se in supported_excites(index):
                 try:
                     args = excite_args(match, se, index)
-                    kernel = rewrite.kernel(se, "fcm_se", lambda se=se: self._primfunc(se))
+                    kernel = rewrite.kernel(se, "fcm_se", lambda se=se: self.primfunc(se))
                 except (Unsupported, FcmError) as reason:
                     log.debug("squeeze-excitation at %s left to stock: %s", match.root, reason)
                     continue
                 rewrite.replace(gvar, match.root, call_value(kernel, args, match.root.ty), (se,))
         return rewrite.finish(EXCITE_ATTR, lambda se: {"kind": "se", **asdict(se)})
 
-    def _primfunc(self, se: SqueezeExcite) -> tvm.tirx.PrimFunc:
+    def primfunc(self, se: SqueezeExcite) -> tvm.tirx.PrimFunc:
+        """The block's kernel with the default tiles for this GPU (FuseGatedPointwise's too)."""
         return excite_primfunc(se, default_tiles(se, self.sm_count), self.target)
