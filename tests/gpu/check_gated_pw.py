@@ -168,13 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         "--tiles", choices=("default", "splits", "sweep"), default="default", help="see tile_choices"
     )
     parser.add_argument("--json", help="write the rows here (after every row)")
+    parser.add_argument(
+        "--deep-first", action="store_true", help="the smallest images first (a run cut short keeps those)"
+    )
     args = parser.parse_args(argv)
     target = resolve_target("cuda").tvm_target
     device, rng = tvm.cuda(0), np.random.default_rng()
     rows = CheckedRows("gated pointwise", args.json, device.device_name)
     for model in args.models.split(","):
         for batch in map(int, args.batch.split(",")):
-            for spec in project_pws(build_model(model, batch=batch)):
+            specs = project_pws(build_model(model, batch=batch))
+            for spec in sorted(specs, key=lambda s: s.pixels) if args.deep_first else specs:
                 for tiles in tile_choices(spec, args.tiles, max_shared_memory(target)):
                     rows.add({"model": model, **check(spec, tiles, target, device, rng)})
     return rows.finish()

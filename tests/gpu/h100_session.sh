@@ -181,7 +181,8 @@ gated_pw)  # the gated pointwise kernel of every project PW after a squeeze-exci
   # or sweep times more tiles (check_gated_pw.py tile_choices)
   hide_torch
   python tests/gpu/check_gated_pw.py --models ${MODELS:-efficientnet_b0,mobilenet_v3_large} \
-    --batch ${BATCH:-1,32} --tiles ${TILES:-default} --json "$OUT/gated_pw.json" 2>&1 | tail -${TAIL:-40} ;;
+    --batch ${BATCH:-1,32} --tiles ${TILES:-default} ${DEEP_FIRST:+--deep-first} --json "$OUT/gated_pw.json" \
+    2>&1 | tail -${TAIL:-40} ;;
 gated_study)  # the gated path in one call: MODELS (EfficientNet-B0, MobileNetV3-Large) at batch 1 in
   # fp16 built with it (bench_<model>_gated.json) and without (bench_<model>.json), then
   # EfficientNet-B0's batch-32 tile sweep (gated_pw.json) for what time is left
@@ -189,7 +190,7 @@ gated_study)  # the gated path in one call: MODELS (EfficientNet-B0, MobileNetV3
   FCM_TVM_GATED_PW=1 MODELS=$models BATCH=1 PRECISION=fp16 MODEL_TIMEOUT=130 bash "$0" bench_each
   for f in "$OUT"/bench_*.json; do mv "$f" "${f%.json}_gated.json"; done
   MODELS=$models BATCH=1 PRECISION=fp16 MODEL_TIMEOUT=130 bash "$0" bench_each
-  MODELS=efficientnet_b0 BATCH=32 TILES=sweep TAIL=3 timeout "${SWEEP_S:-190}" bash "$0" gated_pw ;;
+  MODELS=efficientnet_b0 BATCH=32 TILES=sweep DEEP_FIRST=1 TAIL=3 timeout "${SWEEP_S:-190}" bash "$0" gated_pw ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
   # RECORDS, the records shipped for this GPU: the H100 and H200 borrow each other's; BASELINE=stock
   # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.
