@@ -19,6 +19,9 @@ FUSE_MODES = ("auto", "all", "none")
 # GATED_PW_MAX_BATCH; the variable overrides it: "1" at every batch, "0" at none
 GATED_PW_ENV = "FCM_TVM_GATED_PW"
 GATED_PW_MAX_BATCH = 0  # off until a GPU build with it wins end to end (docs/kernels.md)
+# A GPU check's JSON (tests/gpu/check_gated_pw.py --json): its fastest correct tiles per kernel
+# replace the default tiles of the gated PWs
+GATED_TILES_ENV = "FCM_TVM_GATED_TILES"
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def fusion_passes(
     else:
         chains = FoldAndFuse(FusePlanner(target.tvm_target, target.gpu, tuned, cuda_graph))
     sm_count = target.gpu.sm_count if target.gpu else None
-    gated = FuseGatedPointwise(target.tvm_target, sm_count, gated_pw_max_batch())
+    gated = FuseGatedPointwise(target.tvm_target, sm_count, gated_pw_max_batch(), measured_gated_tiles())
     return [chains, gated, FuseSqueezeExcite(target.tvm_target, sm_count)]
 
 
@@ -68,6 +71,20 @@ def gated_pw_max_batch() -> int | None:
     if setting not in ("", "0", "1"):
         raise FcmError(f"{GATED_PW_ENV}={setting!r}: expected 1 (every batch) or 0 (none)")
     return {"1": None, "0": 0}.get(setting, GATED_PW_MAX_BATCH)
+
+
+def measured_gated_tiles() -> dict:
+    """The fastest measured tiles by gated PW key, from the JSON :data:`GATED_TILES_ENV` names
+    (empty when it names none)."""
+    from .schedules.gated_pw_tc import fastest_tiles
+
+    path = os.environ.get(GATED_TILES_ENV, "")
+    if not path:
+        return {}
+    try:
+        return fastest_tiles(json.loads(Path(path).read_text())["rows"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise FcmError(f"{GATED_TILES_ENV}={path}: not a gated pointwise check's JSON ({error})") from None
 
 
 def apply_fusion(

@@ -23,14 +23,14 @@ replaces, so the default pipeline adds it only with ``FCM_TVM_GATED_PW=1``
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 
 import tvm
 from tvm import relax
 
 from ..errors import FcmError
-from ..schedules.gated_pw_tc import GatedPointwise, gated_pw_primfunc
+from ..schedules.gated_pw_tc import GatedPointwise, GatedPwTiles, gated_pw_primfunc
 from ..schedules.gated_pw_tc import default_tiles as gated_pw_tiles
 from ..schedules.spec import Pointwise
 from ..schedules.squeeze_excite import SqueezeExcite
@@ -158,17 +158,20 @@ def gated_spec(match: GatedMatch) -> GatedPointwise:
 @tvm.transform.module_pass(opt_level=0, name="FuseGatedPointwise")
 class FuseGatedPointwise:
     """Rewrite every float16 squeeze-excitation whose product a PW alone reads (see the module
-    doc), on batches up to ``max_batch`` (``None``: any)."""
+    doc), on batches up to ``max_batch`` (``None``: any); a PW whose key ``measured_tiles`` holds
+    gets those tiles, the rest :func:`~..schedules.gated_pw_tc.default_tiles`."""
 
     def __init__(
         self,
         target: tvm.target.Target | str | dict,
         sm_count: int | None = None,
         max_batch: int | None = None,
+        measured_tiles: Mapping[str, GatedPwTiles] | None = None,
     ):
         self.target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
         self.sm_count = sm_count
         self.max_batch = max_batch
+        self.measured_tiles = measured_tiles or {}  # by kernel key, over the default tiles
         self.excite = FuseSqueezeExcite(self.target, sm_count)  # builds the gate's kernel
 
     def transform_module(self, mod: tvm.IRModule, _context: tvm.transform.PassContext) -> tvm.IRModule:
@@ -203,7 +206,8 @@ class FuseGatedPointwise:
         return rewrite.finish(EXCITE_ATTR, _record)
 
     def _pw_primfunc(self, spec: GatedPointwise) -> tvm.tirx.PrimFunc:
-        return gated_pw_primfunc(spec, gated_pw_tiles(spec, self.sm_count), self.target)
+        tiles = self.measured_tiles.get(spec.key) or gated_pw_tiles(spec, self.sm_count)
+        return gated_pw_primfunc(spec, tiles, self.target)
 
 
 def _record(key: SqueezeExcite | GatedPointwise) -> dict:

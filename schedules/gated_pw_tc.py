@@ -125,6 +125,25 @@ class GatedPwTiles:
         step = f" k{self.chunk}" if self.chunk else ""
         return f"c{self.channel_tile} p{self.pixel_tile} t{self.threads} s{self.split}{step} tc"
 
+    @classmethod
+    def from_label(cls, label: str) -> GatedPwTiles:
+        """The tiles a :attr:`label` names (as the GPU checks' rows record them)."""
+        fields = {"c": "channel_tile", "p": "pixel_tile", "t": "threads", "s": "split", "k": "chunk"}
+        words = label.split()
+        if words[-1:] != ["tc"] or not all(w[:1] in fields and w[1:].isdigit() for w in words[:-1]):
+            raise ValueError(f"not a gated pointwise tile label: {label!r}")
+        return cls(**{fields[w[0]]: int(w[1:]) for w in words[:-1]})
+
+
+def fastest_tiles(rows: list[dict]) -> dict[str, GatedPwTiles]:
+    """By kernel key, the tiles of the fastest correct row of a GPU check
+    (``tests/gpu/check_gated_pw.py --json``)."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        if row.get("ok") and (row["key"] not in best or row["median_us"] < best[row["key"]]["median_us"]):
+            best[row["key"]] = row
+    return {key: GatedPwTiles.from_label(row["tiles"]) for key, row in best.items()}
+
 
 def padded_in_channels(spec: GatedPointwise) -> int:
     return whole_fragments(spec.in_channels)

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import tvm
+import tvm_ffi
 from tvm.relax.frontend.onnx import from_onnx
 
 import fcm_tvm
@@ -17,10 +18,11 @@ from fcm_tvm import pipeline
 from fcm_tvm.errors import FcmError
 from fcm_tvm.models import build_model
 from fcm_tvm.models.graph import GraphBuilder
-from fcm_tvm.pipeline import GATED_PW_ENV, gated_pw_max_batch
+from fcm_tvm.pipeline import GATED_PW_ENV, GATED_TILES_ENV, gated_pw_max_batch, measured_gated_tiles
 from fcm_tvm.precision import with_precision
 from fcm_tvm.reference import float64_reference
 from fcm_tvm.relay_passes import FuseGatedPointwise, FuseSqueezeExcite
+from fcm_tvm.schedules.gated_pw_tc import GatedPointwise, GatedPwTiles, gated_pw_primfunc
 from tests.conftest import relative_error
 from tests.test_fuse_squeeze_excite import excite_records
 
@@ -99,6 +101,30 @@ def test_a_switch_that_is_neither_0_nor_1_is_an_error(monkeypatch) -> None:
     monkeypatch.setenv(GATED_PW_ENV, "yes")
     with pytest.raises(FcmError, match="FCM_TVM_GATED_PW='yes'"):
         gated_pw_max_batch()
+
+
+def test_measured_tiles_replace_the_default_ones_of_their_kernel() -> None:
+    spec, tiles = GatedPointwise(2, 32, 32, 8, 8, "none", True), GatedPwTiles(32, 32, 128, split=2, chunk=16)
+    mod = from_onnx(se_pw_model(), keep_params_in_input=False)
+    mod = FuseGatedPointwise(SM90, max_batch=None, measured_tiles={spec.key: tiles})(mod)
+    [kernel] = [func for gvar, func in mod.functions_items() if gvar.name_hint.startswith("fcm_gated_pw")]
+    assert tvm_ffi.structural_equal(kernel.body, gated_pw_primfunc(spec, tiles, SM90).body)
+    assert not tvm_ffi.structural_equal(kernel.body, gated_pw_primfunc(spec, None, SM90).body)
+
+
+def test_the_tiles_switch_reads_a_gpu_checks_json(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "gated_pw.json"
+    path.write_text(
+        '{"device": "H100", "rows": [{"key": "k", "tiles": "c32 p64 t128 s4 tc", '
+        '"median_us": 9.5, "ok": true}]}'
+    )
+    monkeypatch.setenv(GATED_TILES_ENV, str(path))
+    assert measured_gated_tiles() == {"k": GatedPwTiles(split=4)}
+    monkeypatch.setenv(GATED_TILES_ENV, str(tmp_path / "missing.json"))
+    with pytest.raises(FcmError, match="FCM_TVM_GATED_TILES=.*missing.json: not a gated pointwise"):
+        measured_gated_tiles()
+    monkeypatch.delenv(GATED_TILES_ENV)
+    assert measured_gated_tiles() == {}
 
 
 def test_float32_and_a_product_read_elsewhere_stay_with_fuse_squeeze_excite() -> None:

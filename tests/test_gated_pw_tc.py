@@ -18,6 +18,7 @@ from fcm_tvm.schedules.gated_pw_tc import (
     GatedPointwise,
     GatedPwTiles,
     default_tiles,
+    fastest_tiles,
     gated_pw_primfunc,
     shared_bytes,
     tile_problems,
@@ -138,3 +139,26 @@ def test_a_bad_spec_or_target_is_refused_by_name() -> None:
         GatedPointwise(1, 16, 16, 4, 4, "gelu")
     with pytest.raises(FcmError, match="no gated pointwise kernel for target kind 'vulkan'"):
         gated_pw_primfunc(GatedPointwise(1, 16, 16, 4, 4), None, tvm.target.Target("vulkan"))
+
+
+@pytest.mark.parametrize(
+    "tiles", [GatedPwTiles(), GatedPwTiles(64, 128, 256, split=3, chunk=96), GatedPwTiles(16, 64, 128, 18)]
+)
+def test_a_label_names_its_tiles_back(tiles: GatedPwTiles) -> None:
+    assert GatedPwTiles.from_label(tiles.label) == tiles
+
+
+@pytest.mark.parametrize("label", ["c32 p64 t128 s1", "c32 p64 x128 s1 tc", "c32 p64 t1.5 tc"])
+def test_a_label_that_names_no_tiles_is_refused(label: str) -> None:
+    with pytest.raises(ValueError, match="not a gated pointwise tile label"):
+        GatedPwTiles.from_label(label)
+
+
+def test_the_fastest_correct_row_of_each_kernel_gives_its_tiles() -> None:
+    rows = [
+        {"key": "a", "tiles": "c32 p64 t128 s1 tc", "median_us": 30.0, "ok": True},
+        {"key": "a", "tiles": "c32 p64 t128 s4 tc", "median_us": 20.0, "ok": True},
+        {"key": "a", "tiles": "c32 p64 t128 s6 tc", "median_us": 10.0, "ok": False},  # wrong: never taken
+        {"key": "b", "tiles": "c16 p64 t128 s1 k96 tc", "median_us": 5.0, "ok": True},
+    ]
+    assert fastest_tiles(rows) == {"a": GatedPwTiles(split=4), "b": GatedPwTiles(16, chunk=96)}

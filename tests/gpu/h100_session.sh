@@ -104,8 +104,10 @@
 # at batch 32 (18), excite GATE_ONLY=1 (80 kernels), then bench_each of one model at batch 32 fp16:
 # 354 s in one call. Six failed starts (91-180 s each) and six refusals in lockouts (15 s each) used
 # the rest of the budget.
+# Twenty-eighth session: no call ran. Fifteen start calls got no machine (90-180 s each, 1531 s
+# in all, asked for as either kind), until too little time was left to start one.
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
+STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | gated_b32 | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -191,6 +193,13 @@ gated_study)  # the gated path in one call: MODELS (EfficientNet-B0, MobileNetV3
   for f in "$OUT"/bench_*.json; do mv "$f" "${f%.json}_gated.json"; done
   MODELS=$models BATCH=1 PRECISION=fp16 MODEL_TIMEOUT=130 bash "$0" bench_each
   MODELS=efficientnet_b0 BATCH=32 TILES=sweep DEEP_FIRST=1 TAIL=3 timeout "${SWEEP_S:-190}" bash "$0" gated_pw ;;
+gated_b32)  # the gated path at batch 32 in one call: MODELS' (EfficientNet-B0) project PWs swept,
+  # smallest images first, for SWEEP_S seconds (gated_pw.json), then their builds with the fastest
+  # tiles the sweep found (FCM_TVM_GATED_TILES) against stock-tuned, fp16
+  models=${MODELS:-efficientnet_b0}
+  MODELS=$models BATCH=32 TILES=sweep DEEP_FIRST=1 TAIL=3 timeout "${SWEEP_S:-150}" bash "$0" gated_pw
+  FCM_TVM_GATED_PW=1 FCM_TVM_GATED_TILES="$OUT/gated_pw.json" MODELS=$models BATCH=32 PRECISION=fp16 \
+    MODEL_TIMEOUT=${MODEL_TIMEOUT:-190} bash "$0" bench_each ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
   # RECORDS, the records shipped for this GPU: the H100 and H200 borrow each other's; BASELINE=stock
   # VARIANTS=fcm for models without them); each model's JSON comes back as bench_<model>.json.
