@@ -16,8 +16,9 @@ taken (the rest stay stock's own, as FoldAndFuse keeps them). Float16 models onl
 tensor cores. It runs before FuseSqueezeExcite, which takes the blocks left.
 
 Experimental: correct on a GPU, but at batch 32 its kernel is slower than the stock conv it
-replaces, so the default pipeline adds it only with ``FCM_TVM_GATED_PW=1``
-(:func:`fcm_tvm.pipeline.fusion_passes`; docs/kernels.md, "Not done yet").
+replaces, so the default pipeline runs it on batches up to ``pipeline.GATED_PW_MAX_BATCH`` (none
+yet; ``FCM_TVM_GATED_PW=1`` runs it at every batch; :func:`fcm_tvm.pipeline.fusion_passes`;
+docs/kernels.md, "Not done yet").
 """
 
 from __future__ import annotations
