@@ -195,6 +195,17 @@ def tile_problems(spec: GatedPointwise, tiles: GatedPwTiles, max_smem: int) -> l
     return found
 
 
+def tile_blocks(spec: GatedPointwise, tiles: GatedPwTiles) -> int:
+    """Thread blocks of one slice: pixel tiles of the batch times channel tiles."""
+    return ceil_div(spec.batch_pixels, tiles.pixel_tile) * ceil_div(spec.out_channels, tiles.channel_tile)
+
+
+def slice_splits(spec: GatedPointwise) -> list[int]:
+    """The splits of the input channels (default chunks) that leave each slice two chunks or more."""
+    chunks = padded_in_channels(spec) // chunk(spec)
+    return [s for s in range(1, chunks // 2 + 1) if chunks % s == 0]
+
+
 def default_tiles(spec: GatedPointwise, sm_count: int | None = None) -> GatedPwTiles:
     """32 output channels where they divide (else 16: less padding), 64 pixels, four warps; the
     input channels split into as many slices as keep the blocks within :data:`SPLIT_WAVES` waves
@@ -202,12 +213,8 @@ def default_tiles(spec: GatedPointwise, sm_count: int | None = None) -> GatedPwT
     1's deep layers give few blocks otherwise: six for 1152 -> 192 at 7x7)."""
     sm_count = sm_count or all_gpus()[DEFAULT_GPU].sm_count
     tiles = GatedPwTiles(32 if spec.out_channels % 32 == 0 else FRAGMENT, 64, 128)
-    pixel_tiles = ceil_div(spec.batch_pixels, tiles.pixel_tile)
-    blocks = pixel_tiles * ceil_div(spec.out_channels, tiles.channel_tile)
-    chunks = padded_in_channels(spec) // chunk(spec)
-    most = SPLIT_WAVES * sm_count
-    splits = [s for s in range(1, chunks // 2 + 1) if chunks % s == 0 and blocks * s <= most]
-    return replace(tiles, split=max(splits, default=1))
+    blocks, most = tile_blocks(spec, tiles), SPLIT_WAVES * sm_count
+    return replace(tiles, split=max((s for s in slice_splits(spec) if blocks * s <= most), default=1))
 
 
 def definition(spec: GatedPointwise, tiles: GatedPwTiles) -> tvm.tirx.PrimFunc:

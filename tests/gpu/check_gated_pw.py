@@ -30,13 +30,12 @@ from fcm_tvm.schedules.cuda import max_shared_memory
 from fcm_tvm.schedules.gated_pw_tc import (
     GatedPointwise,
     GatedPwTiles,
-    chunk,
     default_tiles,
     gated_pw_primfunc,
-    padded_in_channels,
+    slice_splits,
+    tile_blocks,
     tile_problems,
 )
-from fcm_tvm.schedules.layout import ceil_div
 from fcm_tvm.target import resolve_target
 from models.registry import build_model
 from tests.gpu.checked_rows import CheckedRows
@@ -118,13 +117,12 @@ def tile_choices(spec: GatedPointwise, choice: str, max_smem: int) -> list[Gated
     the default chunk and :data:`LONGER_CHUNKS`, and :data:`LARGER_TILES` with the default's split
     and chunks of the default or 64, where they fit."""
     tiles = default_tiles(spec)
-    chunks = padded_in_channels(spec) // chunk(spec)
-    splits = sorted({tiles.split} | {s for s in range(1, chunks // 2 + 1) if chunks % s == 0})
+    splits = sorted({tiles.split, *slice_splits(spec)})
     if choice == "default":
         return [tiles]
     if choice == "splits":
         return [replace(tiles, split=s) for s in splits]
-    blocks = ceil_div(spec.batch_pixels, tiles.pixel_tile) * ceil_div(spec.out_channels, tiles.channel_tile)
+    blocks = tile_blocks(spec, tiles)
     most = SWEEP_BLOCKS_PER_SM * all_gpus()[DEFAULT_GPU].sm_count
     found = [
         replace(tiles, split=s, chunk=step)
