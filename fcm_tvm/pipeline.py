@@ -60,8 +60,10 @@ def fusion_passes(
     else:
         chains = FoldAndFuse(FusePlanner(target.tvm_target, target.gpu, tuned, cuda_graph))
     sm_count = target.gpu.sm_count if target.gpu else None
-    gated = FuseGatedPointwise(target.tvm_target, sm_count, gated_pw_max_batch(), measured_gated_tiles())
-    return [chains, gated, FuseSqueezeExcite(target.tvm_target, sm_count)]
+    passes = [chains]
+    if (max_batch := gated_pw_max_batch()) != 0:  # off: no scan of the module, no tiles file read
+        passes.append(FuseGatedPointwise(target.tvm_target, sm_count, max_batch, measured_gated_tiles()))
+    return [*passes, FuseSqueezeExcite(target.tvm_target, sm_count)]
 
 
 def gated_pw_max_batch() -> int | None:
