@@ -138,6 +138,12 @@ bench_measured() {
   FCM_TVM_MEASURED=/tmp/fcm-measured MODEL_TIMEOUT=${BENCH_TIMEOUT:-240} bash "$0" bench_each
 }
 
+# The gated PWs of models $1 swept at batch 32, smallest images first, for at most $2 seconds
+# (rows back as gated_pw.json)
+sweep_gated_b32() {
+  MODELS=$1 BATCH=32 TILES=sweep DEEP_FIRST=1 TAIL=3 timeout "$2" bash "$0" gated_pw
+}
+
 layer_results() {  # the layers.json the layers stage left for each of MODELS
   for model in ${MODELS//,/ }; do printf ' %s' "$RUN/layers_$model/layers.json"; done
 }
@@ -192,12 +198,12 @@ gated_study)  # the gated path in one call: MODELS (EfficientNet-B0, MobileNetV3
   FCM_TVM_GATED_PW=1 MODELS=$models BATCH=1 PRECISION=fp16 MODEL_TIMEOUT=130 bash "$0" bench_each
   for f in "$OUT"/bench_*.json; do mv "$f" "${f%.json}_gated.json"; done
   MODELS=$models BATCH=1 PRECISION=fp16 MODEL_TIMEOUT=130 bash "$0" bench_each
-  MODELS=efficientnet_b0 BATCH=32 TILES=sweep DEEP_FIRST=1 TAIL=3 timeout "${SWEEP_S:-190}" bash "$0" gated_pw ;;
+  sweep_gated_b32 efficientnet_b0 "${SWEEP_S:-190}" ;;
 gated_b32)  # the gated path at batch 32 in one call: MODELS' (EfficientNet-B0) project PWs swept,
   # smallest images first, for SWEEP_S seconds (gated_pw.json), then their builds with the fastest
   # tiles the sweep found (FCM_TVM_GATED_TILES) against stock-tuned, fp16
   models=${MODELS:-efficientnet_b0}
-  MODELS=$models BATCH=32 TILES=sweep DEEP_FIRST=1 TAIL=3 timeout "${SWEEP_S:-150}" bash "$0" gated_pw
+  sweep_gated_b32 "$models" "${SWEEP_S:-150}"
   FCM_TVM_GATED_PW=1 FCM_TVM_GATED_TILES="$OUT/gated_pw.json" MODELS=$models BATCH=32 PRECISION=fp16 \
     MODEL_TIMEOUT=${MODEL_TIMEOUT:-190} bash "$0" bench_each ;;
 bench_each)  # stock-tuned against fcm-tuned with CUDA graphs, one process per model (without
