@@ -8,7 +8,10 @@ zeros to whole fragments (40 -> 48). Per chunk of input channels the block stage
 (zero outside the image) and the PW weights in shared memory and multiplies them on tensor cores
 (``wmma`` 16x16x16, float32 accumulators); then it stores the accumulators to shared memory,
 applies bias and activation (zero outside the image: the DW's padding) into a float16 patch, and
-computes the DW from it on CUDA cores, writing the output once.
+computes the DW from it on CUDA cores, writing the output once: a thread per (channel, column)
+pair of the tile, holding the channel's DW weights, the column's sums and one kernel column of
+its inputs in registers (:func:`depthwise_by_columns`; the pairs padded to whole rounds of the
+threads, the padding recomputing the tile's last channel and storing nothing).
 
 Deep PW->DW layers (hundreds of channels at 14x14 and 7x7) are GEMM-bound; the CUDA-core kernel
 issues a shared load per multiply-add of the patch there and loses to MetaSchedule's separate
@@ -92,6 +95,11 @@ def _warps(tiles: FcmTiles) -> tuple[int, int]:
     return split_warps(tiles.threads // WARP, tiles.channel_tile // FRAGMENT)
 
 
+def depthwise_columns(tiles: FcmTiles) -> int:
+    """(channel, column) pairs of the DW, a thread each, padded to whole rounds of the threads."""
+    return ceil_div(tiles.channel_tile * tiles.tile_w, tiles.threads) * tiles.threads
+
+
 def accumulator_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     """The float32 GEMM result staged for the DW (static shared memory)."""
     return tiles.channel_tile * padded_pixels(spec, tiles) * 4
@@ -129,6 +137,7 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     ny, nx = ho_ // th, wo_ // tw
     rows, cols = patch_shape(spec, tiles)
     real, p_, kc_ = rows * cols, padded_pixels(spec, tiles), padded_channels(spec)
+    cq_ = depthwise_columns(tiles)
     pw_act, dw_act = ACTIVATION_BUILDERS[pw.activation], ACTIVATION_BUILDERS[dw.activation]
     f16, f32 = DTYPE, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
@@ -150,7 +159,7 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
         s0_pad = T.sblock_alloc_buffer((n_, ny, nx, kc_, p_), f16)
         s0_acc = T.sblock_alloc_buffer((n_, ny, nx, m_, p_), f32)
         s0_out = T.sblock_alloc_buffer((n_, ny, nx, m_, rows, cols), f16)
-        s1_acc = T.sblock_alloc_buffer((n_, ny, nx, m_, th, tw), f32)
+        s1_acc = T.sblock_alloc_buffer((n_, ny, nx, m_ // ct, cq_, th), f32)
         for m, c in T.grid(m_, kc_):
             with T.sblock("s0_w"):
                 vm, vc = T.axis.remap("SS", [m, c])
@@ -192,25 +201,28 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
                         T.Cast(f16, pw_act(s0_acc[vn, vty, vtx, vm, vi * cols + vj] + T.Cast(f32, b0[vm]))),
                         T.float16(0),
                     )
-            for mi, y, x_, i, j in T.grid(ct, th, tw, k_, k_):
+            # the DW a column of the tile per (channel, column) pair, the pairs padded to whole
+            # rounds of threads: a padded pair recomputes the tile's last channel, never stored
+            for q, y, j, i in T.grid(cq_, th, k_, k_):
                 with T.sblock("s1_acc"):
-                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
-                    vm = T.axis.spatial(m_, mb * ct + mi)
-                    vy, vx, vi, vj = T.axis.remap("SSRR", [y, x_, i, j])
+                    vn, vty, vtx, vmb = T.axis.remap("SSSS", [n, ty, tx, mb])
+                    vq, vy, vj, vi = T.axis.remap("SSRR", [q, y, j, i])
+                    vm = T.meta_var(vmb * ct + T.min(vq // tw, ct - 1))
                     with T.init():
-                        s1_acc[vn, vty, vtx, vm, vy, vx] = T.float32(0)
-                    s1_acc[vn, vty, vtx, vm, vy, vx] = s1_acc[vn, vty, vtx, vm, vy, vx] + T.Cast(
-                        f32, s0_out[vn, vty, vtx, vm, vy * s_ + vi, vx * s_ + vj]
+                        s1_acc[vn, vty, vtx, vmb, vq, vy] = T.float32(0)
+                    s1_acc[vn, vty, vtx, vmb, vq, vy] = s1_acc[vn, vty, vtx, vmb, vq, vy] + T.Cast(
+                        f32, s0_out[vn, vty, vtx, vm, vy * s_ + vi, vq % tw * s_ + vj]
                     ) * T.Cast(f32, w1[vm, 0, vi, vj])
-            for mi, y, x_ in T.grid(ct, th, tw):
+            for q, y in T.grid(cq_, th):
                 with T.sblock("s1_out"):
-                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
-                    vm = T.axis.spatial(m_, mb * ct + mi)
-                    vy, vx = T.axis.remap("SS", [y, x_])
+                    vn, vty, vtx, vmb = T.axis.remap("SSSS", [n, ty, tx, mb])
+                    vq, vy = T.axis.remap("SS", [q, y])
+                    vm = T.meta_var(vmb * ct + vq // tw)
                     yy = T.meta_var(vty * th + vy)
-                    xx = T.meta_var(vtx * tw + vx)
+                    xx = T.meta_var(vtx * tw + vq % tw)
                     res = T.meta_var(residual[vn, vm, yy, xx] if spec.residual else T.float16(0))
-                    out[vn, vm, yy, xx] = epilogue(s1_acc[vn, vty, vtx, vm, vy, vx], b1[vm], res)
+                    if vq < ct * tw:  # a body condition, as the DW's padded pairs have no output
+                        out[vn, vm, yy, xx] = epilogue(s1_acc[vn, vty, vtx, vmb, vq, vy], b1[vm], res)
 
     return fcm if spec.residual else without_param(fcm, 5)  # the body never reads it
 
@@ -247,7 +259,35 @@ def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     pw_out, dw_acc, epilogue = sch.get_sblock("s0_out"), sch.get_sblock("s1_acc"), sch.get_sblock("s1_out")
     sch.set_scope(pw_out, 0, SHARED)
     spread(sch, pw_out, block, threads)
-    sch.set_scope(dw_acc, 0, "local")
-    sch.compute_at(dw_acc, spread(sch, epilogue, block, threads))
+    depthwise_by_columns(sch, dw_acc, epilogue, threads)
 
     tensorize_gemm(sch, gemm, step, a_frag, b_frag, store)
+
+
+def depthwise_by_columns(sch: Schedule, acc, epilogue, threads: tuple[int, int]) -> None:
+    """A thread per (channel, column) pair of the tile: the column's sums, the channel's DW
+    weights and one kernel column of its inputs stay in registers, so each shared load feeds up
+    to ``kernel`` multiply-adds (one load per multiply-add and a global load per weight before),
+    and neighbouring lanes store neighbouring pixels."""
+    pairs, _ = sch.get_loops(epilogue)[-2:]
+    _, warp, lane = sch.split(pairs, [None, *threads])
+    sch.bind(warp, "threadIdx.y")
+    sch.bind(lane, "threadIdx.x")
+    sch.set_scope(acc, 0, "local")
+    sch.compute_at(acc, lane)
+    row, kernel_col, kernel_row = sch.get_loops(acc)[-3:]
+    sch.reorder(kernel_col, kernel_row, row)
+    column = sch.cache_read(acc, 0, "local")
+    sch.compute_at(column, kernel_col)
+    weights = sch.cache_read(acc, 1, "local")
+    sch.compute_at(weights, lane)
+    copies = (*loops_after(sch, column, kernel_col), *loops_after(sch, weights, lane))
+    for loop in (kernel_col, kernel_row, row, *copies):
+        sch.unroll(loop)
+
+
+def loops_after(sch: Schedule, block, anchor) -> list:
+    """The loops of ``block`` under ``anchor``."""
+    loops = sch.get_loops(block)
+    at = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(anchor)))
+    return loops[at + 1 :]

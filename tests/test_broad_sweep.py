@@ -100,3 +100,17 @@ def test_tensor_core_choices_cover_fp16_pw_dw_heads_beside_the_cuda_core_tile_an
     assert checker.tensor_core_choices(replace(head, dtype="float32"), H100) == []
     block = replace(BLOCK, dtype="float16")
     assert checker.tensor_core_choices(block, H100) == []  # PW->DW->PW has no tensor-core kernel
+
+
+def test_table_tensor_core_choices_retime_the_h200_tables_tensor_core_tile_or_else_the_first_searched():
+    checker = kernel_checker()
+    measured_head = FcmSpec(
+        32, 160, 7, 7, (Pointwise(960, "hardswish"), Depthwise(5, 1, None, "hardswish")), dtype="float16"
+    )
+    (table_tile,) = checker.table_tensor_core_choices(measured_head, H100)
+    assert table_tile == measured(measured_head, get_gpu("h200")).tiles and table_tile.tensor_cores
+    stages = (Pointwise(96, "relu"), Depthwise(3, 1, None, "relu"))
+    unmeasured = FcmSpec(3, 48, 14, 14, stages, dtype="float16")
+    assert measured(unmeasured, get_gpu("h200")) is None
+    first_searched = checker.tensor_core_choices(unmeasured, H100)[1]
+    assert checker.table_tensor_core_choices(unmeasured, H100) == [first_searched]

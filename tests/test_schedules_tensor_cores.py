@@ -129,6 +129,28 @@ def test_pw_dw_tensor_core_tiles_name_what_does_not_fit(spec, tiles, problem: st
         fcm_primfunc(spec, tiles, CUDA)
 
 
+@pytest.mark.parametrize(
+    ("spec", "tiles"),
+    [
+        (pw_dw(32, 112, 14, 14, 672, 5, 1, acts=("silu", "silu")), tc(32, 7, 7, 128)),  # 224 pairs: 2 rounds
+        (pw_dw(1, 24, 14, 14, 32, 3, 2), tc(16, 7, 7, 64)),  # stride 2: 112 pairs, 2 rounds
+    ],
+    ids=["dw5", "dw3s2"],
+)
+def test_a_pw_dw_thread_keeps_its_channels_depthwise_weights_and_a_kernel_column_in_registers(
+    spec: FcmSpec, tiles: FcmTiles
+) -> None:
+    source = tvm.compile(tvm.IRModule({"main": fcm_primfunc(spec, tiles, CUDA)}), target=CUDA)
+    source = source.mod.imports[0].inspect_source()
+    dw = spec.stages[1]
+    column = (tiles.tile_h - 1) * dw.stride + dw.kernel
+    assert source.count("w1_ptr[") == dw.kernel**2, "each weight loaded once per round, not per output"
+    assert source.count("s0_out_shared_dyn_local_ptr[") > 0
+    loads = re.findall(r"s0_out_shared_dyn_local_ptr\[(\d+)\] = ", source)
+    assert len(loads) == dw.kernel * column, "a kernel column of inputs loaded once, feeding every output"
+    assert f"s1_acc_local_ptr[{tiles.tile_h}]" in source, "the column's sums in registers"
+
+
 def test_pw_dw_pw_has_no_tensor_core_kernel() -> None:
     stages = (Pointwise(64), Depthwise(3), Pointwise(32))
     spec = FcmSpec(1, 32, 7, 7, stages, dtype="float16")

@@ -396,6 +396,19 @@ def tensor_core_choices(spec, gpu) -> list:
     return [cuda_cores, *fitting[:TC_PER_CHAIN]] if fitting else []
 
 
+def table_tensor_core_choices(spec, gpu) -> list:
+    """For a float16 DW->PW or PW->DW chain, one tensor-core tile: the H200 table's where it holds
+    one, else the first of :func:`tensor_core_choices`. Exported from two versions of a kernel, it
+    times a change of the kernel on the tiles the builds use."""
+    from fcm_tvm.gpus import get_gpu
+    from fcm_tvm.planner.measured import measured
+
+    known = measured(spec, get_gpu("h200"))
+    if known is not None and known.tiles.tensor_cores:
+        return [known.tiles]
+    return tensor_core_choices(spec, gpu)[1:2]
+
+
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
     "--output-rows": ("output-row variants of the table's tiles", output_row_choices),
     "--vector-loads": ("vector-loaded weights of the table's tiles", vector_load_choices),
@@ -406,6 +419,10 @@ CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split cho
     ),
     "--fp32-tiles": ("float16 chains with their float32 twins' measured tiles", fp32_tile_choices),
     "--tensor-cores": ("tensor-core tiles of the float16 DW->PW and PW->DW chains", tensor_core_choices),
+    "--table-tensor-cores": (
+        "one tensor-core tile per float16 DW->PW or PW->DW chain",
+        table_tensor_core_choices,
+    ),
 }
 
 
