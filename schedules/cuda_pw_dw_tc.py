@@ -54,6 +54,11 @@ def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
     found = tile_problems(spec, tiles)
     if tiles.split != 1:
         found.append("PW->DW has no reduction to split: split must be 1")
+    mid, turns = spec.output.c, tiles.channel_tile * tiles.patch_reuse
+    if tiles.patch_reuse < 1 or mid % turns:
+        found.append(
+            f"{tiles.patch_reuse} channel tiles of {tiles.channel_tile} per block do not divide {mid}"
+        )
     if not found:
         found = shared_memory_problems(shared_bytes(spec, tiles), accumulator_bytes(spec, tiles), max_smem)
     return found
@@ -113,7 +118,8 @@ def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
 def _shared_bytes(spec: FcmSpec, tiles: FcmTiles, step: int) -> int:
     pixels = padded_pixels(spec, tiles)
     rows, cols = patch_shape(spec, tiles)
-    halves = tiles.channel_tile * step + step * pixels + tiles.channel_tile * rows * cols
+    staged = step if tiles.patch_reuse == 1 else padded_channels(spec)  # input channels of the patch
+    halves = tiles.channel_tile * step + staged * pixels + tiles.channel_tile * rows * cols
     return halves * DTYPE_BYTES + accumulator_bytes(spec, tiles)
 
 
@@ -138,6 +144,7 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     rows, cols = patch_shape(spec, tiles)
     real, p_, kc_ = rows * cols, padded_pixels(spec, tiles), padded_channels(spec)
     cq_ = depthwise_columns(tiles)
+    reuse = tiles.patch_reuse
     pw_act, dw_act = ACTIVATION_BUILDERS[pw.activation], ACTIVATION_BUILDERS[dw.activation]
     f16, f32 = DTYPE, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
@@ -177,7 +184,8 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
                 )
         # one loop nest per block of the grid (image, tile, channel tile), every stage inside it:
         # the DW's sliding window is then never solved for (TVM cannot invert it into a domain)
-        for n, ty, tx, mb in T.grid(n_, ny, nx, m_ // ct):
+        for n, ty, tx, g, turn in T.grid(n_, ny, nx, m_ // (ct * reuse), reuse):
+            mb = T.meta_var(g * reuse + turn)  # the channel tile
             for mi, p, c in T.grid(ct, p_, kc_):
                 with T.sblock("s0_acc"):
                     vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
@@ -205,7 +213,8 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
             # rounds of threads: a padded pair recomputes the tile's last channel, never stored
             for q, y, j, i in T.grid(cq_, th, k_, k_):
                 with T.sblock("s1_acc"):
-                    vn, vty, vtx, vmb = T.axis.remap("SSSS", [n, ty, tx, mb])
+                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
+                    vmb = T.axis.spatial(m_ // ct, mb)
                     vq, vy, vj, vi = T.axis.remap("SSRR", [q, y, j, i])
                     vm = T.meta_var(vmb * ct + T.min(vq // tw, ct - 1))
                     with T.init():
@@ -215,7 +224,8 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
                     ) * T.Cast(f32, w1[vm, 0, vi, vj])
             for q, y in T.grid(cq_, th):
                 with T.sblock("s1_out"):
-                    vn, vty, vtx, vmb = T.axis.remap("SSSS", [n, ty, tx, mb])
+                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
+                    vmb = T.axis.spatial(m_ // ct, mb)
                     vq, vy = T.axis.remap("SS", [q, y])
                     vm = T.meta_var(vmb * ct + vq // tw)
                     yy = T.meta_var(vty * th + vy)
@@ -233,8 +243,8 @@ def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     frags_c, frags_p = fragment_grid(spec, tiles)
     threads = (warps_c * warps_p, WARP)
     gemm = sch.get_sblock("s0_acc")
-    n, ty, tx, m_block, m, p, c = sch.get_loops(gemm)
-    block = sch.fuse(n, ty, tx, m_block)
+    n, ty, tx, m_group, m_turn, m, p, c = sch.get_loops(gemm)
+    block = sch.fuse(n, ty, tx, m_group)
     sch.bind(block, "blockIdx.x")
     m_warp, m_frag, m_in = sch.split(m, [warps_c, frags_c // warps_c, FRAGMENT])
     p_warp, p_frag, p_in = sch.split(p, [warps_p, frags_p // warps_p, FRAGMENT])
@@ -251,14 +261,16 @@ def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     b_frag = sch.cache_read(gemm, 1, "wmma.matrix_b")
     sch.compute_at(a_frag, c_frag)
     sch.compute_at(b_frag, c_frag)
-    for staged in (weights, pad):
+    # the input patch a chunk at a time, or all of it once for the block's channel tiles
+    patch_at = step if tiles.patch_reuse == 1 else block
+    for staged, at in ((weights, step), (pad, patch_at)):
         sch.set_scope(staged, 0, SHARED)
-        sch.compute_at(staged, step)
-        spread(sch, staged, step, threads)
+        sch.compute_at(staged, at)
+        spread(sch, staged, at, threads)
 
     pw_out, dw_acc, epilogue = sch.get_sblock("s0_out"), sch.get_sblock("s1_acc"), sch.get_sblock("s1_out")
     sch.set_scope(pw_out, 0, SHARED)
-    spread(sch, pw_out, block, threads)
+    spread(sch, pw_out, m_turn, threads)
     depthwise_by_columns(sch, dw_acc, epilogue, threads)
 
     tensorize_gemm(sch, gemm, step, a_frag, b_frag, store)

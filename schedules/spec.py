@@ -239,7 +239,10 @@ class FcmTiles:
 
     ``tensor_cores = 1`` builds a different kernel (:mod:`.tensor_cores`, float16 DW->PW and
     PW->DW): the PW is a GEMM on WMMA fragments; ``channel_tile``, ``tile_h x tile_w`` and ``threads``
-    (whole warps) keep their meaning and the other knobs stay at their defaults.
+    (whole warps) keep their meaning and the other knobs stay at their defaults, but for
+    ``patch_reuse`` of PW->DW: a block computes that many channel tiles in turn from one input
+    patch staged whole in shared memory (with 1, each block stages its tile's patch a chunk of
+    input channels at a time, and every channel tile of an image tile stages it again).
     """
 
     channel_tile: int = 32
@@ -254,6 +257,7 @@ class FcmTiles:
     patch_lanes: int = 1
     depthwise_cols: int = 1
     output_cols: int = 1
+    patch_reuse: int = 1
     tensor_cores: int = 0
 
     @property
@@ -270,6 +274,7 @@ class FcmTiles:
             "pv": self.patch_lanes,
             "d": self.depthwise_cols,
             "x": self.output_cols,
+            "r": self.patch_reuse,
         }
         label += "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)
         return label + " tc" * self.tensor_cores

@@ -38,7 +38,8 @@ def largest_chunk(channels: int) -> int:
 def tile_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
     """What every tensor-core kernel asks of its tiles (empty if they have it): float16, a
     channel tile of whole fragments dividing the output channels, a spatial tile dividing the
-    output, whole warps, and no knob of the CUDA-core kernel but ``split``."""
+    output, whole warps, and no knob of the CUDA-core kernel but ``split`` (and PW->DW's
+    ``patch_reuse``)."""
     found = []
     if spec.dtype != DTYPE:
         found.append(f"tensor cores need {DTYPE}, not {spec.dtype}")
@@ -50,10 +51,16 @@ def tile_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
     if tiles.threads % WARP or not 0 < tiles.threads <= 1024:
         found.append(f"{tiles.threads} threads are not whole warps (at most 1024)")
     other = FcmTiles(
-        tiles.channel_tile, tiles.tile_h, tiles.tile_w, tiles.threads, tiles.split, tensor_cores=1
+        tiles.channel_tile,
+        tiles.tile_h,
+        tiles.tile_w,
+        tiles.threads,
+        tiles.split,
+        patch_reuse=tiles.patch_reuse if spec.kind == "pw_dw" else 1,
+        tensor_cores=1,
     )
     if tiles != other:
-        found.append("tensor cores take no other knob (rows, lanes, columns)")
+        found.append("tensor cores take no other knob (rows, lanes, columns; patch reuse but for PW->DW)")
     return found
 
 

@@ -114,3 +114,15 @@ def test_table_tensor_core_choices_retime_the_h200_tables_tensor_core_tile_or_el
     assert measured(unmeasured, get_gpu("h200")) is None
     first_searched = checker.tensor_core_choices(unmeasured, H100)[1]
     assert checker.table_tensor_core_choices(unmeasured, H100) == [first_searched]
+
+
+def test_patch_reuse_choices_retime_the_table_tile_with_more_channel_tiles_a_block_where_they_fit():
+    checker = kernel_checker()
+    head = FcmSpec(32, 24, 56, 56, (Pointwise(144, "silu"), Depthwise(3, 1, None, "silu")), dtype="float16")
+    choices = checker.patch_reuse_choices(head, H100)
+    (table_tile,) = checker.table_tensor_core_choices(head, H100)
+    assert choices[0] == table_tile and len(choices) > 1
+    for tiles in choices:
+        assert tiles.tensor_cores and not fit_problems(head, tiles, H100)
+        assert head.output.c % (tiles.channel_tile * tiles.patch_reuse) == 0
+    assert checker.patch_reuse_choices(BLOCK, H100) == []  # PW->DW only

@@ -14,6 +14,7 @@ import tvm
 from fcm_tvm.benchmarks.measured_table import tiles_from_text
 from fcm_tvm.errors import FcmError
 from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
+from fcm_tvm.schedules.cuda_pw_dw_tc import padded_pixels
 from fcm_tvm.schedules.tensor_cores import shared_bytes, tensor_core_definition
 
 from .test_schedules import CUDA, assert_matches_reference, random_inputs
@@ -23,8 +24,8 @@ MAX_SMEM = 227 * 1024
 KERNEL = r'extern "C" __global__ void (?:__launch_bounds__\((\d+)\) )?(\w+)\(([^)]*)\)\s*\{'
 
 
-def tc(channel_tile: int, tile_h: int, tile_w: int, threads: int) -> FcmTiles:
-    return FcmTiles(channel_tile, tile_h, tile_w, threads, tensor_cores=1)
+def tc(channel_tile: int, tile_h: int, tile_w: int, threads: int, reuse: int = 1) -> FcmTiles:
+    return FcmTiles(channel_tile, tile_h, tile_w, threads, patch_reuse=reuse, tensor_cores=1)
 
 
 def dw_pw(n, c, h, w, kernel, stride, out, residual=False, acts=("relu6", "none")) -> FcmSpec:
@@ -48,6 +49,9 @@ CASES = [  # deep layers of MobileNetV2 / MnasNet / EfficientNet, and what the d
     (pw_dw(1, 24, 14, 14, 32, 5, 2, acts=("hardswish", "silu")), tc(16, 7, 7, 64)),  # 17x17 patch
     (pw_dw(1, 32, 14, 14, 32, 3, 1, residual=True, acts=("relu", "none")), tc(32, 7, 7, 128)),
     (pw_dw(1, 16, 16, 16, 16, 3, 1, acts=("sigmoid", "relu")), tc(16, 16, 16, 64)),  # 18x18 patch, 352
+    (pw_dw(2, 40, 7, 7, 64, 3, 1), tc(16, 7, 7, 64, reuse=2)),  # two channel tiles a block, one patch
+    (pw_dw(1, 48, 14, 14, 48, 5, 1, residual=True, acts=("silu", "none")), tc(16, 7, 7, 128, reuse=3)),
+    (pw_dw(1, 16, 14, 14, 96, 5, 2, acts=("hardswish", "silu")), tc(16, 7, 7, 64, reuse=3)),  # 2 blocks
 ]
 
 
@@ -100,6 +104,7 @@ def test_the_kernel_multiplies_on_tensor_cores_and_compiles(case, nvcc: str, tmp
         ),
         (dw_pw(1, 64, 28, 28, 3, 1, 128), tc(128, 28, 28, 128), "bytes of shared memory"),
         (dw_pw(1, 64, 7, 7, 3, 1, 32), FcmTiles(32, 7, 7, 128, split=4, tensor_cores=1), "split 4 does not"),
+        (dw_pw(1, 64, 7, 7, 3, 1, 32), tc(16, 7, 7, 128, reuse=2), "patch reuse but for PW->DW"),
     ],
 )
 def test_tensor_core_tiles_name_what_does_not_fit(spec, tiles, problem: str) -> None:
@@ -121,6 +126,16 @@ def test_tensor_core_tiles_name_what_does_not_fit(spec, tiles, problem: str) -> 
             "no other knob",
         ),
         (pw_dw(1, 64, 14, 14, 128, 5, 1), tc(128, 14, 14, 256), "bytes of shared memory"),
+        (
+            pw_dw(1, 32, 7, 7, 96, 3, 1),
+            tc(32, 7, 7, 128, reuse=2),
+            "2 channel tiles of 32 per block do not divide 96",
+        ),
+        (
+            pw_dw(1, 256, 14, 14, 64, 5, 1),
+            tc(16, 14, 14, 64, reuse=2),
+            "bytes of shared memory",
+        ),  # the whole patch
     ],
 )
 def test_pw_dw_tensor_core_tiles_name_what_does_not_fit(spec, tiles, problem: str) -> None:
@@ -162,3 +177,31 @@ def test_tensor_core_tiles_are_labelled_and_read_back_from_labels() -> None:
     assert tiles.label == "c64 7x7 t128 s1 tc"
     assert tiles_from_text(tiles.label) == tiles
     assert tiles_from_text("c64 7x7 t196 s8 d7").tensor_cores == 0
+    reused = tc(16, 7, 7, 128, reuse=3)
+    assert reused.label == "c16 7x7 t128 s1 r3 tc"
+    assert tiles_from_text(reused.label) == reused
+
+
+def test_patch_reuse_is_a_tensor_core_knob_the_cuda_core_kernels_refuse() -> None:
+    spec = FcmSpec(1, 32, 14, 14, (Pointwise(64), Depthwise(3)), dtype="float16")
+    problems = tile_problems(spec, FcmTiles(32, 7, 7, 128, patch_reuse=2), MAX_SMEM)
+    assert any("patch_reuse is a knob of the tensor-core PW->DW kernel" in p for p in problems)
+
+
+def test_patch_reuse_stages_the_whole_input_patch_once_per_block() -> None:
+    spec = pw_dw(32, 16, 112, 112, 96, 3, 2, acts=("silu", "silu"))
+    one, three = (tc(16, 8, 8, 128, reuse=r) for r in (1, 3))
+    sources = {}
+    for tiles in (one, three):
+        func = fcm_primfunc(spec, tiles, CUDA)
+        sources[tiles] = (
+            tvm.compile(tvm.IRModule({"main": func}), target=CUDA).mod.imports[0].inspect_source()
+        )
+    assert "for (int turn = 0; turn < 3; ++turn)" in sources[three], "three channel tiles in turn"
+    patch_staged = sources[three].index("x_ptr[")
+    assert patch_staged < sources[three].index("for (int turn"), "the input patch staged before the turns"
+    assert "for (int turn" not in sources[one]
+    deep = pw_dw(1, 64, 14, 14, 128, 3, 1)  # 64 input channels: two chunks of 32
+    chunked, whole = (tc(16, 7, 7, 128, reuse=r) for r in (1, 2))
+    other_chunk = (64 - 32) * padded_pixels(deep, whole) * 2  # bytes beside the chunk staged at a time
+    assert shared_bytes(deep, whole) - shared_bytes(deep, chunked) == other_chunk

@@ -35,7 +35,8 @@ from .chains import LayerCase, model_chains
 # how FcmTiles.label spells tiles
 TILES_TEXT = re.compile(
     r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)"
-    r"(?: p(\d+))?(?: u(\d+))?(?: o(\d+))?(?: v(\d+))?(?: pv(\d+))?(?: d(\d+))?(?: x(\d+))?( tc)?"
+    r"(?: p(\d+))?(?: u(\d+))?(?: o(\d+))?(?: v(\d+))?(?: pv(\d+))?(?: d(\d+))?(?: x(\d+))?(?: r(\d+))?"
+    r"( tc)?"
 )
 
 

@@ -409,6 +409,23 @@ def table_tensor_core_choices(spec, gpu) -> list:
     return tensor_core_choices(spec, gpu)[1:2]
 
 
+PATCH_REUSE = (1, 2, 3, 4, 6, 8)
+
+
+def patch_reuse_choices(spec, gpu) -> list:
+    """For a float16 PW->DW chain, :func:`table_tensor_core_choices`' tile with each of
+    :data:`PATCH_REUSE` channel tiles a block (those that divide the channels and fit)."""
+    from dataclasses import replace
+
+    from fcm_tvm.schedules.tensor_cores import tensor_core_problems
+
+    if spec.kind != "pw_dw":
+        return []
+    bases = table_tensor_core_choices(spec, gpu)
+    chosen = [replace(base, patch_reuse=reuse) for base in bases for reuse in PATCH_REUSE]
+    return [tiles for tiles in chosen if not tensor_core_problems(spec, tiles, gpu.smem_per_block)]
+
+
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
     "--output-rows": ("output-row variants of the table's tiles", output_row_choices),
     "--vector-loads": ("vector-loaded weights of the table's tiles", vector_load_choices),
@@ -422,6 +439,10 @@ CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split cho
     "--table-tensor-cores": (
         "one tensor-core tile per float16 DW->PW or PW->DW chain",
         table_tensor_core_choices,
+    ),
+    "--patch-reuse": (
+        "that tile of each float16 PW->DW chain with 1-8 channel tiles a block",
+        patch_reuse_choices,
     ),
 }
 

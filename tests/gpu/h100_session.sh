@@ -230,9 +230,11 @@ tuned_table)  # MODELS' chains (of KINDS only, if given) re-timed with this GPU'
     bash "$0" layers
   EXTRA_LAYERS="$(layer_results)" table_for ${TABLE:-h200}; bench_measured ;;
 tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this host's cores, checked
-  # against float64 torch and timed, the H200 table rebuilt with them, then bench_each of MODELS
+  # against float64 torch and timed, the H200 table rebuilt with them, then bench_each of MODELS;
+  # TC_CHOICES picks the tiles (check_fcm_kernels.py splits: --tensor-cores, or --patch-reuse for
+  # the table's tile with 1-8 channel tiles a block)
   dir=$RUN/tc; rm -rf $dir
-  python tests/gpu/check_fcm_kernels.py splits --tensor-cores $dir --models ${TC_MODELS:-$MODELS} \
+  python tests/gpu/check_fcm_kernels.py splits ${TC_CHOICES:---tensor-cores} $dir --models ${TC_MODELS:-$MODELS} \
     --batch ${BATCH:-32} --precision ${PRECISION:-fp16} --sub-chains --kinds ${TC_KINDS:-pw_dw} --jobs 16 \
     > $RUN/tc_export.log 2>&1
   status=$?; echo "export exit $status"; tail -1 $RUN/tc_export.log
