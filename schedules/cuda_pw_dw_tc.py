@@ -27,6 +27,7 @@ from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
 from .compute import ACTIVATION_BUILDERS
+from .cuda_base import loops_below
 from .layout import ceil_div
 from .spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .wmma import (
@@ -293,13 +294,6 @@ def depthwise_by_columns(sch: Schedule, acc, epilogue, threads: tuple[int, int])
     sch.compute_at(column, kernel_col)
     weights = sch.cache_read(acc, 1, "local")
     sch.compute_at(weights, lane)
-    copies = (*loops_after(sch, column, kernel_col), *loops_after(sch, weights, lane))
+    copies = (*loops_below(sch, column, kernel_col), *loops_below(sch, weights, lane))
     for loop in (kernel_col, kernel_row, row, *copies):
         sch.unroll(loop)
-
-
-def loops_after(sch: Schedule, block, anchor) -> list:
-    """The loops of ``block`` under ``anchor``."""
-    loops = sch.get_loops(block)
-    at = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(anchor)))
-    return loops[at + 1 :]
