@@ -101,6 +101,13 @@ def _warps(tiles: FcmTiles) -> tuple[int, int]:
     return split_warps(tiles.threads // WARP, tiles.channel_tile // FRAGMENT)
 
 
+def stages_whole_patch(tiles: FcmTiles) -> bool:
+    """Whether a block stages its input patch whole, once for its ``patch_reuse`` channel tiles,
+    rather than a chunk of input channels at a time (the schedule and the shared-memory count
+    both ask)."""
+    return tiles.patch_reuse > 1
+
+
 def depthwise_columns(tiles: FcmTiles) -> int:
     """(channel, column) pairs of the DW, a thread each, padded to whole rounds of the threads."""
     return ceil_div(tiles.channel_tile * tiles.tile_w, tiles.threads) * tiles.threads
@@ -119,7 +126,7 @@ def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
 def _shared_bytes(spec: FcmSpec, tiles: FcmTiles, step: int) -> int:
     pixels = padded_pixels(spec, tiles)
     rows, cols = patch_shape(spec, tiles)
-    staged = step if tiles.patch_reuse == 1 else padded_channels(spec)  # input channels of the patch
+    staged = padded_channels(spec) if stages_whole_patch(tiles) else step  # input channels of the patch
     halves = tiles.channel_tile * step + staged * pixels + tiles.channel_tile * rows * cols
     return halves * DTYPE_BYTES + accumulator_bytes(spec, tiles)
 
@@ -262,8 +269,7 @@ def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     b_frag = sch.cache_read(gemm, 1, "wmma.matrix_b")
     sch.compute_at(a_frag, c_frag)
     sch.compute_at(b_frag, c_frag)
-    # the input patch a chunk at a time, or all of it once for the block's channel tiles
-    patch_at = step if tiles.patch_reuse == 1 else block
+    patch_at = block if stages_whole_patch(tiles) else step
     for staged, at in ((weights, step), (pad, patch_at)):
         sch.set_scope(staged, 0, SHARED)
         sch.compute_at(staged, at)
