@@ -58,13 +58,37 @@ ACTIVATION_BUILDERS: dict[str, ActivationBuilder] = {
 }
 
 
+def _fast_sigmoid(x: PrimExpr) -> PrimExpr:
+    """1 / (1 + e^-x) on CUDA's special-function unit (``__expf``, ``__fdividef``): a few float32
+    ulps off, against some 20 instructions for the IEEE ``expf`` and division. CUDA only."""
+    one = _f32(1)
+    exp = tirx.call_pure_extern(ACCUMULATOR, "__expf", -x)
+    return tirx.call_pure_extern(ACCUMULATOR, "__fdividef", one, one + exp)
+
+
+# For float16 kernels on CUDA, whose storage rounds at 2^-11, far above the fast functions' error
+# (an FCM of EfficientNet computes a SiLU for every element of its PW result, halo included).
+FAST_ACTIVATION_BUILDERS: dict[str, ActivationBuilder] = {
+    **ACTIVATION_BUILDERS,
+    "sigmoid": _fast_sigmoid,
+    "silu": lambda x: x * _fast_sigmoid(x),
+}
+
+
+def activation_builders(fast_math: bool) -> dict[str, ActivationBuilder]:
+    """The builders of a kernel: :data:`FAST_ACTIVATION_BUILDERS` where ``fast_math`` (CUDA,
+    float16), else the exact ones."""
+    return FAST_ACTIVATION_BUILDERS if fast_math else ACTIVATION_BUILDERS
+
+
 def stage_names(index: int) -> tuple[str, str, str]:
     """Names of stage ``index``'s TE stages: (pad, acc, out)."""
     return f"s{index}_pad", f"s{index}_acc", f"s{index}_out"
 
 
-def fcm_compute(spec: FcmSpec) -> tuple[list[te.Tensor], te.Tensor]:
-    """The FCM as TE: (inputs in ``spec.param_shapes()`` order, output)."""
+def fcm_compute(spec: FcmSpec, fast_math: bool = False) -> tuple[list[te.Tensor], te.Tensor]:
+    """The FCM as TE: (inputs in ``spec.param_shapes()`` order, output); ``fast_math`` as in
+    :func:`activation_builders`."""
     _check_builders(spec)
     x = te.placeholder(spec.input.as_tuple(), spec.dtype, name="x")
     residual = te.placeholder(spec.output.as_tuple(), spec.dtype, name="residual") if spec.residual else None
@@ -82,9 +106,8 @@ def fcm_compute(spec: FcmSpec) -> tuple[list[te.Tensor], te.Tensor]:
             padded = current if out_pads == NO_PADS else _pad(index, out_pads, current)
             acc = _pointwise_sum(index, stage, padded, weight)
         is_last = index == len(spec.stages) - 1
-        current = _epilogue(
-            index, stage.activation, acc, bias, residual if is_last else None, spec.dtype, out_pads
-        )
+        act = activation_builders(fast_math)[stage.activation]
+        current = _epilogue(index, act, acc, bias, residual if is_last else None, spec.dtype, out_pads)
         current_is_padded = _feeds_depthwise(spec, index)
     if residual is not None:
         inputs.append(residual)
@@ -160,14 +183,13 @@ def _pointwise_sum(index: int, stage: Pointwise, data: te.Tensor, weight: te.Ten
 
 def _epilogue(
     index: int,
-    activation: str,
+    act: ActivationBuilder,
     acc: te.Tensor,
     bias: te.Tensor,
     residual: te.Tensor | None,
     dtype: str,
     pads: Pads,
 ) -> te.Tensor:
-    act = ACTIVATION_BUILDERS[activation]
     _, _, hp, wp = (int(d) for d in acc.shape)
     top, left, bottom, right = pads
 
@@ -183,8 +205,8 @@ def _epilogue(
     return te.compute(acc.shape, value, name=stage_names(index)[2])
 
 
-def fcm_te_primfunc(spec: FcmSpec, name: str = "fcm") -> tvm.tirx.PrimFunc:
+def fcm_te_primfunc(spec: FcmSpec, name: str = "fcm", fast_math: bool = False) -> tvm.tirx.PrimFunc:
     """The unscheduled PrimFunc of ``spec``: parameters ``x, (w, b)*, [residual], out``."""
-    inputs, output = fcm_compute(spec)
+    inputs, output = fcm_compute(spec, fast_math)
     func = te.create_prim_func([*inputs, output])
     return func.with_attr("global_symbol", name)

@@ -31,7 +31,7 @@ import tvm
 from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
-from .compute import ACTIVATION_BUILDERS
+from .compute import activation_builders
 from .spec import Depthwise, FcmSpec, FcmTiles
 from .wmma import (
     ACCUMULATORS,
@@ -116,8 +116,9 @@ def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     return halves * DTYPE_BYTES + accumulator_bytes(tiles)
 
 
-def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
-    """DW -> PW over (image, tile row, tile column, channel, padded pixel); see the module doc."""
+def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles, fast_math: bool = False) -> tvm.tirx.PrimFunc:
+    """DW -> PW over (image, tile row, tile column, channel, padded pixel); see the module doc.
+    ``fast_math``: the activations of :data:`~.compute.FAST_ACTIVATION_BUILDERS` (CUDA only)."""
     dw, pw = spec.stages
     assert isinstance(dw, Depthwise)
     n_, c_, h_, w_ = spec.input.as_tuple()
@@ -128,7 +129,8 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     real, p_ = th * tw, padded_pixels(tiles)
     ny, nx = ho_ // th, wo_ // tw
     rows, cols = patch_shape(spec, tiles)
-    dw_act, pw_act = ACTIVATION_BUILDERS[dw.activation], ACTIVATION_BUILDERS[pw.activation]
+    builders = activation_builders(fast_math)
+    dw_act, pw_act = builders[dw.activation], builders[pw.activation]
     f16, f32 = DTYPE, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
     sp = tiles.split

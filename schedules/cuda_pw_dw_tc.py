@@ -26,7 +26,7 @@ import tvm
 from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
-from .compute import ACTIVATION_BUILDERS
+from .compute import activation_builders
 from .cuda_base import loops_below
 from .layout import ceil_div
 from .spec import Depthwise, FcmSpec, FcmTiles, Pointwise
@@ -139,8 +139,9 @@ def padding_waste(spec: FcmSpec, tiles: FcmTiles) -> float:
     return padded_pixels(spec, tiles) / (tiles.tile_h * tiles.tile_w)
 
 
-def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
-    """PW -> DW over (image, tile row, tile column, channel, padded patch pixel); see the module doc."""
+def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles, fast_math: bool = False) -> tvm.tirx.PrimFunc:
+    """PW -> DW over (image, tile row, tile column, channel, padded patch pixel); see the module doc.
+    ``fast_math``: the activations of :data:`~.compute.FAST_ACTIVATION_BUILDERS` (CUDA only)."""
     pw, dw = spec.stages
     assert isinstance(pw, Pointwise) and isinstance(dw, Depthwise)
     n_, c_, h_, w_ = spec.input.as_tuple()
@@ -153,7 +154,8 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles) -> tvm.tirx.PrimFunc:
     real, p_, kc_ = rows * cols, padded_pixels(spec, tiles), padded_channels(spec)
     cq_ = depthwise_columns(tiles)
     reuse = tiles.patch_reuse
-    pw_act, dw_act = ACTIVATION_BUILDERS[pw.activation], ACTIVATION_BUILDERS[dw.activation]
+    builders = activation_builders(fast_math)
+    pw_act, dw_act = builders[pw.activation], builders[dw.activation]
     f16, f32 = DTYPE, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
 

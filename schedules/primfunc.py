@@ -37,7 +37,8 @@ def _cuda_primfunc(spec: FcmSpec, tiles: FcmTiles | None, target_json: str) -> t
             raise FcmError(f"tiles {tiles.label} of FCM {spec.key}: " + "; ".join(problems))
         scheduled = tensor_core_primfunc(spec, tiles, symbol_name(spec))
     else:
-        scheduled = schedule_cuda(spec, tiles, target, fcm_te_primfunc(spec, symbol_name(spec)))
+        definition = fcm_te_primfunc(spec, symbol_name(spec), fast_math=spec.dtype == "float16")
+        scheduled = schedule_cuda(spec, tiles, target, definition)
     return scheduled.with_attrs({SCHEDULED_ATTR: True, OP_PATTERN_ATTR: OPAQUE})
 
 

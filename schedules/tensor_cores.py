@@ -25,7 +25,8 @@ def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
 def tensor_core_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str) -> tvm.tirx.PrimFunc:
     """The scheduled kernel; call only when :func:`tensor_core_problems` is empty."""
     kernel = KERNELS[spec.kind]
-    sch = Schedule(kernel.tensor_core_definition(spec, tiles).with_attr("global_symbol", name))
+    definition = kernel.tensor_core_definition(spec, tiles, fast_math=True)  # float16 on CUDA
+    sch = Schedule(definition.with_attr("global_symbol", name))
     kernel.schedule(sch, spec, tiles)
     return sch.mod["main"]
 

@@ -46,6 +46,7 @@ from .test_schedules import (
 )
 
 CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+CUDA_FAST_MATH = {"__expf": "T.exp(", "__fdividef": "T.Div("}  # CUDA-only call: exact TVMScript
 MAX_SMEM = max_shared_memory(CUDA)
 TILE_CHOICES = (
     FcmTiles(8, 4, 8, 64),
@@ -69,7 +70,17 @@ def cases() -> list[tuple[FcmSpec, FcmTiles | None]]:
     ]
     result += [(spec, tiles) for spec in kernel_variants() for tiles in other_tiles(spec)]
     result += [(spec, tiles) for spec in ALL_VARIANTS + MOBILENET_V2_LIKE for tiles in split_tiles(spec)]
-    return result + UNSTAGED + PATCH_ROWS + OUTPUT_ROWS + WEIGHT_LANES + DEPTHWISE_COLS + OUTPUT_COLS
+    tiled = UNSTAGED + PATCH_ROWS + OUTPUT_ROWS + WEIGHT_LANES + DEPTHWISE_COLS + OUTPUT_COLS
+    return result + tiled + FAST_MATH
+
+
+F16 = "float16"
+
+# float16 SiLU and sigmoid, on CUDA's fast exp and division (the emulation takes the exact ones).
+FAST_MATH: list[tuple[FcmSpec, FcmTiles | None]] = [
+    (FcmSpec(1, 24, 14, 14, (Pointwise(48, "silu"), Depthwise(3, 1, None, "sigmoid")), dtype=F16), None),
+    (FcmSpec(2, 32, 14, 14, (Depthwise(3, 2, None, "silu"), Pointwise(24, "silu")), dtype=F16), None),
+]
 
 
 # Inputs too wide to stage in shared memory: the 1x1 sums read global memory, padding inlined.
@@ -275,9 +286,12 @@ def emulate_on_cpu(func: tvm.tirx.PrimFunc) -> tvm.runtime.Module:
 
     Serial thread loops keep the schedule's semantics: each "thread" computes the shared tiles
     of the whole block before reading its part of them, which is what the barriers guarantee on
-    the GPU. Shared buffers become ordinary buffers; registers stay per-iteration locals.
+    the GPU. Shared buffers become ordinary buffers; registers stay per-iteration locals. CUDA's
+    fast-math functions (float16 kernels' sigmoid) become their exact twins.
     """
     source = tvm.IRModule({"main": func}).script()
+    for cuda_only, exact in CUDA_FAST_MATH.items():
+        source = source.replace(f'T.call_pure_extern("float32", "{cuda_only}", ', exact)
     source = re.sub(
         r'T\.thread_binding\((\d+), thread="[^"]+"(?:, annotations=\{[^}]*\})?\)', r"T.serial(\1)", source
     )
@@ -424,6 +438,15 @@ def test_fp16_kernel_stores_half_and_accumulates_in_float() -> None:
     source = cuda_source(spec, None)
     assert re.search(r"__shared__ alignas\(\d+\) half ", source), "fp16 intermediates in shared memory"
     assert re.search(r"\bfloat s1_acc_local\w*\[", source), "fp32 accumulators"
+
+
+def test_float16_sigmoids_take_the_special_function_unit_and_float32_ones_stay_exact() -> None:
+    def silu(dtype: str) -> FcmSpec:
+        return FcmSpec(1, 24, 14, 14, (Pointwise(48, "silu"), Depthwise(3, 1, None, "silu")), dtype=dtype)
+
+    fast, exact = cuda_source(silu("float16"), None), cuda_source(silu("float32"), None)
+    assert "__expf(" in fast and "__fdividef(" in fast and not re.search(r"\bexpf\(", fast)
+    assert "__expf(" not in exact and re.search(r"\bexpf\(", exact)
 
 
 def test_every_depthwise_variant_of_a_kind_gets_the_same_rule() -> None:

@@ -84,6 +84,8 @@ def test_the_kernel_multiplies_on_tensor_cores_and_compiles(case, nvcc: str, tmp
         {"residual_ptr"} if spec.residual else set()
     ), "no global buffer beyond the parameters: the intermediate stays on chip"
     assert "nvcuda::wmma::mma_sync" in source and "wmma::accumulator, 16, 16, 16, float>" in source
+    sigmoids = any(stage.activation in ("silu", "sigmoid") for stage in spec.stages)
+    assert ("__expf(" in source) == sigmoids and not re.search(r"\bexpf\(", source), "fast exp only"
     static_smem = compile_cubin(nvcc, source, tmp_path)  # the float32 accumulators; the rest is dynamic
     assert 0 < static_smem <= shared_bytes(spec, tiles)
 

@@ -232,13 +232,17 @@ tuned_table)  # MODELS' chains (of KINDS only, if given) re-timed with this GPU'
 tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this host's cores, checked
   # against float64 torch and timed, the H200 table rebuilt with them, then bench_each of MODELS;
   # TC_CHOICES picks the tiles (check_fcm_kernels.py splits: --tensor-cores, or --patch-reuse for
-  # the table's tile with 1-8 channel tiles a block)
-  dir=$RUN/tc; rm -rf $dir
-  python tests/gpu/check_fcm_kernels.py splits ${TC_CHOICES:---tensor-cores} $dir --models ${TC_MODELS:-$MODELS} \
-    --batch ${BATCH:-32} --precision ${PRECISION:-fp16} --sub-chains --kinds ${TC_KINDS:-pw_dw} --jobs 16 \
-    > $RUN/tc_export.log 2>&1
-  status=$?; echo "export exit $status"; tail -1 $RUN/tc_export.log
-  [ $status = 0 ] || { cp $RUN/tc_export.log "$OUT/tc_export.log"; exit $status; }  # no bench on a table without the sweep
+  # the table's tile with 1-8 channel tiles a block); TC_DIR names kernels exported beforehand
+  # (carried in, e.g. on the CPU machine), which skips the export
+  dir=${TC_DIR:-$RUN/tc}
+  if [ -z "${TC_DIR:-}" ]; then
+    rm -rf $dir
+    python tests/gpu/check_fcm_kernels.py splits ${TC_CHOICES:---tensor-cores} $dir --models ${TC_MODELS:-$MODELS} \
+      --batch ${BATCH:-32} --precision ${PRECISION:-fp16} --sub-chains --kinds ${TC_KINDS:-pw_dw} --jobs 16 \
+      > $RUN/tc_export.log 2>&1
+    status=$?; echo "export exit $status"; tail -1 $RUN/tc_export.log
+    [ $status = 0 ] || { cp $RUN/tc_export.log "$OUT/tc_export.log"; exit $status; }  # no bench on a table without the sweep
+  fi
   python tests/gpu/check_fcm_kernels.py run $dir --json "$OUT/sweep_tc.json" --jobs 16 > $RUN/tc_run.log 2>&1
   status=$?; echo "run exit $status"; tail -2 $RUN/tc_run.log; cp $RUN/tc_run.log "$OUT/sweep_tc.log"
   [ $status = 0 ] || exit $status

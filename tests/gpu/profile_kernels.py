@@ -5,8 +5,8 @@ Here (TVM compiler)::
     .venv/bin/python tests/gpu/profile_kernels.py export DIR "32x24x56x56 pw144" "32x192x7x7 pw1152:silu"
 
 exports, per key prefix, the first chain of the four headline models whose key starts with it,
-built with the tiles of the H100's table (a library each, ``k<i>``, with a ``check_fcm_kernels``
-manifest).
+built with the tiles of a GPU's table (``--gpu``, the H100's unless named; a library each,
+``k<i>``, with a ``check_fcm_kernels`` manifest), in ``--precision`` (fp32 unless named).
 
 On the GPU host (runtime only)::
 
@@ -27,7 +27,7 @@ from pathlib import Path
 MODELS = ("mobilenet_v2", "efficientnet_b0", "mobilenet_v3_large", "mnasnet1_0")
 
 
-def export(folder: Path, batch: int, prefixes: list[str]) -> None:
+def export(folder: Path, batch: int, precision: str, gpu_name: str, prefixes: list[str]) -> None:
     from check_fcm_kernels import _export_layer
 
     from fcm_tvm.benchmarks.chains import LayerCase, model_chains
@@ -36,10 +36,10 @@ def export(folder: Path, batch: int, prefixes: list[str]) -> None:
 
     specs = {}
     for model in MODELS:
-        for spec, _ in model_chains(LayerCase(model, batch, "fp32"), sub_chains=True):
+        for spec, _ in model_chains(LayerCase(model, batch, precision), sub_chains=True):
             specs.setdefault(spec.key, spec)
     folder.mkdir(parents=True, exist_ok=True)
-    gpu, manifest = get_gpu("h100"), []
+    gpu, manifest = get_gpu(gpu_name), []
     for index, prefix in enumerate(prefixes):
         spec = specs[next(key for key in specs if key.startswith(prefix))]
         manifest += _export_layer((f"k{index}", spec, [measured(spec, gpu).tiles], folder))
@@ -69,11 +69,13 @@ def main() -> int:
     exporter.add_argument("folder", type=Path)
     exporter.add_argument("prefixes", nargs="+", help="chain keys (FcmSpec.key) or their beginnings")
     exporter.add_argument("--batch", type=int, default=32)
+    exporter.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    exporter.add_argument("--gpu", default="h100", help="whose measured table gives the tiles")
     sub.add_parser("run").add_argument("folder", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     if args.command == "export":
-        export(args.folder, args.batch, args.prefixes)
+        export(args.folder, args.batch, args.precision, args.gpu, args.prefixes)
     else:
         run(args.folder)
     return 0
