@@ -345,7 +345,7 @@ def test_with_tuning_records_a_measured_chain_must_beat_the_tuned_stock_chain(mo
 
 
 def test_on_a_gpu_with_measured_chains_an_unmeasured_chain_is_not_fused():
-    spec = chain("mobilenet_v2", "b2", batch=16)  # measured at batch 1 and 32 only
+    spec = chain("mobilenet_v2", "b2", batch=65)  # measured at batch 1 and 32 only
     decision = plan_chain(spec, H100)
     assert not decision.fuse and decision.reason.startswith("not measured on h100")
     assert plan_chain(spec, ORIN).reason != decision.reason  # no measured table: the model decides
@@ -393,6 +393,71 @@ def test_a_gpu_without_a_shipped_table_is_planned_from_ones_own(monkeypatch, tmp
     monkeypatch.setenv(measured_module.MEASURED_ENV, str(tmp_path))
     assert plan_chain(timed, ORIN).reason.startswith("measured against stock: ")
     assert plan_chain(untimed, ORIN).reason.startswith("not measured on orin")
+
+
+def timed_at(spec: FcmSpec, batch: int, tiles: FcmTiles, fcm_us: float, stock_us: float) -> dict:
+    """A table row of ``spec`` timed at ``batch``."""
+    return {
+        "key": replace(spec, batch=batch).key,
+        "tiles": vars(tiles),
+        "fcm_us": fcm_us,
+        "stock_us": stock_us,
+    }
+
+
+SMALL, LARGE = FcmTiles(4, 4, 4, 32), FcmTiles(64, 7, 7, 196, 4)  # both fit MobileNetV2's b8
+
+
+def test_a_chain_between_two_timed_batches_takes_their_times_interpolated_and_the_nearer_ones_tiles(
+    monkeypatch, tmp_path
+):
+    spec = chain("mobilenet_v2", "b8")
+    rows = [timed_at(spec, 1, SMALL, 10.0, 20.0), timed_at(spec, 32, LARGE, 100.0, 300.0)]
+    own_table(tmp_path, "orin", rows)
+    monkeypatch.setenv(measured_module.MEASURED_ENV, str(tmp_path))
+    at_8 = plan_chain(replace(spec, batch=8), ORIN)  # 8 is nearer 32 than 1 in ratio (8/1 > 32/8)
+    assert at_8.fuse and at_8.tiles == LARGE
+    assert at_8.fused.measured_s == pytest.approx((10 + 90 * 7 / 31) * 1e-6)
+    assert at_8.unfused.measured_s == pytest.approx((20 + 280 * 7 / 31) * 1e-6)
+    assert at_8.reason.startswith("measured against stock at batches 1 and 32, interpolated: ")
+    assert plan_chain(replace(spec, batch=4), ORIN).tiles == SMALL  # 4/1 < 32/4
+
+
+def test_two_timed_batches_that_disagree_on_fusing_leave_a_batch_between_them_unfused(monkeypatch, tmp_path):
+    spec = chain("mobilenet_v2", "b8")
+    rows = [timed_at(spec, 1, SMALL, 30.0, 20.0), timed_at(spec, 32, LARGE, 100.0, 300.0)]
+    own_table(tmp_path, "orin", rows)
+    monkeypatch.setenv(measured_module.MEASURED_ENV, str(tmp_path))
+    assert plan_chain(replace(spec, batch=8), ORIN).measured_on is None  # the model decides
+
+
+def test_past_the_largest_timed_batch_its_times_scale_with_the_batch_up_to_twice_it(monkeypatch, tmp_path):
+    spec = chain("mobilenet_v2", "b8")
+    own_table(tmp_path, "orin", [timed_at(spec, 32, LARGE, 100.0, 300.0)])
+    monkeypatch.setenv(measured_module.MEASURED_ENV, str(tmp_path))
+    at_64 = plan_chain(replace(spec, batch=64), ORIN)
+    assert at_64.fuse and at_64.tiles == LARGE and at_64.fused.measured_s == pytest.approx(200e-6)
+    assert at_64.reason.startswith("measured against stock at batch 32, scaled: ")
+    assert plan_chain(replace(spec, batch=65), ORIN).measured_on is None  # the model decides
+    assert plan_chain(replace(spec, batch=16), ORIN).measured_on is None  # no timed batch below
+
+
+def test_batches_timed_on_different_gpus_are_not_interpolated(monkeypatch, tmp_path):
+    """An H200 plans on the H100's rows where it has none, but the two GPUs' times do not mix."""
+    spec = chain("mobilenet_v2", "b8", batch=16)
+    own_table(tmp_path, "h100", [timed_at(spec, 1, SMALL, 10.0, 20.0)])
+    own_table(tmp_path, "h200", [timed_at(spec, 32, LARGE, 100.0, 300.0)])
+    monkeypatch.setenv(measured_module.MEASURED_ENV, str(tmp_path))
+    monkeypatch.setattr(
+        measured_module, "_rows", lambda key, folder: measured_module._read_table(tmp_path / f"{key}.json")
+    )
+    assert plan_chain(spec, get_gpu("h200")).measured_on is None  # the model decides
+
+
+def test_the_shipped_tables_plan_batch_8_on_batches_1_and_32():
+    decisions = [plan_chain(spec, H100) for _, spec in model_chains("mobilenet_v2", 8)]
+    interpolated = [d for d in decisions if "at batches 1 and 32, interpolated" in d.reason]
+    assert interpolated and any(d.fuse for d in interpolated)
 
 
 def test_a_broken_table_of_ones_own_is_one_clear_error_naming_it(monkeypatch, tmp_path):

@@ -4,7 +4,8 @@ The cost model ranks tiles of one kernel family well but its absolute times are 
 medians, and on the H100 its picks measured up to 2.7x slower than the best tile it could have
 had (docs/planner.md). Where a chain was timed on a GPU (``data/measured/<gpu>.json``, written by
 :mod:`fcm_tvm.benchmarks.measured_table` from the benchmark JSON in docs/results), the planner
-uses the best measured tiles and times instead; every other chain and GPU is priced by the model.
+uses the best measured tiles and times instead (a chain at an untimed batch, those of the batches
+around it: :func:`between_batches`); every other chain and GPU is priced by the model.
 
 Three clocks: the layer benchmark's wall-clock time of one call (``fcm_us``, ``stock_us``, ...),
 which for a stock chain includes the VM's launch of each of its kernels; the kernels' own GPU
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -43,6 +44,7 @@ class Measured:
     stock_tuned_s: float | None = None
     clock: str = "wall"  # "gpu": kernel time under ncu; "graph": inside a CUDA graph
     gpu: str = ""  # the GPU whose table the row came from (empty for a row read on its own)
+    batches: tuple[int, ...] = ()  # the timed batches it stands in from (:func:`between_batches`)
 
     def baseline(self, tuned: bool) -> tuple[str, float | None]:
         """The stock chain that fusing must beat, named, with its time: the tuned one when the
@@ -70,7 +72,84 @@ def measured(spec: FcmSpec, gpu: GpuSpec, cuda_graph: bool = False, tuned: bool 
 def measured_on(spec: FcmSpec, gpu: GpuSpec, clock: str, tuned: bool = False) -> Measured | None:
     """What was measured for ``spec`` on ``gpu`` on ``clock`` (None where not; see :func:`from_row`)."""
     row = table_rows(gpu.key, tuned).get(spec.key)
+    return between_batches(spec, gpu, clock, tuned) if row is None else from_row(row, clock)
+
+
+# How far past the largest timed batch the times are scaled with the batch: the tables hold
+# batches 1 and 32, and issue 3's range ends at 64.
+MAX_EXTRAPOLATION = 2
+
+
+def between_batches(spec: FcmSpec, gpu: GpuSpec, clock: str, tuned: bool = False) -> Measured | None:
+    """A chain not timed at its own batch, from the same chain timed by one GPU at the nearest
+    batches below and above it, where both agree on whether the FCM beats stock: the times
+    interpolated linearly in the batch, with the tiles of the batch nearer in ratio. Past the
+    largest timed batch (up to :data:`MAX_EXTRAPOLATION` times it) the times scale with the
+    batch. None where the chain lacks such rows, or where they disagree.
+
+    Why: the tables hold batches 1 and 32, and a build at batch 8 fused nothing. Why only where
+    they agree: no batch between was timed, and a crossover between them could fall anywhere.
+    """
+    timed = {b: m for b in table_batches(gpu.key, tuned) if (m := _at_batch(spec, b, gpu, clock, tuned))}
+    below = max((b for b in timed if b < spec.batch), default=None)
+    above = min((b for b in timed if b > spec.batch), default=None)
+    if below is None:
+        return None
+    if above is None:
+        if spec.batch > MAX_EXTRAPOLATION * below:
+            return None
+        return _scaled(timed[below], spec.batch / below, (below,))
+    low, high = timed[below], timed[above]
+    if low.gpu != high.gpu or _fcm_wins(low, tuned) != _fcm_wins(high, tuned):
+        return None
+    share = (spec.batch - below) / (above - below)
+    nearer = low if spec.batch * spec.batch < below * above else high  # nearer in ratio
+    return Measured(
+        nearer.tiles,
+        _between(low.fcm_s, high.fcm_s, share),
+        _between(low.stock_s, high.stock_s, share),
+        _between(low.stock_tuned_s, high.stock_tuned_s, share),
+        clock,
+        low.gpu,
+        (below, above),
+    )
+
+
+def table_batches(gpu_key: str, tuned: bool = False) -> tuple[int, ...]:
+    """The batches of the chains timed for ``gpu_key`` (chain keys begin with the batch)."""
+    return _batches(gpu_key, os.environ.get(MEASURED_ENV, ""), tuned)
+
+
+@cache
+def _batches(gpu_key: str, folder: str, tuned: bool) -> tuple[int, ...]:
+    return tuple(sorted({int(key.split("x", 1)[0]) for key in _merged_rows(gpu_key, folder, tuned)}))
+
+
+def _at_batch(spec: FcmSpec, batch: int, gpu: GpuSpec, clock: str, tuned: bool) -> Measured | None:
+    row = table_rows(gpu.key, tuned).get(replace(spec, batch=batch).key)
     return None if row is None else from_row(row, clock)
+
+
+def _fcm_wins(known: Measured, tuned: bool) -> bool | None:
+    baseline = known.baseline(tuned)[1]
+    return None if baseline is None else known.fcm_s < baseline
+
+
+def _between(low: float | None, high: float | None, share: float) -> float | None:
+    return None if low is None or high is None else low + (high - low) * share
+
+
+def _scaled(known: Measured, factor: float, batches: tuple[int, ...]) -> Measured:
+    def times(seconds: float | None) -> float | None:
+        return None if seconds is None else seconds * factor
+
+    return replace(
+        known,
+        fcm_s=known.fcm_s * factor,
+        stock_s=times(known.stock_s),
+        stock_tuned_s=times(known.stock_tuned_s),
+        batches=batches,
+    )
 
 
 def table_rows(gpu_key: str, tuned: bool = False) -> dict[str, dict]:

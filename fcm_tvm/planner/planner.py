@@ -4,8 +4,9 @@ A chain is fused only when some tile fits the GPU and the best fused kernel (lea
 time, then least DRAM traffic) beats the stock kernels on both counts: fewer DRAM bytes (the
 paper's criterion, and what ncu can check) and less predicted time (so that recomputation, L2
 load of redundant reads and a grid too small for the GPU can still veto it). Where the chain
-was timed on the GPU (:mod:`.measured`), the measured times replace the predicted ones; on a
-GPU with measured chains, a chain that was not measured is not fused (see ``UNMEASURED``).
+was timed on the GPU (:mod:`.measured`; at its batch, or at the batches around it), the
+measured times replace the predicted ones; on a GPU with measured chains, a chain that was not
+measured is not fused (see ``UNMEASURED``).
 """
 
 from __future__ import annotations
@@ -165,9 +166,18 @@ def measured_decision(
         reason += "; the rewrite fuses its PW->DW head in its place, which saves more than its DW->PW tail"
     tiles = known.tiles if fuse else None
     clock = {"gpu": " (GPU time)", "graph": " (in a CUDA graph)"}.get(known.clock, "")
-    reason = f"measured against {against}{clock}: {reason}"
+    reason = f"measured against {against}{clock}{batches_text(known)}: {reason}"
     measured_on = known.gpu or None
     return Decision(spec, gpu, fuse, tiles, reason, unfused, fused, name, fallback, measured_on, against)
+
+
+def batches_text(known: Measured) -> str:
+    """How a decision's times stand in from other batches (empty where timed at its own)."""
+    if len(known.batches) == 2:
+        return f" at batches {known.batches[0]} and {known.batches[1]}, interpolated"
+    if known.batches:
+        return f" at batch {known.batches[0]}, scaled"
+    return ""
 
 
 def sub_chains(spec: FcmSpec) -> tuple[FcmSpec, FcmSpec]:
