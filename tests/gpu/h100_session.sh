@@ -106,6 +106,7 @@
 # the rest of the budget.
 # Twenty-eighth session: no call ran. Fifteen start calls got no machine (90-180 s each, 1531 s
 # in all, asked for as either kind), until too little time was left to start one.
+# Thirtieth session: no call ran either. Seventeen start calls got no machine (15-180 s each; 1411 s).
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | gated_b32 | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift
