@@ -93,6 +93,7 @@ def fcm_compute(spec: FcmSpec, fast_math: bool = False) -> tuple[list[te.Tensor]
     x = te.placeholder(spec.input.as_tuple(), spec.dtype, name="x")
     residual = te.placeholder(spec.output.as_tuple(), spec.dtype, name="residual") if spec.residual else None
     inputs = [x]
+    builders = activation_builders(fast_math)
     current, current_is_padded = x, False
     for index, (stage, weight_shape) in enumerate(zip(spec.stages, spec.weight_shapes())):
         weight = te.placeholder(weight_shape, spec.dtype, name=f"w{index}")
@@ -106,7 +107,7 @@ def fcm_compute(spec: FcmSpec, fast_math: bool = False) -> tuple[list[te.Tensor]
             padded = current if out_pads == NO_PADS else _pad(index, out_pads, current)
             acc = _pointwise_sum(index, stage, padded, weight)
         is_last = index == len(spec.stages) - 1
-        act = activation_builders(fast_math)[stage.activation]
+        act = builders[stage.activation]
         current = _epilogue(index, act, acc, bias, residual if is_last else None, spec.dtype, out_pads)
         current_is_padded = _feeds_depthwise(spec, index)
     if residual is not None:

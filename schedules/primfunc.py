@@ -31,13 +31,14 @@ def _cuda_primfunc(spec: FcmSpec, tiles: FcmTiles | None, target_json: str) -> t
     from .cuda import max_shared_memory, schedule_cuda
 
     target = tvm.target.Target(target_json)
+    fast_math = spec.dtype == "float16"  # compute.FAST_ACTIVATION_BUILDERS: float16 on CUDA only
     if tiles is not None and tiles.tensor_cores:
         problems = tensor_core_problems(spec, tiles, max_shared_memory(target))
         if problems:
             raise FcmError(f"tiles {tiles.label} of FCM {spec.key}: " + "; ".join(problems))
-        scheduled = tensor_core_primfunc(spec, tiles, symbol_name(spec))
+        scheduled = tensor_core_primfunc(spec, tiles, symbol_name(spec), fast_math)
     else:
-        definition = fcm_te_primfunc(spec, symbol_name(spec), fast_math=spec.dtype == "float16")
+        definition = fcm_te_primfunc(spec, symbol_name(spec), fast_math)
         scheduled = schedule_cuda(spec, tiles, target, definition)
     return scheduled.with_attrs({SCHEDULED_ATTR: True, OP_PATTERN_ATTR: OPAQUE})
 

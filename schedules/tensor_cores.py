@@ -22,10 +22,12 @@ def tensor_core_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
     return kernel.tensor_core_problems(spec, tiles, max_smem)
 
 
-def tensor_core_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str) -> tvm.tirx.PrimFunc:
+def tensor_core_primfunc(
+    spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool = False
+) -> tvm.tirx.PrimFunc:
     """The scheduled kernel; call only when :func:`tensor_core_problems` is empty."""
     kernel = KERNELS[spec.kind]
-    definition = kernel.tensor_core_definition(spec, tiles, fast_math=True)  # float16 on CUDA
+    definition = kernel.tensor_core_definition(spec, tiles, fast_math)
     sch = Schedule(definition.with_attr("global_symbol", name))
     kernel.schedule(sch, spec, tiles)
     return sch.mod["main"]

@@ -98,21 +98,17 @@ def between_batches(spec: FcmSpec, gpu: GpuSpec, clock: str, tuned: bool = False
     if above is None:
         if spec.batch > MAX_EXTRAPOLATION * below:
             return None
-        return _scaled(timed[below], spec.batch / below, (below,))
+        scaled = [None if t is None else t * spec.batch / below for t in _times(timed[below])]
+        return _stand_in(timed[below], scaled, (below,))
     low, high = timed[below], timed[above]
     if low.gpu != high.gpu or _fcm_wins(low, tuned) != _fcm_wins(high, tuned):
         return None
     share = (spec.batch - below) / (above - below)
+    between = [
+        None if a is None or b is None else a + (b - a) * share for a, b in zip(_times(low), _times(high))
+    ]
     nearer = low if spec.batch * spec.batch < below * above else high  # nearer in ratio
-    return Measured(
-        nearer.tiles,
-        _between(low.fcm_s, high.fcm_s, share),
-        _between(low.stock_s, high.stock_s, share),
-        _between(low.stock_tuned_s, high.stock_tuned_s, share),
-        clock,
-        low.gpu,
-        (below, above),
-    )
+    return _stand_in(nearer, between, (below, above))
 
 
 def table_batches(gpu_key: str, tuned: bool = False) -> tuple[int, ...]:
@@ -135,21 +131,14 @@ def _fcm_wins(known: Measured, tuned: bool) -> bool | None:
     return None if baseline is None else known.fcm_s < baseline
 
 
-def _between(low: float | None, high: float | None, share: float) -> float | None:
-    return None if low is None or high is None else low + (high - low) * share
+def _times(known: Measured) -> tuple[float | None, ...]:
+    return known.fcm_s, known.stock_s, known.stock_tuned_s
 
 
-def _scaled(known: Measured, factor: float, batches: tuple[int, ...]) -> Measured:
-    def times(seconds: float | None) -> float | None:
-        return None if seconds is None else seconds * factor
-
-    return replace(
-        known,
-        fcm_s=known.fcm_s * factor,
-        stock_s=times(known.stock_s),
-        stock_tuned_s=times(known.stock_tuned_s),
-        batches=batches,
-    )
+def _stand_in(known: Measured, times: list, batches: tuple[int, ...]) -> Measured:
+    """``known`` (its tiles, clock and GPU) with the times :func:`between_batches` derived."""
+    fcm_s, stock_s, stock_tuned_s = times
+    return replace(known, fcm_s=fcm_s, stock_s=stock_s, stock_tuned_s=stock_tuned_s, batches=batches)
 
 
 def table_rows(gpu_key: str, tuned: bool = False) -> dict[str, dict]:
