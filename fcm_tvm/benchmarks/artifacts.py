@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gpus import local_gpu_name
+
 MANIFEST = "manifest.json"
 COLUMNS = ["model", "batch", "fuse", "fused", "max_rel_error", "passed", "median_ms", "min_ms", "device"]
 
@@ -56,7 +58,7 @@ def check(artifact_dir: Path, report_dir: Path, input_sets: int, repeat: int) ->
         rows += _check_model(
             [e for e in entries if e["source"]["zoo"] == zoo], artifact_dir, input_sets, repeat
         )
-    print(save_report(report_dir, "runtime_check", rows, COLUMNS, {"gpu": _gpu_name()}))
+    print(save_report(report_dir, "runtime_check", rows, COLUMNS, {"gpu": local_gpu_name() or "none"}))
     return all(row["passed"] for row in rows)
 
 
@@ -113,12 +115,6 @@ def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     if actual.shape != expected.shape or not np.isfinite(actual).all():
         return float("inf")
     return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
-
-
-def _gpu_name() -> str:
-    import tvm
-
-    return tvm.cuda(0).device_name if tvm.cuda(0).exist else "none"
 
 
 def main(argv: list[str] | None = None) -> int:

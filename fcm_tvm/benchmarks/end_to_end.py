@@ -26,6 +26,7 @@ import numpy as np
 from .. import records as shipped  # a module reference: tests point shipped_root elsewhere
 from ..energy import EnergyRuns, interleaved_energy
 from ..errors import FcmError
+from ..gpus import local_gpu_name
 from ..records import find_records, tuning_dir
 from .report import save_report
 
@@ -245,7 +246,7 @@ def bench(
         "variants": variants,
         "energy": meter is not None,
         "gpu": gpu_key,
-        "device": _device_name(),
+        "device": local_gpu_name(),  # may differ from the GPU it planned for
         "tuning_records": [str(root) for root in roots] or None,
         "cuda_graph": cuda_graph,
     }
@@ -266,14 +267,6 @@ def _gpu_key(target: str) -> str | None:
 
     resolved = resolve_target(target)
     return resolved.gpu.key if resolved.is_cuda and resolved.gpu else None
-
-
-def _device_name() -> str | None:
-    """The GPU that ran the bench, which may differ from the one it planned for (``gpu``)."""
-    from ..target import local_cuda_device
-
-    device = local_cuda_device()
-    return None if device is None else device.device_name
 
 
 def _energy_meter():
