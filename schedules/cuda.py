@@ -15,6 +15,7 @@ from .rules import RULES
 from .spec import FcmSpec, FcmTiles
 from .thread_guard import guard_thread_lanes
 from .tiles import STATIC_SMEM, default_tiles, plan_kernel
+from .wmma import shared_memory_problems
 
 SHARED_SCOPES = ("shared", "shared.dyn")
 
@@ -52,10 +53,28 @@ def _apply(spec: FcmSpec, plan: KernelPlan, func: tvm.tirx.PrimFunc) -> tvm.tirx
     return guard_thread_lanes(sch.mod["main"], plan.layout.threads)
 
 
-def allocated_shared_bytes(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> int:
-    """Bytes of shared memory TVM allocates per block for ``func``, after its lowering passes
-    (which merge dynamic buffers and reuse the space of those no longer read)."""
+def allocated_shared(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> dict[str, int]:
+    """Bytes of shared memory TVM allocates per block for ``func``, by scope (``shared``, static;
+    ``shared.dyn``), after its lowering passes (which merge dynamic buffers and reuse the space
+    of those no longer read)."""
     pipeline, _, _ = tvm.tirx.get_default_tir_pipeline(target)
     lowered = pipeline(tvm.IRModule({"main": func.with_attr("target", target)}))
     sizes = calculate_allocated_bytes(lowered["main"])["main"]
-    return sum(int(sizes[scope]) for scope in SHARED_SCOPES if scope in sizes)
+    return {scope: int(sizes[scope]) for scope in SHARED_SCOPES if scope in sizes}
+
+
+def allocated_shared_bytes(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> int:
+    """:func:`allocated_shared` summed over the scopes."""
+    return sum(allocated_shared(func, target).values())
+
+
+def check_launchable(func: tvm.tirx.PrimFunc, target: tvm.target.Target, what: str) -> tvm.tirx.PrimFunc:
+    """``func`` (a tensor-core kernel: static accumulators, dynamic tiles) if its shared memory as
+    TVM allocates it launches on ``target`` (:func:`.wmma.shared_memory_problems`), else
+    :class:`FcmError` naming ``what``: the tile's estimate may miss how TVM merged the buffers."""
+    sizes = allocated_shared(func, target)
+    total, static = sum(sizes.values()), sizes.get("shared", 0)
+    problems = shared_memory_problems(total, static, max_shared_memory(target))
+    if problems:
+        raise FcmError(f"{what}: as TVM allocates it, " + "; ".join(problems))
+    return func

@@ -334,10 +334,11 @@ def gated_pw_primfunc(
         return definition(spec, tiles).with_attr("global_symbol", SYMBOL)
     if kind != "cuda":
         raise FcmError(f"no gated pointwise kernel for target kind '{kind}' (supported: cuda, llvm, c)")
-    from .cuda import max_shared_memory
+    from .cuda import check_launchable, max_shared_memory
 
     if problems := tile_problems(spec, tiles, max_shared_memory(target)):
         raise FcmError(f"tiles {tiles.label} of {spec.key}: " + "; ".join(problems))
     sch = Schedule(tvm.IRModule({"main": definition(spec, tiles).with_attr("global_symbol", SYMBOL)}))
     schedule(sch, spec, tiles)
+    check_launchable(sch.mod["main"], target, f"tiles {tiles.label} of {spec.key}")
     return sch.mod["main"].with_attrs({SCHEDULED_ATTR: True, OP_PATTERN_ATTR: OPAQUE})

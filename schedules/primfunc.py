@@ -28,7 +28,7 @@ def _cuda_primfunc(spec: FcmSpec, tiles: FcmTiles | None, target_json: str) -> t
 
     ``FoldAndFuse`` runs the fusion twice, and a benchmark compiles a model several times.
     """
-    from .cuda import max_shared_memory, schedule_cuda
+    from .cuda import check_launchable, max_shared_memory, schedule_cuda
 
     target = tvm.target.Target(target_json)
     fast_math = spec.dtype == "float16"  # compute.FAST_ACTIVATION_BUILDERS: float16 on CUDA only
@@ -37,6 +37,7 @@ def _cuda_primfunc(spec: FcmSpec, tiles: FcmTiles | None, target_json: str) -> t
         if problems:
             raise FcmError(f"tiles {tiles.label} of FCM {spec.key}: " + "; ".join(problems))
         scheduled = tensor_core_primfunc(spec, tiles, symbol_name(spec), fast_math)
+        check_launchable(scheduled, target, f"tiles {tiles.label} of FCM {spec.key}")
     else:
         definition = fcm_te_primfunc(spec, symbol_name(spec), fast_math)
         scheduled = schedule_cuda(spec, tiles, target, definition)

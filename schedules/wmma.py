@@ -66,12 +66,21 @@ def tile_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
 
 def shared_memory_problems(smem: int, accumulators: int, max_smem: int) -> list[str]:
     """Why a block with ``smem`` bytes of shared memory, ``accumulators`` of them the static
-    float32 accumulators, cannot launch (empty if it can)."""
-    limit = min(max_smem, STATIC_SMEM)  # TVM raises a kernel's dynamic limit only past 48 KiB of it
-    if smem > limit:
-        return [f"{smem} bytes of shared memory > {limit}"]
+    float32 accumulators and the rest dynamic, cannot launch (empty if it can).
+
+    A kernel gets 48 KiB of shared memory in all unless its dynamic limit is raised, and TVM's
+    CUDA runtime raises it (to the dynamic size) only for 48 KiB of dynamic shared memory or more:
+    a block of more than 48 KiB launches only when its dynamic part alone is that large."""
+    dynamic = smem - accumulators
     if accumulators > STATIC_SMEM:
         return [f"{accumulators} bytes of accumulators > {STATIC_SMEM} of static shared memory"]
+    if smem > max_smem:
+        return [f"{smem} bytes of shared memory > {max_smem}"]
+    if smem > STATIC_SMEM and dynamic < STATIC_SMEM:
+        return [
+            f"{smem} bytes of shared memory > {STATIC_SMEM} with {dynamic} of them dynamic: "
+            f"TVM raises a kernel's limit only for {STATIC_SMEM} dynamic bytes or more"
+        ]
     return []
 
 

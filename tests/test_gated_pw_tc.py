@@ -123,7 +123,7 @@ def test_the_gpu_sweep_times_the_defaults_and_only_tiles_that_fit() -> None:
         (GatedPwTiles(32, 40, 128), "pixel tile 40 is not whole fragments"),
         (GatedPwTiles(32, 64, 100), "100 threads are not whole warps"),
         (GatedPwTiles(16, 16, 128), "4 warps do not tile the (1, 1) fragments"),
-        (GatedPwTiles(256, 256, 1024), "bytes of shared memory"),
+        (GatedPwTiles(256, 256, 1024), "of static shared memory"),
         (GatedPwTiles(32, 64, 128, split=3), "split 3 does not divide 64 channels in chunks of 32"),
         (GatedPwTiles(32, 64, 128, chunk=24), "chunk 24 is not whole fragments of 16"),
         (GatedPwTiles(32, 64, 128, chunk=128), "split 1 does not divide 64 channels in chunks of 128"),

@@ -14,6 +14,7 @@ import tvm
 from fcm_tvm.benchmarks.measured_table import tiles_from_text
 from fcm_tvm.errors import FcmError
 from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
+from fcm_tvm.schedules.cuda import allocated_shared
 from fcm_tvm.schedules.cuda_pw_dw_tc import padded_pixels
 from fcm_tvm.schedules.tensor_cores import shared_bytes, tensor_core_definition
 
@@ -52,6 +53,7 @@ CASES = [  # deep layers of MobileNetV2 / MnasNet / EfficientNet, and what the d
     (pw_dw(2, 40, 7, 7, 64, 3, 1), tc(16, 7, 7, 64, reuse=2)),  # two channel tiles a block, one patch
     (pw_dw(1, 48, 14, 14, 48, 5, 1, residual=True, acts=("silu", "none")), tc(16, 7, 7, 128, reuse=3)),
     (pw_dw(1, 16, 14, 14, 96, 5, 2, acts=("hardswish", "silu")), tc(16, 7, 7, 64, reuse=3)),  # 2 blocks
+    (pw_dw(1, 192, 7, 7, 96, 5, 1), tc(48, 7, 7, 256, reuse=2)),  # 61 KiB of dynamic shared memory
 ]
 
 
@@ -104,7 +106,7 @@ def test_the_kernel_multiplies_on_tensor_cores_and_compiles(case, nvcc: str, tmp
             FcmTiles(32, 7, 7, 128, output_rows=2, tensor_cores=1),
             "no other knob",
         ),
-        (dw_pw(1, 64, 28, 28, 3, 1, 128), tc(128, 28, 28, 128), "bytes of shared memory"),
+        (dw_pw(1, 64, 28, 28, 3, 1, 128), tc(128, 28, 28, 128), "of static shared memory"),
         (dw_pw(1, 64, 7, 7, 3, 1, 32), FcmTiles(32, 7, 7, 128, split=4, tensor_cores=1), "split 4 does not"),
         (dw_pw(1, 64, 7, 7, 3, 1, 32), tc(16, 7, 7, 128, reuse=2), "patch reuse but for PW->DW"),
     ],
@@ -127,16 +129,17 @@ def test_tensor_core_tiles_name_what_does_not_fit(spec, tiles, problem: str) -> 
             FcmTiles(32, 7, 7, 128, patch_rows=2, tensor_cores=1),
             "no other knob",
         ),
-        (pw_dw(1, 64, 14, 14, 128, 5, 1), tc(128, 14, 14, 256), "bytes of shared memory"),
+        (pw_dw(1, 64, 14, 14, 128, 5, 1), tc(128, 14, 14, 256), "of static shared memory"),
+        (pw_dw(1, 64, 14, 14, 64, 5, 1), tc(32, 14, 14, 128), "dynamic bytes or more"),  # 76 KiB, 32 dynamic
         (
             pw_dw(1, 32, 7, 7, 96, 3, 1),
             tc(32, 7, 7, 128, reuse=2),
             "2 channel tiles of 32 per block do not divide 96",
         ),
         (
-            pw_dw(1, 256, 14, 14, 64, 5, 1),
+            pw_dw(1, 512, 14, 14, 64, 5, 1),
             tc(16, 14, 14, 64, reuse=2),
-            "bytes of shared memory",
+            f"bytes of shared memory > {MAX_SMEM}",
         ),  # the whole patch
     ],
 )
@@ -207,3 +210,17 @@ def test_patch_reuse_stages_the_whole_input_patch_once_per_block() -> None:
     chunked, whole = (tc(16, 7, 7, 128, reuse=r) for r in (1, 2))
     other_chunk = (64 - 32) * padded_pixels(deep, whole) * 2  # bytes beside the chunk staged at a time
     assert shared_bytes(deep, whole) - shared_bytes(deep, chunked) == other_chunk
+
+
+def test_a_block_past_48_kib_keeps_48_kib_or_more_dynamic_so_that_tvm_raises_its_limit() -> None:
+    spec, tiles = pw_dw(1, 192, 7, 7, 96, 5, 1), tc(48, 7, 7, 256, reuse=2)  # the whole 192-channel patch
+    sizes = allocated_shared(fcm_primfunc(spec, tiles, CUDA), CUDA)
+    assert sum(sizes.values()) > 48 * 1024
+    assert sizes["shared.dyn"] >= 48 * 1024, "else the launch is refused past 48 KiB"
+
+
+def test_a_tile_whose_merged_dynamic_memory_falls_under_48_kib_is_refused_at_build_time() -> None:
+    spec, tiles = pw_dw(1, 192, 7, 7, 1152, 3, 1), tc(64, 7, 7, 128, reuse=3)
+    assert not tile_problems(spec, tiles, MAX_SMEM), "the estimate counts 48 KiB or more dynamic"
+    with pytest.raises(FcmError, match="as TVM allocates it, .* dynamic bytes or more"):
+        fcm_primfunc(spec, tiles, CUDA)
