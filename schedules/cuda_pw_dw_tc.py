@@ -84,8 +84,12 @@ def padded_channels(spec: FcmSpec) -> int:
 
 
 def chunk(spec: FcmSpec, tiles: FcmTiles) -> int:
-    """Input channels per step: the largest of :data:`CHUNKS` dividing the padded count whose
+    """Input channels per step: all of them where the block stages its patch whole (the weights of
+    a channel tile then go to shared memory once per turn, and the GEMM runs between two barriers
+    instead of two per step), else the largest of :data:`CHUNKS` dividing the padded count whose
     buffers fit in static shared memory (the smallest where none does)."""
+    if stages_whole_patch(tiles):
+        return padded_channels(spec)
     steps = [c for c in CHUNKS if padded_channels(spec) % c == 0]
     return next((c for c in steps if _shared_bytes(spec, tiles, c) <= STATIC_SMEM), steps[-1])
 

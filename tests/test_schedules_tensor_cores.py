@@ -15,7 +15,7 @@ from fcm_tvm.benchmarks.measured_table import tiles_from_text
 from fcm_tvm.errors import FcmError
 from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
 from fcm_tvm.schedules.cuda import allocated_shared
-from fcm_tvm.schedules.cuda_pw_dw_tc import padded_pixels
+from fcm_tvm.schedules.cuda_pw_dw_tc import chunk, padded_pixels
 from fcm_tvm.schedules.tensor_cores import shared_bytes, tensor_core_definition
 
 from .test_schedules import CUDA, assert_matches_reference, random_inputs
@@ -208,7 +208,8 @@ def test_patch_reuse_stages_the_whole_input_patch_once_per_block() -> None:
     assert "for (int turn" not in sources[one]
     deep = pw_dw(1, 64, 14, 14, 128, 3, 1)  # 64 input channels: two chunks of 32
     chunked, whole = (tc(16, 7, 7, 128, reuse=r) for r in (1, 2))
-    other_chunk = (64 - 32) * padded_pixels(deep, whole) * 2  # bytes beside the chunk staged at a time
+    assert (chunk(deep, chunked), chunk(deep, whole)) == (32, 64), "whole patch, whole weights: one step"
+    other_chunk = (64 - 32) * (padded_pixels(deep, whole) + 16) * 2  # patch and 16 channels' weights
     assert shared_bytes(deep, whole) - shared_bytes(deep, chunked) == other_chunk
 
 
@@ -220,7 +221,7 @@ def test_a_block_past_48_kib_keeps_48_kib_or_more_dynamic_so_that_tvm_raises_its
 
 
 def test_a_tile_whose_merged_dynamic_memory_falls_under_48_kib_is_refused_at_build_time() -> None:
-    spec, tiles = pw_dw(1, 192, 7, 7, 1152, 3, 1), tc(64, 7, 7, 128, reuse=3)
+    spec, tiles = pw_dw(1, 112, 14, 14, 672, 5, 1), tc(48, 7, 7, 256, reuse=2)  # 40 of 63 KiB dynamic
     assert not tile_problems(spec, tiles, MAX_SMEM), "the estimate counts 48 KiB or more dynamic"
     with pytest.raises(FcmError, match="as TVM allocates it, .* dynamic bytes or more"):
         fcm_primfunc(spec, tiles, CUDA)

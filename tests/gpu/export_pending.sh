@@ -5,7 +5,7 @@
 #                             table's tiles, before and after the fast sigmoid (ade7203)
 #   .gpu/tc_reuse             the four headline models' PW->DW chains at batch 32 in fp16, the H200
 #                             table's tensor-core tile with 1-8 channel tiles a block (patch_reuse,
-#                             99 kernels)
+#                             104 kernels)
 #   .gpu/prof_tc              six slow tensor-core PW->DW kernels for ncu (profile_kernels.py)
 # On the GPU: bash tests/gpu/run_pending.sh kernels (then bench; see there)
 # Usage (the project's venv active): bash tests/gpu/export_pending.sh   (about 3 minutes on 2 cores)
