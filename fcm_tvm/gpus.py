@@ -98,21 +98,16 @@ def gpu_for_arch(arch: str) -> GpuSpec | None:
     return next((gpu for gpu in all_gpus().values() if gpu.arch == arch), None)
 
 
-def local_gpu_name() -> str | None:
-    """The name of this machine's first CUDA GPU; None without a device or CUDA runtime."""
+def detect_gpu() -> GpuSpec | None:
+    """This machine's first CUDA GPU; None without a device or CUDA runtime, or if not in the table."""
     try:
         import tvm
 
         device = tvm.cuda(0)
-        return device.device_name if device.exist else None
+        if not device.exist:
+            return None
+        name = device.device_name
     except Exception:  # TVM raises when its CUDA device API is not loaded
-        return None
-
-
-def detect_gpu() -> GpuSpec | None:
-    """This machine's first CUDA GPU; None without a device or CUDA runtime, or if not in the table."""
-    name = local_gpu_name()
-    if name is None:
         return None
     gpu = find_gpu(name)
     if gpu is None:

@@ -52,6 +52,12 @@ def local_cuda_device() -> tvm.runtime.Device | None:
         return None
 
 
+def local_gpu_name() -> str | None:
+    """The name of this machine's first CUDA GPU (the card a benchmark ran on); None without one."""
+    device = local_cuda_device()
+    return None if device is None else device.device_name
+
+
 # Kernels declare shared memory statically, and CUDA caps static shared memory at 48 KiB per block.
 STATIC_SMEM_LIMIT = 49152
 

@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gpus import local_gpu_name
-
 MANIFEST = "manifest.json"
 COLUMNS = ["model", "batch", "fuse", "fused", "max_rel_error", "passed", "median_ms", "min_ms", "device"]
 
@@ -50,6 +48,7 @@ def build(
 
 
 def check(artifact_dir: Path, report_dir: Path, input_sets: int, repeat: int) -> bool:
+    from ..target import local_gpu_name
     from .report import save_report
 
     entries = json.loads((artifact_dir / MANIFEST).read_text())

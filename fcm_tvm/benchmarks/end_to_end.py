@@ -26,7 +26,6 @@ import numpy as np
 from .. import records as shipped  # a module reference: tests point shipped_root elsewhere
 from ..energy import EnergyRuns, interleaved_energy
 from ..errors import FcmError
-from ..gpus import local_gpu_name
 from ..records import find_records, tuning_dir
 from .report import save_report
 
@@ -246,7 +245,7 @@ def bench(
         "variants": variants,
         "energy": meter is not None,
         "gpu": gpu_key,
-        "device": local_gpu_name(),  # may differ from the GPU it planned for
+        "device": _device_name(),  # may differ from the GPU it planned for (gpu)
         "tuning_records": [str(root) for root in roots] or None,
         "cuda_graph": cuda_graph,
     }
@@ -267,6 +266,12 @@ def _gpu_key(target: str) -> str | None:
 
     resolved = resolve_target(target)
     return resolved.gpu.key if resolved.is_cuda and resolved.gpu else None
+
+
+def _device_name() -> str | None:
+    from ..target import local_gpu_name  # not at import: the module loads without TVM
+
+    return local_gpu_name()
 
 
 def _energy_meter():
