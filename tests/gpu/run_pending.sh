@@ -16,13 +16,13 @@ case "${1:?kernels | bench}" in
 kernels)
   timeout 180 $check .gpu/tc_reuse --json "$OUT/sweep_tc_reuse.json" --jobs 16 > $KEEP/tc_reuse.log 2>&1
   echo "tc_reuse exit $?: $(tail -1 $KEEP/tc_reuse.log)"
-  python tests/gpu/knob_gain.py "$OUT/sweep_tc_reuse.json" patch_reuse -o "$OUT/patch_reuse.md" | tail -1
+  python tests/gpu/compare_runs.py -o "$OUT/patch_reuse.md" knob "$OUT/sweep_tc_reuse.json" patch_reuse | tail -1
   cp "$OUT/sweep_tc_reuse.json" $KEEP/
   for v in old new; do
     timeout 120 $check .gpu/ab_$v --json "$OUT/ab_$v.json" --jobs 16 > $KEEP/ab_$v.log 2>&1
     echo "ab_$v exit $?: $(tail -1 $KEEP/ab_$v.log)"
   done
-  python tests/gpu/compare_runs.py "$OUT/ab_old.json" "$OUT/ab_new.json" -o "$OUT/ab_fast_sigmoid.md" | tail -1
+  python tests/gpu/compare_runs.py -o "$OUT/ab_fast_sigmoid.md" ab "$OUT/ab_old.json" "$OUT/ab_new.json" | tail -1
   timeout 200 ncu --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis \
     -k regex:fcm_ --csv --page details python tests/gpu/profile_kernels.py run .gpu/prof_tc \
     > "$OUT/ncu_prof_tc.csv" 2> $KEEP/ncu.log
