@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from .errors import FcmError, TargetError
-
-log = logging.getLogger(__name__)
+from .errors import FcmError
 
 DEFAULT_GPU = "h100"  # what a CUDA target without a GPU or an arch is planned for
 
@@ -96,66 +93,3 @@ def gpu_for_arch(arch: str) -> GpuSpec | None:
     if default is not None:
         return all_gpus()[default]
     return next((gpu for gpu in all_gpus().values() if gpu.arch == arch), None)
-
-
-def detect_gpu() -> GpuSpec | None:
-    """This machine's first CUDA GPU; None without a device or CUDA runtime, or if not in the table."""
-    try:
-        import tvm
-
-        device = tvm.cuda(0)
-        if not device.exist:
-            return None
-        name = device.device_name
-    except Exception:  # TVM raises when its CUDA device API is not loaded
-        return None
-    gpu = find_gpu(name)
-    if gpu is None:
-        log.warning("GPU '%s' is not in the GPU table (%s)", name, ", ".join(sorted(all_gpus())))
-    return gpu
-
-
-def gpu_for_target(target: Any) -> GpuSpec:
-    """The GPU a target is meant for, to plan with.
-
-    ``target`` is a GPU name (``"h100"``), ``"cuda"`` (this machine's GPU, else H100), a target
-    dict (its ``"gpu"`` key, else its ``"arch"``: ``sm_90`` -> H100), a JSON string of one, or a
-    ``tvm.target.Target``. A CPU target or an unknown GPU or arch is a :class:`TargetError`.
-    """
-    if isinstance(target, str):
-        return _gpu_for_string(target.strip())
-    if isinstance(target, dict):
-        return _gpu_for_dict(target)
-    kind = getattr(getattr(target, "kind", None), "name", None)
-    if kind is None:
-        raise TargetError(f"cannot tell the GPU of a {type(target).__name__}; pass a GPU name or a target")
-    return _gpu_for_dict({"kind": kind, "arch": target.attrs.get("arch")})
-
-
-def _gpu_for_string(text: str) -> GpuSpec:
-    if text.startswith("{"):
-        return _gpu_for_dict(json.loads(text))
-    if text == "cuda":
-        return _gpu_for_dict({"kind": "cuda"})
-    gpu = find_gpu(text)
-    if gpu is None:
-        raise TargetError(f"no GPU for target '{text}'; known GPUs: {', '.join(sorted(all_gpus()))}")
-    return gpu
-
-
-def _gpu_for_dict(spec: dict[str, Any]) -> GpuSpec:
-    if spec.get("gpu"):
-        gpu = find_gpu(str(spec["gpu"]))
-        if gpu is None:
-            known = ", ".join(sorted(all_gpus()))
-            raise TargetError(f"unknown GPU '{spec['gpu']}' in target; known: {known}")
-        return gpu
-    if spec.get("kind") != "cuda":
-        raise TargetError(f"target kind '{spec.get('kind')}' has no GPU to plan for (FCMs are CUDA kernels)")
-    arch = spec.get("arch")
-    if not arch:
-        return detect_gpu() or all_gpus()[DEFAULT_GPU]
-    gpu = gpu_for_arch(str(arch))
-    if gpu is None:
-        raise TargetError(f"no GPU of arch '{arch}' in the table; add it to fcm_tvm/data/gpus.json")
-    return gpu

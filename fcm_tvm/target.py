@@ -10,7 +10,7 @@ from typing import Any
 import tvm
 
 from .errors import TargetError
-from .gpus import GpuSpec, all_gpus, find_gpu
+from .gpus import GpuSpec, all_gpus, find_gpu, gpu_for_arch
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ def _from_dict(spec: dict[str, Any]) -> ResolvedTarget:
 
 
 def _gpu_for_arch(arch: str | None) -> GpuSpec | None:
-    if arch is None:
-        return all_gpus()[DEFAULT_GPU]
-    same_arch = [gpu for gpu in all_gpus().values() if gpu.arch == arch]
-    return same_arch[0] if same_arch else None
+    return all_gpus()[DEFAULT_GPU] if arch is None else gpu_for_arch(arch)
 
 
 def _make_target(spec: str | dict) -> tvm.target.Target:

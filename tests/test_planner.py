@@ -6,25 +6,21 @@ import json
 import re
 from collections import Counter
 from dataclasses import fields, replace
-from types import SimpleNamespace
 
 import pytest
 
 import fcm_tvm
-import fcm_tvm.gpus as gpus
 import fcm_tvm.planner.measured as measured_module
 import fcm_tvm.planner.planner as planner_module
-from fcm_tvm.errors import FcmError, TargetError
+from fcm_tvm.errors import FcmError
 from fcm_tvm.frontend import graph_inputs, import_onnx
 from fcm_tvm.gpus import (
     GpuSpec,
     all_gpus,
     arch_defaults,
     data_keys,
-    detect_gpu,
     find_gpu,
     get_gpu,
-    gpu_for_target,
 )
 from fcm_tvm.models import build_model
 from fcm_tvm.pipeline import apply_fusion
@@ -604,68 +600,6 @@ def test_a_gpu_borrows_data_only_from_a_gpu_of_the_same_chip():
             same = ("arch", "sm_count", "smem_per_block", "max_threads_per_block", "fp32_tflops")
             assert all(getattr(gpu, name) == getattr(lender, name) for name in same), key
             assert lender.data_from in (None, key), key  # one step: no chains of borrowing
-
-
-@pytest.mark.parametrize(
-    ("target", "key"),
-    [
-        ({"kind": "cuda", "arch": "sm_90"}, "h100"),
-        ({"kind": "cuda", "arch": "sm_87"}, "orin"),
-        ({"kind": "cuda", "arch": "sm_90", "gpu": "h200"}, "h200"),
-        ('{"kind": "cuda", "arch": "sm_80"}', "a100"),
-        ("NVIDIA H100 PCIe", "h100-pcie"),
-        ("l4", "l4"),
-    ],
-)
-def test_the_gpu_of_a_target(target, key):
-    assert gpu_for_target(target).key == key
-
-
-def test_the_gpu_of_a_tvm_target():
-    import tvm
-
-    assert gpu_for_target(tvm.target.Target({"kind": "cuda", "arch": "sm_80"})).key == "a100"
-    with pytest.raises(TargetError, match="no GPU to plan for"):
-        gpu_for_target(tvm.target.Target("llvm"))
-
-
-@pytest.mark.parametrize(
-    "bad", ["llvm", {"kind": "cuda", "arch": "sm_52"}, {"kind": "cuda", "gpu": "voodoo"}, 42]
-)
-def test_a_target_without_a_known_gpu_is_one_clear_error(bad):
-    with pytest.raises(TargetError) as error:
-        gpu_for_target(bad)
-    assert "\n" not in str(error.value)
-
-
-def fake_cuda(monkeypatch, device):
-    import tvm
-
-    monkeypatch.setattr(tvm, "cuda", lambda index=0: device)
-
-
-def test_detect_gpu_reads_the_device_name(monkeypatch):
-    fake_cuda(monkeypatch, SimpleNamespace(exist=True, device_name="NVIDIA H100 80GB HBM3"))
-    assert detect_gpu() == H100
-    assert gpu_for_target("cuda") == H100
-
-
-def test_detect_gpu_is_none_without_a_device_or_for_an_unknown_one(monkeypatch):
-    fake_cuda(monkeypatch, SimpleNamespace(exist=False, device_name=""))
-    assert detect_gpu() is None
-    assert gpu_for_target({"kind": "cuda"}).key == gpus.DEFAULT_GPU
-    fake_cuda(monkeypatch, SimpleNamespace(exist=True, device_name="NVIDIA Voodoo 5"))
-    assert detect_gpu() is None
-
-
-def test_detect_gpu_is_none_when_the_cuda_runtime_is_missing(monkeypatch):
-    def no_runtime(index=0):
-        raise RuntimeError("Device API cuda is not enabled")
-
-    import tvm
-
-    monkeypatch.setattr(tvm, "cuda", no_runtime)
-    assert detect_gpu() is None
 
 
 def test_stage_helpers_describe_the_chain():

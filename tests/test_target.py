@@ -1,11 +1,13 @@
 """Targets: what users write, and what TVM gets."""
 
+from types import SimpleNamespace
+
 import pytest
 import tvm
 
 from fcm_tvm import TargetError
 from fcm_tvm.gpus import all_gpus, find_gpu
-from fcm_tvm.target import resolve_target
+from fcm_tvm.target import local_cuda_device, resolve_target
 
 
 def test_cuda_without_a_gpu_generates_code_for_the_h100():
@@ -50,6 +52,46 @@ def test_llvm_and_tvm_target_objects_work():
     assert not resolve_target("llvm").is_cuda
     target = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
     assert resolve_target(target).tvm_target is target
+
+
+@pytest.mark.parametrize(
+    ("target", "key"),
+    [
+        ({"kind": "cuda", "arch": "sm_90"}, "h100"),  # an arch's default GPU (gpus.json arch_defaults)
+        ({"kind": "cuda", "arch": "sm_87"}, "orin"),
+        ({"kind": "cuda", "arch": "sm_90", "gpu": "h200"}, "h200"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        (tvm.target.Target({"kind": "cuda", "arch": "sm_80"}), "a100"),
+    ],
+)
+def test_the_gpu_a_target_is_planned_for(target, key):
+    assert resolve_target(target).gpu.key == key
+
+
+def on_a_machine_with(monkeypatch, name: str) -> None:
+    device = SimpleNamespace(device_name=name, compute_version="8.9")
+    monkeypatch.setattr("fcm_tvm.target.local_cuda_device", lambda: device)
+
+
+def test_cuda_on_a_machine_with_a_gpu_plans_for_that_gpu(monkeypatch):
+    on_a_machine_with(monkeypatch, "NVIDIA L4")
+    resolved = resolve_target("cuda")
+    assert resolved.gpu.key == "l4" and resolved.arch == "sm_89" and resolved.detected
+
+
+def test_cuda_on_an_unknown_gpu_takes_its_arch_and_the_h100s_figures(monkeypatch):
+    on_a_machine_with(monkeypatch, "NVIDIA Voodoo 5")
+    resolved = resolve_target("cuda")
+    assert resolved.arch == "sm_89" and resolved.gpu.key == "h100"
+
+
+def test_no_cuda_runtime_is_no_local_gpu(monkeypatch):
+    def no_runtime(index=0):
+        raise RuntimeError("Device API cuda is not enabled")
+
+    monkeypatch.setattr(tvm, "cuda", no_runtime)
+    assert local_cuda_device() is None
+    assert resolve_target("cuda").gpu.key == "h100"
 
 
 @pytest.mark.parametrize("bad", ["foo", "cuda9", {"kind": "nope"}, {"kind": "cuda", "gpu": "voodoo"}, 42])
