@@ -107,6 +107,10 @@
 # Twenty-eighth session: no call ran. Fifteen start calls got no machine (90-180 s each, 1531 s
 # in all, asked for as either kind), until too little time was left to start one.
 # Thirtieth session: no call ran either. Seventeen start calls got no machine (15-180 s each; 1411 s).
+# Thirty-first session: eight start calls got no machine (90 s each); then an H100 for four calls:
+# run_pending.sh kernels on the runtime only (104 + 44 kernels checked, ncu of 6) 63 s with the
+# start; stage 0.2 s; run_pending.sh bench of two models at batch 32 fp16: 208 s and 179 s;
+# bench_each of two models at batch 1 fp16 and one at batch 8: 207 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | gated_b32 | tuned_table | tc_table | tc_graph | tune | tune_bench | ncu | profile}
 shift
