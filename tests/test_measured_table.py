@@ -302,3 +302,18 @@ def test_the_tables_give_efficientnet_b0s_deep_pw_dw_heads_tensor_core_tiles_tha
     for spec, tiles in on_tensor_cores.items():
         assert not tile_problems(spec, tiles, gpu.smem_per_block)
         assert fcm_primfunc(spec, tiles, CUDA).attrs["tirx.is_scheduled"]
+
+
+def test_a_sweep_timed_on_another_card_is_named_when_it_joins_a_table(tmp_path, capsys):
+    stages = [
+        {"type": "pw", "out_channels": 144, "activation": "relu6"},
+        {"type": "dw", "kernel": 3, "stride": 1, "pads": [1, 1, 1, 1], "activation": "relu6"},
+    ]
+    row = {"name": "k", "layer": "k", "ok": True, "fcm_us": 10.0, "tiles": {"channel_tile": 16}}
+    row |= {"input": [1, 24, 56, 56], "stages": stages, "residual": False, "dtype": "float16"}
+    on_h100, on_h200 = tmp_path / "h100.json", tmp_path / "h200.json"
+    on_h100.write_text(json.dumps([{**row, "device": "NVIDIA H100 80GB HBM3"}]))
+    on_h200.write_text(json.dumps([{**row, "device": "NVIDIA H200"}]))
+    main(["--gpu", "h200", "--sweep", str(on_h100), str(on_h200), "-o", str(tmp_path / "table.json")])
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {on_h100} was timed on NVIDIA H100 80GB HBM3, not h200"]

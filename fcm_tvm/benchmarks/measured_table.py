@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from ..gpus import all_gpus, find_gpu
+from ..gpus import GpuSpec, all_gpus, find_gpu
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .chains import LayerCase, model_chains
 
@@ -182,11 +183,21 @@ def without_fcm_of(kinds: set[str], entries: list[Entry]) -> list[Entry]:
     return kept
 
 
-def read_sources(sweeps: list[Path], layer_rows: list[dict]) -> list[Entry]:
+def read_sources(sweeps: list[Path], layer_rows: list[dict], gpu: GpuSpec | None = None) -> list[Entry]:
     entries = []
     for path in sweeps:
-        entries += sweep_entries(json.loads(path.read_text()))
+        rows = json.loads(path.read_text())
+        if gpu is not None and (others := other_cards(rows, gpu)):
+            print(f"note: {path} was timed on {', '.join(others)}, not {gpu.key}", file=sys.stderr)
+        entries += sweep_entries(rows)
     return entries + layer_entries(layer_rows)
+
+
+def other_cards(rows: list[dict], gpu: GpuSpec) -> list[str]:
+    """The cards other than ``gpu`` that timed sweep ``rows`` (those that name theirs, since the
+    thirty-first session): their FCM times would sit beside ``gpu``'s stock times."""
+    names = sorted({row["device"] for row in rows if row.get("device")})
+    return [name for name in names if getattr(find_gpu(name), "key", None) != gpu.key]
 
 
 def read_layer_rows(paths: list[Path]) -> list[dict]:
@@ -218,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     changed = set(filter(None, args.changed_kinds.split(",")))
     layer_rows = read_layer_rows(args.layers)
     entries = without_fcm_of(changed, read_sources(args.old_sweep, read_layer_rows(args.old_layers)))
-    entries += read_sources(args.sweep, layer_rows)  # after the old: the latest stock time counts
+    entries += read_sources(args.sweep, layer_rows, gpu)  # after the old: the latest stock time counts
     chains = [row for row in best_per_chain(entries) if row["fcm_us"] != float("inf")]
     profiled = gpu_times([w for path in args.gpu_times for w in json.loads(path.read_text())])
     in_graphs = graph_times(layer_rows)

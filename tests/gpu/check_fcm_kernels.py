@@ -703,13 +703,14 @@ def run(folder: Path, repeat: int, only: str | None, json_path: Path | None = No
         e for e in json.loads((folder / "manifest.json").read_text()) if not only or only in e["name"]
     ]
     compile_libraries(folder, manifest, jobs)
+    card = {"device": torch.cuda.get_device_name()}  # which card timed it: tables are per GPU
     rows = []
     for entry in manifest:
         try:
-            rows.append(check(entry, folder, generator, repeat))
+            rows.append({**check(entry, folder, generator, repeat), **card})
         except Exception as error:  # report and carry on: one broken kernel must not hide the rest
             message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-            rows.append({"name": entry["name"], "ok": False, "error": message[:120]})
+            rows.append({"name": entry["name"], "ok": False, "error": message[:120], **card})
         print(json.dumps(rows[-1]), flush=True)
         if json_path:  # after every kernel: a run cut off by a time limit keeps what it measured
             json_path.write_text(json.dumps(rows, indent=1))
