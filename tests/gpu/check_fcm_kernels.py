@@ -426,6 +426,25 @@ def patch_reuse_choices(spec, gpu) -> list:
     return [tiles for tiles in chosen if not tensor_core_problems(spec, tiles, gpu.smem_per_block)]
 
 
+def tc_warp_choices(spec, gpu) -> list:
+    """For a float16 PW->DW chain, :func:`table_tensor_core_choices`' tile with 2-16 warps, over
+    its channel tile and twice that (fewer warps each hold more fragments of the GEMM, and load
+    fewer of them again from shared memory); those that fit."""
+    from dataclasses import replace
+
+    from fcm_tvm.schedules.tensor_cores import tensor_core_problems
+
+    if spec.kind != "pw_dw":
+        return []
+    chosen = [
+        replace(base, channel_tile=channels, threads=threads)
+        for base in table_tensor_core_choices(spec, gpu)
+        for channels in (base.channel_tile, 2 * base.channel_tile)
+        for threads in (64, 128, 256, 512)
+    ]
+    return [t for t in dict.fromkeys(chosen) if not tensor_core_problems(spec, t, gpu.smem_per_block)]
+
+
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
     "--output-rows": ("output-row variants of the table's tiles", output_row_choices),
     "--vector-loads": ("vector-loaded weights of the table's tiles", vector_load_choices),
@@ -439,6 +458,10 @@ CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split cho
     "--table-tensor-cores": (
         "one tensor-core tile per float16 DW->PW or PW->DW chain",
         table_tensor_core_choices,
+    ),
+    "--tc-warps": (
+        "that tile of each float16 PW->DW chain with 2-16 warps, over 1-2x its channels",
+        tc_warp_choices,
     ),
     "--patch-reuse": (
         "that tile of each float16 PW->DW chain with 1-8 channel tiles a block",
