@@ -126,3 +126,17 @@ def test_patch_reuse_choices_retime_the_table_tile_with_more_channel_tiles_a_blo
         assert tiles.tensor_cores and not fit_problems(head, tiles, H100)
         assert head.output.c % (tiles.channel_tile * tiles.patch_reuse) == 0
     assert checker.patch_reuse_choices(BLOCK, H100) == []  # PW->DW only
+
+
+def test_tc_warp_choices_retime_the_table_tile_with_other_warps_and_up_to_twice_its_channels():
+    checker = kernel_checker()
+    head = FcmSpec(32, 192, 7, 7, (Pointwise(1152, "relu"), Depthwise(3, 1, None, "relu")), dtype="float16")
+    (table_tile,) = checker.table_tensor_core_choices(head, H100)
+    choices = checker.tc_warp_choices(head, H100)
+    assert table_tile in choices and len(set(choices)) == len(choices) > 1
+    for tiles in choices:
+        assert not fit_problems(head, tiles, H100)
+        assert tiles.threads in (64, 128, 256, 512)
+        assert tiles.channel_tile in (table_tile.channel_tile, 2 * table_tile.channel_tile)
+        assert replace(tiles, channel_tile=table_tile.channel_tile, threads=table_tile.threads) == table_tile
+    assert checker.tc_warp_choices(BLOCK, H100) == []  # PW->DW only
