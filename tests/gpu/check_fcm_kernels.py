@@ -412,37 +412,39 @@ def table_tensor_core_choices(spec, gpu) -> list:
 PATCH_REUSE = (1, 2, 3, 4, 6, 8)
 
 
-def patch_reuse_choices(spec, gpu) -> list:
-    """For a float16 PW->DW chain, :func:`table_tensor_core_choices`' tile with each of
-    :data:`PATCH_REUSE` channel tiles a block (those that divide the channels and fit)."""
-    from dataclasses import replace
-
+def table_tile_variants(spec, gpu, variants) -> list:
+    """For a float16 PW->DW chain, ``variants(tile)`` of :func:`table_tensor_core_choices`'
+    tile: those that fit, each once, in order."""
     from fcm_tvm.schedules.tensor_cores import tensor_core_problems
 
     if spec.kind != "pw_dw":
         return []
-    bases = table_tensor_core_choices(spec, gpu)
-    chosen = [replace(base, patch_reuse=reuse) for base in bases for reuse in PATCH_REUSE]
-    return [tiles for tiles in chosen if not tensor_core_problems(spec, tiles, gpu.smem_per_block)]
+    chosen = [tiles for base in table_tensor_core_choices(spec, gpu) for tiles in variants(base)]
+    return [t for t in dict.fromkeys(chosen) if not tensor_core_problems(spec, t, gpu.smem_per_block)]
+
+
+def patch_reuse_choices(spec, gpu) -> list:
+    """For a float16 PW->DW chain, the table's tensor-core tile with each of :data:`PATCH_REUSE`
+    channel tiles a block (those that divide the channels and fit)."""
+    from dataclasses import replace
+
+    return table_tile_variants(spec, gpu, lambda base: [replace(base, patch_reuse=r) for r in PATCH_REUSE])
+
+
+TC_WARP_THREADS = (64, 128, 256, 512)
 
 
 def tc_warp_choices(spec, gpu) -> list:
-    """For a float16 PW->DW chain, :func:`table_tensor_core_choices`' tile with 2-16 warps, over
-    its channel tile and twice that (fewer warps each hold more fragments of the GEMM, and load
-    fewer of them again from shared memory); those that fit."""
+    """For a float16 PW->DW chain, the table's tensor-core tile with 2-16 warps, over its channel
+    tile and twice that (fewer warps each hold more fragments of the GEMM, and load fewer of them
+    again from shared memory); those that fit."""
     from dataclasses import replace
 
-    from fcm_tvm.schedules.tensor_cores import tensor_core_problems
+    def variants(base):
+        channels = (base.channel_tile, 2 * base.channel_tile)
+        return [replace(base, channel_tile=c, threads=t) for c in channels for t in TC_WARP_THREADS]
 
-    if spec.kind != "pw_dw":
-        return []
-    chosen = [
-        replace(base, channel_tile=channels, threads=threads)
-        for base in table_tensor_core_choices(spec, gpu)
-        for channels in (base.channel_tile, 2 * base.channel_tile)
-        for threads in (64, 128, 256, 512)
-    ]
-    return [t for t in dict.fromkeys(chosen) if not tensor_core_problems(spec, t, gpu.smem_per_block)]
+    return table_tile_variants(spec, gpu, variants)
 
 
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
