@@ -29,9 +29,6 @@ kernels)
   echo "ncu exit $?: $(tail -1 $KEEP/ncu.log)" ;;
 bench)
   sweep=$KEEP/sweep_tc_reuse.json; [ -f $sweep ] || sweep=${SWEEP:?no sweep_tc_reuse.json: run kernels first, or name SWEEP}
-  mkdir -p /tmp/fcm-measured
-  EXTRA_SWEEPS=$sweep OUTPUT=/tmp/fcm-measured/h200.json bash tests/gpu/h200_table.sh || exit
-  cp /tmp/fcm-measured/h200.json "$OUT/measured_h200.json"
-  FCM_TVM_MEASURED=/tmp/fcm-measured MODELS=${MODELS:-mobilenet_v2,mnasnet1_0} BATCH=32 PRECISION=fp16 \
-    MODEL_TIMEOUT=${MODEL_TIMEOUT:-190} bash tests/gpu/h100_session.sh bench_each ;;
+  EXTRA_SWEEPS=$sweep MODELS=${MODELS:-mobilenet_v2,mnasnet1_0} BATCH=32 PRECISION=fp16 \
+    BENCH_TIMEOUT=${MODEL_TIMEOUT:-190} bash tests/gpu/h100_session.sh table_bench ;;
 esac
