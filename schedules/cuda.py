@@ -53,14 +53,18 @@ def _apply(spec: FcmSpec, plan: KernelPlan, func: tvm.tirx.PrimFunc) -> tvm.tirx
     return guard_thread_lanes(sch.mod["main"], plan.layout.threads)
 
 
-def allocated_shared(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> dict[str, int]:
-    """Bytes of shared memory TVM allocates per block for ``func``, by scope (``shared``, static;
-    ``shared.dyn``), after its lowering passes (which merge dynamic buffers and reuse the space
-    of those no longer read)."""
+def allocated(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> dict[str, int]:
+    """Bytes TVM allocates for ``func`` by scope (``shared``, static; ``shared.dyn``, per block;
+    ``local``, per thread), after its lowering passes (which merge dynamic buffers, reuse the
+    space of those no longer read, and size each buffer by the region its accesses span)."""
     pipeline, _, _ = tvm.tirx.get_default_tir_pipeline(target)
     lowered = pipeline(tvm.IRModule({"main": func.with_attr("target", target)}))
-    sizes = calculate_allocated_bytes(lowered["main"])["main"]
-    return {scope: int(sizes[scope]) for scope in SHARED_SCOPES if scope in sizes}
+    return {scope: int(size) for scope, size in calculate_allocated_bytes(lowered["main"])["main"].items()}
+
+
+def allocated_shared(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> dict[str, int]:
+    """:func:`allocated` of the shared-memory scopes."""
+    return {scope: size for scope, size in allocated(func, target).items() if scope in SHARED_SCOPES}
 
 
 def allocated_shared_bytes(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> int:
@@ -68,13 +72,23 @@ def allocated_shared_bytes(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -
     return sum(allocated_shared(func, target).values())
 
 
-def check_launchable(func: tvm.tirx.PrimFunc, target: tvm.target.Target, what: str) -> tvm.tirx.PrimFunc:
-    """``func`` (a tensor-core kernel: static accumulators, dynamic tiles) if its shared memory as
-    TVM allocates it launches on ``target`` (:func:`.wmma.shared_memory_problems`), else
-    :class:`FcmError` naming ``what``: the tile's estimate may miss how TVM merged the buffers."""
-    sizes = allocated_shared(func, target)
-    total, static = sum(sizes.values()), sizes.get("shared", 0)
+def check_launchable(
+    func: tvm.tirx.PrimFunc, target: tvm.target.Target, what: str, max_local: int | None = None
+) -> tvm.tirx.PrimFunc:
+    """``func`` (a scripted kernel: static accumulators, dynamic tiles) if its shared memory as
+    TVM allocates it launches on ``target`` (:func:`.wmma.shared_memory_problems`) and its
+    per-thread buffers take at most ``max_local`` bytes (where given), else :class:`FcmError`
+    naming ``what``: the tile's estimate may miss how TVM merged the buffers, and where TVM cannot
+    bound a register tile it sizes it over a whole loop, in local memory."""
+    sizes = allocated(func, target)
+    shared = {scope: size for scope, size in sizes.items() if scope in SHARED_SCOPES}
+    total, static = sum(shared.values()), shared.get("shared", 0)
     problems = shared_memory_problems(total, static, max_shared_memory(target))
+    if max_local is not None and sizes.get("local", 0) > max_local:
+        problems.append(
+            f"{sizes['local']} bytes a thread in local memory, more than its {max_local} bytes of "
+            "register tiles (TVM could not bound one)"
+        )
     if problems:
         raise FcmError(f"{what}: as TVM allocates it, " + "; ".join(problems))
     return func

@@ -289,11 +289,13 @@ def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:
     tensorize_gemm(sch, gemm, step, a_frag, b_frag, store)
 
 
-def depthwise_by_columns(sch: Schedule, acc, epilogue, threads: tuple[int, int]) -> None:
+def depthwise_by_columns(
+    sch: Schedule, acc, epilogue, threads: tuple[int, int], cache_column: bool = True
+) -> None:
     """A thread per (channel, column) pair of the tile: the column's sums, the channel's DW
-    weights and one kernel column of its inputs stay in registers, so each shared load feeds up
-    to ``kernel`` multiply-adds (one load per multiply-add and a global load per weight before),
-    and neighbouring lanes store neighbouring pixels."""
+    weights and (``cache_column``) one kernel column of its inputs stay in registers, so each
+    shared load feeds up to ``kernel`` multiply-adds (one load per multiply-add and a global load
+    per weight before), and neighbouring lanes store neighbouring pixels."""
     pairs, _ = sch.get_loops(epilogue)[-2:]
     _, warp, lane = sch.split(pairs, [None, *threads])
     sch.bind(warp, "threadIdx.y")
@@ -302,10 +304,13 @@ def depthwise_by_columns(sch: Schedule, acc, epilogue, threads: tuple[int, int])
     sch.compute_at(acc, lane)
     row, kernel_col, kernel_row = sch.get_loops(acc)[-3:]
     sch.reorder(kernel_col, kernel_row, row)
-    column = sch.cache_read(acc, 0, "local")
-    sch.compute_at(column, kernel_col)
     weights = sch.cache_read(acc, 1, "local")
+    copies = []
+    if cache_column:
+        column = sch.cache_read(acc, 0, "local")
+        sch.compute_at(column, kernel_col)
+        copies += loops_below(sch, column, kernel_col)
     sch.compute_at(weights, lane)
-    copies = (*loops_below(sch, column, kernel_col), *loops_below(sch, weights, lane))
+    copies += loops_below(sch, weights, lane)
     for loop in (kernel_col, kernel_row, row, *copies):
         sch.unroll(loop)

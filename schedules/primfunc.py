@@ -8,8 +8,8 @@ import tvm
 
 from ..errors import FcmError
 from .compute import fcm_te_primfunc
+from .scripted import is_scripted, scripted_primfunc, scripted_problems, scripted_register_bytes
 from .spec import FcmSpec, FcmTiles
-from .tensor_cores import tensor_core_primfunc, tensor_core_problems
 
 CPU_KINDS = ("llvm", "c")
 SCHEDULED_ATTR = "tirx.is_scheduled"  # dlight and MetaSchedule leave such functions alone
@@ -32,12 +32,13 @@ def _cuda_primfunc(spec: FcmSpec, tiles: FcmTiles | None, target_json: str) -> t
 
     target = tvm.target.Target(target_json)
     fast_math = spec.dtype == "float16"  # compute.FAST_ACTIVATION_BUILDERS: float16 on CUDA only
-    if tiles is not None and tiles.tensor_cores:
-        problems = tensor_core_problems(spec, tiles, max_shared_memory(target))
+    if is_scripted(tiles):
+        problems = scripted_problems(spec, tiles, max_shared_memory(target))
         if problems:
             raise FcmError(f"tiles {tiles.label} of FCM {spec.key}: " + "; ".join(problems))
-        scheduled = tensor_core_primfunc(spec, tiles, symbol_name(spec), fast_math)
-        check_launchable(scheduled, target, f"tiles {tiles.label} of FCM {spec.key}")
+        scheduled = scripted_primfunc(spec, tiles, symbol_name(spec), fast_math)
+        what = f"tiles {tiles.label} of FCM {spec.key}"
+        check_launchable(scheduled, target, what, scripted_register_bytes(spec, tiles))
     else:
         definition = fcm_te_primfunc(spec, symbol_name(spec), fast_math)
         scheduled = schedule_cuda(spec, tiles, target, definition)

@@ -243,6 +243,11 @@ class FcmTiles:
     ``patch_reuse`` of PW->DW: a block computes that many channel tiles in turn from one input
     patch staged whole in shared memory (with 1, each block stages its tile's patch a chunk of
     input channels at a time, and every channel tile of an image tile stages it again).
+
+    ``register_pw = 1`` builds the PW->DW kernel for few input channels (:mod:`.cuda_pw_dw_regs`):
+    threads keep their channels' PW weights in registers over a float32 input patch staged once
+    per block; ``channel_tile``, the tile, ``threads`` and ``patch_reuse`` keep their meaning,
+    ``patch_rows`` is the pixels each thread sums at a time, the other knobs stay at 1.
     """
 
     channel_tile: int = 32
@@ -259,6 +264,7 @@ class FcmTiles:
     output_cols: int = 1
     patch_reuse: int = 1
     tensor_cores: int = 0
+    register_pw: int = 0
 
     @property
     def label(self) -> str:
@@ -277,4 +283,4 @@ class FcmTiles:
             "r": self.patch_reuse,
         }
         label += "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)
-        return label + " tc" * self.tensor_cores
+        return label + " tc" * self.tensor_cores + " rw" * self.register_pw

@@ -24,8 +24,8 @@ from .layout import (
     staged_input_elements,
 )
 from .rules import RULES
+from .scripted import is_scripted, scripted_problems
 from .spec import FcmSpec, FcmTiles, Pointwise
-from .tensor_cores import tensor_core_problems
 
 STATIC_SMEM = 48 * 1024  # the most a kernel may declare statically; more needs dynamic shared memory
 STAGED_SMEM = 100 * 1024  # the most a block with a staged input may use: two blocks per H100 SM
@@ -40,8 +40,8 @@ WEIGHT_LANES = (1, 2, 4)  # weights per vector load (FcmTiles.weight_lanes, patc
 
 def tile_problems(spec: FcmSpec, tiles: FcmTiles, max_smem_per_block: int) -> list[str]:
     """Why ``tiles`` cannot run ``spec`` on a GPU with ``max_smem_per_block`` bytes (empty if they can)."""
-    if tiles.tensor_cores:
-        return tensor_core_problems(spec, tiles, max_smem_per_block)
+    if is_scripted(tiles):
+        return scripted_problems(spec, tiles, max_smem_per_block)
     return _plan(spec, tiles, max_smem_per_block)[1]
 
 
@@ -74,9 +74,9 @@ def stages_input(spec: FcmSpec, tiles: FcmTiles, chunk: int, max_smem: int) -> b
 
 
 def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | None, list[str]]:
-    if tiles.tensor_cores:
-        return None, ["tensor-core tiles have no CUDA-core kernel plan"]
-    knobs = astuple(replace(tiles, tensor_cores=1))  # 0 is the CUDA-core kernel's tensor_cores
+    if is_scripted(tiles):
+        return None, ["tensor-core and register_pw tiles have no CUDA-core kernel plan"]
+    knobs = astuple(replace(tiles, tensor_cores=1, register_pw=1))  # 0 is the CUDA-core kernel's
     if min(knobs) < 1:
         return None, [f"every tile knob must be >= 1, got {tiles}"]
     problems = split_problems(spec, tiles.split)

@@ -19,9 +19,8 @@ from ..errors import FcmError
 from ..gpus import GpuSpec
 from ..schedules.cuda_base import KernelPlan
 from ..schedules.layout import MAX_ACCUMULATORS, output_layout
+from ..schedules.scripted import is_scripted, scripted_accumulators, scripted_shared_bytes
 from ..schedules.spec import FcmSpec, FcmTiles
-from ..schedules.tensor_cores import accumulators_per_thread
-from ..schedules.tensor_cores import shared_bytes as tensor_core_smem
 from ..schedules.tiles import default_tiles, plan_kernel, split_problems, tile_problems
 
 CHANNEL_TILES = (4, 8, 16, 32, 64, 128)
@@ -79,7 +78,7 @@ def shared_bytes(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> int:
     plan, problems = _fit(spec, tiles, gpu.smem_per_block, gpu.max_threads_per_block)
     if problems:
         raise FcmError(f"tiles {tiles} do not fit FCM {spec.kind} on {gpu.key}: " + "; ".join(problems))
-    return tensor_core_smem(spec, tiles) if plan is None else plan.shared_bytes
+    return scripted_shared_bytes(spec, tiles) if plan is None else plan.shared_bytes
 
 
 @cache
@@ -90,16 +89,16 @@ def _fit(
     problems = tile_problems(spec, tiles, max_smem)
     if tiles.threads > max_threads:
         problems.append(f"{tiles.threads} threads per block > {max_threads}")
-    if problems or tiles.tensor_cores:  # the tensor-core kernel has no CUDA-core plan
+    if problems or is_scripted(tiles):  # a scripted kernel has no CUDA-core plan
         return None, tuple(problems)
     return plan_kernel(spec, tiles, max_smem), ()
 
 
 def accumulators(spec: FcmSpec, tiles: FcmTiles) -> int:
-    """Outputs each thread keeps in registers (the layout's register tile; a tensor-core
-    kernel's share of its accumulator fragments)."""
-    if tiles.tensor_cores:
-        return accumulators_per_thread(spec, tiles)
+    """Outputs each thread keeps in registers (the layout's register tile; a scripted kernel's
+    float32 sums, e.g. a tensor-core kernel's share of its accumulator fragments)."""
+    if is_scripted(tiles):
+        return scripted_accumulators(spec, tiles)
     layout = output_layout(tiles)
     if layout is None:
         raise FcmError(f"{tiles.threads} threads do not lay out over the tile {tiles}")
