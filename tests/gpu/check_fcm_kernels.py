@@ -447,6 +447,68 @@ def tc_warp_choices(spec, gpu) -> list:
     return table_tile_variants(spec, gpu, variants)
 
 
+RW_CHANNEL_TILES = (8, 16, 32)
+RW_TILE_ROWS = (2, 4, 7, 8, 14)
+RW_REUSE = (1, 2, 3, 4, 6, 8, 12)
+RW_PATCH_ROWS = (2, 4)
+RW_PER_CHAIN = 16
+RW_SM_SMEM = 228 * 1024  # an H100 SM's shared memory
+RW_MIN_WARPS = 8
+
+
+def register_pw_choices(spec, gpu) -> list:
+    """For a PW->DW chain of at most 40 input channels, tiles of the kernel with its PW weights in
+    registers: 8-32 channels, tiles of 2-14 rows over the whole output width (or half of it),
+    1-12 channel tiles a block, 2 or 4 pixels a lane; those of 8 warps an SM or more and four
+    blocks an SM or more, wasting the fewest halo and padded pixels at the highest occupancy first;
+    before them the tile of the H200 table (which H100 builds plan with), timed in the same run."""
+    from fcm_tvm.gpus import get_gpu
+    from fcm_tvm.planner.measured import measured
+    from fcm_tvm.schedules import FcmTiles
+    from fcm_tvm.schedules.cuda_pw_dw_regs import (
+        MAX_INPUT_CHANNELS,
+        padding_waste,
+        register_pw_problems,
+        shared_bytes,
+    )
+
+    if spec.kind != "pw_dw" or spec.in_channels > MAX_INPUT_CHANNELS:
+        return []
+    out = spec.output
+    widths = {out.w} | ({out.w // 2} if out.w % 2 == 0 and out.w >= 28 else set())
+    candidates = [
+        FcmTiles(c, h, w, 8 * c, patch_rows=rows, patch_reuse=reuse, register_pw=1)
+        for c in RW_CHANNEL_TILES
+        for h in RW_TILE_ROWS
+        for w in widths
+        for reuse in RW_REUSE
+        for rows in RW_PATCH_ROWS
+    ]
+
+    def blocks(t) -> int:
+        return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // (t.channel_tile * t.patch_reuse))
+
+    def warps_per_sm(t) -> int:
+        return min(RW_SM_SMEM // shared_bytes(spec, t), 32) * t.threads // 32
+
+    fitting = [
+        t
+        for t in candidates
+        if not register_pw_problems(spec, t, gpu.smem_per_block)
+        and warps_per_sm(t) >= RW_MIN_WARPS
+        and blocks(t) >= 4 * gpu.sm_count
+    ]
+    # halo and padding against occupancy (fewer than 16 warps an SM hide little latency)
+    fitting.sort(key=lambda t: (padding_waste(spec, t) * (1 + 8 / min(warps_per_sm(t), 16)), -t.patch_reuse))
+    chosen, per_tile = [], {}
+    for t in fitting:  # at most a third of the choices of one channel tile
+        if per_tile.get(t.channel_tile, 0) < RW_PER_CHAIN // 3 + 1 and len(chosen) < RW_PER_CHAIN:
+            chosen.append(t)
+            per_tile[t.channel_tile] = per_tile.get(t.channel_tile, 0) + 1
+    known = measured(spec, get_gpu("h200"))  # the tile the builds use now, timed beside them
+    return ([known.tiles] if known is not None and chosen else []) + chosen
+
+
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
     "--output-rows": ("output-row variants of the table's tiles", output_row_choices),
     "--vector-loads": ("vector-loaded weights of the table's tiles", vector_load_choices),
@@ -464,6 +526,10 @@ CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split cho
     "--tc-warps": (
         "that tile of each float16 PW->DW chain with 2-16 warps, over 1-2x its channels",
         tc_warp_choices,
+    ),
+    "--register-pw": (
+        "tiles of the PW->DW kernel with its PW weights in registers (at most 40 input channels)",
+        register_pw_choices,
     ),
     "--patch-reuse": (
         "that tile of each float16 PW->DW chain with 1-8 channel tiles a block",
