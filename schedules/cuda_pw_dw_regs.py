@@ -14,10 +14,13 @@ A warp computes each channel group (``threads`` is 32 per :data:`REGISTER_CHANNE
 the tile). The patch is one flat dimension of ``rows x cols`` pixels, padded to whole rounds of
 the warp; each lane sums ``patch_rows`` neighbouring pixels.
 
-Measured on the H100 at batch 32 in float16 (docs/kernels.md): MobileNetV2's 32->192 expansion at
-28x28 takes 32.7 us against 46.6 us on tensor cores; the 16- and 24-channel heads at 112x112 and
-56x56 that it was written for stay 5-15% slower than the tensor-core kernel (ncu: half the issue
-slots used, a quarter of the warps resident), so the tables keep tensor cores there.
+Measured on the H100 at batch 32 in float16 (docs/kernels.md; 219 kernels of 17 chains, each
+beside the tile the tables held): faster than that tile on 7 chains, the 24-channel heads at
+56x56 (MobileNetV2's 24->144 with stride 2: 84.7 against 95.1 us; MobileNetV3's and MnasNet's
+24->72: 61.0 and 69.8 against 74.2 and 82.6), MobileNetV2's 32->192 at 28x28 (32.3 against 46.6)
+and the 40-channel ones at 28x28 with a stride-1 DW (MobileNetV3's 40->120: 48.7 against 83.9);
+level with the tensor cores on the 16-channel heads at 112x112 (150 against 146 us), slower on the
+stride-2 chains at 28x28 (44-115 against 34-59 us).
 """
 
 from __future__ import annotations
