@@ -94,8 +94,10 @@ def assert_matches_reference(spec: FcmSpec, actual: np.ndarray, inputs: list[np.
     assert worst < 10 * tolerance, f"worst element off by {worst:.2e} of the largest output"
 
 
-def run_llvm(spec: FcmSpec, inputs: list[np.ndarray]) -> np.ndarray:
-    func = fcm_primfunc(spec, None, LLVM)
+def run_llvm(spec: FcmSpec, inputs: list[np.ndarray], func: tvm.tirx.PrimFunc | None = None) -> np.ndarray:
+    """``func`` (the TE FCM of ``spec`` unless given, e.g. a kernel's tiled definition) on the CPU,
+    its output poisoned with NaN first."""
+    func = func if func is not None else fcm_primfunc(spec, None, LLVM)
     lib = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
     device = tvm.cpu()
     args = [tvm.runtime.tensor(a, device) for a in inputs]

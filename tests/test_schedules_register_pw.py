@@ -28,7 +28,8 @@ from fcm_tvm.schedules.cuda_pw_dw_regs import (
     shared_bytes,
 )
 
-from .test_schedules import CUDA, assert_matches_reference, random_inputs
+from .test_schedules import CUDA, assert_matches_reference, random_inputs, run_llvm
+from .test_schedules_tensor_cores import case_id
 
 MAX_SMEM = 227 * 1024
 KERNEL = r'extern "C" __global__ void (?:__launch_bounds__\((\d+)\) )?(\w+)\(([^)]*)\)\s*\{'
@@ -56,20 +57,12 @@ CASES = [  # the early heads it is for, and what the definition must get right
 ]
 
 
-def case_id(case) -> str:
-    spec, tiles = case
-    return f"{spec.key.replace(' ', '_')}@{tiles.label.replace(' ', '_')}"
-
-
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_the_tiled_definition_matches_float64_on_the_cpu(case, rng: np.random.Generator) -> None:
     spec, tiles = case
     assert not tile_problems(spec, tiles, MAX_SMEM)
-    lib = tvm.compile(tvm.IRModule({"main": register_pw_definition(spec, tiles)}), target="llvm")
     inputs = random_inputs(spec, rng)
-    out = tvm.runtime.tensor(np.full(spec.output.as_tuple(), np.nan, spec.dtype), tvm.cpu())
-    lib["main"](*[tvm.runtime.tensor(a, tvm.cpu()) for a in inputs], out)
-    assert_matches_reference(spec, out.numpy(), inputs)
+    assert_matches_reference(spec, run_llvm(spec, inputs, register_pw_definition(spec, tiles)), inputs)
 
 
 def ptxas_report(nvcc: str, source: str, folder: Path) -> str:

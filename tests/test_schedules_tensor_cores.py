@@ -18,7 +18,7 @@ from fcm_tvm.schedules.cuda import allocated_shared
 from fcm_tvm.schedules.cuda_pw_dw_tc import chunk, padded_pixels
 from fcm_tvm.schedules.tensor_cores import shared_bytes, tensor_core_definition
 
-from .test_schedules import CUDA, assert_matches_reference, random_inputs
+from .test_schedules import CUDA, assert_matches_reference, random_inputs, run_llvm
 from .test_schedules_cuda import compile_cubin
 
 MAX_SMEM = 227 * 1024
@@ -65,11 +65,8 @@ def case_id(case) -> str:
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_the_tiled_definition_matches_float64_on_the_cpu(case, rng: np.random.Generator) -> None:
     spec, tiles = case
-    lib = tvm.compile(tvm.IRModule({"main": tensor_core_definition(spec, tiles)}), target="llvm")
     inputs = random_inputs(spec, rng)
-    out = tvm.runtime.tensor(np.full(spec.output.as_tuple(), np.nan, spec.dtype), tvm.cpu())
-    lib["main"](*[tvm.runtime.tensor(a, tvm.cpu()) for a in inputs], out)
-    assert_matches_reference(spec, out.numpy(), inputs)
+    assert_matches_reference(spec, run_llvm(spec, inputs, tensor_core_definition(spec, tiles)), inputs)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
