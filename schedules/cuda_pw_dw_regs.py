@@ -31,7 +31,7 @@ from tvm.script import tirx as T
 
 from .compute import activation_builders
 from .cuda_base import loops_below
-from .cuda_pw_dw_tc import depthwise_by_columns, depthwise_columns, patch_shape
+from .cuda_pw_dw_tc import depthwise_by_columns, depthwise_columns, depthwise_stage, patch_shape
 from .layout import ceil_div
 from .spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .wmma import SHARED, STATIC_SMEM, WARP, spread, without_param
@@ -119,14 +119,14 @@ def register_pw_definition(spec: FcmSpec, tiles: FcmTiles, fast_math: bool = Fal
     rows, cols = patch_shape(spec, tiles)
     real, p_ = rows * cols, padded_pixels(spec, tiles)
     cq_ = depthwise_columns(tiles)
-    builders = activation_builders(fast_math)
-    pw_act, dw_act = builders[pw.activation], builders[dw.activation]
+    pw_act = activation_builders(fast_math)[pw.activation]
     dt, f32 = spec.dtype, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
 
-    def stored(acc, bias, res):
-        out = dw_act(acc + T.Cast(f32, bias))
-        return T.Cast(dt, out + T.Cast(f32, res) if spec.residual else out)
+    def flat_result(s0_out, vn, vty, vtx, vm, row, col):  # the patch is one flat dimension here
+        return s0_out[vn, vty, vtx, vm, row * cols + col]
+
+    depthwise = depthwise_stage(spec, tiles, fast_math, flat_result)
 
     @T.prim_func(s_tir=True)
     def fcm(
@@ -186,28 +186,7 @@ def register_pw_definition(spec: FcmSpec, tiles: FcmTiles, fast_math: bool = Fal
                         T.Cast(dt, pw_act(s0_acc[vn, vty, vtx, vm, vp] + T.Cast(f32, b0[vm]))),
                         T.Cast(dt, 0),
                     )
-            for q, y, j, i in T.grid(cq_, th, k_, k_):
-                with T.sblock("s1_acc"):
-                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
-                    vmb = T.axis.spatial(m_ // ct, mb)
-                    vq, vy, vj, vi = T.axis.remap("SSRR", [q, y, j, i])
-                    vm = T.meta_var(vmb * ct + T.min(vq // tw, ct - 1))
-                    with T.init():
-                        s1_acc[vn, vty, vtx, vmb, vq, vy] = T.float32(0)
-                    s1_acc[vn, vty, vtx, vmb, vq, vy] = s1_acc[vn, vty, vtx, vmb, vq, vy] + T.Cast(
-                        f32, s0_out[vn, vty, vtx, vm, (vy * s_ + vi) * cols + vq % tw * s_ + vj]
-                    ) * T.Cast(f32, w1[vm, 0, vi, vj])
-            for q, y in T.grid(cq_, th):
-                with T.sblock("s1_out"):
-                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
-                    vmb = T.axis.spatial(m_ // ct, mb)
-                    vq, vy = T.axis.remap("SS", [q, y])
-                    vm = T.meta_var(vmb * ct + vq // tw)
-                    yy = T.meta_var(vty * th + vy)
-                    xx = T.meta_var(vtx * tw + vq % tw)
-                    res = T.meta_var(residual[vn, vm, yy, xx] if spec.residual else T.Cast(dt, 0))
-                    if vq < ct * tw:  # the DW's padded pairs have no output
-                        out[vn, vm, yy, xx] = stored(s1_acc[vn, vty, vtx, vmb, vq, vy], b1[vm], res)
+            depthwise(n, ty, tx, mb, s0_out, s1_acc, w1, b1, residual, out)
 
     return fcm if spec.residual else without_param(fcm, 5)  # the body never reads it
 

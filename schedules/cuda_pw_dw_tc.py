@@ -158,12 +158,14 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles, fast_math: bool = Fal
     real, p_, kc_ = rows * cols, padded_pixels(spec, tiles), padded_channels(spec)
     cq_ = depthwise_columns(tiles)
     reuse = tiles.patch_reuse
-    builders = activation_builders(fast_math)
-    pw_act, dw_act = builders[pw.activation], builders[dw.activation]
+    pw_act = activation_builders(fast_math)[pw.activation]
     f16, f32 = DTYPE, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
 
-    epilogue = stored_output(dw_act, spec.residual)
+    def patch_result(s0_out, vn, vty, vtx, vm, row, col):
+        return s0_out[vn, vty, vtx, vm, row, col]
+
+    depthwise = depthwise_stage(spec, tiles, fast_math, patch_result)
 
     @T.prim_func(s_tir=True)
     def fcm(
@@ -223,32 +225,50 @@ def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles, fast_math: bool = Fal
                         T.Cast(f16, pw_act(s0_acc[vn, vty, vtx, vm, vi * cols + vj] + T.Cast(f32, b0[vm]))),
                         T.float16(0),
                     )
-            # the DW a column of the tile per (channel, column) pair, the pairs padded to whole
-            # rounds of threads: a padded pair recomputes the tile's last channel, never stored
-            for q, y, j, i in T.grid(cq_, th, k_, k_):
-                with T.sblock("s1_acc"):
-                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
-                    vmb = T.axis.spatial(m_ // ct, mb)
-                    vq, vy, vj, vi = T.axis.remap("SSRR", [q, y, j, i])
-                    vm = T.meta_var(vmb * ct + T.min(vq // tw, ct - 1))
-                    with T.init():
-                        s1_acc[vn, vty, vtx, vmb, vq, vy] = T.float32(0)
-                    s1_acc[vn, vty, vtx, vmb, vq, vy] = s1_acc[vn, vty, vtx, vmb, vq, vy] + T.Cast(
-                        f32, s0_out[vn, vty, vtx, vm, vy * s_ + vi, vq % tw * s_ + vj]
-                    ) * T.Cast(f32, w1[vm, 0, vi, vj])
-            for q, y in T.grid(cq_, th):
-                with T.sblock("s1_out"):
-                    vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
-                    vmb = T.axis.spatial(m_ // ct, mb)
-                    vq, vy = T.axis.remap("SS", [q, y])
-                    vm = T.meta_var(vmb * ct + vq // tw)
-                    yy = T.meta_var(vty * th + vy)
-                    xx = T.meta_var(vtx * tw + vq % tw)
-                    res = T.meta_var(residual[vn, vm, yy, xx] if spec.residual else T.float16(0))
-                    if vq < ct * tw:  # a body condition, as the DW's padded pairs have no output
-                        out[vn, vm, yy, xx] = epilogue(s1_acc[vn, vty, vtx, vmb, vq, vy], b1[vm], res)
+            depthwise(n, ty, tx, mb, s0_out, s1_acc, w1, b1, residual, out)
 
     return fcm if spec.residual else without_param(fcm, 5)  # the body never reads it
+
+
+def depthwise_stage(spec: FcmSpec, tiles: FcmTiles, fast_math: bool, load_result):
+    """The DW of one channel tile of a PW->DW block, from the PW result in shared memory, as a
+    TVMScript macro of the block's (image, tile row, tile column, channel tile) and its buffers:
+    a column of the tile per (channel, column) pair (:func:`depthwise_by_columns`), the pairs
+    padded to whole rounds of threads (a padded pair recomputes the tile's last channel, never
+    stored). ``load_result(s0_out, vn, vty, vtx, vm, row, col)`` reads the PW result at a row and
+    column of the tile's patch, as the kernel lays it out."""
+    dw = spec.stages[1]
+    _, m_, _, _ = spec.output.as_tuple()
+    k_, s_, f32 = dw.kernel, dw.stride, "float32"
+    th, tw, ct, cq_ = tiles.tile_h, tiles.tile_w, tiles.channel_tile, depthwise_columns(tiles)
+    epilogue = stored_output(activation_builders(fast_math)[dw.activation], spec.residual, spec.dtype)
+
+    @T.macro
+    def depthwise(n, ty, tx, mb, s0_out, s1_acc, w1, b1, residual, out):
+        for q, y, j, i in T.grid(cq_, th, k_, k_):
+            with T.sblock("s1_acc"):
+                vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
+                vmb = T.axis.spatial(m_ // ct, mb)
+                vq, vy, vj, vi = T.axis.remap("SSRR", [q, y, j, i])
+                vm = T.meta_var(vmb * ct + T.min(vq // tw, ct - 1))
+                with T.init():
+                    s1_acc[vn, vty, vtx, vmb, vq, vy] = T.float32(0)
+                s1_acc[vn, vty, vtx, vmb, vq, vy] = s1_acc[vn, vty, vtx, vmb, vq, vy] + T.Cast(
+                    f32, load_result(s0_out, vn, vty, vtx, vm, vy * s_ + vi, vq % tw * s_ + vj)
+                ) * T.Cast(f32, w1[vm, 0, vi, vj])
+        for q, y in T.grid(cq_, th):
+            with T.sblock("s1_out"):
+                vn, vty, vtx = T.axis.remap("SSS", [n, ty, tx])
+                vmb = T.axis.spatial(m_ // ct, mb)
+                vq, vy = T.axis.remap("SS", [q, y])
+                vm = T.meta_var(vmb * ct + vq // tw)
+                yy = T.meta_var(vty * th + vy)
+                xx = T.meta_var(vtx * tw + vq % tw)
+                res = T.meta_var(residual[vn, vm, yy, xx] if spec.residual else T.float16(0))
+                if vq < ct * tw:  # a body condition, as the DW's padded pairs have no output
+                    out[vn, vm, yy, xx] = epilogue(s1_acc[vn, vty, vtx, vmb, vq, vy], b1[vm], res)
+
+    return depthwise
 
 
 def schedule(sch: Schedule, spec: FcmSpec, tiles: FcmTiles) -> None:

@@ -145,13 +145,13 @@ def tensorize_gemm(sch: Schedule, gemm, step, a_frag, b_frag, store, to_global: 
     sch.tensorize(fragments(sch, store), stored)
 
 
-def stored_output(activation, residual: bool):
-    """The last stage's epilogue in TVMScript: ``(acc, bias, res) -> float16`` of the activated
+def stored_output(activation, residual: bool, dtype: str = DTYPE):
+    """The last stage's epilogue in TVMScript: ``(acc, bias, res) -> dtype`` of the activated
     float32 sum, plus the residual where the chain has one."""
 
     def value(acc, bias, res):
         out = activation(acc + T.Cast("float32", bias))
-        return T.Cast(DTYPE, out + T.Cast("float32", res) if residual else out)
+        return T.Cast(dtype, out + T.Cast("float32", res) if residual else out)
 
     return value
 
