@@ -238,8 +238,8 @@ def result_scope(spec: FcmSpec, tiles: FcmTiles) -> str:
     """Where the PW result lives: static shared memory where the block still launches (in all
     48 KiB or less, or a patch of 48 KiB or more in dynamic memory: :func:`.wmma.
     shared_memory_problems`), apart from the patch; else dynamic, merged with it. Apart, TVM's
-    barrier placement sees that the rounds only read the patch and write the result: one barrier
-    a turn instead of two a round."""
+    barrier placement sees that the rounds only read the patch and write the result: two barriers
+    a turn (before its rounds and before its DW) instead of two a round."""
     pixels = padded_pixels(spec, tiles)
     patch = spec.in_channels * pixels * DTYPE_BYTES[spec.dtype]
     result = tiles.channel_tile * pixels * DTYPE_BYTES[spec.dtype]
