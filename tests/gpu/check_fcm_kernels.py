@@ -460,8 +460,9 @@ def register_pw_choices(spec, gpu) -> list:
     """For a PW->DW chain of at most 40 input channels, tiles of the kernel with its PW weights in
     registers: 8-32 channels, tiles of 2-14 rows over the whole output width (or half of it),
     1-12 channel tiles a block, 2 or 4 pixels a lane; those of 8 warps an SM or more and four
-    blocks an SM or more, wasting the fewest halo and padded pixels at the highest occupancy first;
-    before them the tile of the H200 table (which H100 builds plan with), timed in the same run."""
+    blocks an SM or more (at batch 1, half the most blocks a tile has), wasting the fewest halo and
+    padded pixels at the highest occupancy first; before them the tile of the H200 table (which
+    H100 builds plan with), timed in the same run."""
     from fcm_tvm.gpus import get_gpu
     from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules import FcmTiles
@@ -494,10 +495,11 @@ def register_pw_choices(spec, gpu) -> list:
     fitting = [
         t
         for t in candidates
-        if not register_pw_problems(spec, t, gpu.smem_per_block)
-        and warps_per_sm(t) >= RW_MIN_WARPS
-        and blocks(t) >= 4 * gpu.sm_count
+        if not register_pw_problems(spec, t, gpu.smem_per_block) and warps_per_sm(t) >= RW_MIN_WARPS
     ]
+    # four blocks an SM, or at batch 1 (fewer blocks in all) half as many as the most a tile has
+    enough = min(4 * gpu.sm_count, max(map(blocks, fitting), default=0) // 2)
+    fitting = [t for t in fitting if blocks(t) >= enough]
     # halo and padding against occupancy (fewer than 16 warps an SM hide little latency)
     fitting.sort(key=lambda t: (padding_waste(spec, t) * (1 + 8 / min(warps_per_sm(t), 16)), -t.patch_reuse))
     chosen, per_tile = [], {}
