@@ -11,10 +11,11 @@ from tvm.s_tir.analysis import calculate_allocated_bytes
 from ..errors import FcmError
 from ..gpus import all_gpus
 from .cuda_base import KernelPlan
+from .layout import STATIC_SMEM
 from .rules import RULES
 from .spec import FcmSpec, FcmTiles
 from .thread_guard import guard_thread_lanes
-from .tiles import STATIC_SMEM, default_tiles, plan_kernel
+from .tiles import default_tiles, plan_kernel
 from .wmma import shared_memory_problems
 
 SHARED_SCOPES = ("shared", "shared.dyn")

@@ -36,8 +36,8 @@ from .spec import Depthwise, FcmSpec, FcmTiles
 from .wmma import (
     ACCUMULATORS,
     DTYPE,
-    DTYPE_BYTES,
     FRAGMENT,
+    HALF_BYTES,
     SHARED,
     WARP,
     largest_chunk,
@@ -113,7 +113,7 @@ def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     rows, cols = patch_shape(spec, tiles)
     step = chunk(spec)
     halves = tiles.channel_tile * step + step * rows * cols + step * padded_pixels(tiles)
-    return halves * DTYPE_BYTES + accumulator_bytes(tiles)
+    return halves * HALF_BYTES + accumulator_bytes(tiles)
 
 
 def tensor_core_definition(spec: FcmSpec, tiles: FcmTiles, fast_math: bool = False) -> tvm.tirx.PrimFunc:

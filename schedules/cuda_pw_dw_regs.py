@@ -32,14 +32,13 @@ from tvm.script import tirx as T
 from .compute import activation_builders
 from .cuda_base import loops_below
 from .cuda_pw_dw_tc import depthwise_by_columns, depthwise_columns, depthwise_stage, patch_shape
-from .layout import ceil_div
+from .layout import DTYPE_BYTES, STATIC_SMEM, WARP, ceil_div
 from .spec import Depthwise, FcmSpec, FcmTiles, Pointwise
-from .wmma import SHARED, STATIC_SMEM, WARP, spread, without_param
+from .wmma import SHARED, spread, without_param
 
 REGISTER_CHANNELS = 4  # PW channels per thread: their weights and sums stay in registers
 MAX_INPUT_CHANNELS = 40  # a thread's weights are REGISTER_CHANNELS x input channels registers (196 at 40)
 MAX_PATCH_ROWS = 8
-DTYPE_BYTES = {"float32": 4, "float16": 2}
 
 
 def register_pw_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:

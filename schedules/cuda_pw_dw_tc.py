@@ -34,8 +34,8 @@ from .wmma import (
     ACCUMULATORS,
     CHUNKS,
     DTYPE,
-    DTYPE_BYTES,
     FRAGMENT,
+    HALF_BYTES,
     SHARED,
     STATIC_SMEM,
     WARP,
@@ -132,7 +132,7 @@ def _shared_bytes(spec: FcmSpec, tiles: FcmTiles, step: int) -> int:
     rows, cols = patch_shape(spec, tiles)
     staged = padded_channels(spec) if stages_whole_patch(tiles) else step  # input channels of the patch
     halves = tiles.channel_tile * step + staged * pixels + tiles.channel_tile * rows * cols
-    return halves * DTYPE_BYTES + accumulator_bytes(spec, tiles)
+    return halves * HALF_BYTES + accumulator_bytes(spec, tiles)
 
 
 def accumulators_per_thread(spec: FcmSpec, tiles: FcmTiles) -> int:

@@ -44,8 +44,8 @@ from .primfunc import OP_PATTERN_ATTR, OPAQUE, SCHEDULED_ATTR
 from .wmma import (
     ACCUMULATORS,
     DTYPE,
-    DTYPE_BYTES,
     FRAGMENT,
+    HALF_BYTES,
     SHARED,
     WARP,
     largest_chunk,
@@ -167,7 +167,7 @@ def shared_bytes(spec: GatedPointwise, tiles: GatedPwTiles) -> int:
     """One block's shared memory: the weights and scaled input of a chunk (float16), and the
     float32 accumulators staged for the epilogue."""
     halves = (tiles.channel_tile + tiles.pixel_tile) * chunk(spec, tiles)
-    return halves * DTYPE_BYTES + accumulator_bytes(tiles)
+    return halves * HALF_BYTES + accumulator_bytes(tiles)
 
 
 def accumulator_bytes(tiles: GatedPwTiles) -> int:

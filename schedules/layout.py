@@ -16,6 +16,8 @@ from .spec import Depthwise, FcmSpec, FcmTiles
 
 WARP = 32
 MAX_THREADS = 1024
+STATIC_SMEM = 48 * 1024  # the most a kernel may declare statically; more needs dynamic shared memory
+DTYPE_BYTES = {"float32": 4, "float16": 2}
 MAX_ACCUMULATORS = 64  # float32 registers per thread for the output tile; more spills
 MAX_PATCH_ACCUMULATORS = 32  # per thread for the 1x1 patch, whose sums live beside the output tile's
 

@@ -13,9 +13,11 @@ from dataclasses import astuple, replace
 from ..errors import FcmError
 from .cuda_base import KernelPlan, threads_over_patch
 from .layout import (
+    DTYPE_BYTES,
     MAX_ACCUMULATORS,
     MAX_PATCH_ACCUMULATORS,
     MAX_THREADS,
+    STATIC_SMEM,
     PatchLayout,
     ThreadLayout,
     ceil_div,
@@ -27,11 +29,9 @@ from .rules import RULES
 from .scripted import is_scripted, scripted_problems
 from .spec import FcmSpec, FcmTiles, Pointwise
 
-STATIC_SMEM = 48 * 1024  # the most a kernel may declare statically; more needs dynamic shared memory
 STAGED_SMEM = 100 * 1024  # the most a block with a staged input may use: two blocks per H100 SM
 SMEM_ALIGN = 16
 CHUNKS = (16, 8, 4, 2, 1)
-DTYPE_BYTES = {"float32": 4, "float16": 2}
 TILE_SIDES = (8, 7)  # preferred output tile sides, ties go to the first
 MAX_CHANNEL_TILE = 64
 PIXELS_PER_BLOCK = 256  # default threads per block aim

@@ -9,14 +9,12 @@ import tvm
 from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
-from .layout import ceil_div
+from .layout import STATIC_SMEM, WARP, ceil_div
 from .spec import FcmSpec, FcmTiles
 
 FRAGMENT = 16  # WMMA m = n = k
-WARP = 32
-STATIC_SMEM = 48 * 1024
 DTYPE = "float16"
-DTYPE_BYTES = 2
+HALF_BYTES = 2
 # The float16 tiles live in dynamic shared memory, the float32 accumulators in static: TVM's
 # storage rewrite reuses a dead buffer of the same scope whatever its dtype, and lowering then
 # failed on the accumulators placed in a float16 buffer ("tvm_access_ptr element type must match").

@@ -27,9 +27,8 @@ from importlib import resources
 from math import prod
 
 from ..gpus import GpuSpec
-from ..schedules.layout import depthwise_patch
+from ..schedules.layout import DTYPE_BYTES, depthwise_patch
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles, Pointwise
-from ..schedules.tiles import DTYPE_BYTES
 from .memory import (
     contiguous_bytes,
     l2_bandwidth,
