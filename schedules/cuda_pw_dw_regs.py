@@ -56,11 +56,10 @@ def register_pw_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
         )
     if out.h % tiles.tile_h or out.w % tiles.tile_w:
         found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
-    warps = max(1, ct // REGISTER_CHANNELS)
-    if tiles.threads != warps * WARP or tiles.threads > 1024:
+    if tiles.threads != block_threads(ct) or tiles.threads > 1024:
         found.append(
             f"{tiles.threads} threads: a warp per {REGISTER_CHANNELS} of the {ct} channels "
-            f"is {warps * WARP} (at most 1024)"
+            f"is {block_threads(ct)} (at most 1024)"
         )
     if not 1 <= tiles.patch_rows <= MAX_PATCH_ROWS:
         found.append(f"patch_rows {tiles.patch_rows} (pixels per thread) must be 1-{MAX_PATCH_ROWS}")
@@ -71,6 +70,11 @@ def register_pw_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
     if not found and shared_bytes(spec, tiles) > max_smem:
         found.append(f"{shared_bytes(spec, tiles)} bytes of shared memory > {max_smem}")
     return found
+
+
+def block_threads(channel_tile: int) -> int:
+    """The threads of a block: a warp per :data:`REGISTER_CHANNELS` channels of its tile."""
+    return WARP * max(1, channel_tile // REGISTER_CHANNELS)
 
 
 def padded_pixels(spec: FcmSpec, tiles: FcmTiles) -> int:

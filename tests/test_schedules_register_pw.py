@@ -22,6 +22,7 @@ from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primf
 from fcm_tvm.schedules.cuda import allocated_shared
 from fcm_tvm.schedules.cuda_pw_dw_regs import (
     REGISTER_CHANNELS,
+    block_threads,
     padded_pixels,
     register_pw_definition,
     result_scope,
@@ -36,7 +37,7 @@ KERNEL = r'extern "C" __global__ void (?:__launch_bounds__\((\d+)\) )?(\w+)\(([^
 
 
 def rw(channel_tile: int, tile_h: int, tile_w: int, rows: int = 2, reuse: int = 1) -> FcmTiles:
-    threads = 32 * channel_tile // REGISTER_CHANNELS
+    threads = block_threads(channel_tile)
     return FcmTiles(channel_tile, tile_h, tile_w, threads, patch_rows=rows, patch_reuse=reuse, register_pw=1)
 
 

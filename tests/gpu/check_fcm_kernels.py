@@ -468,6 +468,7 @@ def register_pw_choices(spec, gpu) -> list:
     from fcm_tvm.schedules import FcmTiles
     from fcm_tvm.schedules.cuda_pw_dw_regs import (
         MAX_INPUT_CHANNELS,
+        block_threads,
         padding_waste,
         register_pw_problems,
         shared_bytes,
@@ -478,7 +479,7 @@ def register_pw_choices(spec, gpu) -> list:
     out = spec.output
     widths = {out.w} | ({out.w // 2} if out.w % 2 == 0 and out.w >= 28 else set())
     candidates = [
-        FcmTiles(c, h, w, 8 * c, patch_rows=rows, patch_reuse=reuse, register_pw=1)
+        FcmTiles(c, h, w, block_threads(c), patch_rows=rows, patch_reuse=reuse, register_pw=1)
         for c in RW_CHANNEL_TILES
         for h in RW_TILE_ROWS
         for w in widths
