@@ -65,7 +65,11 @@ def allocated(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> dict[str, i
 
 def allocated_shared(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> dict[str, int]:
     """:func:`allocated` of the shared-memory scopes."""
-    return {scope: size for scope, size in allocated(func, target).items() if scope in SHARED_SCOPES}
+    return _shared(allocated(func, target))
+
+
+def _shared(sizes: dict[str, int]) -> dict[str, int]:
+    return {scope: size for scope, size in sizes.items() if scope in SHARED_SCOPES}
 
 
 def allocated_shared_bytes(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> int:
@@ -82,7 +86,7 @@ def check_launchable(
     naming ``what``: the tile's estimate may miss how TVM merged the buffers, and where TVM cannot
     bound a register tile it sizes it over a whole loop, in local memory."""
     sizes = allocated(func, target)
-    shared = {scope: size for scope, size in sizes.items() if scope in SHARED_SCOPES}
+    shared = _shared(sizes)
     total, static = sum(shared.values()), shared.get("shared", 0)
     problems = shared_memory_problems(total, static, max_shared_memory(target))
     if max_local is not None and sizes.get("local", 0) > max_local:
