@@ -265,6 +265,7 @@ class FcmTiles:
     patch_reuse: int = 1
     tensor_cores: int = 0
     register_pw: int = 0
+    stream: int = 0
 
     @property
     def label(self) -> str:
@@ -283,4 +284,5 @@ class FcmTiles:
             "r": self.patch_reuse,
         }
         label += "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)
+        label += f" st{self.stream}" if self.stream else ""
         return label + " tc" * self.tensor_cores + " rw" * self.register_pw

@@ -26,7 +26,7 @@ from .layout import (
     staged_input_elements,
 )
 from .rules import RULES
-from .scripted import is_scripted, scripted_problems
+from .scripted import FAMILIES, is_scripted, scripted_problems
 from .spec import FcmSpec, FcmTiles, Pointwise
 
 STAGED_SMEM = 100 * 1024  # the most a block with a staged input may use: two blocks per H100 SM
@@ -75,8 +75,8 @@ def stages_input(spec: FcmSpec, tiles: FcmTiles, chunk: int, max_smem: int) -> b
 
 def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | None, list[str]]:
     if is_scripted(tiles):
-        return None, ["tensor-core and register_pw tiles have no CUDA-core kernel plan"]
-    knobs = astuple(replace(tiles, tensor_cores=1, register_pw=1))  # 0 is the CUDA-core kernel's
+        return None, [f"tiles of the scripted kernels ({', '.join(FAMILIES)}) have no CUDA-core kernel plan"]
+    knobs = astuple(replace(tiles, **dict.fromkeys(FAMILIES, 1)))  # 0 is the CUDA-core kernel's
     if min(knobs) < 1:
         return None, [f"every tile knob must be >= 1, got {tiles}"]
     problems = split_problems(spec, tiles.split)

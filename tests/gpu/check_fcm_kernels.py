@@ -512,6 +512,69 @@ def register_pw_choices(spec, gpu) -> list:
     return ([known.tiles] if known is not None and chosen else []) + chosen
 
 
+ST_CHANNELS = (2, 4, 8)  # channels a thread
+ST_WARPS = (1, 2, 4)
+ST_TILE_ROWS = (2, 4, 7, 8, 14)
+ST_PER_CHAIN = 16
+ST_MAX_SUMS = 32  # the DW's sums a thread
+
+
+def stream_choices(spec, gpu) -> list:
+    """For a PW->DW chain, tiles of the kernel streamed through registers: 2-8 channels a thread,
+    1-4 warps a block, strips of 2-14 rows, 1-4 output columns a lane over the widest tile its
+    lanes cover (and half of it), of four blocks an SM or more, those that waste the fewest lanes
+    and recomputed rows first, the best of each channel count, warps and columns; before them
+    the tile of the H200 table, timed in the same run."""
+    from fcm_tvm.gpus import get_gpu
+    from fcm_tvm.planner.measured import measured
+    from fcm_tvm.schedules import FcmTiles
+    from fcm_tvm.schedules.cuda_pw_dw_stream import (
+        OUTPUT_COLS,
+        accumulators_per_thread,
+        lane_layout,
+        stream_problems,
+    )
+
+    if spec.kind != "pw_dw":
+        return []
+    out, dw = spec.output, spec.stages[1]
+
+    def widths(cols):
+        most = cols * lane_layout(dw, cols).writing_lanes
+        fitting = [w for w in range(cols, min(most, out.w) + 1, cols) if out.w % w == 0]
+        return set(fitting[-1:] + [w for w in fitting if 2 * w == fitting[-1]]) if fitting else set()
+
+    candidates = [
+        FcmTiles(cpt * warps, h, w, 32 * warps, output_cols=cols, stream=cpt)
+        for cpt in ST_CHANNELS
+        for warps in ST_WARPS
+        for cols in OUTPUT_COLS
+        for h in ST_TILE_ROWS
+        for w in widths(cols)
+    ]
+    fitting = [
+        t
+        for t in candidates
+        if not stream_problems(spec, t) and accumulators_per_thread(spec, t) <= ST_MAX_SUMS
+    ]
+
+    def blocks(t) -> int:
+        return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // t.channel_tile)
+
+    def waste(t) -> float:  # lanes per written column, input rows per output row's share
+        lanes = 32 * t.output_cols / t.tile_w
+        rows = (dw.stride * (t.tile_h - 1) + dw.kernel) / (dw.stride * t.tile_h)
+        return lanes * rows
+
+    enough = min(4 * gpu.sm_count, max(map(blocks, fitting), default=0) // 2)
+    best = {}  # the least waste per (channels, warps, columns)
+    for t in sorted((t for t in fitting if blocks(t) >= enough), key=waste):
+        best.setdefault((t.stream, t.threads, t.output_cols), t)
+    chosen = sorted(best.values(), key=waste)[:ST_PER_CHAIN]
+    known = measured(spec, get_gpu("h200"))
+    return ([known.tiles] if known is not None and chosen else []) + chosen
+
+
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
     "--output-rows": ("output-row variants of the table's tiles", output_row_choices),
     "--vector-loads": ("vector-loaded weights of the table's tiles", vector_load_choices),
@@ -534,6 +597,7 @@ CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split cho
         "tiles of the PW->DW kernel with its PW weights in registers (at most 40 input channels)",
         register_pw_choices,
     ),
+    "--stream": ("tiles of the PW->DW kernel streamed through registers and warp shuffles", stream_choices),
     "--patch-reuse": (
         "that tile of each float16 PW->DW chain with 1-8 channel tiles a block",
         patch_reuse_choices,

@@ -1,0 +1,118 @@
+"""The PW->DW kernel streamed through registers and warp shuffles (``FcmTiles.stream``): where each
+lane's DW taps come from, its CUDA with nvcc, the tiles it takes, and how the table and planner
+see it. Its threads exchange values by shuffles, which no CPU target runs: the GPU check runs the
+kernels against float64 (tests/gpu/check_fcm_kernels.py splits --stream)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import tvm
+
+from fcm_tvm.benchmarks.measured_table import tiles_from_text
+from fcm_tvm.errors import FcmError
+from fcm_tvm.gpus import get_gpu
+from fcm_tvm.planner.tiles import accumulators, fit_problems
+from fcm_tvm.planner.tiles import shared_bytes as planned_shared_bytes
+from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
+from fcm_tvm.schedules.cuda import allocated
+from fcm_tvm.schedules.cuda_pw_dw_stream import WARP, LaneLayout, lane_layout, register_bytes, tap_source
+
+from .test_schedules import CUDA
+from .test_schedules_register_pw import KERNEL, ptxas_report, pw_dw
+from .test_schedules_tensor_cores import case_id
+
+MAX_SMEM = 227 * 1024
+
+
+def st(channels: int, warps: int, tile_h: int, tile_w: int, cols: int = 1) -> FcmTiles:
+    return FcmTiles(channels * warps, tile_h, tile_w, WARP * warps, output_cols=cols, stream=channels)
+
+
+CASES = [  # the early heads it is for, and every window shape, stride and column count
+    (pw_dw(2, 16, 16, 16, 32, 3, 2), st(4, 2, 4, 8)),
+    (pw_dw(1, 24, 14, 14, 48, 5, 1, acts=("silu", "silu"), dtype="float32"), st(2, 3, 7, 14, cols=2)),
+    (pw_dw(1, 8, 12, 12, 8, 3, 1, residual=True, acts=("hardswish", "none")), st(4, 2, 4, 12, cols=4)),
+    (pw_dw(1, 16, 15, 15, 16, 7, 2, acts=("sigmoid", "relu6")), st(4, 1, 4, 8)),  # odd input, 7x7
+    (pw_dw(1, 40, 28, 28, 120, 5, 2, acts=("hardswish", "hardswish")), st(2, 2, 2, 14)),
+]
+WINDOWS = [Depthwise(k, s, pads) for k in (3, 5, 7) for s in (1, 2) for pads in (None, (0, 0, k - 1, k - 1))]
+
+
+@pytest.mark.parametrize("dw", WINDOWS, ids=lambda dw: f"k{dw.kernel}s{dw.stride}p{dw.pads[1]}")
+@pytest.mark.parametrize("cols", [1, 2, 4])
+def test_every_tap_of_a_written_column_comes_from_a_lane_of_its_warp_holding_that_input_column(
+    dw: Depthwise, cols: int
+) -> None:
+    lanes = lane_layout(dw, cols)
+    assert lanes.writing_lanes >= 8, "a warp still writes a quarter of its lanes' columns"
+    for lane in range(lanes.left, WARP - lanes.right):  # the lanes that write
+        first_output = (lane - lanes.left) * cols
+        for u in range(cols):
+            for kx in range(dw.kernel):
+                offset, column = tap_source(dw, cols, u, kx)
+                source = lane + offset
+                assert 0 <= source < WARP
+                assert 0 <= column < lanes.columns
+                held = dw.stride * (first_output + offset * cols) + column  # relative to the warp
+                assert held == dw.stride * (first_output + u) + kx - dw.pads[1]
+
+
+def test_edge_lanes_only_lend_columns_where_a_window_reaches_past_the_lane() -> None:
+    assert lane_layout(Depthwise(3, 2), 1) == LaneLayout(columns=2, left=1, right=0)
+    assert (lane_layout(Depthwise(3, 1), 1).left, lane_layout(Depthwise(3, 1), 1).right) == (1, 1)
+    assert lane_layout(Depthwise(3, 1), 4).writing_lanes == 30  # 120 columns a warp
+    assert lane_layout(Depthwise(7, 2), 1).writing_lanes == 29
+    assert lane_layout(Depthwise(3, 1, (0, 0, 2, 2)), 1).left == 0  # no left padding: no left lane
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_the_kernel_keeps_everything_in_registers_and_compiles(case, nvcc: str, tmp_path) -> None:
+    spec, tiles = case
+    assert not tile_problems(spec, tiles, MAX_SMEM)
+    func = fcm_primfunc(spec, tiles, CUDA)
+    source = tvm.compile(tvm.IRModule({"main": func}), target=CUDA).mod.imports[0].inspect_source()
+    kernels = re.findall(KERNEL, source)
+    assert [(threads, name) for threads, name, _ in kernels] == [(str(tiles.threads), "fcm_pw_dw_kernel")]
+    body = source[source.index(kernels[0][2]) :]
+    assert "__shared__" not in body and "__syncthreads" not in body
+    assert "__shfl_" in body or lane_layout(spec.stages[1], tiles.output_cols).writing_lanes == WARP
+    sizes = allocated(func, CUDA)
+    assert set(sizes) == {"local"} and sizes["local"] <= register_bytes(spec, tiles)
+    assert "spill" not in ptxas_report(nvcc, source, tmp_path).replace("0 bytes spill", "")
+
+
+@pytest.mark.parametrize(
+    ("spec", "tiles", "problem"),
+    [
+        (pw_dw(1, 48, 14, 14, 96, 3, 1), st(4, 2, 7, 14), "4 channels x 48 inputs > 128"),
+        (pw_dw(1, 16, 14, 14, 40, 3, 1), st(4, 4, 7, 14), "multiple of 4 dividing 40"),
+        (pw_dw(1, 16, 14, 14, 48, 3, 1), FcmTiles(16, 7, 14, 256, stream=4), "a warp per 4 of the 16"),
+        (pw_dw(1, 16, 56, 56, 48, 3, 1), st(4, 2, 7, 56), "tile width 56"),
+        (pw_dw(1, 16, 14, 14, 48, 3, 1), st(4, 2, 8, 14), "must divide the output 14x14"),
+        (pw_dw(1, 16, 14, 14, 48, 3, 1), st(4, 2, 7, 12, cols=3), "output_cols 3"),
+        (pw_dw(1, 16, 14, 14, 48, 3, 1), FcmTiles(8, 7, 14, 64, output_rows=7, stream=4), "no other"),
+        (pw_dw(1, 16, 14, 14, 48, 3, 1), FcmTiles(8, 7, 14, 64, register_pw=1, stream=4), "choose one"),
+        (pw_dw(1, 40, 28, 28, 120, 5, 2), st(2, 2, 2, 14, cols=2), "bytes of registers a thread > 768"),
+        (FcmSpec(1, 16, 14, 14, (Depthwise(3), Pointwise(32))), st(4, 2, 7, 14), "PW->DW kernel, not dw_pw"),
+    ],
+)
+def test_stream_tiles_name_what_does_not_fit(spec, tiles, problem: str) -> None:
+    assert any(problem in found for found in tile_problems(spec, tiles, MAX_SMEM))
+    with pytest.raises(FcmError, match=re.escape(problem)):
+        fcm_primfunc(spec, tiles, CUDA)
+
+
+def test_stream_tiles_are_labelled_and_read_back_from_labels() -> None:
+    tiles = st(4, 2, 4, 56, cols=2)
+    assert tiles.label == "c8 4x56 t64 s1 x2 st4"
+    assert tiles_from_text(tiles.label) == tiles
+
+
+def test_the_planner_sizes_a_stream_tile_as_the_kernel_does() -> None:
+    spec, tiles = CASES[0]
+    h100 = get_gpu("h100")
+    assert not fit_problems(spec, tiles, h100)
+    assert planned_shared_bytes(spec, tiles, h100) == 0
+    assert accumulators(spec, tiles) == tiles.stream * tiles.tile_h * tiles.output_cols
