@@ -101,38 +101,35 @@ def vector_lanes(width: int, columns: int) -> int:
     return next(lanes for lanes in (4, 2, 1) if width % lanes == 0 and columns % lanes == 0)
 
 
-def row_loader(spec: FcmSpec, columns: int):
-    """TVMScript macro: a lane's ``columns`` inputs of every input channel in image row ``yy`` from
-    column ``col0`` on, as float32 (zero outside the image), in vectors of :func:`vector_lanes`."""
-    _, c_, h_, w_ = spec.input.as_tuple()
+def channel_loader(spec: FcmSpec, columns: int):
+    """TVMScript macro: a lane's ``columns`` inputs of input channel ``ci`` in image row ``yy`` from
+    column ``col0`` on into ``xv``, as float32 (zero outside the image), in vectors of
+    :func:`vector_lanes`."""
+    _, _, h_, w_ = spec.input.as_tuple()
     lanes = vector_lanes(w_, columns)
     f32 = "float32"
     if lanes == 1:
 
         @T.macro
-        def load_scalars(x, xin, nn, yy, col0):
-            for ci in T.unroll(c_):
-                for j in T.unroll(columns):
-                    xin[ci, j] = T.if_then_else(
-                        yy >= 0 and yy < h_ and col0 + j >= 0 and col0 + j < w_,
-                        T.Cast(
-                            f32, x[nn, ci, T.max(T.min(yy, h_ - 1), 0), T.max(T.min(col0 + j, w_ - 1), 0)]
-                        ),
-                        T.float32(0),
-                    )
+        def load_scalars(x, xv, nn, ci, yy, col0):
+            for j in T.unroll(columns):
+                xv[j] = T.if_then_else(
+                    yy >= 0 and yy < h_ and col0 + j >= 0 and col0 + j < w_,
+                    T.Cast(f32, x[nn, ci, yy, col0 + j]),  # read only inside
+                    T.float32(0),
+                )
 
         return load_scalars
 
     @T.macro
-    def load_vectors(x, xin, nn, yy, col0):
-        for ci in T.unroll(c_):
-            for jv in T.unroll(columns // lanes):
-                col = T.meta_var(col0 + jv * lanes)
-                xin[ci, T.Ramp(jv * lanes, 1, lanes)] = T.if_then_else(
-                    yy >= 0 and yy < h_ and col >= 0 and col < w_,
-                    T.Cast(f"{f32}x{lanes}", x[nn, ci, yy, T.Ramp(col, 1, lanes)]),  # read only inside
-                    T.Broadcast(T.float32(0), lanes),
-                )
+    def load_vectors(x, xv, nn, ci, yy, col0):
+        for jv in T.unroll(columns // lanes):
+            col = T.meta_var(col0 + jv * lanes)
+            xv[T.Ramp(jv * lanes, 1, lanes)] = T.if_then_else(
+                yy >= 0 and yy < h_ and col >= 0 and col < w_,
+                T.Cast(f"{f32}x{lanes}", x[nn, ci, yy, T.Ramp(col, 1, lanes)]),  # read only inside
+                T.Broadcast(T.float32(0), lanes),
+            )
 
     return load_vectors
 
@@ -148,14 +145,14 @@ def accumulators_per_thread(spec: FcmSpec, tiles: FcmTiles) -> int:
 
 
 def register_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
-    """A thread's local buffers: PW weights and bias, the DW's sums, a row's inputs and PW results
-    (with the neighbours' shuffled in), all float32, and six indices. The DW's weights are read
-    where used (nvcc keeps in registers what fits)."""
+    """A thread's local buffers, all float32: PW weights and bias, the DW's sums and a row's PW
+    sums per channel, one input channel's columns, one channel's PW results with the
+    neighbours' shuffled in. The DW's weights are read where used (nvcc keeps in registers what
+    fits)."""
     dw, cpt = spec.stages[1], tiles.stream
     lanes = lane_layout(dw, tiles.output_cols)
-    per_channel = spec.in_channels + 1 + tiles.tile_h * tiles.output_cols
-    row = (spec.in_channels + lanes.left + lanes.right + 1) * lanes.columns
-    return 4 * (cpt * per_channel + row + 6)
+    per_channel = spec.in_channels + 1 + tiles.tile_h * tiles.output_cols + lanes.columns
+    return 4 * (cpt * per_channel + (lanes.left + lanes.right + 2) * lanes.columns)
 
 
 def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool = False) -> tvm.tirx.PrimFunc:
@@ -172,8 +169,8 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     epilogue = stored_output(activation_builders(fast_math)[dw.activation], spec.residual, spec.dtype)
     dt, f32 = spec.dtype, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
-    load_row = row_loader(spec, q)
-    pointwise = pointwise_row(spec, cpt, q, dl, fast_math)
+    pointwise = pointwise_row(spec, cpt, q, fast_math)
+    exchange = neighbours(dw, oc)
     depthwise = depthwise_row(dw, oc, rows_out, dl)
 
     @T.prim_func
@@ -193,7 +190,8 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
         pw_w = T.alloc_buffer((cpt, c_), f32, scope="local")
         pw_b = T.alloc_buffer((cpt,), f32, scope="local")
         acc = T.alloc_buffer((cpt, rows_out, oc), f32, scope="local")
-        xin = T.alloc_buffer((c_, q), f32, scope="local")
+        xv = T.alloc_buffer((q,), f32, scope="local")  # one input channel's
+        sums = T.alloc_buffer((cpt, q), f32, scope="local")  # the PW's
         pwv = T.alloc_buffer((nd, q), f32, scope="local")  # one channel's, the neighbours' beside
         m0 = T.meta_var((bx % ng * warps + ty) * cpt)
         ox0 = T.meta_var(bx // ng % nx * tw + (tx - dl) * oc)  # the lane's first output column
@@ -207,9 +205,9 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
                 for u in T.unroll(oc):
                     acc[co, t, u] = T.float32(0)
         for i in T.unroll(s_ * (rows_out - 1) + k_):  # the strip's input rows
-            load_row(x, xin, nn, oy0 * s_ - top + i, ox0 * s_)
+            pointwise(x, sums, xv, pw_w, pw_b, nn, oy0 * s_ - top + i, ox0 * s_)
             for co in T.unroll(cpt):
-                pointwise(pwv, pw_w, pw_b, xin, co, oy0 * s_ - top + i, ox0 * s_)
+                exchange(pwv, sums, co)
                 depthwise(acc, pwv, w1, co, m0 + co, i)
         if tx >= dl and (tx - dl) * oc < tw:
             for co in T.unroll(cpt):
@@ -223,35 +221,57 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     return fcm if spec.residual else without_param(fcm, 5)
 
 
-def pointwise_row(spec: FcmSpec, channels: int, columns: int, own: int, fast_math: bool):
-    """TVMScript macro: channel ``co``'s PW result at the lane's ``columns`` inputs of a row into
-    ``pwv[own]`` (activated, rounded to the spec's dtype as an unfused graph stores it, zero outside
-    the image: the DW's padding), then each neighbour's into ``pwv[own + offset]`` by shuffles."""
-    pw, dw = spec.stages
-    _, _, h_, w_ = spec.input.as_tuple()
-    c_, nd = spec.in_channels, own + lane_layout(dw, columns // dw.stride).right + 1
+def pointwise_row(spec: FcmSpec, channels: int, columns: int, fast_math: bool):
+    """TVMScript macro: the PW sums of the thread's ``channels`` channels at the lane's
+    ``columns`` inputs of image row ``yy`` into ``sums``, an input channel at a time (its inputs
+    in ``xv``: each load feeds ``channels`` multiply-adds a column), then activated, rounded to
+    the spec's dtype as an unfused graph stores it, and zero outside the image (the DW's
+    padding)."""
+    pw = spec.stages[0]
+    _, c_, h_, w_ = spec.input.as_tuple()
+    load = channel_loader(spec, columns)
     act = activation_builders(fast_math)[pw.activation]
-    dt, f32, mask = spec.dtype, "float32", T.uint32(FULL_MASK)
+    dt, f32 = spec.dtype, "float32"
 
     @T.macro
-    def pointwise(pwv, pw_w, pw_b, xin, co, yy, col0):
-        for j in T.unroll(columns):
-            pwv[own, j] = pw_b[co]
-            for ci in T.unroll(c_):
-                pwv[own, j] = pwv[own, j] + pw_w[co, ci] * xin[ci, j]
-            pwv[own, j] = T.if_then_else(
-                yy >= 0 and yy < h_ and col0 + j >= 0 and col0 + j < w_,
-                T.Cast(f32, T.Cast(dt, act(pwv[own, j]))),
-                T.float32(0),
-            )
-        for d in T.unroll(nd):
+    def pointwise(x, sums, xv, pw_w, pw_b, nn, yy, col0):
+        for co in T.unroll(channels):
             for j in T.unroll(columns):
-                if d < own:
-                    pwv[d, j] = T.tvm_warp_shuffle_up(mask, pwv[own, j], own - d, WARP, WARP)
-                if d > own:
-                    pwv[d, j] = T.tvm_warp_shuffle_down(mask, pwv[own, j], d - own, WARP, WARP)
+                sums[co, j] = pw_b[co]
+        for ci in T.unroll(c_):
+            load(x, xv, nn, ci, yy, col0)
+            for co in T.unroll(channels):
+                for j in T.unroll(columns):
+                    sums[co, j] = sums[co, j] + pw_w[co, ci] * xv[j]
+        for co in T.unroll(channels):
+            for j in T.unroll(columns):
+                sums[co, j] = T.if_then_else(
+                    yy >= 0 and yy < h_ and col0 + j >= 0 and col0 + j < w_,
+                    T.Cast(f32, T.Cast(dt, act(sums[co, j]))),
+                    T.float32(0),
+                )
 
     return pointwise
+
+
+def neighbours(dw: Depthwise, output_cols: int):
+    """TVMScript macro: channel ``co``'s PW results of a row (``sums[co]``) into ``pwv[own]`` and
+    each neighbouring lane's into ``pwv[own + offset]``, by warp shuffles."""
+    lanes = lane_layout(dw, output_cols)
+    own, columns, mask = lanes.left, lanes.columns, T.uint32(FULL_MASK)
+
+    @T.macro
+    def exchange(pwv, sums, co):
+        for d in T.unroll(lanes.left + lanes.right + 1):
+            for j in T.unroll(columns):
+                if d < own:
+                    pwv[d, j] = T.tvm_warp_shuffle_up(mask, sums[co, j], own - d, WARP, WARP)
+                if d == own:
+                    pwv[d, j] = sums[co, j]
+                if d > own:
+                    pwv[d, j] = T.tvm_warp_shuffle_down(mask, sums[co, j], d - own, WARP, WARP)
+
+    return exchange
 
 
 def depthwise_row(dw: Depthwise, output_cols: int, rows_out: int, own: int):

@@ -94,7 +94,7 @@ def test_the_kernel_keeps_everything_in_registers_and_compiles(case, nvcc: str, 
         (pw_dw(1, 16, 14, 14, 48, 3, 1), st(4, 2, 7, 12, cols=3), "output_cols 3"),
         (pw_dw(1, 16, 14, 14, 48, 3, 1), FcmTiles(8, 7, 14, 64, output_rows=7, stream=4), "no other"),
         (pw_dw(1, 16, 14, 14, 48, 3, 1), FcmTiles(8, 7, 14, 64, register_pw=1, stream=4), "choose one"),
-        (pw_dw(1, 40, 28, 28, 120, 5, 2), st(2, 2, 2, 14, cols=2), "bytes of registers a thread > 768"),
+        (pw_dw(1, 64, 28, 28, 128, 3, 1), st(2, 1, 14, 28, cols=2), "792 bytes of registers a thread > 768"),
         (FcmSpec(1, 16, 14, 14, (Depthwise(3), Pointwise(32))), st(4, 2, 7, 14), "PW->DW kernel, not dw_pw"),
     ],
 )

@@ -513,18 +513,23 @@ def register_pw_choices(spec, gpu) -> list:
 
 
 ST_CHANNELS = (2, 4, 8)  # channels a thread
-ST_WARPS = (1, 2, 4)
-ST_TILE_ROWS = (2, 4, 7, 8, 14)
-ST_PER_CHAIN = 16
+ST_WARPS = (1, 2)
+ST_TILE_ROWS = (2, 3, 4)
+ST_TALL_ROWS = (7, 14)  # where no tile reaches ST_MIN_REUSE (the first sweep's best at 40 channels)
+ST_PER_CHAIN = 18
 ST_MAX_SUMS = 32  # the DW's sums a thread
+ST_MIN_LANE_USE = 0.75  # of a warp's lanes writing
+ST_MIN_REUSE = 8  # multiply-adds per loaded input vector: channels x columns a lane
 
 
 def stream_choices(spec, gpu) -> list:
     """For a PW->DW chain, tiles of the kernel streamed through registers: 2-8 channels a thread,
-    1-4 warps a block, strips of 2-14 rows, 1-4 output columns a lane over the widest tile its
-    lanes cover (and half of it), of four blocks an SM or more, those that waste the fewest lanes
-    and recomputed rows first, the best of each channel count, warps and columns; before them
-    the tile of the H200 table, timed in the same run."""
+    1-2 warps a block, strips of 2-4 rows, 1-4 output columns a lane over the widest tile its
+    lanes cover (and half of it), three quarters of a warp's lanes writing or more, each input
+    load feeding 8 multiply-adds or more (else as many as any tile, also in strips of 7 or 14 rows), four blocks an SM or more, those that waste the fewest
+    lanes and recomputed rows first; before them the tile of the H200 table, timed in the same
+    run. (A first sweep, docs/results/sweep_pw_dw_stream_b32_fp16_h100.json: strips of 7-14 rows
+    and one column a lane ran 1.5-6x slower than 4 rows of 2.)"""
     from fcm_tvm.gpus import get_gpu
     from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules import FcmTiles
@@ -544,33 +549,40 @@ def stream_choices(spec, gpu) -> list:
         fitting = [w for w in range(cols, min(most, out.w) + 1, cols) if out.w % w == 0]
         return set(fitting[-1:] + [w for w in fitting if 2 * w == fitting[-1]]) if fitting else set()
 
+    def lane_use(t) -> float:
+        return t.tile_w / t.output_cols / 32
+
     candidates = [
         FcmTiles(cpt * warps, h, w, 32 * warps, output_cols=cols, stream=cpt)
         for cpt in ST_CHANNELS
         for warps in ST_WARPS
         for cols in OUTPUT_COLS
-        for h in ST_TILE_ROWS
+        for h in ST_TILE_ROWS + ST_TALL_ROWS
         for w in widths(cols)
     ]
+
+    def reuse(t) -> int:
+        return t.stream * dw.stride * t.output_cols
+
     fitting = [
         t
         for t in candidates
-        if not stream_problems(spec, t) and accumulators_per_thread(spec, t) <= ST_MAX_SUMS
+        if not stream_problems(spec, t)
+        and accumulators_per_thread(spec, t) <= ST_MAX_SUMS
+        and lane_use(t) >= ST_MIN_LANE_USE
     ]
+    least = min(ST_MIN_REUSE, max(map(reuse, fitting), default=0))
+    fitting = [t for t in fitting if reuse(t) >= least and (least < ST_MIN_REUSE or t.tile_h in ST_TILE_ROWS)]
 
     def blocks(t) -> int:
         return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // t.channel_tile)
 
     def waste(t) -> float:  # lanes per written column, input rows per output row's share
-        lanes = 32 * t.output_cols / t.tile_w
         rows = (dw.stride * (t.tile_h - 1) + dw.kernel) / (dw.stride * t.tile_h)
-        return lanes * rows
+        return rows / lane_use(t)
 
     enough = min(4 * gpu.sm_count, max(map(blocks, fitting), default=0) // 2)
-    best = {}  # the least waste per (channels, warps, columns)
-    for t in sorted((t for t in fitting if blocks(t) >= enough), key=waste):
-        best.setdefault((t.stream, t.threads, t.output_cols), t)
-    chosen = sorted(best.values(), key=waste)[:ST_PER_CHAIN]
+    chosen = sorted((t for t in fitting if blocks(t) >= enough), key=waste)[:ST_PER_CHAIN]
     known = measured(spec, get_gpu("h200"))
     return ([known.tiles] if known is not None and chosen else []) + chosen
 
