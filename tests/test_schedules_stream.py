@@ -1,12 +1,13 @@
 """The PW->DW kernel streamed through registers and warp shuffles (``FcmTiles.stream``): where each
-lane's DW taps come from, its CUDA with nvcc, the tiles it takes, and how the table and planner
-see it. Its threads exchange values by shuffles, which no CPU target runs: the GPU check runs the
-kernels against float64 (tests/gpu/check_fcm_kernels.py splits --stream)."""
+lane's DW taps come from, its CUDA against float64 (run on the CPU by :mod:`.cuda_emulator`) and
+with nvcc, the tiles it takes, and how the table and planner see it. The GPU check runs the same
+kernels there (tests/gpu/check_fcm_kernels.py splits --stream)."""
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import tvm
 
@@ -19,7 +20,8 @@ from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primf
 from fcm_tvm.schedules.cuda import allocated
 from fcm_tvm.schedules.cuda_pw_dw_stream import WARP, LaneLayout, lane_layout, register_bytes, tap_source
 
-from .test_schedules import CUDA
+from . import cuda_emulator
+from .test_schedules import CUDA, assert_matches_reference, random_inputs
 from .test_schedules_register_pw import KERNEL, ptxas_report, pw_dw
 from .test_schedules_tensor_cores import case_id
 
@@ -67,18 +69,38 @@ def test_edge_lanes_only_lend_columns_where_a_window_reaches_past_the_lane() -> 
     assert lane_layout(Depthwise(3, 1, (0, 0, 2, 2)), 1).left == 0  # no left padding: no left lane
 
 
+def cuda_source(spec: FcmSpec, tiles: FcmTiles) -> str:
+    func = fcm_primfunc(spec, tiles, CUDA)
+    return tvm.compile(tvm.IRModule({"main": func}), target=CUDA).mod.imports[0].inspect_source()
+
+
+@pytest.mark.skipif(cuda_emulator.missing() is not None, reason=str(cuda_emulator.missing()))
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_the_generated_cuda_matches_float64_lane_by_lane_on_the_cpu(
+    case, rng: np.random.Generator, tmp_path
+) -> None:
+    spec, tiles = case
+    inputs = random_inputs(spec, rng)
+    names = ["x", "w0", "b0", "w1", "b1"] + (["residual"] if spec.residual else [])
+    buffers = dict(zip(names, inputs)) | {"out": np.full(spec.output.as_tuple(), np.nan, spec.dtype)}
+    out = spec.output
+    blocks = out.n * out.h // tiles.tile_h * (out.w // tiles.tile_w) * (out.c // tiles.channel_tile)
+    cuda_emulator.run(cuda_source(spec, tiles), tmp_path, buffers, blocks, tiles.threads // WARP)
+    assert not np.isnan(buffers["out"]).any(), "every output element written"
+    assert_matches_reference(spec, buffers["out"], inputs)
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_the_kernel_keeps_everything_in_registers_and_compiles(case, nvcc: str, tmp_path) -> None:
     spec, tiles = case
     assert not tile_problems(spec, tiles, MAX_SMEM)
-    func = fcm_primfunc(spec, tiles, CUDA)
-    source = tvm.compile(tvm.IRModule({"main": func}), target=CUDA).mod.imports[0].inspect_source()
+    source = cuda_source(spec, tiles)
     kernels = re.findall(KERNEL, source)
     assert [(threads, name) for threads, name, _ in kernels] == [(str(tiles.threads), "fcm_pw_dw_kernel")]
     body = source[source.index(kernels[0][2]) :]
     assert "__shared__" not in body and "__syncthreads" not in body
     assert "__shfl_" in body or lane_layout(spec.stages[1], tiles.output_cols).writing_lanes == WARP
-    sizes = allocated(func, CUDA)
+    sizes = allocated(fcm_primfunc(spec, tiles, CUDA), CUDA)
     assert set(sizes) == {"local"} and sizes["local"] <= register_bytes(spec, tiles)
     assert "spill" not in ptxas_report(nvcc, source, tmp_path).replace("0 bytes spill", "")
 

@@ -526,10 +526,11 @@ def stream_choices(spec, gpu) -> list:
     """For a PW->DW chain, tiles of the kernel streamed through registers: 2-8 channels a thread,
     1-2 warps a block, strips of 2-4 rows, 1-4 output columns a lane over the widest tile its
     lanes cover (and half of it), three quarters of a warp's lanes writing or more, each input
-    load feeding 8 multiply-adds or more (else as many as any tile, also in strips of 7 or 14 rows), four blocks an SM or more, those that waste the fewest
-    lanes and recomputed rows first; before them the tile of the H200 table, timed in the same
-    run. (A first sweep, docs/results/sweep_pw_dw_stream_b32_fp16_h100.json: strips of 7-14 rows
-    and one column a lane ran 1.5-6x slower than 4 rows of 2.)"""
+    load feeding 8 multiply-adds or more (else as many as any tile does, in strips of 7 or 14
+    rows too), four blocks an SM or more, those that waste the fewest lanes and recomputed rows
+    first; before them the tile of the H200 table, timed in the same run. (The first sweep,
+    docs/results/sweep_pw_dw_stream_b32_fp16_h100.json: strips of 7-14 rows and one column a
+    lane ran 1.5-6x slower than 4 rows of 2.)"""
     from fcm_tvm.gpus import get_gpu
     from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules import FcmTiles

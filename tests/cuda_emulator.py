@@ -1,0 +1,125 @@
+"""Run a generated CUDA kernel on the CPU: the kernel TVM wrote, compiled as host C++ with g++.
+
+For kernels whose threads share nothing but warp shuffles (no shared memory, no barrier), such
+as the streamed PW->DW kernel: each warp's 32 lanes run as host threads in lockstep only at the
+shuffles (a shuffle publishes the lane's value, waits for the warp, reads its source lane, waits
+again), blocks and warps one after another. ``half`` is ``cuda_fp16.h``'s host type, so the
+kernel's float16 loads, conversions and roundings are the GPU's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
+KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)\s*\{')
+
+SHIM = r"""
+#include <cuda_fp16.h>
+#include <vector_types.h>
+#include <vector_functions.h>
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <thread>
+#include <vector>
+using std::max;
+using std::min;
+#undef __global__
+#undef __device__
+#undef __forceinline__
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+struct EmuDim { unsigned x, y, z; };
+thread_local EmuDim emu_threadIdx, emu_blockIdx;
+#define threadIdx emu_threadIdx
+#define blockIdx emu_blockIdx
+struct EmuWarp { std::barrier<>* sync; float slots[32]; };
+thread_local EmuWarp* emu_warp;
+static float emu_shfl(float value, int source) {
+  int lane = threadIdx.x % 32;
+  emu_warp->slots[lane] = value;
+  emu_warp->sync->arrive_and_wait();
+  float result = emu_warp->slots[(source < 0 || source > 31) ? lane : source];  // CUDA: own value
+  emu_warp->sync->arrive_and_wait();
+  return result;
+}
+#define __shfl_up_sync(mask, value, delta, width) emu_shfl((value), (int)(threadIdx.x % 32) - (delta))
+#define __shfl_down_sync(mask, value, delta, width) emu_shfl((value), (int)(threadIdx.x % 32) + (delta))
+#define __expf expf
+#define __fdividef(a, b) ((a) / (b))
+struct __align__(8) half4 { __half x, y, z, w; };
+"""
+
+DRIVER = r"""
+extern "C" void emu_run(void** args, int blocks, int warps) {
+  for (int block = 0; block < blocks; ++block)
+    for (int warp = 0; warp < warps; ++warp) {
+      std::barrier<> sync(32);
+      EmuWarp context{&sync};
+      std::vector<std::thread> lanes;
+      for (int lane = 0; lane < 32; ++lane)
+        lanes.emplace_back([&, lane] {
+          emu_threadIdx = {(unsigned)lane, (unsigned)warp, 0};
+          emu_blockIdx = {(unsigned)block, 0, 0};
+          emu_warp = &context;
+          KERNEL_CALL;
+        });
+      for (auto& lane : lanes) lane.join();
+    }
+}
+"""
+
+
+def missing() -> str | None:
+    """What this host lacks to emulate kernels (None: nothing)."""
+    if shutil.which("g++") is None:
+        return "g++ is not installed"
+    if not (CUDA_INCLUDE / "cuda_fp16.h").exists():
+        return f"no cuda_fp16.h in {CUDA_INCLUDE} (set CUDA_HOME)"
+    return None
+
+
+def kernel_signature(source: str) -> tuple[str, list[tuple[str, str]]]:
+    """The kernel's name and its (C type, parameter name) pairs."""
+    name, params = KERNEL.findall(source)[0]
+    pairs = []
+    for param in params.split(","):
+        *words, pname = param.replace("__restrict__", "").split()
+        pairs.append((" ".join(words), pname))
+    return name, pairs
+
+
+def build(source: str, folder: Path) -> tuple[ctypes.CDLL, list[str]]:
+    """The kernel of ``source`` (TVM's CUDA module source) compiled for the host; its parameter
+    names in call order."""
+    name, params = kernel_signature(source)
+    definition = source[source.rindex('extern "C" __global__') :]
+    call = f"{name}({', '.join(f'({ctype})args[{i}]' for i, (ctype, _) in enumerate(params))})"
+    path = folder / "kernel.cpp"
+    path.write_text(SHIM + definition + DRIVER.replace("KERNEL_CALL", call))
+    library = folder / "kernel.so"
+    command = ["g++", "-std=c++20", "-O1", "-fPIC", "-shared", "-w", f"-I{CUDA_INCLUDE}", "-o", str(library)]
+    result = subprocess.run([*command, str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return ctypes.CDLL(str(library)), [pname for _, pname in params]
+
+
+def run(source: str, folder: Path, buffers: dict[str, np.ndarray], blocks: int, warps: int) -> None:
+    """Run the kernel of ``source`` over ``blocks`` blocks of ``warps`` warps (threadIdx.x the lane,
+    threadIdx.y the warp) on ``buffers`` by parameter name (``x`` for ``x_ptr``), in place."""
+    library, names = build(source, folder)
+    arrays = [np.ascontiguousarray(buffers[name.removesuffix("_ptr")]) for name in names]
+    pointers = (ctypes.c_void_p * len(arrays))(*(a.ctypes.data for a in arrays))
+    library.emu_run(pointers, blocks, warps)
+    for name, array in zip(names, arrays):
+        buffers[name.removesuffix("_ptr")][...] = array
