@@ -1,8 +1,8 @@
 """The kernels written in TVMScript over a tiled domain or per thread, rather than scheduled from
 the TE compute: the tensor-core kernels (``FcmTiles.tensor_cores``, :mod:`.tensor_cores`), the
 PW->DW kernel with its PW weights in registers (``FcmTiles.register_pw``, :mod:`.cuda_pw_dw_regs`)
-and the PW->DW kernel streamed through registers and warp shuffles (``FcmTiles.stream``,
-:mod:`.cuda_pw_dw_stream`). One set of questions for all: is a tile one of theirs, does it fit,
+and the DW->PW and PW->DW kernels streamed through registers and warp shuffles
+(``FcmTiles.stream``, :mod:`.stream`). One set of questions for all: is a tile one of theirs, does it fit,
 what does it cost, build it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import tvm
 
-from . import cuda_pw_dw_regs, cuda_pw_dw_stream, tensor_cores
+from . import cuda_pw_dw_regs, stream, tensor_cores
 from .spec import FcmSpec, FcmTiles
 
 
@@ -42,11 +42,11 @@ FAMILIES: dict[str, Family] = {  # the FcmTiles knob that selects each
         cuda_pw_dw_regs.register_bytes,
     ),
     "stream": Family(
-        cuda_pw_dw_stream.stream_problems,
-        cuda_pw_dw_stream.stream_primfunc,
-        cuda_pw_dw_stream.shared_bytes,
-        cuda_pw_dw_stream.accumulators_per_thread,
-        cuda_pw_dw_stream.register_bytes,
+        stream.stream_problems,
+        stream.stream_primfunc,
+        stream.shared_bytes,
+        stream.accumulators_per_thread,
+        stream.register_bytes,
     ),
 }
 

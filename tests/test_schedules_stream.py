@@ -18,7 +18,8 @@ from fcm_tvm.planner.tiles import accumulators, fit_problems
 from fcm_tvm.planner.tiles import shared_bytes as planned_shared_bytes
 from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
 from fcm_tvm.schedules.cuda import allocated
-from fcm_tvm.schedules.cuda_pw_dw_stream import WARP, LaneLayout, lane_layout, register_bytes, tap_source
+from fcm_tvm.schedules.stream import register_bytes
+from fcm_tvm.schedules.warp_lanes import WARP, LaneLayout, lane_layout, strip_grid, tap_source
 
 from . import cuda_emulator
 from .test_schedules import CUDA, assert_matches_reference, random_inputs
@@ -38,6 +39,19 @@ CASES = [  # the early heads it is for, and every window shape, stride and colum
     (pw_dw(1, 8, 12, 12, 8, 3, 1, residual=True, acts=("hardswish", "none")), st(4, 2, 4, 12, cols=4)),
     (pw_dw(1, 16, 15, 15, 16, 7, 2, acts=("sigmoid", "relu6")), st(4, 1, 4, 8)),  # odd input, 7x7
     (pw_dw(1, 40, 28, 28, 120, 5, 2, acts=("hardswish", "hardswish")), st(2, 2, 2, 14)),
+]
+
+
+def dw_pw(n, c, h, w, out, kernel, stride, residual=False, acts=("relu6", "none"), dtype="float16"):
+    stages = (Depthwise(kernel, stride, None, acts[0]), Pointwise(out, acts[1]))
+    return FcmSpec(n, c, h, w, stages, residual, dtype)
+
+
+DW_PW_CASES = [  # the first blocks' DW->PW (32 -> 16 at 112x112) and the other shapes
+    (dw_pw(1, 32, 16, 16, 16, 3, 1), st(8, 2, 4, 16)),
+    (dw_pw(2, 24, 14, 14, 40, 5, 2, acts=("silu", "none"), dtype="float32"), st(4, 2, 7, 7)),
+    (dw_pw(1, 16, 12, 12, 16, 3, 1, residual=True, acts=("hardswish", "relu")), st(4, 2, 4, 12, cols=2)),
+    (dw_pw(1, 8, 10, 10, 16, 7, 1, acts=("sigmoid", "relu6")), st(8, 2, 2, 10, cols=2)),
 ]
 WINDOWS = [Depthwise(k, s, pads) for k in (3, 5, 7) for s in (1, 2) for pads in (None, (0, 0, k - 1, k - 1))]
 
@@ -75,7 +89,7 @@ def cuda_source(spec: FcmSpec, tiles: FcmTiles) -> str:
 
 
 @pytest.mark.skipif(cuda_emulator.missing() is not None, reason=str(cuda_emulator.missing()))
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", CASES + DW_PW_CASES, ids=case_id)
 def test_the_generated_cuda_matches_float64_lane_by_lane_on_the_cpu(
     case, rng: np.random.Generator, tmp_path
 ) -> None:
@@ -83,23 +97,25 @@ def test_the_generated_cuda_matches_float64_lane_by_lane_on_the_cpu(
     inputs = random_inputs(spec, rng)
     names = ["x", "w0", "b0", "w1", "b1"] + (["residual"] if spec.residual else [])
     buffers = dict(zip(names, inputs)) | {"out": np.full(spec.output.as_tuple(), np.nan, spec.dtype)}
-    out = spec.output
-    blocks = out.n * out.h // tiles.tile_h * (out.w // tiles.tile_w) * (out.c // tiles.channel_tile)
-    cuda_emulator.run(cuda_source(spec, tiles), tmp_path, buffers, blocks, tiles.threads // WARP)
+    blocks, warps = strip_grid(spec, tiles)
+    cuda_emulator.run(cuda_source(spec, tiles), tmp_path, buffers, blocks, warps)
     assert not np.isnan(buffers["out"]).any(), "every output element written"
     assert_matches_reference(spec, buffers["out"], inputs)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", CASES + DW_PW_CASES, ids=case_id)
 def test_the_kernel_keeps_everything_in_registers_and_compiles(case, nvcc: str, tmp_path) -> None:
     spec, tiles = case
     assert not tile_problems(spec, tiles, MAX_SMEM)
     source = cuda_source(spec, tiles)
     kernels = re.findall(KERNEL, source)
-    assert [(threads, name) for threads, name, _ in kernels] == [(str(tiles.threads), "fcm_pw_dw_kernel")]
+    assert [(threads, name) for threads, name, _ in kernels] == [
+        (str(tiles.threads), f"fcm_{spec.kind}_kernel")
+    ]
     body = source[source.index(kernels[0][2]) :]
     assert "__shared__" not in body and "__syncthreads" not in body
-    assert "__shfl_" in body or lane_layout(spec.stages[1], tiles.output_cols).writing_lanes == WARP
+    (window,) = (stage for stage in spec.stages if isinstance(stage, Depthwise))
+    assert "__shfl_" in body or lane_layout(window, tiles.output_cols).writing_lanes == WARP
     sizes = allocated(fcm_primfunc(spec, tiles, CUDA), CUDA)
     assert set(sizes) == {"local"} and sizes["local"] <= register_bytes(spec, tiles)
     assert "spill" not in ptxas_report(nvcc, source, tmp_path).replace("0 bytes spill", "")
@@ -117,7 +133,12 @@ def test_the_kernel_keeps_everything_in_registers_and_compiles(case, nvcc: str, 
         (pw_dw(1, 16, 14, 14, 48, 3, 1), FcmTiles(8, 7, 14, 64, output_rows=7, stream=4), "no other"),
         (pw_dw(1, 16, 14, 14, 48, 3, 1), FcmTiles(8, 7, 14, 64, register_pw=1, stream=4), "choose one"),
         (pw_dw(1, 64, 28, 28, 128, 3, 1), st(2, 1, 14, 28, cols=2), "792 bytes of registers a thread > 768"),
-        (FcmSpec(1, 16, 14, 14, (Depthwise(3), Pointwise(32))), st(4, 2, 7, 14), "PW->DW kernel, not dw_pw"),
+        (
+            FcmSpec(1, 16, 14, 14, (Pointwise(32), Depthwise(3), Pointwise(16))),
+            st(4, 2, 7, 14),
+            "stream kernels only for dw_pw and pw_dw, not pw_dw_pw",
+        ),
+        (dw_pw(1, 16, 14, 14, 48, 3, 1), st(16, 1, 7, 14, cols=2), "bytes of registers a thread > 768"),
     ],
 )
 def test_stream_tiles_name_what_does_not_fit(spec, tiles, problem: str) -> None:

@@ -523,7 +523,8 @@ ST_MIN_REUSE = 8  # multiply-adds per loaded input vector: channels x columns a 
 
 
 def stream_choices(spec, gpu) -> list:
-    """For a PW->DW chain, tiles of the kernel streamed through registers: 2-8 channels a thread,
+    """For a PW->DW chain (DW->PW: :func:`dw_pw_stream_choices`), tiles of the kernel streamed
+    through registers: 2-8 channels a thread,
     1-2 warps a block, strips of 2-4 rows, 1-4 output columns a lane over the widest tile its
     lanes cover (and half of it), three quarters of a warp's lanes writing or more, each input
     load feeding 8 multiply-adds or more (else as many as any tile does, in strips of 7 or 14
@@ -534,13 +535,11 @@ def stream_choices(spec, gpu) -> list:
     from fcm_tvm.gpus import get_gpu
     from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules import FcmTiles
-    from fcm_tvm.schedules.cuda_pw_dw_stream import (
-        OUTPUT_COLS,
-        accumulators_per_thread,
-        lane_layout,
-        stream_problems,
-    )
+    from fcm_tvm.schedules.stream import accumulators_per_thread, stream_problems
+    from fcm_tvm.schedules.warp_lanes import OUTPUT_COLS, lane_layout
 
+    if spec.kind == "dw_pw":
+        return dw_pw_stream_choices(spec, gpu)
     if spec.kind != "pw_dw":
         return []
     out, dw = spec.output, spec.stages[1]
@@ -588,6 +587,58 @@ def stream_choices(spec, gpu) -> list:
     return ([known.tiles] if known is not None and chosen else []) + chosen
 
 
+ST_DW_PW_CHANNELS = (4, 8, 12, 16, 20, 24, 32, 40, 48)  # output channels a thread
+ST_DW_PW_ROWS = (1, 2, 4)
+ST_DW_PW_MAX_SUMS = 64
+
+
+def dw_pw_stream_choices(spec, gpu) -> list:
+    """For a DW->PW chain, tiles of the streamed kernel: 4-48 output channels a thread (each
+    channel group computes the DW again, so the fewest groups first), 1-2 warps, strips of 1-4
+    rows, 1-4 columns a lane, at most 64 sums a thread, three quarters of a warp's lanes writing
+    or more, four blocks an SM or more; before them the tile of the H200 table."""
+    from fcm_tvm.gpus import get_gpu
+    from fcm_tvm.planner.measured import measured
+    from fcm_tvm.schedules import FcmTiles
+    from fcm_tvm.schedules.stream import accumulators_per_thread, stream_problems
+    from fcm_tvm.schedules.warp_lanes import OUTPUT_COLS, lane_layout
+
+    out, dw = spec.output, spec.stages[0]
+
+    def widths(cols):
+        most = cols * lane_layout(dw, cols).writing_lanes
+        fitting = [w for w in range(cols, min(most, out.w) + 1, cols) if out.w % w == 0]
+        return set(fitting[-1:]) if fitting else set()
+
+    candidates = [
+        FcmTiles(cpt * warps, h, w, 32 * warps, output_cols=cols, stream=cpt)
+        for cpt in ST_DW_PW_CHANNELS
+        for warps in ST_WARPS
+        for cols in OUTPUT_COLS
+        for h in ST_DW_PW_ROWS
+        for w in widths(cols)
+    ]
+    fitting = [
+        t
+        for t in candidates
+        if not stream_problems(spec, t, gpu.smem_per_block)
+        and accumulators_per_thread(spec, t) <= ST_DW_PW_MAX_SUMS
+        and t.tile_w / t.output_cols / 32 >= ST_MIN_LANE_USE
+    ]
+
+    def blocks(t) -> int:
+        return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // t.channel_tile)
+
+    def cost(t) -> tuple:  # DW computed once per channel group; rows read again per strip
+        rows = (dw.stride * (t.tile_h - 1) + dw.kernel) / (dw.stride * t.tile_h)
+        return (out.c // t.stream, rows * 32 * t.output_cols / t.tile_w)
+
+    enough = min(4 * gpu.sm_count, max(map(blocks, fitting), default=0) // 2)
+    chosen = sorted((t for t in fitting if blocks(t) >= enough), key=cost)[:ST_PER_CHAIN]
+    known = measured(spec, get_gpu("h200"))
+    return ([known.tiles] if known is not None and chosen else []) + chosen
+
+
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
     "--output-rows": ("output-row variants of the table's tiles", output_row_choices),
     "--vector-loads": ("vector-loaded weights of the table's tiles", vector_load_choices),
@@ -610,7 +661,7 @@ CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split cho
         "tiles of the PW->DW kernel with its PW weights in registers (at most 40 input channels)",
         register_pw_choices,
     ),
-    "--stream": ("tiles of the PW->DW kernel streamed through registers and warp shuffles", stream_choices),
+    "--stream": ("tiles of the DW->PW and PW->DW kernels streamed through registers", stream_choices),
     "--patch-reuse": (
         "that tile of each float16 PW->DW chain with 1-8 channel tiles a block",
         patch_reuse_choices,

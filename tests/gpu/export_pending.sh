@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The kernels that wait for a GPU since the thirty-third session (docs/results.md), exported here
 # (CPU, nvcc) into .gpu/ for a runtime-only call (carry them with .gpu/rt) or a full one:
-#   .gpu/stream.tar.xz  the four headline models' PW->DW chains at batch 32 in fp16, tiles of the
-#                       kernel streamed through registers (check_fcm_kernels.py splits --stream,
-#                       each chain's H200-table tile beside them; ~120 kernels, 50 MB unpacked:
+#   .gpu/stream.tar.xz  the four headline models' DW->PW and PW->DW chains at batch 32 in fp16 and
+#                       fp32 (fp16 first: its run and bench come first), tiles of the
+#                       kernels streamed through registers (check_fcm_kernels.py splits --stream,
+#                       each chain's H200-table tile beside them; ~650 kernels, ~75 MB unpacked:
 #                       its CUDA source compresses 100x, so it travels packed)
 # On the GPU: bash tests/gpu/run_pending.sh kernels (then bench; see there)
-# Usage (the project's venv active): bash tests/gpu/export_pending.sh   (about 3 minutes on 2 cores)
-set -eu
+# Usage (the project's venv active): bash tests/gpu/export_pending.sh   (about 6 minutes on 2 cores)
+set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 rm -rf /tmp/stream .gpu/stream.tar.xz
 python tests/gpu/check_fcm_kernels.py splits --stream /tmp/stream \
   --models mobilenet_v2,efficientnet_b0,mobilenet_v3_large,mnasnet1_0 \
-  --batch 32 --precision fp16 --sub-chains --kinds pw_dw --jobs 2 | tail -1
+  --batch 32 --precision fp16,fp32 --sub-chains --kinds pw_dw,dw_pw --jobs 2 | tail -1
 mkdir -p .gpu && tar cJf .gpu/stream.tar.xz -C /tmp stream
 du -sh .gpu/stream.tar.xz

@@ -1,0 +1,206 @@
+"""A warp's lanes along an output row of a depthwise window, for the kernels streamed through
+registers (``FcmTiles.stream``): what each lane owns, where each tap comes from, the vector loads
+and the shuffles that move values between lanes, and the tile checks they share.
+
+A lane owns ``output_cols`` adjacent output columns and the ``stride x output_cols`` input
+columns under them (of whatever tensor the window slides over: the PW result in PW->DW, the input
+in DW->PW). A tap under another lane's columns comes from that lane by a warp shuffle; lanes at
+the warp's edges whose windows would reach past the warp only lend their columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm.script import tirx as T
+
+from .compute import activation_builders
+from .layout import WARP
+from .spec import Depthwise, FcmSpec, FcmTiles
+from .wmma import stored_output
+
+FULL_MASK = 0xFFFFFFFF
+MAX_REGISTER_BYTES = 4 * 192  # a thread's local buffers (of 255 registers: the rest for addresses)
+OUTPUT_COLS = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class LaneLayout:
+    """How a warp's lanes cover an output row: ``columns`` input columns a lane, ``left`` and
+    ``right`` edge lanes that only lend their columns."""
+
+    columns: int
+    left: int
+    right: int
+
+    @property
+    def writing_lanes(self) -> int:
+        return WARP - self.left - self.right
+
+
+def lane_layout(dw: Depthwise, output_cols: int) -> LaneLayout:
+    """The lanes of a DW window: tap ``kx`` of output column ``u`` reads the input column
+    ``stride * u + kx - pad_left`` from the lane's first, which is :func:`tap_source`'s."""
+    columns = dw.stride * output_cols
+    first = -dw.pads[1]
+    last = dw.stride * (output_cols - 1) + dw.kernel - 1 - dw.pads[1]
+    return LaneLayout(columns, -(first // columns), last // columns)
+
+
+def tap_source(dw: Depthwise, output_cols: int, u: int, kx: int) -> tuple[int, int]:
+    """(lane offset, column of that lane) holding tap ``kx`` of a lane's output column ``u``."""
+    columns = dw.stride * output_cols
+    offset = dw.stride * u + kx - dw.pads[1]
+    return offset // columns, offset % columns
+
+
+def tile_problems(spec: FcmSpec, tiles: FcmTiles, dw: Depthwise) -> list[str]:
+    """What a streamed tile of ``spec`` gets wrong whatever the kernel: its knobs, its lanes (over
+    the window ``dw``) and how it divides the output and the output channels."""
+    out, cpt, ct, found = spec.output, tiles.stream, tiles.channel_tile, []
+    knobs = {"output_cols": tiles.output_cols, "stream": cpt}
+    if tiles != FcmTiles(ct, tiles.tile_h, tiles.tile_w, tiles.threads, **knobs):
+        found.append("stream takes no other knob (split, patch, lanes, tensor cores)")
+    if tiles.output_cols not in OUTPUT_COLS:
+        found.append(f"output_cols {tiles.output_cols} (one of {OUTPUT_COLS})")
+    if ct % cpt or out.c % ct:
+        found.append(f"channel tile {ct} must be a multiple of {cpt} dividing {out.c}")
+    if tiles.threads != WARP * (ct // max(cpt, 1)):
+        found.append(f"{tiles.threads} threads: a warp per {cpt} of the {ct} channels")
+    lanes = lane_layout(dw, tiles.output_cols)
+    if tiles.tile_w % tiles.output_cols or tiles.tile_w > tiles.output_cols * lanes.writing_lanes:
+        found.append(
+            f"tile width {tiles.tile_w}: a multiple of {tiles.output_cols} columns a lane, at most "
+            f"{lanes.writing_lanes} lanes"
+        )
+    if out.h % tiles.tile_h or out.w % tiles.tile_w:
+        found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
+    if tiles.threads > 1024:
+        found.append(f"{tiles.threads} threads per block > 1024")
+    return found
+
+
+def vector_lanes(width: int, columns: int) -> int:
+    """Input columns a lane loads at once: aligned and all inside or all outside the image where
+    both the image's width and the lane's columns are multiples of it."""
+    return next(lanes for lanes in (4, 2, 1) if width % lanes == 0 and columns % lanes == 0)
+
+
+def channel_loader(spec: FcmSpec, columns: int):
+    """TVMScript macro: a lane's ``columns`` inputs of input channel ``ci`` in image row ``yy`` from
+    column ``col0`` on into ``xv``, as float32 (zero outside the image), in vectors of
+    :func:`vector_lanes`."""
+    _, _, h_, w_ = spec.input.as_tuple()
+    lanes = vector_lanes(w_, columns)
+    f32 = "float32"
+    if lanes == 1:
+
+        @T.macro
+        def load_scalars(x, xv, nn, ci, yy, col0):
+            for j in T.unroll(columns):
+                xv[j] = T.if_then_else(
+                    yy >= 0 and yy < h_ and col0 + j >= 0 and col0 + j < w_,
+                    T.Cast(f32, x[nn, ci, yy, col0 + j]),  # read only inside
+                    T.float32(0),
+                )
+
+        return load_scalars
+
+    @T.macro
+    def load_vectors(x, xv, nn, ci, yy, col0):
+        for jv in T.unroll(columns // lanes):
+            col = T.meta_var(col0 + jv * lanes)
+            xv[T.Ramp(jv * lanes, 1, lanes)] = T.if_then_else(
+                yy >= 0 and yy < h_ and col >= 0 and col < w_,
+                T.Cast(f"{f32}x{lanes}", x[nn, ci, yy, T.Ramp(col, 1, lanes)]),  # read only inside
+                T.Broadcast(T.float32(0), lanes),
+            )
+
+    return load_vectors
+
+
+def neighbours(dw: Depthwise, output_cols: int):
+    """TVMScript macro: row ``co`` of ``values`` (the lane's columns of one channel) into
+    ``pwv[own]`` and each neighbouring lane's into ``pwv[own + offset]``, by warp shuffles."""
+    lanes = lane_layout(dw, output_cols)
+    own, columns, mask = lanes.left, lanes.columns, T.uint32(FULL_MASK)
+
+    @T.macro
+    def exchange(pwv, values, co):
+        for d in T.unroll(lanes.left + lanes.right + 1):
+            for j in T.unroll(columns):
+                if d < own:
+                    pwv[d, j] = T.tvm_warp_shuffle_up(mask, values[co, j], own - d, WARP, WARP)
+                if d == own:
+                    pwv[d, j] = values[co, j]
+                if d > own:
+                    pwv[d, j] = T.tvm_warp_shuffle_down(mask, values[co, j], d - own, WARP, WARP)
+
+    return exchange
+
+
+def depthwise_row(dw: Depthwise, output_cols: int, rows_out: int, own: int):
+    """TVMScript macro: input row ``i`` of the strip (``pwv``: one channel's, from
+    :func:`neighbours`) into the DW sums ``acc[co]`` of every output row whose window covers it,
+    each tap from the lane of :func:`tap_source`."""
+    k_, s_, columns, left = dw.kernel, dw.stride, dw.stride * output_cols, dw.pads[1]
+    f32 = "float32"
+
+    @T.macro
+    def depthwise(acc, pwv, w1, co, channel, i):
+        for t in T.unroll(rows_out):
+            if i - s_ * t >= 0 and i - s_ * t < k_:  # known once unrolled: no branch is left
+                for u in T.unroll(output_cols):
+                    for kx in T.unroll(k_):
+                        tap = T.meta_var(s_ * u + kx - left)  # tap_source, in TIR
+                        weight = T.meta_var(T.Cast(f32, w1[channel, 0, i - s_ * t, kx]))
+                        acc[co, t, u] = (
+                            acc[co, t, u]
+                            + weight * pwv[T.floordiv(tap, columns) + own, T.floormod(tap, columns)]
+                        )
+
+    return depthwise
+
+
+def strip_grid(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int]:
+    """(blocks, warps a block): a block per image, tile and channel tile, a warp per ``stream``
+    channels of its tile."""
+    out, ct = spec.output, tiles.channel_tile
+    return out.n * (out.h // tiles.tile_h) * (out.w // tiles.tile_w) * (out.c // ct), ct // tiles.stream
+
+
+def strip_origin(spec: FcmSpec, tiles: FcmTiles, dw: Depthwise):
+    """``(bx, ty, tx) -> (n, first channel, first output row, first output column)`` of a lane's
+    strip: blocks over (image, tile row, tile column, channel tile), channel tiles innermost so
+    that neighbouring blocks read the same input rows; a warp per ``stream`` channels."""
+    out, cpt, ct, tw = spec.output, tiles.stream, tiles.channel_tile, tiles.tile_w
+    warps, ny, nx, ng = ct // cpt, out.h // tiles.tile_h, out.w // tw, out.c // ct
+    own = lane_layout(dw, tiles.output_cols).left
+
+    def origin(bx, ty, tx):
+        channel = (bx % ng * warps + ty) * cpt
+        column = bx // ng % nx * tw + (tx - own) * tiles.output_cols
+        return bx // (ng * nx * ny), channel, bx // (ng * nx) % ny * tiles.tile_h, column
+
+    return origin
+
+
+def strip_store(spec: FcmSpec, tiles: FcmTiles, dw: Depthwise, activation: str, fast_math: bool):
+    """TVMScript macro: the writing lanes store their strip's sums ``acc[co, t, u]`` with bias,
+    ``activation`` and the residual where the chain has one."""
+    epilogue = stored_output(activation_builders(fast_math)[activation], spec.residual, spec.dtype)
+    own, cols, rows = lane_layout(dw, tiles.output_cols).left, tiles.output_cols, tiles.tile_h
+    dt = spec.dtype
+
+    @T.macro
+    def store(out, acc, bias, residual, tx, nn, m0, oy0, ox0):
+        if tx >= own and (tx - own) * cols < tiles.tile_w:
+            for co in T.unroll(tiles.stream):
+                for t in T.unroll(rows):
+                    for u in T.unroll(cols):
+                        res = T.meta_var(
+                            residual[nn, m0 + co, oy0 + t, ox0 + u] if spec.residual else T.Cast(dt, 0)
+                        )
+                        out[nn, m0 + co, oy0 + t, ox0 + u] = epilogue(acc[co, t, u], bias[m0 + co], res)
+
+    return store
