@@ -1,7 +1,7 @@
 """DW -> PW streamed through registers (``FcmTiles.stream = c``): no shared memory, no barrier.
 
 The lanes of a warp lie along an output row (:mod:`.warp_lanes`). A thread keeps the PW sums of
-``c`` output channels over a strip of ``tile_h`` rows and ``output_cols`` columns, and takes the
+``c`` output channels over a strip of ``tile_h / lane_rows`` rows and ``output_cols`` columns, and takes the
 input channels one at a time: it walks down the strip's input rows, loads its columns of that
 channel (the window's taps under other lanes by shuffles) and sums the DW of its pixels, then
 adds bias, activation and the float16 rounding an unfused graph stores, and multiplies the result
@@ -21,11 +21,12 @@ from .spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .warp_lanes import (
     channel_loader,
     depthwise_row,
-    lane_layout,
     neighbours,
     strip_grid,
     strip_origin,
+    strip_rows,
     strip_store,
+    tile_lanes,
 )
 from .warp_lanes import tile_problems as lane_tile_problems
 from .wmma import without_param
@@ -43,8 +44,8 @@ def stream_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
 def register_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     """A thread's local buffers, all float32: the PW's sums, one channel's DW sums over the strip,
     its columns of one input row, and those with the neighbours' shuffled in."""
-    lanes = lane_layout(spec.stages[0], tiles.output_cols)
-    strip = tiles.tile_h * tiles.output_cols
+    lanes = tile_lanes(spec.stages[0], tiles)
+    strip = strip_rows(tiles) * tiles.output_cols
     return 4 * ((tiles.stream + 1) * strip + (lanes.left + lanes.right + 2) * lanes.columns)
 
 
@@ -55,8 +56,8 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     n_, c_, h_, w_ = spec.input.as_tuple()
     _, m_, ho_, wo_ = spec.output.as_tuple()
     k_, s_, top = dw.kernel, dw.stride, dw.pads[0]
-    oc, rows_out, cpt = tiles.output_cols, tiles.tile_h, tiles.stream
-    lanes = lane_layout(dw, oc)
+    oc, rows_out, cpt = tiles.output_cols, strip_rows(tiles), tiles.stream
+    lanes = tile_lanes(dw, tiles)
     q, dl, nd = lanes.columns, lanes.left, lanes.left + lanes.right + 1
     blocks, warps = strip_grid(spec, tiles)
     dw_act = activation_builders(fast_math)[dw.activation]
@@ -65,7 +66,7 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     dt, f32 = spec.dtype, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
     load = channel_loader(spec, q)
-    exchange = neighbours(dw, oc)
+    exchange = neighbours(dw, tiles)
     depthwise = depthwise_row(dw, oc, rows_out, dl)
 
     @T.prim_func

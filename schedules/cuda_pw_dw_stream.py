@@ -2,14 +2,14 @@
 
 The lanes of a warp lie along an output row (:mod:`.warp_lanes`): each owns ``output_cols``
 adjacent output columns and the ``stride x output_cols`` columns under them. A thread walks down a strip of
-``tile_h`` output rows one input row at a time. Per row it loads its input columns of every
+``tile_h / lane_rows`` output rows one input row at a time. Per row it loads its input columns of every
 input channel, sums the PW of its ``c`` channels in float32 (their weights in registers), and
 takes the DW taps that lie under a neighbouring lane from that lane with a warp shuffle. Each
 input row feeds the sums of every output row whose window covers it, so the PW result never
 leaves the registers and is computed once per strip (plus the window's overlap between strips).
 
 Lanes at the warp's edges whose windows would reach past the warp only lend their columns to
-their neighbours (:func:`lane_layout`); a warp writes ``output_cols x`` its other lanes' columns.
+their neighbours (:func:`.warp_lanes.lane_layout`); a warp writes ``output_cols x`` its other lanes' columns.
 The warps of a block compute different channels of the same tile, so they share its input rows
 in L1.
 """
@@ -25,11 +25,12 @@ from .spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .warp_lanes import (
     channel_loader,
     depthwise_row,
-    lane_layout,
     neighbours,
     strip_grid,
     strip_origin,
+    strip_rows,
     strip_store,
+    tile_lanes,
 )
 from .warp_lanes import tile_problems as lane_tile_problems
 from .wmma import without_param
@@ -54,8 +55,8 @@ def register_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     neighbours' shuffled in. The DW's weights are read where used (nvcc keeps in registers what
     fits)."""
     dw, cpt = spec.stages[1], tiles.stream
-    lanes = lane_layout(dw, tiles.output_cols)
-    per_channel = spec.in_channels + 1 + tiles.tile_h * tiles.output_cols + lanes.columns
+    lanes = tile_lanes(dw, tiles)
+    per_channel = spec.in_channels + 1 + strip_rows(tiles) * tiles.output_cols + lanes.columns
     return 4 * (cpt * per_channel + (lanes.left + lanes.right + 2) * lanes.columns)
 
 
@@ -66,8 +67,8 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     n_, c_, h_, w_ = spec.input.as_tuple()
     _, m_, ho_, wo_ = spec.output.as_tuple()
     k_, s_, top = dw.kernel, dw.stride, dw.pads[0]
-    oc, rows_out, cpt = tiles.output_cols, tiles.tile_h, tiles.stream
-    lanes = lane_layout(dw, oc)
+    oc, rows_out, cpt = tiles.output_cols, strip_rows(tiles), tiles.stream
+    lanes = tile_lanes(dw, tiles)
     q, dl, nd = lanes.columns, lanes.left, lanes.left + lanes.right + 1
     blocks, warps = strip_grid(spec, tiles)
     origin = strip_origin(spec, tiles, dw)
@@ -75,7 +76,7 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     dt, f32 = spec.dtype, "float32"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
     pointwise = pointwise_row(spec, cpt, q, fast_math)
-    exchange = neighbours(dw, oc)
+    exchange = neighbours(dw, tiles)
     depthwise = depthwise_row(dw, oc, rows_out, dl)
 
     @T.prim_func

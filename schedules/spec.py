@@ -244,6 +244,12 @@ class FcmTiles:
     patch staged whole in shared memory (with 1, each block stages its tile's patch a chunk of
     input channels at a time, and every channel tile of an image tile stages it again).
 
+    ``stream = c`` builds the kernels streamed through registers and warp shuffles
+    (:mod:`.stream`, DW->PW and PW->DW): ``c`` channels a thread, a warp per ``c`` channels of the
+    tile, ``output_cols`` columns a lane, and ``lane_rows`` (1 or 2) rows of the tile a warp
+    covers at once, each in a segment of ``32 / lane_rows`` lanes (for narrow outputs); each
+    thread walks ``tile_h / lane_rows`` rows.
+
     ``register_pw = 1`` builds the PW->DW kernel for few input channels (:mod:`.cuda_pw_dw_regs`):
     threads keep their channels' PW weights in registers over a float32 input patch staged once
     per block; ``channel_tile``, the tile, ``threads`` and ``patch_reuse`` keep their meaning,
@@ -266,6 +272,7 @@ class FcmTiles:
     tensor_cores: int = 0
     register_pw: int = 0
     stream: int = 0
+    lane_rows: int = 1
 
     @property
     def label(self) -> str:
@@ -282,6 +289,7 @@ class FcmTiles:
             "d": self.depthwise_cols,
             "x": self.output_cols,
             "r": self.patch_reuse,
+            "lr": self.lane_rows,
         }
         label += "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)
         label += f" st{self.stream}" if self.stream else ""

@@ -9,7 +9,7 @@ import tvm
 
 from . import cuda_dw_pw_stream, cuda_pw_dw_stream
 from .spec import FcmSpec, FcmTiles
-from .warp_lanes import MAX_REGISTER_BYTES
+from .warp_lanes import MAX_REGISTER_BYTES, strip_rows
 
 KERNELS: dict[str, ModuleType] = {"dw_pw": cuda_dw_pw_stream, "pw_dw": cuda_pw_dw_stream}
 
@@ -39,7 +39,7 @@ def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
 
 def accumulators_per_thread(spec: FcmSpec, tiles: FcmTiles) -> int:
     """The float32 sums a thread keeps over its strip (the DW's in PW->DW, the PW's in DW->PW)."""
-    return tiles.stream * tiles.tile_h * tiles.output_cols
+    return tiles.stream * strip_rows(tiles) * tiles.output_cols
 
 
 def register_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:

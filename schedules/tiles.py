@@ -82,6 +82,8 @@ def _plan(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> tuple[KernelPlan | N
     problems = split_problems(spec, tiles.split)
     if tiles.patch_reuse != 1:
         problems.append("patch_reuse is a knob of the tensor-core PW->DW kernel: 1 on CUDA cores")
+    if tiles.lane_rows != 1:
+        problems.append("lane_rows is a knob of the streamed kernels: 1 on CUDA cores")
     if tiles.threads > MAX_THREADS:
         problems.append(f"{tiles.threads} threads per block > {MAX_THREADS}")
     layout = output_layout(tiles)

@@ -22,29 +22,46 @@ from .wmma import stored_output
 FULL_MASK = 0xFFFFFFFF
 MAX_REGISTER_BYTES = 4 * 192  # a thread's local buffers (of 255 registers: the rest for addresses)
 OUTPUT_COLS = (1, 2, 4)
+LANE_ROWS = (1, 2)  # 4 would need outputs 7 wide and a multiple of 4 high: none of the zoo's
 
 
 @dataclass(frozen=True)
 class LaneLayout:
-    """How a warp's lanes cover an output row: ``columns`` input columns a lane, ``left`` and
-    ``right`` edge lanes that only lend their columns."""
+    """How a segment of ``segment`` lanes (a warp, or a part of it) covers an output row:
+    ``columns`` input columns a lane, ``left`` and ``right`` edge lanes that only lend theirs."""
 
     columns: int
     left: int
     right: int
+    segment: int = WARP
 
     @property
     def writing_lanes(self) -> int:
-        return WARP - self.left - self.right
+        return self.segment - self.left - self.right
 
 
-def lane_layout(dw: Depthwise, output_cols: int) -> LaneLayout:
+def lane_layout(dw: Depthwise, output_cols: int, segment: int = WARP) -> LaneLayout:
     """The lanes of a DW window: tap ``kx`` of output column ``u`` reads the input column
     ``stride * u + kx - pad_left`` from the lane's first, which is :func:`tap_source`'s."""
     columns = dw.stride * output_cols
     first = -dw.pads[1]
     last = dw.stride * (output_cols - 1) + dw.kernel - 1 - dw.pads[1]
-    return LaneLayout(columns, -(first // columns), last // columns)
+    return LaneLayout(columns, -(first // columns), last // columns, segment)
+
+
+def segment(tiles: FcmTiles) -> int:
+    """Lanes a row of the tile takes: a warp covers ``lane_rows`` rows at once."""
+    return WARP // tiles.lane_rows
+
+
+def strip_rows(tiles: FcmTiles) -> int:
+    """The output rows each thread walks."""
+    return tiles.tile_h // tiles.lane_rows
+
+
+def tile_lanes(dw: Depthwise, tiles: FcmTiles) -> LaneLayout:
+    """:func:`lane_layout` of ``tiles``' columns and segments."""
+    return lane_layout(dw, tiles.output_cols, segment(tiles))
 
 
 def tap_source(dw: Depthwise, output_cols: int, u: int, kx: int) -> tuple[int, int]:
@@ -58,20 +75,23 @@ def tile_problems(spec: FcmSpec, tiles: FcmTiles, dw: Depthwise) -> list[str]:
     """What a streamed tile of ``spec`` gets wrong whatever the kernel: its knobs, its lanes (over
     the window ``dw``) and how it divides the output and the output channels."""
     out, cpt, ct, found = spec.output, tiles.stream, tiles.channel_tile, []
-    knobs = {"output_cols": tiles.output_cols, "stream": cpt}
+    knobs = {"output_cols": tiles.output_cols, "stream": cpt, "lane_rows": tiles.lane_rows}
     if tiles != FcmTiles(ct, tiles.tile_h, tiles.tile_w, tiles.threads, **knobs):
         found.append("stream takes no other knob (split, patch, lanes, tensor cores)")
     if tiles.output_cols not in OUTPUT_COLS:
         found.append(f"output_cols {tiles.output_cols} (one of {OUTPUT_COLS})")
+    if tiles.lane_rows not in LANE_ROWS or tiles.tile_h % tiles.lane_rows:
+        found.append(f"lane_rows {tiles.lane_rows}: one of {LANE_ROWS}, dividing the {tiles.tile_h} rows")
+        return found
     if ct % cpt or out.c % ct:
         found.append(f"channel tile {ct} must be a multiple of {cpt} dividing {out.c}")
     if tiles.threads != WARP * (ct // max(cpt, 1)):
         found.append(f"{tiles.threads} threads: a warp per {cpt} of the {ct} channels")
-    lanes = lane_layout(dw, tiles.output_cols)
+    lanes = tile_lanes(dw, tiles)
     if tiles.tile_w % tiles.output_cols or tiles.tile_w > tiles.output_cols * lanes.writing_lanes:
         found.append(
             f"tile width {tiles.tile_w}: a multiple of {tiles.output_cols} columns a lane, at most "
-            f"{lanes.writing_lanes} lanes"
+            f"{lanes.writing_lanes} lanes of {lanes.segment}"
         )
     if out.h % tiles.tile_h or out.w % tiles.tile_w:
         found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
@@ -119,22 +139,23 @@ def channel_loader(spec: FcmSpec, columns: int):
     return load_vectors
 
 
-def neighbours(dw: Depthwise, output_cols: int):
+def neighbours(dw: Depthwise, tiles: FcmTiles):
     """TVMScript macro: row ``co`` of ``values`` (the lane's columns of one channel) into
-    ``pwv[own]`` and each neighbouring lane's into ``pwv[own + offset]``, by warp shuffles."""
-    lanes = lane_layout(dw, output_cols)
-    own, columns, mask = lanes.left, lanes.columns, T.uint32(FULL_MASK)
+    ``pwv[own]`` and each neighbouring lane's into ``pwv[own + offset]``, by warp shuffles within
+    the lane's segment."""
+    lanes = tile_lanes(dw, tiles)
+    own, columns, width, mask = lanes.left, lanes.columns, lanes.segment, T.uint32(FULL_MASK)
 
     @T.macro
     def exchange(pwv, values, co):
         for d in T.unroll(lanes.left + lanes.right + 1):
             for j in T.unroll(columns):
                 if d < own:
-                    pwv[d, j] = T.tvm_warp_shuffle_up(mask, values[co, j], own - d, WARP, WARP)
+                    pwv[d, j] = T.tvm_warp_shuffle_up(mask, values[co, j], own - d, width, WARP)
                 if d == own:
                     pwv[d, j] = values[co, j]
                 if d > own:
-                    pwv[d, j] = T.tvm_warp_shuffle_down(mask, values[co, j], d - own, WARP, WARP)
+                    pwv[d, j] = T.tvm_warp_shuffle_down(mask, values[co, j], d - own, width, WARP)
 
     return exchange
 
@@ -172,15 +193,17 @@ def strip_grid(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int]:
 def strip_origin(spec: FcmSpec, tiles: FcmTiles, dw: Depthwise):
     """``(bx, ty, tx) -> (n, first channel, first output row, first output column)`` of a lane's
     strip: blocks over (image, tile row, tile column, channel tile), channel tiles innermost so
-    that neighbouring blocks read the same input rows; a warp per ``stream`` channels."""
+    that neighbouring blocks read the same input rows; a warp per ``stream`` channels, each of its
+    segments a strip of the tile's rows."""
     out, cpt, ct, tw = spec.output, tiles.stream, tiles.channel_tile, tiles.tile_w
     warps, ny, nx, ng = ct // cpt, out.h // tiles.tile_h, out.w // tw, out.c // ct
-    own = lane_layout(dw, tiles.output_cols).left
+    own, lanes, rows = tile_lanes(dw, tiles).left, segment(tiles), strip_rows(tiles)
 
     def origin(bx, ty, tx):
         channel = (bx % ng * warps + ty) * cpt
-        column = bx // ng % nx * tw + (tx - own) * tiles.output_cols
-        return bx // (ng * nx * ny), channel, bx // (ng * nx) % ny * tiles.tile_h, column
+        column = bx // ng % nx * tw + (tx % lanes - own) * tiles.output_cols
+        row = bx // (ng * nx) % ny * tiles.tile_h + tx // lanes * rows
+        return bx // (ng * nx * ny), channel, row, column
 
     return origin
 
@@ -189,12 +212,12 @@ def strip_store(spec: FcmSpec, tiles: FcmTiles, dw: Depthwise, activation: str, 
     """TVMScript macro: the writing lanes store their strip's sums ``acc[co, t, u]`` with bias,
     ``activation`` and the residual where the chain has one."""
     epilogue = stored_output(activation_builders(fast_math)[activation], spec.residual, spec.dtype)
-    own, cols, rows = lane_layout(dw, tiles.output_cols).left, tiles.output_cols, tiles.tile_h
+    own, cols, rows, lanes = tile_lanes(dw, tiles).left, tiles.output_cols, strip_rows(tiles), segment(tiles)
     dt = spec.dtype
 
     @T.macro
     def store(out, acc, bias, residual, tx, nn, m0, oy0, ox0):
-        if tx >= own and (tx - own) * cols < tiles.tile_w:
+        if tx % lanes >= own and (tx % lanes - own) * cols < tiles.tile_w:
             for co in T.unroll(tiles.stream):
                 for t in T.unroll(rows):
                     for u in T.unroll(cols):

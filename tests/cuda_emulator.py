@@ -45,16 +45,25 @@ thread_local EmuDim emu_threadIdx, emu_blockIdx;
 #define blockIdx emu_blockIdx
 struct EmuWarp { std::barrier<>* sync; float slots[32]; };
 thread_local EmuWarp* emu_warp;
-static float emu_shfl(float value, int source) {
+static float emu_exchange(float value, int source) {
   int lane = threadIdx.x % 32;
   emu_warp->slots[lane] = value;
   emu_warp->sync->arrive_and_wait();
-  float result = emu_warp->slots[(source < 0 || source > 31) ? lane : source];  // CUDA: own value
+  float result = emu_warp->slots[source];
   emu_warp->sync->arrive_and_wait();
   return result;
 }
-#define __shfl_up_sync(mask, value, delta, width) emu_shfl((value), (int)(threadIdx.x % 32) - (delta))
-#define __shfl_down_sync(mask, value, delta, width) emu_shfl((value), (int)(threadIdx.x % 32) + (delta))
+// CUDA: within segments of `width` lanes; a source outside the lane's segment gives its own value
+static float emu_shfl_up(float value, int delta, int width) {
+  int lane = threadIdx.x % 32, source = lane - delta;
+  return emu_exchange(value, source < lane / width * width ? lane : source);
+}
+static float emu_shfl_down(float value, int delta, int width) {
+  int lane = threadIdx.x % 32, source = lane + delta;
+  return emu_exchange(value, source >= lane / width * width + width ? lane : source);
+}
+#define __shfl_up_sync(mask, value, delta, width) emu_shfl_up((value), (delta), (width))
+#define __shfl_down_sync(mask, value, delta, width) emu_shfl_down((value), (delta), (width))
 #define __expf expf
 #define __fdividef(a, b) ((a) / (b))
 struct __align__(8) half4 { __half x, y, z, w; };

@@ -29,8 +29,11 @@ from .test_schedules_tensor_cores import case_id
 MAX_SMEM = 227 * 1024
 
 
-def st(channels: int, warps: int, tile_h: int, tile_w: int, cols: int = 1) -> FcmTiles:
-    return FcmTiles(channels * warps, tile_h, tile_w, WARP * warps, output_cols=cols, stream=channels)
+def st(channels: int, warps: int, tile_h: int, tile_w: int, cols: int = 1, lane_rows: int = 1) -> FcmTiles:
+    threads = WARP * warps
+    return FcmTiles(
+        channels * warps, tile_h, tile_w, threads, output_cols=cols, stream=channels, lane_rows=lane_rows
+    )
 
 
 CASES = [  # the early heads it is for, and every window shape, stride and column count
@@ -39,6 +42,8 @@ CASES = [  # the early heads it is for, and every window shape, stride and colum
     (pw_dw(1, 8, 12, 12, 8, 3, 1, residual=True, acts=("hardswish", "none")), st(4, 2, 4, 12, cols=4)),
     (pw_dw(1, 16, 15, 15, 16, 7, 2, acts=("sigmoid", "relu6")), st(4, 1, 4, 8)),  # odd input, 7x7
     (pw_dw(1, 40, 28, 28, 120, 5, 2, acts=("hardswish", "hardswish")), st(2, 2, 2, 14)),
+    (pw_dw(1, 32, 28, 28, 64, 3, 2), st(4, 2, 14, 14, lane_rows=2)),  # a 14-wide output: two rows a warp
+    (pw_dw(1, 16, 14, 14, 32, 3, 1, dtype="float32"), st(4, 1, 2, 14, lane_rows=2)),
 ]
 
 
@@ -52,6 +57,7 @@ DW_PW_CASES = [  # the first blocks' DW->PW (32 -> 16 at 112x112) and the other 
     (dw_pw(2, 24, 14, 14, 40, 5, 2, acts=("silu", "none"), dtype="float32"), st(4, 2, 7, 7)),
     (dw_pw(1, 16, 12, 12, 16, 3, 1, residual=True, acts=("hardswish", "relu")), st(4, 2, 4, 12, cols=2)),
     (dw_pw(1, 8, 10, 10, 16, 7, 1, acts=("sigmoid", "relu6")), st(8, 2, 2, 10, cols=2)),
+    (dw_pw(2, 48, 14, 14, 24, 3, 1), st(8, 1, 2, 14, lane_rows=2)),
 ]
 WINDOWS = [Depthwise(k, s, pads) for k in (3, 5, 7) for s in (1, 2) for pads in (None, (0, 0, k - 1, k - 1))]
 

@@ -514,51 +514,45 @@ def register_pw_choices(spec, gpu) -> list:
 
 ST_CHANNELS = (2, 4, 8)  # channels a thread
 ST_WARPS = (1, 2)
-ST_TILE_ROWS = (2, 3, 4)
+ST_TILE_ROWS = (1, 2, 3, 4)
 ST_TALL_ROWS = (7, 14)  # where no tile reaches ST_MIN_REUSE (the first sweep's best at 40 channels)
 ST_PER_CHAIN = 18
 ST_MAX_SUMS = 32  # the DW's sums a thread
-ST_MIN_LANE_USE = 0.75  # of a warp's lanes writing
+ST_MIN_LANE_USE = 0.75  # of a segment's lanes writing, or the most any tile reaches ...
+ST_LEAST_LANE_USE = 0.4  # ... but this many at least
 ST_MIN_REUSE = 8  # multiply-adds per loaded input vector: channels x columns a lane
 
 
 def stream_choices(spec, gpu) -> list:
     """For a PW->DW chain (DW->PW: :func:`dw_pw_stream_choices`), tiles of the kernel streamed
-    through registers: 2-8 channels a thread,
-    1-2 warps a block, strips of 2-4 rows, 1-4 output columns a lane over the widest tile its
-    lanes cover (and half of it), three quarters of a warp's lanes writing or more, each input
-    load feeding 8 multiply-adds or more (else as many as any tile does, in strips of 7 or 14
-    rows too), four blocks an SM or more, those that waste the fewest lanes and recomputed rows
-    first; before them the tile of the H200 table, timed in the same run. (The first sweep,
+    through registers: 2-8 channels a thread, 1-2 warps a block, strips of 2-4 rows, 1-4 output
+    columns a lane over the widest tile its lanes cover (and half of it), a warp over one row or
+    two (narrow outputs), three quarters of a segment's lanes writing or more, each input load
+    feeding 8 multiply-adds or more (else as many as any tile does, in strips of 7 or 14 rows
+    too), four blocks an SM or more, those that waste the fewest lanes and recomputed rows first;
+    before them the tile of the H200 table, timed in the same run. (The first sweep,
     docs/results/sweep_pw_dw_stream_b32_fp16_h100.json: strips of 7-14 rows and one column a
     lane ran 1.5-6x slower than 4 rows of 2.)"""
     from fcm_tvm.gpus import get_gpu
     from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules import FcmTiles
     from fcm_tvm.schedules.stream import accumulators_per_thread, stream_problems
-    from fcm_tvm.schedules.warp_lanes import OUTPUT_COLS, lane_layout
+    from fcm_tvm.schedules.warp_lanes import LANE_ROWS, OUTPUT_COLS
 
     if spec.kind == "dw_pw":
         return dw_pw_stream_choices(spec, gpu)
     if spec.kind != "pw_dw":
         return []
     out, dw = spec.output, spec.stages[1]
-
-    def widths(cols):
-        most = cols * lane_layout(dw, cols).writing_lanes
-        fitting = [w for w in range(cols, min(most, out.w) + 1, cols) if out.w % w == 0]
-        return set(fitting[-1:] + [w for w in fitting if 2 * w == fitting[-1]]) if fitting else set()
-
-    def lane_use(t) -> float:
-        return t.tile_w / t.output_cols / 32
-
+    lane_use = stream_lane_use
     candidates = [
-        FcmTiles(cpt * warps, h, w, 32 * warps, output_cols=cols, stream=cpt)
+        FcmTiles(cpt * warps, h * rows, w, 32 * warps, output_cols=cols, stream=cpt, lane_rows=rows)
         for cpt in ST_CHANNELS
         for warps in ST_WARPS
         for cols in OUTPUT_COLS
+        for rows in LANE_ROWS
         for h in ST_TILE_ROWS + ST_TALL_ROWS
-        for w in widths(cols)
+        for w in stream_widths(dw, out.w, cols, rows, halves=True)
     ]
 
     def reuse(t) -> int:
@@ -567,24 +561,59 @@ def stream_choices(spec, gpu) -> list:
     fitting = [
         t
         for t in candidates
-        if not stream_problems(spec, t)
-        and accumulators_per_thread(spec, t) <= ST_MAX_SUMS
-        and lane_use(t) >= ST_MIN_LANE_USE
+        if not stream_problems(spec, t) and accumulators_per_thread(spec, t) <= ST_MAX_SUMS
     ]
+    fitting = well_used(fitting)
     least = min(ST_MIN_REUSE, max(map(reuse, fitting), default=0))
-    fitting = [t for t in fitting if reuse(t) >= least and (least < ST_MIN_REUSE or t.tile_h in ST_TILE_ROWS)]
+    fitting = [
+        t
+        for t in fitting
+        if reuse(t) >= least and (least < ST_MIN_REUSE or t.tile_h // t.lane_rows in ST_TILE_ROWS)
+    ]
 
     def blocks(t) -> int:
         return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // t.channel_tile)
 
     def waste(t) -> float:  # lanes per written column, input rows per output row's share
-        rows = (dw.stride * (t.tile_h - 1) + dw.kernel) / (dw.stride * t.tile_h)
-        return rows / lane_use(t)
+        return stream_strip_waste(dw, t) / lane_use(t)
 
     enough = min(4 * gpu.sm_count, max(map(blocks, fitting), default=0) // 2)
     chosen = sorted((t for t in fitting if blocks(t) >= enough), key=waste)[:ST_PER_CHAIN]
     known = measured(spec, get_gpu("h200"))
     return ([known.tiles] if known is not None and chosen else []) + chosen
+
+
+def stream_widths(dw, out_w: int, cols: int, lane_rows: int, halves: bool) -> set[int]:
+    """The widest tile width (and, with ``halves``, half of it) that divides ``out_w`` and that a
+    segment's writing lanes cover with ``cols`` columns each."""
+    from fcm_tvm.schedules.warp_lanes import lane_layout
+
+    most = cols * lane_layout(dw, cols, 32 // lane_rows).writing_lanes
+    fitting = [w for w in range(cols, min(most, out_w) + 1, cols) if out_w % w == 0]
+    if not fitting:
+        return set()
+    return set(fitting[-1:] + ([w for w in fitting if 2 * w == fitting[-1]] if halves else []))
+
+
+def stream_lane_use(t) -> float:
+    """The share of a segment's lanes that write."""
+    return t.tile_w / t.output_cols / (32 // t.lane_rows)
+
+
+def well_used(tiles: list) -> list:
+    """The tiles whose segments write :data:`ST_MIN_LANE_USE` of their lanes, or as many as the
+    best of them (:data:`ST_LEAST_LANE_USE` at least), a warp over one row where that does as
+    well as two."""
+    best = max(map(stream_lane_use, tiles), default=0)
+    used = [t for t in tiles if stream_lane_use(t) >= max(min(ST_MIN_LANE_USE, best), ST_LEAST_LANE_USE)]
+    one_row = [t for t in used if t.lane_rows == 1]
+    return one_row if one_row and max(map(stream_lane_use, one_row)) >= min(ST_MIN_LANE_USE, best) else used
+
+
+def stream_strip_waste(dw, t) -> float:
+    """Input rows a thread reads per output row's share of them (the window's overlap)."""
+    rows = t.tile_h // t.lane_rows
+    return (dw.stride * (rows - 1) + dw.kernel) / (dw.stride * rows)
 
 
 ST_DW_PW_CHANNELS = (4, 8, 12, 16, 20, 24, 32, 40, 48)  # output channels a thread
@@ -595,43 +624,38 @@ ST_DW_PW_MAX_SUMS = 64
 def dw_pw_stream_choices(spec, gpu) -> list:
     """For a DW->PW chain, tiles of the streamed kernel: 4-48 output channels a thread (each
     channel group computes the DW again, so the fewest groups first), 1-2 warps, strips of 1-4
-    rows, 1-4 columns a lane, at most 64 sums a thread, three quarters of a warp's lanes writing
-    or more, four blocks an SM or more; before them the tile of the H200 table."""
+    rows, a warp over one row or two, 1-4 columns a lane, at most 64 sums a thread, three
+    quarters of a segment's lanes writing or more, four blocks an SM or more; before them the tile
+    of the H200 table."""
     from fcm_tvm.gpus import get_gpu
     from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules import FcmTiles
     from fcm_tvm.schedules.stream import accumulators_per_thread, stream_problems
-    from fcm_tvm.schedules.warp_lanes import OUTPUT_COLS, lane_layout
+    from fcm_tvm.schedules.warp_lanes import LANE_ROWS, OUTPUT_COLS
 
     out, dw = spec.output, spec.stages[0]
-
-    def widths(cols):
-        most = cols * lane_layout(dw, cols).writing_lanes
-        fitting = [w for w in range(cols, min(most, out.w) + 1, cols) if out.w % w == 0]
-        return set(fitting[-1:]) if fitting else set()
-
     candidates = [
-        FcmTiles(cpt * warps, h, w, 32 * warps, output_cols=cols, stream=cpt)
+        FcmTiles(cpt * warps, h * rows, w, 32 * warps, output_cols=cols, stream=cpt, lane_rows=rows)
         for cpt in ST_DW_PW_CHANNELS
         for warps in ST_WARPS
         for cols in OUTPUT_COLS
+        for rows in LANE_ROWS
         for h in ST_DW_PW_ROWS
-        for w in widths(cols)
+        for w in stream_widths(dw, out.w, cols, rows, halves=False)
     ]
     fitting = [
         t
         for t in candidates
         if not stream_problems(spec, t, gpu.smem_per_block)
         and accumulators_per_thread(spec, t) <= ST_DW_PW_MAX_SUMS
-        and t.tile_w / t.output_cols / 32 >= ST_MIN_LANE_USE
     ]
+    fitting = well_used(fitting)
 
     def blocks(t) -> int:
         return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // t.channel_tile)
 
     def cost(t) -> tuple:  # DW computed once per channel group; rows read again per strip
-        rows = (dw.stride * (t.tile_h - 1) + dw.kernel) / (dw.stride * t.tile_h)
-        return (out.c // t.stream, rows * 32 * t.output_cols / t.tile_w)
+        return (out.c // t.stream, stream_strip_waste(dw, t) / stream_lane_use(t))
 
     enough = min(4 * gpu.sm_count, max(map(blocks, fitting), default=0) // 2)
     chosen = sorted((t for t in fitting if blocks(t) >= enough), key=cost)[:ST_PER_CHAIN]
