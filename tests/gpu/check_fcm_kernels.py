@@ -535,9 +535,7 @@ def stream_choices(spec, gpu) -> list:
     lane ran 1.5-6x slower than 4 rows of 2.)"""
     from fcm_tvm.gpus import get_gpu
     from fcm_tvm.planner.measured import measured
-    from fcm_tvm.schedules import FcmTiles
     from fcm_tvm.schedules.stream import accumulators_per_thread, stream_problems
-    from fcm_tvm.schedules.warp_lanes import LANE_ROWS, OUTPUT_COLS
 
     if spec.kind == "dw_pw":
         return dw_pw_stream_choices(spec, gpu)
@@ -545,15 +543,7 @@ def stream_choices(spec, gpu) -> list:
         return []
     out, dw = spec.output, spec.stages[1]
     lane_use = stream_lane_use
-    candidates = [
-        FcmTiles(cpt * warps, h * rows, w, 32 * warps, output_cols=cols, stream=cpt, lane_rows=rows)
-        for cpt in ST_CHANNELS
-        for warps in ST_WARPS
-        for cols in OUTPUT_COLS
-        for rows in LANE_ROWS
-        for h in ST_TILE_ROWS + ST_TALL_ROWS
-        for w in stream_widths(dw, out.w, cols, rows, halves=True)
-    ]
+    candidates = stream_candidates(dw, out.w, ST_CHANNELS, ST_TILE_ROWS + ST_TALL_ROWS, halves=True)
 
     def reuse(t) -> int:
         return t.stream * dw.stride * t.output_cols
@@ -595,6 +585,23 @@ def stream_widths(dw, out_w: int, cols: int, lane_rows: int, halves: bool) -> se
     return set(fitting[-1:] + ([w for w in fitting if 2 * w == fitting[-1]] if halves else []))
 
 
+def stream_candidates(dw, out_w: int, channels, strips, halves: bool) -> list:
+    """Streamed tiles of ``channels`` channels a thread, :data:`ST_WARPS` warps, each column count
+    and rows a warp, strips of ``strips`` rows, over :func:`stream_widths`."""
+    from fcm_tvm.schedules import FcmTiles
+    from fcm_tvm.schedules.warp_lanes import LANE_ROWS, OUTPUT_COLS
+
+    return [
+        FcmTiles(cpt * warps, h * rows, w, 32 * warps, output_cols=cols, stream=cpt, lane_rows=rows)
+        for cpt in channels
+        for warps in ST_WARPS
+        for cols in OUTPUT_COLS
+        for rows in LANE_ROWS
+        for h in strips
+        for w in stream_widths(dw, out_w, cols, rows, halves)
+    ]
+
+
 def stream_lane_use(t) -> float:
     """The share of a segment's lanes that write."""
     return t.tile_w / t.output_cols / (32 // t.lane_rows)
@@ -629,20 +636,10 @@ def dw_pw_stream_choices(spec, gpu) -> list:
     of the H200 table."""
     from fcm_tvm.gpus import get_gpu
     from fcm_tvm.planner.measured import measured
-    from fcm_tvm.schedules import FcmTiles
     from fcm_tvm.schedules.stream import accumulators_per_thread, stream_problems
-    from fcm_tvm.schedules.warp_lanes import LANE_ROWS, OUTPUT_COLS
 
     out, dw = spec.output, spec.stages[0]
-    candidates = [
-        FcmTiles(cpt * warps, h * rows, w, 32 * warps, output_cols=cols, stream=cpt, lane_rows=rows)
-        for cpt in ST_DW_PW_CHANNELS
-        for warps in ST_WARPS
-        for cols in OUTPUT_COLS
-        for rows in LANE_ROWS
-        for h in ST_DW_PW_ROWS
-        for w in stream_widths(dw, out.w, cols, rows, halves=False)
-    ]
+    candidates = stream_candidates(dw, out.w, ST_DW_PW_CHANNELS, ST_DW_PW_ROWS, halves=False)
     fitting = [
         t
         for t in candidates
