@@ -1,17 +1,17 @@
 """PW -> DW streamed through registers (``FcmTiles.stream = c``): no shared memory, no barrier.
 
 The lanes of a warp lie along an output row (:mod:`.warp_lanes`): each owns ``output_cols``
-adjacent output columns and the ``stride x output_cols`` columns under them. A thread walks down a strip of
-``tile_h / lane_rows`` output rows one input row at a time. Per row it loads its input columns of every
-input channel, sums the PW of its ``c`` channels in float32 (their weights in registers), and
-takes the DW taps that lie under a neighbouring lane from that lane with a warp shuffle. Each
-input row feeds the sums of every output row whose window covers it, so the PW result never
-leaves the registers and is computed once per strip (plus the window's overlap between strips).
+adjacent output columns and the ``stride x output_cols`` columns under them. A thread walks down
+a strip of ``tile_h / lane_rows`` output rows one input row at a time. Per row it loads its
+columns of one input channel at a time (a vector where the width allows) and adds them into the
+PW sums of its ``c`` channels (float32, their weights in registers), then takes the DW taps that
+lie under a neighbouring lane from that lane with a warp shuffle. Each input row feeds the sums of
+every output row whose window covers it, so the PW result never leaves the registers and is
+computed once per strip (plus the window's overlap between strips).
 
 Lanes at the warp's edges whose windows would reach past the warp only lend their columns to
-their neighbours (:func:`.warp_lanes.lane_layout`); a warp writes ``output_cols x`` its other lanes' columns.
-The warps of a block compute different channels of the same tile, so they share its input rows
-in L1.
+their neighbours (:func:`.warp_lanes.lane_layout`). The warps of a block compute different
+channels of the same tile, so they share its input rows in L1.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ and the shuffles that move values between lanes, and the tile checks they share.
 A lane owns ``output_cols`` adjacent output columns and the ``stride x output_cols`` input
 columns under them (of whatever tensor the window slides over: the PW result in PW->DW, the input
 in DW->PW). A tap under another lane's columns comes from that lane by a warp shuffle; lanes at
-the warp's edges whose windows would reach past the warp only lend their columns.
+the warp's edges whose windows would reach past the warp only lend their columns. With
+``lane_rows = 2`` each half of a warp (a segment of 16 lanes) covers a row of its own.
 """
 
 from __future__ import annotations

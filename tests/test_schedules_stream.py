@@ -1,5 +1,5 @@
-"""The PW->DW kernel streamed through registers and warp shuffles (``FcmTiles.stream``): where each
-lane's DW taps come from, its CUDA against float64 (run on the CPU by :mod:`.cuda_emulator`) and
+"""The DW->PW and PW->DW kernels streamed through registers and warp shuffles (``FcmTiles.stream``):
+where each lane's DW taps come from, their CUDA against float64 (run on the CPU by :mod:`.cuda_emulator`) and
 with nvcc, the tiles it takes, and how the table and planner see it. The GPU check runs the same
 kernels there (tests/gpu/check_fcm_kernels.py splits --stream)."""
 
@@ -64,20 +64,21 @@ WINDOWS = [Depthwise(k, s, pads) for k in (3, 5, 7) for s in (1, 2) for pads in 
 
 @pytest.mark.parametrize("dw", WINDOWS, ids=lambda dw: f"k{dw.kernel}s{dw.stride}p{dw.pads[1]}")
 @pytest.mark.parametrize("cols", [1, 2, 4])
-def test_every_tap_of_a_written_column_comes_from_a_lane_of_its_warp_holding_that_input_column(
-    dw: Depthwise, cols: int
+@pytest.mark.parametrize("segment", [WARP, WARP // 2])
+def test_every_tap_of_a_written_column_comes_from_a_lane_of_its_segment_holding_that_input_column(
+    dw: Depthwise, cols: int, segment: int
 ) -> None:
-    lanes = lane_layout(dw, cols)
-    assert lanes.writing_lanes >= 8, "a warp still writes a quarter of its lanes' columns"
-    for lane in range(lanes.left, WARP - lanes.right):  # the lanes that write
+    lanes = lane_layout(dw, cols, segment)
+    assert lanes.writing_lanes >= segment // 4, "a segment still writes a quarter of its lanes' columns"
+    for lane in range(lanes.left, segment - lanes.right):  # the lanes that write
         first_output = (lane - lanes.left) * cols
         for u in range(cols):
             for kx in range(dw.kernel):
                 offset, column = tap_source(dw, cols, u, kx)
                 source = lane + offset
-                assert 0 <= source < WARP
+                assert 0 <= source < segment
                 assert 0 <= column < lanes.columns
-                held = dw.stride * (first_output + offset * cols) + column  # relative to the warp
+                held = dw.stride * (first_output + offset * cols) + column  # relative to the segment
                 assert held == dw.stride * (first_output + u) + kx - dw.pads[1]
 
 
