@@ -21,7 +21,7 @@ from .spec import Depthwise, FcmSpec, FcmTiles
 from .wmma import stored_output
 
 FULL_MASK = 0xFFFFFFFF
-MAX_REGISTER_BYTES = 4 * 192  # a thread's local buffers (of 255 registers: the rest for addresses)
+MAX_REGISTER_BYTES = 4 * 160  # a thread's local buffers, of 255 registers (190 spilled)
 OUTPUT_COLS = (1, 2, 4)
 LANE_ROWS = (1, 2)  # 4 would need outputs 7 wide and a multiple of 4 high: none of the zoo's
 
