@@ -4,7 +4,7 @@
 #   .gpu/stream.tar.xz  the four headline models' DW->PW and PW->DW chains at batch 32 in fp16 and
 #                       fp32 (fp16 first: its run and bench come first), tiles of the
 #                       kernels streamed through registers (check_fcm_kernels.py splits --stream,
-#                       each chain's H200-table tile beside them; ~970 kernels of 82 chains, 2.2 MB packed:
+#                       each chain's H200-table tile beside them; 962 kernels of 82 chains, ~2.2 MB packed:
 #                       its CUDA source compresses 100x, so it travels packed)
 # On the GPU: bash tests/gpu/run_pending.sh kernels (then bench; see there)
 # Usage (the project's venv active): bash tests/gpu/export_pending.sh   (about 6 minutes on 2 cores)
