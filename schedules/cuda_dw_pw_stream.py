@@ -46,7 +46,7 @@ def register_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     its columns of one input row, and those with the neighbours' shuffled in."""
     lanes = tile_lanes(spec.stages[0], tiles)
     strip = strip_rows(tiles) * tiles.output_cols
-    return 4 * ((tiles.stream + 1) * strip + (lanes.left + lanes.right + 2) * lanes.columns)
+    return 4 * ((tiles.stream + 1) * strip + (lanes.neighbourhood + 1) * lanes.columns)
 
 
 def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool = False) -> tvm.tirx.PrimFunc:
@@ -58,7 +58,7 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     k_, s_, top = dw.kernel, dw.stride, dw.pads[0]
     oc, rows_out, cpt = tiles.output_cols, strip_rows(tiles), tiles.stream
     lanes = tile_lanes(dw, tiles)
-    q, dl, nd = lanes.columns, lanes.left, lanes.left + lanes.right + 1
+    q, dl, nd = lanes.columns, lanes.left, lanes.neighbourhood
     blocks, warps = strip_grid(spec, tiles)
     dw_act = activation_builders(fast_math)[dw.activation]
     origin = strip_origin(spec, tiles, dw)
@@ -67,7 +67,7 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
     load = channel_loader(spec, q)
     exchange = neighbours(dw, tiles)
-    depthwise = depthwise_row(dw, oc, rows_out, dl)
+    depthwise = depthwise_row(dw, tiles)
 
     @T.prim_func
     def fcm(

@@ -57,7 +57,7 @@ def register_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     dw, cpt = spec.stages[1], tiles.stream
     lanes = tile_lanes(dw, tiles)
     per_channel = spec.in_channels + 1 + strip_rows(tiles) * tiles.output_cols + lanes.columns
-    return 4 * (cpt * per_channel + (lanes.left + lanes.right + 2) * lanes.columns)
+    return 4 * (cpt * per_channel + (lanes.neighbourhood + 1) * lanes.columns)
 
 
 def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool = False) -> tvm.tirx.PrimFunc:
@@ -69,7 +69,7 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     k_, s_, top = dw.kernel, dw.stride, dw.pads[0]
     oc, rows_out, cpt = tiles.output_cols, strip_rows(tiles), tiles.stream
     lanes = tile_lanes(dw, tiles)
-    q, dl, nd = lanes.columns, lanes.left, lanes.left + lanes.right + 1
+    q, nd = lanes.columns, lanes.neighbourhood
     blocks, warps = strip_grid(spec, tiles)
     origin = strip_origin(spec, tiles, dw)
     store = strip_store(spec, tiles, dw, dw.activation, fast_math)
@@ -77,7 +77,7 @@ def stream_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool =
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
     pointwise = pointwise_row(spec, cpt, q, fast_math)
     exchange = neighbours(dw, tiles)
-    depthwise = depthwise_row(dw, oc, rows_out, dl)
+    depthwise = depthwise_row(dw, tiles)
 
     @T.prim_func
     def fcm(

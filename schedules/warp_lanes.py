@@ -40,6 +40,11 @@ class LaneLayout:
     def writing_lanes(self) -> int:
         return self.segment - self.left - self.right
 
+    @property
+    def neighbourhood(self) -> int:
+        """The lanes whose columns a lane reads: its own and its neighbours' on either side."""
+        return self.left + 1 + self.right
+
 
 def lane_layout(dw: Depthwise, output_cols: int, segment: int = WARP) -> LaneLayout:
     """The lanes of a DW window: tap ``kx`` of output column ``u`` reads the input column
@@ -149,7 +154,7 @@ def neighbours(dw: Depthwise, tiles: FcmTiles):
 
     @T.macro
     def exchange(pwv, values, co):
-        for d in T.unroll(lanes.left + lanes.right + 1):
+        for d in T.unroll(lanes.neighbourhood):
             for j in T.unroll(columns):
                 if d < own:
                     pwv[d, j] = T.tvm_warp_shuffle_up(mask, values[co, j], own - d, width, WARP)
@@ -161,11 +166,12 @@ def neighbours(dw: Depthwise, tiles: FcmTiles):
     return exchange
 
 
-def depthwise_row(dw: Depthwise, output_cols: int, rows_out: int, own: int):
+def depthwise_row(dw: Depthwise, tiles: FcmTiles):
     """TVMScript macro: input row ``i`` of the strip (``pwv``: one channel's, from
     :func:`neighbours`) into the DW sums ``acc[co]`` of every output row whose window covers it,
     each tap from the lane of :func:`tap_source`."""
-    k_, s_, columns, left = dw.kernel, dw.stride, dw.stride * output_cols, dw.pads[1]
+    lanes, output_cols, rows_out = tile_lanes(dw, tiles), tiles.output_cols, strip_rows(tiles)
+    k_, s_, columns, left, own = dw.kernel, dw.stride, lanes.columns, dw.pads[1], lanes.left
     f32 = "float32"
 
     @T.macro
