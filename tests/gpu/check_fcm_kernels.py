@@ -447,6 +447,28 @@ def tc_warp_choices(spec, gpu) -> list:
     return table_tile_variants(spec, gpu, variants)
 
 
+def with_enough_blocks(spec, gpu, tiles: list) -> list:
+    """The ``tiles`` of four blocks an SM or more, or at batch 1 (fewer blocks in all) half as many
+    as the most any of them has."""
+    out = spec.output
+
+    def blocks(t) -> int:
+        return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // (t.channel_tile * t.patch_reuse))
+
+    enough = min(4 * gpu.sm_count, max(map(blocks, tiles), default=0) // 2)
+    return [t for t in tiles if blocks(t) >= enough]
+
+
+def beside_table_tile(spec, chosen: list) -> list:
+    """``chosen`` after the tile the H200 table holds for ``spec`` (which H100 builds plan with),
+    so that a sweep times it in the same run; nothing if nothing was chosen."""
+    from fcm_tvm.gpus import get_gpu
+    from fcm_tvm.planner.measured import measured
+
+    known = measured(spec, get_gpu("h200"))
+    return ([known.tiles] if known is not None and chosen else []) + chosen
+
+
 RW_CHANNEL_TILES = (8, 16, 32)
 RW_TILE_ROWS = (2, 4, 7, 8, 14)
 RW_REUSE = (1, 2, 3, 4, 6, 8, 12)
@@ -463,8 +485,6 @@ def register_pw_choices(spec, gpu) -> list:
     blocks an SM or more (at batch 1, half the most blocks a tile has), wasting the fewest halo and
     padded pixels at the highest occupancy first; before them the tile of the H200 table (which
     H100 builds plan with), timed in the same run."""
-    from fcm_tvm.gpus import get_gpu
-    from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules import FcmTiles
     from fcm_tvm.schedules.cuda_pw_dw_regs import (
         MAX_INPUT_CHANNELS,
@@ -487,9 +507,6 @@ def register_pw_choices(spec, gpu) -> list:
         for rows in RW_PATCH_ROWS
     ]
 
-    def blocks(t) -> int:
-        return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // (t.channel_tile * t.patch_reuse))
-
     def warps_per_sm(t) -> int:
         return min(RW_SM_SMEM // shared_bytes(spec, t), 32) * t.threads // 32
 
@@ -498,9 +515,7 @@ def register_pw_choices(spec, gpu) -> list:
         for t in candidates
         if not register_pw_problems(spec, t, gpu.smem_per_block) and warps_per_sm(t) >= RW_MIN_WARPS
     ]
-    # four blocks an SM, or at batch 1 (fewer blocks in all) half as many as the most a tile has
-    enough = min(4 * gpu.sm_count, max(map(blocks, fitting), default=0) // 2)
-    fitting = [t for t in fitting if blocks(t) >= enough]
+    fitting = with_enough_blocks(spec, gpu, fitting)
     # halo and padding against occupancy (fewer than 16 warps an SM hide little latency)
     fitting.sort(key=lambda t: (padding_waste(spec, t) * (1 + 8 / min(warps_per_sm(t), 16)), -t.patch_reuse))
     chosen, per_tile = [], {}
@@ -508,8 +523,7 @@ def register_pw_choices(spec, gpu) -> list:
         if per_tile.get(t.channel_tile, 0) < RW_PER_CHAIN // 3 + 1 and len(chosen) < RW_PER_CHAIN:
             chosen.append(t)
             per_tile[t.channel_tile] = per_tile.get(t.channel_tile, 0) + 1
-    known = measured(spec, get_gpu("h200"))  # the tile the builds use now, timed beside them
-    return ([known.tiles] if known is not None and chosen else []) + chosen
+    return beside_table_tile(spec, chosen)
 
 
 ST_CHANNELS = (2, 4, 8)  # channels a thread
@@ -533,8 +547,6 @@ def stream_choices(spec, gpu) -> list:
     before them the tile of the H200 table, timed in the same run. (The first sweep,
     docs/results/sweep_pw_dw_stream_b32_fp16_h100.json: strips of 7-14 rows and one column a
     lane ran 1.5-6x slower than 4 rows of 2.)"""
-    from fcm_tvm.gpus import get_gpu
-    from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules.stream import accumulators_per_thread, stream_problems
 
     if spec.kind == "dw_pw":
@@ -561,16 +573,10 @@ def stream_choices(spec, gpu) -> list:
         if reuse(t) >= least and (least < ST_MIN_REUSE or t.tile_h // t.lane_rows in ST_TILE_ROWS)
     ]
 
-    def blocks(t) -> int:
-        return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // t.channel_tile)
-
     def waste(t) -> float:  # lanes per written column, input rows per output row's share
         return stream_strip_waste(dw, t) / lane_use(t)
 
-    enough = min(4 * gpu.sm_count, max(map(blocks, fitting), default=0) // 2)
-    chosen = sorted((t for t in fitting if blocks(t) >= enough), key=waste)[:ST_PER_CHAIN]
-    known = measured(spec, get_gpu("h200"))
-    return ([known.tiles] if known is not None and chosen else []) + chosen
+    return beside_table_tile(spec, sorted(with_enough_blocks(spec, gpu, fitting), key=waste)[:ST_PER_CHAIN])
 
 
 def stream_widths(dw, out_w: int, cols: int, lane_rows: int, halves: bool) -> set[int]:
@@ -634,8 +640,6 @@ def dw_pw_stream_choices(spec, gpu) -> list:
     rows, a warp over one row or two, 1-4 columns a lane, at most 64 sums a thread, three
     quarters of a segment's lanes writing or more, four blocks an SM or more; before them the tile
     of the H200 table."""
-    from fcm_tvm.gpus import get_gpu
-    from fcm_tvm.planner.measured import measured
     from fcm_tvm.schedules.stream import accumulators_per_thread, stream_problems
 
     out, dw = spec.output, spec.stages[0]
@@ -648,16 +652,10 @@ def dw_pw_stream_choices(spec, gpu) -> list:
     ]
     fitting = well_used(fitting)
 
-    def blocks(t) -> int:
-        return out.n * (out.h // t.tile_h) * (out.w // t.tile_w) * (out.c // t.channel_tile)
-
     def cost(t) -> tuple:  # DW computed once per channel group; rows read again per strip
         return (out.c // t.stream, stream_strip_waste(dw, t) / stream_lane_use(t))
 
-    enough = min(4 * gpu.sm_count, max(map(blocks, fitting), default=0) // 2)
-    chosen = sorted((t for t in fitting if blocks(t) >= enough), key=cost)[:ST_PER_CHAIN]
-    known = measured(spec, get_gpu("h200"))
-    return ([known.tiles] if known is not None and chosen else []) + chosen
+    return beside_table_tile(spec, sorted(with_enough_blocks(spec, gpu, fitting), key=cost)[:ST_PER_CHAIN])
 
 
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
