@@ -11,6 +11,7 @@ import tvm
 
 from .errors import TargetError
 from .gpus import GpuSpec, all_gpus, find_gpu, gpu_for_arch
+from .schedules.layout import STATIC_SMEM, WARP
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +59,14 @@ def local_gpu_name() -> str | None:
     return None if device is None else device.device_name
 
 
-# Kernels declare shared memory statically, and CUDA caps static shared memory at 48 KiB per block.
-STATIC_SMEM_LIMIT = 49152
-
-
 def cuda_target_dict(gpu: GpuSpec, arch: str | None = None) -> dict[str, Any]:
     """A CUDA target with everything MetaSchedule and dlight read (arch, threads, shared memory)."""
     return {
         "kind": "cuda",
         "arch": arch or gpu.arch,
         "max_threads_per_block": gpu.max_threads_per_block,
-        "max_shared_memory_per_block": min(gpu.smem_per_block, STATIC_SMEM_LIMIT),
-        "thread_warp_size": 32,
+        "max_shared_memory_per_block": min(gpu.smem_per_block, STATIC_SMEM),  # kernels declare it statically
+        "thread_warp_size": WARP,
     }
 
 
