@@ -3,7 +3,8 @@
 #   kernels [fp16] [fp32]  the stream sweep of those precisions (fp16 unless named; ~480 kernels
 #            each, ~5 min: one precision a call), sweep_stream_<precision>.json, fp16's kept in
 #            /tmp/fcm-pending for bench;
-#            the runtime alone is enough (source .gpu/rt/env.sh, or .gpu/full-b/env.sh)
+#            the runtime alone is enough (source .gpu/rt/env.sh, or .gpu/full-b/env.sh); each
+#            precision's run is cut off after KERNELS_TIMEOUT seconds (400), keeping what it timed
 #   bench    full TVM, on the same warm host: the H200 table rebuilt with that sweep, then
 #            bench_each of MODELS (default MobileNetV2 and MnasNet) at batch 32 in fp16 planned on it
 set -u
@@ -15,7 +16,7 @@ kernels)
   tar xJf .gpu/stream.tar.xz -C /tmp
   shift
   for precision in ${@:-fp16}; do  # fp16 (the bench below plans on it); fp32 in a call of its own
-    timeout 400 python tests/gpu/check_fcm_kernels.py run /tmp/stream --only "_${precision}@" \
+    timeout ${KERNELS_TIMEOUT:-400} python tests/gpu/check_fcm_kernels.py run /tmp/stream --only "_${precision}@" \
       --json "$OUT/sweep_stream_$precision.json" --jobs 16 > $KEEP/stream_$precision.log 2>&1
     echo "stream $precision exit $?: $(tail -1 $KEEP/stream_$precision.log)"
   done
