@@ -153,8 +153,8 @@ layer_results() {  # the layers.json the layers stage left for each of MODELS
   for model in ${MODELS//,/ }; do printf ' %s' "$RUN/layers_$model/layers.json"; done
 }
 
-bench_on_table() {  # the H200 table rebuilt, then bench_each planned on it (not on a failed rebuild)
-  table_for h200 && bench_measured
+bench_on_table() {  # TABLE's table (h200 unless named) rebuilt, then bench_each planned on it (not on a failed rebuild)
+  table_for ${TABLE:-h200} && bench_measured
 }
 
 case "$STAGE" in
@@ -252,7 +252,7 @@ tc_table)  # tensor-core tiles of TC_MODELS' chains of TC_KINDS exported on this
   status=$?; echo "run exit $status"; tail -2 $RUN/tc_run.log; cp $RUN/tc_run.log "$OUT/sweep_tc.log"
   [ $status = 0 ] || exit $status
   EXTRA_SWEEPS="$OUT/sweep_tc.json" bench_on_table ;;
-table_bench)  # the H200 table rebuilt with EXTRA_SWEEPS, then bench_each of MODELS planned on it
+table_bench)  # TABLE's table (h200 unless named) rebuilt with EXTRA_SWEEPS, then bench_each of MODELS planned on it
   bench_on_table ;;
 tc_graph)  # a sweep of this GPU's (SWEEP: tensor-core tiles, say) joins the H100 table, its best
   # tiles of MODELS' chains are re-timed inside a CUDA graph (FCMs only: the stock graph times
