@@ -33,12 +33,9 @@ from .wmma import without_param
 
 
 def stream_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
-    """Why ``tiles`` with ``stream`` cannot run ``spec`` in this kernel (empty if they can;
-    :func:`.stream.stream_problems` checks the registers too)."""
-    if spec.kind != "dw_pw":
-        return [f"this stream kernel is DW->PW, not {spec.kind}"]
-    found = lane_tile_problems(spec, tiles, spec.stages[0])
-    return found
+    """Why ``tiles`` with ``stream`` cannot run the DW->PW ``spec`` in this kernel (empty if they
+    can; :func:`.stream.stream_problems` picks the kernel by kind and checks the registers too)."""
+    return lane_tile_problems(spec, tiles, spec.stages[0])
 
 
 def register_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:

@@ -32,7 +32,7 @@ from tvm.script import tirx as T
 from .compute import activation_builders
 from .cuda_base import loops_below
 from .cuda_pw_dw_tc import depthwise_by_columns, depthwise_columns, depthwise_stage, patch_shape
-from .layout import DTYPE_BYTES, STATIC_SMEM, WARP, ceil_div
+from .layout import DTYPE_BYTES, MAX_THREADS, STATIC_SMEM, WARP, ceil_div
 from .spec import Depthwise, FcmSpec, FcmTiles, Pointwise
 from .wmma import SHARED, spread, without_param
 
@@ -56,10 +56,10 @@ def register_pw_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[
         )
     if out.h % tiles.tile_h or out.w % tiles.tile_w:
         found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
-    if tiles.threads != block_threads(ct) or tiles.threads > 1024:
+    if tiles.threads != block_threads(ct) or tiles.threads > MAX_THREADS:
         found.append(
             f"{tiles.threads} threads: a warp per {REGISTER_CHANNELS} of the {ct} channels "
-            f"is {block_threads(ct)} (at most 1024)"
+            f"is {block_threads(ct)} (at most {MAX_THREADS})"
         )
     if not 1 <= tiles.patch_rows <= MAX_PATCH_ROWS:
         found.append(f"patch_rows {tiles.patch_rows} (pixels per thread) must be 1-{MAX_PATCH_ROWS}")

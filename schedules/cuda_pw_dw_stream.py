@@ -39,10 +39,8 @@ MAX_WEIGHTS = 128  # PW weights per thread (channels x input channels), float32 
 
 
 def stream_problems(spec: FcmSpec, tiles: FcmTiles) -> list[str]:
-    """Why ``tiles`` with ``stream`` cannot run ``spec`` in this kernel (empty if they can;
-    :func:`.stream.stream_problems` checks the registers too)."""
-    if spec.kind != "pw_dw":
-        return [f"this stream kernel is PW->DW, not {spec.kind}"]
+    """Why ``tiles`` with ``stream`` cannot run the PW->DW ``spec`` in this kernel (empty if they
+    can; :func:`.stream.stream_problems` picks the kernel by kind and checks the registers too)."""
     found = lane_tile_problems(spec, tiles, spec.stages[1])
     if tiles.stream * spec.in_channels > MAX_WEIGHTS:
         found.append(f"{tiles.stream} channels x {spec.in_channels} inputs > {MAX_WEIGHTS} weights a thread")

@@ -22,8 +22,8 @@ def stream_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int = 0) -> list[s
     if kernel is None:
         return [f"stream kernels only for {' and '.join(KERNELS)}, not {spec.kind}"]
     found = kernel.stream_problems(spec, tiles)
-    if not found and register_bytes(spec, tiles) > MAX_REGISTER_BYTES:
-        found.append(f"{register_bytes(spec, tiles)} bytes of registers a thread > {MAX_REGISTER_BYTES}")
+    if not found and (local := register_bytes(spec, tiles)) > MAX_REGISTER_BYTES:
+        found.append(f"{local} bytes of registers a thread > {MAX_REGISTER_BYTES}")
     return found
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 
 from .compute import activation_builders
-from .layout import WARP
+from .layout import MAX_THREADS, WARP
 from .spec import Depthwise, FcmSpec, FcmTiles
 from .wmma import stored_output
 
@@ -101,8 +101,8 @@ def tile_problems(spec: FcmSpec, tiles: FcmTiles, dw: Depthwise) -> list[str]:
         )
     if out.h % tiles.tile_h or out.w % tiles.tile_w:
         found.append(f"tile {tiles.tile_h}x{tiles.tile_w} must divide the output {out.h}x{out.w}")
-    if tiles.threads > 1024:
-        found.append(f"{tiles.threads} threads per block > 1024")
+    if tiles.threads > MAX_THREADS:
+        found.append(f"{tiles.threads} threads per block > {MAX_THREADS}")
     return found
 
 

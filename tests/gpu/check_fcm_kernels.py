@@ -554,7 +554,6 @@ def stream_choices(spec, gpu) -> list:
     if spec.kind != "pw_dw":
         return []
     out, dw = spec.output, spec.stages[1]
-    lane_use = stream_lane_use
     candidates = stream_candidates(dw, out.w, ST_CHANNELS, ST_TILE_ROWS + ST_TALL_ROWS, halves=True)
 
     def reuse(t) -> int:
@@ -574,7 +573,7 @@ def stream_choices(spec, gpu) -> list:
     ]
 
     def waste(t) -> float:  # lanes per written column, input rows per output row's share
-        return stream_strip_waste(dw, t) / lane_use(t)
+        return stream_strip_waste(dw, t) / stream_lane_use(t)
 
     return beside_table_tile(spec, sorted(with_enough_blocks(spec, gpu, fitting), key=waste)[:ST_PER_CHAIN])
 
@@ -582,9 +581,10 @@ def stream_choices(spec, gpu) -> list:
 def stream_widths(dw, out_w: int, cols: int, lane_rows: int, halves: bool) -> set[int]:
     """The widest tile width (and, with ``halves``, half of it) that divides ``out_w`` and that a
     segment's writing lanes cover with ``cols`` columns each."""
+    from fcm_tvm.schedules.layout import WARP
     from fcm_tvm.schedules.warp_lanes import lane_layout
 
-    most = cols * lane_layout(dw, cols, 32 // lane_rows).writing_lanes
+    most = cols * lane_layout(dw, cols, WARP // lane_rows).writing_lanes
     fitting = [w for w in range(cols, min(most, out_w) + 1, cols) if out_w % w == 0]
     if not fitting:
         return set()
@@ -610,7 +610,9 @@ def stream_candidates(dw, out_w: int, channels, strips, halves: bool) -> list:
 
 def stream_lane_use(t) -> float:
     """The share of a segment's lanes that write."""
-    return t.tile_w / t.output_cols / (32 // t.lane_rows)
+    from fcm_tvm.schedules.warp_lanes import segment
+
+    return t.tile_w / t.output_cols / segment(t)
 
 
 def well_used(tiles: list) -> list:
@@ -625,7 +627,9 @@ def well_used(tiles: list) -> list:
 
 def stream_strip_waste(dw, t) -> float:
     """Input rows a thread reads per output row's share of them (the window's overlap)."""
-    rows = t.tile_h // t.lane_rows
+    from fcm_tvm.schedules.warp_lanes import strip_rows
+
+    rows = strip_rows(t)
     return (dw.stride * (rows - 1) + dw.kernel) / (dw.stride * rows)
 
 
@@ -647,8 +651,7 @@ def dw_pw_stream_choices(spec, gpu) -> list:
     fitting = [
         t
         for t in candidates
-        if not stream_problems(spec, t, gpu.smem_per_block)
-        and accumulators_per_thread(spec, t) <= ST_DW_PW_MAX_SUMS
+        if not stream_problems(spec, t) and accumulators_per_thread(spec, t) <= ST_DW_PW_MAX_SUMS
     ]
     fitting = well_used(fitting)
 
