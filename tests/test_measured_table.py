@@ -11,11 +11,13 @@ from fcm_tvm.benchmarks.measured_table import (
     Entry,
     best_per_chain,
     gpu_times,
+    graph_kernels,
     graph_times,
     layer_entries,
     main,
     spec_from_row,
     tiles_from_text,
+    wall_times,
     with_times,
     without_fcm_of,
 )
@@ -206,6 +208,30 @@ def test_an_fcm_only_graph_run_keeps_the_earlier_stock_graph_times_and_the_faste
     assert graph_times([earlier, slower])[SPEC.key] == {"fcm": 9.0, "stock": 8.0, "fcm_tiles": vars(old)}
     (chain,) = best_per_chain(layer_entries([earlier, fcm_only]))
     assert chain["stock_us"] == 30.4 and chain["fcm_us"] == 7.1  # the later run timed no stock
+
+
+def test_a_clock_kernel_slower_than_the_rows_best_brings_its_wall_time_unless_the_best_was_timed_there():
+    """A sweep on wall clock found a faster kernel than the one a graph run timed: the graph's
+    kernel brings its own wall-clock time, for the planner to scale the faster one's by."""
+    old, new = FcmTiles(24, 8, 8, 256, 8), FcmTiles(8, 4, 56, 64, output_cols=2, stream=4)
+    graph_row = {"key": SPEC.key, "kind": SPEC.kind, "tiles": old.label, "fcm_us": 9.0, "stock_us": 30.4}
+    graph_row |= {"fcm_graph_us": 7.5, "stock_graph_us": 12.0}
+    entries = layer_entries([graph_row]) + [Entry(SPEC.key, SPEC.kind, new, 6.0, None)]
+    walls, timed = wall_times(entries), graph_times([graph_row])
+    (chain,) = with_times(best_per_chain(entries), timed, "graph_us", walls, graph_kernels([graph_row]))
+    assert chain["tiles"] == vars(new)
+    assert chain["graph_us"] == {"fcm": 7.5, "stock": 12.0, "fcm_tiles": vars(old), "fcm_wall_us": 9.0}
+    in_graph_too = {**graph_row, "tiles": new.label, "fcm_us": 6.0, "fcm_graph_us": 8.0}  # and slower there
+    rows = [graph_row, in_graph_too]
+    (chain,) = with_times(best_per_chain(entries), graph_times(rows), "graph_us", walls, graph_kernels(rows))
+    assert "fcm_wall_us" not in chain["graph_us"] and chain["graph_us"]["fcm_tiles"] == vars(old)
+
+
+def test_wall_times_keep_each_kernels_fastest_and_skip_dropped_ones():
+    tiles = FcmTiles(24, 8, 8, 256, 8)
+    entries = [Entry(SPEC.key, SPEC.kind, tiles, 9.0, None), Entry(SPEC.key, SPEC.kind, tiles, 8.0, None)]
+    assert wall_times(entries) == {(SPEC.key, tiles): 8.0}
+    assert wall_times(without_fcm_of({SPEC.kind}, [Entry(SPEC.key, SPEC.kind, tiles, 8.0, 20.0)])) == {}
 
 
 def test_a_table_written_for_ones_own_gpu_is_what_the_planner_reads_from_fcm_tvm_measured(

@@ -209,6 +209,39 @@ def test_gpu_times_stand_in_only_where_the_fcm_and_every_stock_time_have_them():
     assert from_row(untuned_only, "gpu") is None
 
 
+def test_a_faster_kernel_timed_on_wall_clock_only_is_priced_on_another_clock_by_the_wall_clock_ratio(
+    monkeypatch,
+):
+    """The row's best kernel (wall clock 6 us) was never timed in a graph; the older one, 9 us on
+    wall clock, took 7.5 us there: the build gets the faster kernel at 7.5 x 6 / 9 = 5 us."""
+    faster, older = FcmTiles(16, 2, 56, 32, output_cols=2, stream=16), FcmTiles(16, 4, 8, 256)
+    graph = {"fcm": 7.5, "stock": 12.0, "fcm_tiles": vars(older), "fcm_wall_us": 9.0}
+    row = {"key": "k", "tiles": vars(faster), "fcm_us": 6.0, "stock_us": 30.0, "graph_us": graph}
+    on_graph = from_row(row, "graph")
+    assert on_graph.tiles == faster and on_graph.scaled and on_graph.fcm_s == pytest.approx(5e-6)
+    assert on_graph.stock_s == pytest.approx(12e-6)
+    spec = chain("mobilenet_v2", "b1")
+    monkeypatch.setattr(measured_module, "table_rows", lambda gpu_key, tuned=False: {spec.key: row})
+    decision = plan_chain(spec, H100, cuda_graph=True)
+    assert decision.fuse and decision.tiles == faster
+    assert "(in a CUDA graph, the FCM's scaled from another kernel's there by their wall-clock times)" in (
+        decision.reason
+    )
+    unscaled = {**graph}
+    del unscaled["fcm_wall_us"]  # no wall-clock time of the graph's kernel: it stands as timed
+    kept = from_row({**row, "graph_us": unscaled}, "graph")
+    assert kept.tiles == older and not kept.scaled and kept.fcm_s == pytest.approx(7.5e-6)
+
+
+def test_the_h100_plans_efficientnet_b0s_fp32_batch32_heads_on_streamed_kernels_scaled_to_gpu_time():
+    """Their rows hold older kernels' ncu times; the streamed kernels were swept on wall clock
+    only (thirty-fifth session), 1.2-1.6x faster there."""
+    plan = fcm_tvm.plan(build_model("efficientnet_b0", batch=32), "h100", tuned=True, cuda_graph=True)
+    heads = [d for d in plan.plan.decisions if d.fuse and d.spec.input.h >= 56]
+    assert len(heads) == 3 and all(d.tiles.stream for d in heads)
+    assert all("(GPU time, the FCM's scaled from another kernel's there" in d.reason for d in heads)
+
+
 def test_the_112x112x96_block_is_fused_with_its_mid_channels_split_over_blocks():
     """Unsplit, its 49 blocks each loop over all 96 mid channels; split, they fill the GPU."""
     decision = plan_chain(chain("mobilenet_v2", "b2"), H100)

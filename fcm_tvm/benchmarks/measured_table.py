@@ -26,6 +26,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import NamedTuple
 
@@ -162,18 +163,54 @@ def keep_fastest_fcm(chain: dict, timed: dict) -> None:
     chain.update(timed)
 
 
-def with_times(chains: list[dict], times: dict[str, dict], field: str) -> list[dict]:
+WallTimes = dict[tuple[str, FcmTiles], float]  # (chain key, tiles) -> the fastest wall-clock us
+
+
+def with_times(
+    chains: list[dict],
+    times: dict[str, dict],
+    field: str,
+    walls: WallTimes | None = None,
+    on_clock: AbstractSet[tuple[str, FcmTiles]] = frozenset(),
+) -> list[dict]:
     """``chains`` with ``field`` (``gpu_us``, ``graph_us``) where timed. An FCM timed with other
     tiles than the row's (a later sweep found faster ones) keeps its tiles as ``fcm_tiles``: a
-    build planned on that clock builds the kernel that was timed on it."""
+    build planned on that clock builds the kernel that was timed on it. Where the row's own tiles
+    were never timed on that clock (``on_clock``: the (key, tiles) that were) and ``walls`` has
+    the wall-clock time of the kernel that was, that time comes along as ``fcm_wall_us``, so that
+    the planner can price the row's faster kernel on that clock (:func:`..planner.measured.from_row`)."""
+    walls = walls or {}
     for row in chains:
         timed = dict(times.get(row["key"], {}))
         tiles = timed.pop("fcm_tiles", None)
         if "fcm" in timed and FcmTiles(**tiles) != FcmTiles(**row["tiles"]):  # knobs added since: defaults
             timed["fcm_tiles"] = tiles
+            wall = walls.get((row["key"], FcmTiles(**tiles)))
+            if wall is not None and (row["key"], FcmTiles(**row["tiles"])) not in on_clock:
+                timed["fcm_wall_us"] = wall
         if timed:
             row[field] = timed
     return chains
+
+
+def wall_times(entries: list[Entry]) -> WallTimes:
+    """The fastest wall-clock time of every (chain, tiles) measured (not those :func:`without_fcm_of`
+    dropped)."""
+    walls: WallTimes = {}
+    for entry in filter(lambda entry: entry.fcm_us != float("inf"), entries):
+        walls[entry.key, entry.tiles] = min(walls.get((entry.key, entry.tiles), float("inf")), entry.fcm_us)
+    return walls
+
+
+def profiled_kernels(workloads: list[dict]) -> set[tuple[str, FcmTiles]]:
+    """(chain key, tiles) of every FCM profiled under ncu."""
+    return {(w["key"], FcmTiles(**w["tiles"])) for w in workloads if w["variant"] == "fcm" and w.get("tiles")}
+
+
+def graph_kernels(rows: list[dict]) -> set[tuple[str, FcmTiles]]:
+    """(chain key, tiles) of every FCM timed inside a CUDA graph."""
+    timed = filter(lambda row: row.get("fcm_graph_us") is not None, rows)
+    return {(row["key"], tiles_from_text(row["tiles"])) for row in timed}
 
 
 def without_fcm_of(kinds: set[str], entries: list[Entry]) -> list[Entry]:
@@ -237,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     entries = without_fcm_of(changed, read_sources(args.old_sweep, read_layer_rows(args.old_layers)))
     entries += read_sources(args.sweep, layer_rows, gpu)  # after the old: the latest stock time counts
     chains = [row for row in best_per_chain(entries) if row["fcm_us"] != float("inf")]
-    profiled = gpu_times([w for path in args.gpu_times for w in json.loads(path.read_text())])
-    in_graphs = graph_times(layer_rows)
-    chains = with_times(with_times(chains, profiled, "gpu_us"), in_graphs, "graph_us")
+    workloads = [w for path in args.gpu_times for w in json.loads(path.read_text())]
+    walls = wall_times(entries)
+    chains = with_times(chains, gpu_times(workloads), "gpu_us", walls, profiled_kernels(workloads))
+    chains = with_times(chains, graph_times(layer_rows), "graph_us", walls, graph_kernels(layer_rows))
     sources = [str(path) for path in inputs]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"gpu": gpu.key, "sources": sources, "chains": chains}, indent=1))

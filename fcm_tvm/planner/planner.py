@@ -165,10 +165,17 @@ def measured_decision(
     if not fuse and fallback == "head":
         reason += "; the rewrite fuses its PW->DW head in its place, which saves more than its DW->PW tail"
     tiles = known.tiles if fuse else None
-    clock = {"gpu": " (GPU time)", "graph": " (in a CUDA graph)"}.get(known.clock, "")
-    reason = f"measured against {against}{clock}{batches_text(known)}: {reason}"
+    reason = f"measured against {against}{clock_text(known)}{batches_text(known)}: {reason}"
     measured_on = known.gpu or None
     return Decision(spec, gpu, fuse, tiles, reason, unfused, fused, name, fallback, measured_on, against)
+
+
+def clock_text(known: Measured) -> str:
+    """The clock a decision's times are on (empty for wall clock), and whether the FCM's is scaled."""
+    clock = {"gpu": "GPU time", "graph": "in a CUDA graph"}.get(known.clock)
+    if clock and known.scaled:
+        clock += ", the FCM's scaled from another kernel's there by their wall-clock times"
+    return f" ({clock})" if clock else ""
 
 
 def batches_text(known: Measured) -> str:

@@ -6,13 +6,18 @@
 #                       kernels streamed through registers (check_fcm_kernels.py splits --stream,
 #                       each chain's H200-table tile beside them; 962 kernels of 82 chains, ~2.2 MB packed:
 #                       its CUDA source compresses 100x, so it travels packed)
-# On the GPU: bash tests/gpu/run_pending.sh kernels (then bench; see there)
+#   B1=1: .gpu/stream_b1.tar.xz instead, the same chains at batch 1 in fp16 (the H100 table's
+#                       tiles beside the streamed ones; 210 kernels of 41 chains, 1 minute)
+# On the GPU: bash tests/gpu/run_pending.sh kernels (then bench; see there; STREAM=.gpu/stream_b1.tar.xz
+# and BATCH=1 for the batch-1 export)
 # Usage (the project's venv active): bash tests/gpu/export_pending.sh   (about 6 minutes on 2 cores)
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
-rm -rf /tmp/stream .gpu/stream.tar.xz
-python tests/gpu/check_fcm_kernels.py splits --stream /tmp/stream \
+name=stream batch=32 precisions=fp16,fp32
+[ -n "${B1:-}" ] && name=stream_b1 batch=1 precisions=fp16
+rm -rf /tmp/$name .gpu/$name.tar.xz
+python tests/gpu/check_fcm_kernels.py splits --stream /tmp/$name \
   --models mobilenet_v2,efficientnet_b0,mobilenet_v3_large,mnasnet1_0 \
-  --batch 32 --precision fp16,fp32 --sub-chains --kinds pw_dw,dw_pw --jobs 2 | tail -1
-mkdir -p .gpu && tar cJf .gpu/stream.tar.xz -C /tmp stream
-du -sh .gpu/stream.tar.xz
+  --batch $batch --precision $precisions --sub-chains --kinds pw_dw,dw_pw --jobs 2 | tail -1
+mkdir -p .gpu && tar cJf .gpu/$name.tar.xz -C /tmp $name
+du -sh .gpu/$name.tar.xz

@@ -111,6 +111,10 @@
 # run_pending.sh kernels on the runtime only (104 + 44 kernels checked, ncu of 6) 63 s with the
 # start; stage 0.2 s; run_pending.sh bench of two models at batch 32 fp16: 208 s and 179 s;
 # bench_each of two models at batch 1 fp16 and one at batch 8: 207 s.
+# Thirty-fifth session (H100, after 508 s of start calls): run_pending.sh kernels fp32 (481
+# kernels) + the batch-1 fp16 export (210) + bench of two models fp32 batch 32: 354 s in one call;
+# run_pending.sh bench at BATCH=1 (tc_graph: layers --graph-clock of two models, then their
+# bench): 526 s; bench of two more models fp32 batch 32: 214 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | gated_b32 | tuned_table | tc_table | table_bench | tc_graph | tune | tune_bench | ncu | profile}
 shift

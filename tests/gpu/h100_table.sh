@@ -21,7 +21,8 @@ python -m fcm_tvm.benchmarks.measured_table --gpu h100 \
           $R/sweep_fp16_fp32tiles_0.json $R/sweep_fp16_fp32tiles_1.json $R/sweep_fp16_fp32tiles_2.json \
           $R/sweep_fp16_b32_0.json $R/sweep_fp16_b32_1.json $R/sweep_fp16_zoo_b1.json \
           $R/sweep_fp16_mobilevit_b1.json $R/sweep_tc_pw_dw_b1_fp16_h100.json \
-          $R/sweep_tc_pw_dw_b1_fp16_h100_mbv2_mnasnet.json ${EXTRA_SWEEPS:-} \
+          $R/sweep_tc_pw_dw_b1_fp16_h100_mbv2_mnasnet.json \
+          $R/sweep_stream_b32_fp32_h100.json $R/sweep_stream_b1_fp16_h100.json ${EXTRA_SWEEPS:-} \
   --layers $R/layers_b1_sub.json $R/layers_b1_fp16_mbv2.json $R/layers_b32_sub.json \
            $R/layers_b1_tuned_mobilenet_v2.json $R/layers_b1_tuned_efficientnet_b0.json \
            $R/layers_b1_tuned_mobilenet_v3_large.json $R/layers_b1_tuned_mnasnet1_0.json \
@@ -45,6 +46,7 @@ python -m fcm_tvm.benchmarks.measured_table --gpu h100 \
            $R/layers_b1_fp16_graph_tc_mobilenet_v2.json $R/layers_b1_fp16_graph_tc_mnasnet1_0.json \
            $R/layers_b1_fp16_graph_h100tuned_efficientnet_b0.json $R/layers_b1_fp16_graph_h100tuned_mnasnet1_0.json \
            $R/layers_b1_fp16_graph_h100tuned_mobilenet_v3_large.json $R/layers_b1_fp16_graph_h100tuned_mobilenet_v2.json \
+           $R/layers_b1_fp16_graph_stream_mobilenet_v2.json $R/layers_b1_fp16_graph_stream_mnasnet1_0.json \
            ${EXTRA_LAYERS:-} \
   --old-sweep $R/splits_h100.json $R/splits_h100_mbv3_mnasnet.json \
   --old-layers $R/layers.json $R/layers_b32.json $R/layers_mbv3_mnasnet_b1.json \
