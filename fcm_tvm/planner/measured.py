@@ -13,7 +13,9 @@ time under ncu (``gpu_us``), each kernel alone from a cold L2, which overstates 
 and the time per run of the chain repeated inside one CUDA graph (``graph_us``), how a
 graph-captured model runs it. A build with CUDA graphs is planned on the graph clock where a
 chain has it, else on GPU time, else on wall clock: on wall clock, MobileNetV3-Small's PW->DW
-chains beat stock by 2-14 us and made the graph-captured model 0.94x as fast as stock.
+chains beat stock by 2-14 us and made the graph-captured model 0.94x as fast as stock. A kernel
+timed on wall clock only, faster there than the one a clock timed, is priced on that clock by
+their wall-clock ratio (:func:`from_row`).
 """
 
 from __future__ import annotations
