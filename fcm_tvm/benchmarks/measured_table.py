@@ -180,13 +180,13 @@ def with_times(
     the wall-clock time of the kernel that was, that time comes along as ``fcm_wall_us``, so that
     the planner can price the row's faster kernel on that clock (:func:`..planner.measured.from_row`)."""
     walls = walls or {}
-    for row in chains:
+    for row in chains:  # FcmTiles(**...): knobs added since a result was written take their defaults
         timed = dict(times.get(row["key"], {}))
         tiles = timed.pop("fcm_tiles", None)
-        if "fcm" in timed and FcmTiles(**tiles) != FcmTiles(**row["tiles"]):  # knobs added since: defaults
+        if "fcm" in timed and (kernel := FcmTiles(**tiles)) != (best := FcmTiles(**row["tiles"])):
             timed["fcm_tiles"] = tiles
-            wall = walls.get((row["key"], FcmTiles(**tiles)))
-            if wall is not None and (row["key"], FcmTiles(**row["tiles"])) not in on_clock:
+            wall = walls.get((row["key"], kernel))
+            if wall is not None and (row["key"], best) not in on_clock:
                 timed["fcm_wall_us"] = wall
         if timed:
             row[field] = timed

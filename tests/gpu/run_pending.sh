@@ -10,7 +10,8 @@
 #            unless named; fp16 at batch 32: the H200's, else the H100's) rebuilt with that
 #            precision's sweep, then bench_each of MODELS (default MobileNetV2 and MnasNet) planned on it;
 #            at batch 1 (whose table rows are CUDA-graph times) through h100_session.sh tc_graph: the
-#            chains' best tiles re-timed inside a graph first (LAYERS_TIMEOUT a model, 200 s)
+#            chains' best tiles re-timed inside a graph first (LAYERS_TIMEOUT a model, 200 s) rather
+#            than priced there from their wall-clock times (planner/measured.py, from_row)
 # STREAM names the export (.gpu/stream.tar.xz, the batch-32 one, unless named; export_pending.sh
 # B1=1 packs the batch-1 one as .gpu/stream_b1.tar.xz): its folder's name is in each sweep's name,
 # sweep_<folder>_<precision>.json, for kernels and bench alike.
@@ -36,12 +37,12 @@ bench)
   sweep=$KEEP/sweep_${name}_$precision.json
   [ -f $sweep ] || sweep=${SWEEP:?no sweep_${name}_$precision.json: run kernels $precision first, or name SWEEP}
   models=${MODELS:-mobilenet_v2,mnasnet1_0}
-  if [ "$batch" = 1 ]; then  # the table's batch-1 rows are graph times, which a sweep's wall times do not replace
+  if [ "$batch" = 1 ]; then  # the table's batch-1 rows are graph times: time the sweep's tiles there too
     SWEEP=$sweep MODELS=$models BATCH=1 PRECISION=$precision BENCH_TIMEOUT=${MODEL_TIMEOUT:-150} \
       MODEL_TIMEOUT=${LAYERS_TIMEOUT:-200} bash tests/gpu/h100_session.sh tc_graph
     exit
   fi
-  table=h100; [ "$precision" = fp16 ] && table=h200
+  table=h100; [ "$precision$batch" = fp1632 ] && table=h200
   EXTRA_SWEEPS=$sweep TABLE=$table MODELS=$models BATCH=$batch PRECISION=$precision \
     BENCH_TIMEOUT=${MODEL_TIMEOUT:-190} bash tests/gpu/h100_session.sh table_bench ;;
 esac
