@@ -254,6 +254,11 @@ class FcmTiles:
     threads keep their channels' PW weights in registers over a float32 input patch staged once
     per block; ``channel_tile``, the tile, ``threads`` and ``patch_reuse`` keep their meaning,
     ``patch_rows`` is the pixels each thread sums at a time, the other knobs stay at 1.
+
+    ``image = r`` builds the PW->DW->PW kernel over whole images (:mod:`.cuda_pw_dw_pw_image`):
+    the tile is the whole output (``channel_tile`` all its channels), each of ``split`` blocks per
+    image sums a slice of the mid channels, a thread expands ``r`` mid channels and projects its
+    share of the output channels over ``output_cols`` adjacent pixels; the other knobs stay at 1.
     """
 
     channel_tile: int = 32
@@ -273,6 +278,7 @@ class FcmTiles:
     register_pw: int = 0
     stream: int = 0
     lane_rows: int = 1
+    image: int = 0
 
     @property
     def label(self) -> str:
@@ -293,4 +299,5 @@ class FcmTiles:
         }
         label += "".join(f" {tag}{n}" for tag, n in optional.items() if n > 1)
         label += f" st{self.stream}" if self.stream else ""
+        label += f" im{self.image}" if self.image else ""
         return label + " tc" * self.tensor_cores + " rw" * self.register_pw

@@ -1,10 +1,14 @@
 """Run a generated CUDA kernel on the CPU: the kernel TVM wrote, compiled as host C++ with g++.
 
 For kernels whose threads share nothing but warp shuffles (no shared memory, no barrier), such
-as the streamed PW->DW kernel: each warp's 32 lanes run as host threads in lockstep only at the
-shuffles (a shuffle publishes the lane's value, waits for the warp, reads its source lane, waits
-again), blocks and warps one after another. ``half`` is ``cuda_fp16.h``'s host type, so the
-kernel's float16 loads, conversions and roundings are the GPU's.
+as the streamed PW->DW kernel (:func:`run`): each warp's 32 lanes run as host threads in lockstep
+only at the shuffles (a shuffle publishes the lane's value, waits for the warp, reads its source
+lane, waits again), blocks and warps one after another. For kernels that share shared memory
+through barriers and no shuffles, such as the PW->DW->PW kernel over whole images
+(:func:`run_blocks`): all threads of a block run at once, ``__syncthreads`` waits for all of
+them, shared arrays are the block's (blocks run one after another), and a source's kernels run in
+the order given. ``half`` is ``cuda_fp16.h``'s host type, so the kernel's float16 loads,
+conversions and roundings are the GPU's.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ using std::min;
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(n)
+thread_local std::barrier<>* emu_block;
+#define __syncthreads() emu_block->arrive_and_wait()
 struct EmuDim { unsigned x, y, z; };
 thread_local EmuDim emu_threadIdx, emu_blockIdx;
 #define threadIdx emu_threadIdx
@@ -89,6 +95,24 @@ extern "C" void emu_run(void** args, int blocks, int warps) {
 """
 
 
+BLOCK_DRIVER = r"""
+extern "C" void emu_run_NAME(void** args, int blocks, int threads) {
+  for (int block = 0; block < blocks; ++block) {
+    std::barrier<> sync(threads);
+    std::vector<std::thread> lanes;
+    for (int thread = 0; thread < threads; ++thread)
+      lanes.emplace_back([&, thread] {
+        emu_threadIdx = {(unsigned)thread, 0, 0};
+        emu_blockIdx = {(unsigned)block, 0, 0};
+        emu_block = &sync;
+        KERNEL_CALL;
+      });
+    for (auto& lane : lanes) lane.join();
+  }
+}
+"""
+
+
 def missing() -> str | None:
     """What this host lacks to emulate kernels (None: nothing)."""
     if shutil.which("g++") is None:
@@ -100,12 +124,20 @@ def missing() -> str | None:
 
 def kernel_signature(source: str) -> tuple[str, list[tuple[str, str]]]:
     """The kernel's name and its (C type, parameter name) pairs."""
-    name, params = KERNEL.findall(source)[0]
+    return kernel_signatures(source)[0]
+
+
+def kernel_signatures(source: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Each kernel's name and its (C type, parameter name) pairs, in the source's order."""
+    return [(name, _parameters(params)) for name, params in KERNEL.findall(source)]
+
+
+def _parameters(params: str) -> list[tuple[str, str]]:
     pairs = []
     for param in params.split(","):
         *words, pname = param.replace("__restrict__", "").split()
         pairs.append((" ".join(words), pname))
-    return name, pairs
+    return pairs
 
 
 def build(source: str, folder: Path) -> tuple[ctypes.CDLL, list[str]]:
@@ -130,5 +162,43 @@ def run(source: str, folder: Path, buffers: dict[str, np.ndarray], blocks: int, 
     arrays = [np.ascontiguousarray(buffers[name.removesuffix("_ptr")]) for name in names]
     pointers = (ctypes.c_void_p * len(arrays))(*(a.ctypes.data for a in arrays))
     library.emu_run(pointers, blocks, warps)
+    for name, array in zip(names, arrays):
+        buffers[name.removesuffix("_ptr")][...] = array
+
+
+def block_shared(kernels: str) -> str:
+    """``kernels`` with their shared arrays, static and dynamic, as static host arrays: one block's
+    at a time (the dynamic one as large as any launch may ask: 256 Ki elements)."""
+    static = re.sub(r"__shared__ (alignas\(\d+\))", r"\1 static", kernels)
+    dynamic = r"extern __shared__ __align__\((\d+)\) (\w+) (\w+)\[\];"
+    static = re.sub(dynamic, r"alignas(\1) static \2 \3[1 << 18];", static)
+    return static.replace("static uchar ", "static unsigned char ")
+
+
+def run_blocks(
+    source: str, folder: Path, buffers: dict[str, np.ndarray], launches: list[tuple[int, int]]
+) -> None:
+    """Run the kernels of ``source`` in order, kernel ``i`` over ``launches[i]`` = (blocks, threads)
+    with ``threadIdx.x`` the thread, on ``buffers`` by parameter name (``x`` for ``x_ptr``; a
+    PrimFunc's workspace too), in place."""
+    kernels = kernel_signatures(source)
+    assert len(kernels) == len(launches), [name for name, _ in kernels]
+    names = sorted({pname for _, params in kernels for _, pname in params})
+    drivers = []
+    for name, params in kernels:
+        args = ", ".join(f"({ctype})args[{names.index(pname)}]" for ctype, pname in params)
+        drivers.append(BLOCK_DRIVER.replace("NAME", name).replace("KERNEL_CALL", f"{name}({args})"))
+    path = folder / "kernels.cpp"
+    kernels_text = block_shared(source[source.index('extern "C" __global__') :])
+    path.write_text(SHIM + kernels_text + "".join(drivers))
+    library = folder / "kernels.so"
+    command = ["g++", "-std=c++20", "-O1", "-fPIC", "-shared", "-w", f"-I{CUDA_INCLUDE}", "-o", str(library)]
+    result = subprocess.run([*command, str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    kernel_library = ctypes.CDLL(str(library))
+    arrays = [np.ascontiguousarray(buffers[name.removesuffix("_ptr")]) for name in names]
+    pointers = (ctypes.c_void_p * len(arrays))(*(a.ctypes.data for a in arrays))
+    for (name, _), (blocks, threads) in zip(kernels, launches):
+        getattr(kernel_library, f"emu_run_{name}")(pointers, blocks, threads)
     for name, array in zip(names, arrays):
         buffers[name.removesuffix("_ptr")][...] = array

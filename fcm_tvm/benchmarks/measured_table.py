@@ -38,7 +38,7 @@ from .chains import LayerCase, model_chains
 TILES_TEXT = re.compile(
     r"c(\d+) (\d+)x(\d+) t(\d+) s(\d+)"
     r"(?: p(\d+))?(?: u(\d+))?(?: o(\d+))?(?: v(\d+))?(?: pv(\d+))?(?: d(\d+))?(?: x(\d+))?(?: r(\d+))?"
-    r"(?: lr(\d+))?(?: st(\d+))?( tc)?( rw)?"
+    r"(?: lr(\d+))?(?: st(\d+))?(?: im(\d+))?( tc)?( rw)?"
 )
 
 
@@ -58,13 +58,14 @@ def tiles_from_text(text: str) -> FcmTiles | None:
     found = TILES_TEXT.fullmatch(text)
     if not found:
         return None
-    *knobs, lane_rows, stream, tensor_cores, register_pw = found.groups()
+    *knobs, lane_rows, stream, image, tensor_cores, register_pw = found.groups()
     return FcmTiles(
         *(int(knob or 1) for knob in knobs),
         tensor_cores=int(tensor_cores is not None),
         register_pw=int(register_pw is not None),
         stream=int(stream or 0),
         lane_rows=int(lane_rows or 1),
+        image=int(image or 0),
     )
 
 

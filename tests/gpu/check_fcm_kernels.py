@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import json
 import multiprocessing
 import sys
@@ -661,6 +662,57 @@ def dw_pw_stream_choices(spec, gpu) -> list:
     return beside_table_tile(spec, sorted(with_enough_blocks(spec, gpu, fitting), key=cost)[:ST_PER_CHAIN])
 
 
+IM_PIXELS = (7, 14)  # a thread's run of pixels: the zoo's deep images are 7, 14 and 28 wide
+IM_THREADS = (224, 448)  # whole warps over 7 or 28 runs of pixels
+IM_MID = (1, 2, 4, 8)  # mid channels a thread expands
+IM_WAVES = (1, 2, 4)  # blocks about that many times the blocks the SMs hold at once
+IM_PER_CHAIN = 10
+IM_MAX_SIDE = 28  # input images; larger ones are the tiled kernels' (one image fills shared memory)
+
+
+def image_choices(spec, gpu) -> list:
+    """For a PW->DW->PW or PW->DW chain of images up to 28x28, tiles of the kernel over whole
+    images: 7 or 14 pixels and 1-8 mid channels a thread, 7 or 14 warps, and for each the splits
+    of the mid channels whose blocks come nearest to filling the SMs once, twice and four times
+    (by registers, about 32 a thread beyond its buffers, and shared memory); those of the fewest
+    idle SM slots first, then the most work a load feeds; before them the tile of the H200 table,
+    timed in the same run."""
+    from dataclasses import replace
+
+    from fcm_tvm.schedules import FcmTiles
+    from fcm_tvm.schedules.cuda_pw_dw_pw_image import blocks, image_problems, register_bytes, shared_bytes
+
+    if spec.kind not in ("pw_dw_pw", "pw_dw") or spec.height > IM_MAX_SIDE:
+        return []
+    out, mid = spec.output, spec.shapes[1].c
+    max_smem = gpu.smem_per_block
+
+    def resident(t) -> int:  # blocks an SM holds at once
+        registers = (register_bytes(spec, t) // 4 + 32) * t.threads
+        smem = shared_bytes(spec, t) + gpu.reserved_smem_per_block
+        return max(1, min(gpu.registers_per_sm // registers, gpu.smem_per_sm // smem))
+
+    chosen = {}
+    for p, threads, r in itertools.product(IM_PIXELS, IM_THREADS, IM_MID):
+        base = FcmTiles(out.c, out.h, out.w, threads, output_cols=p, image=r)
+        splits = [s for s in range(1, mid + 1) if mid % s == 0]
+        fitting = [
+            t for t in (replace(base, split=s) for s in splits) if not image_problems(spec, t, max_smem)
+        ]
+        for waves in IM_WAVES:
+            if fitting:
+                target = waves * gpu.sm_count * resident(fitting[0])
+                best = min(fitting, key=lambda t: abs(blocks(spec, t) - target))
+                chosen[best] = gpu.sm_count * resident(best)
+
+    def cost(t) -> tuple:
+        slots = chosen[t]
+        idle = -blocks(spec, t) % slots / (blocks(spec, t) + slots)
+        return (round(idle, 1), -t.image * t.output_cols)
+
+    return beside_table_tile(spec, sorted(chosen, key=cost)[:IM_PER_CHAIN])
+
+
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
     "--output-rows": ("output-row variants of the table's tiles", output_row_choices),
     "--vector-loads": ("vector-loaded weights of the table's tiles", vector_load_choices),
@@ -684,6 +736,7 @@ CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split cho
         register_pw_choices,
     ),
     "--stream": ("tiles of the DW->PW and PW->DW kernels streamed through registers", stream_choices),
+    "--image": ("tiles of the PW->DW->PW kernel over whole images", image_choices),
     "--patch-reuse": (
         "that tile of each float16 PW->DW chain with 1-8 channel tiles a block",
         patch_reuse_choices,
