@@ -1,4 +1,4 @@
-"""PW -> DW -> PW and PW -> DW over whole images (``FcmTiles.image = r``): deep layers at batch 32.
+"""PW -> DW -> PW over whole images (``FcmTiles.image = r``): deep inverted residuals at batch 32.
 
 At 14x14 and 7x7 an inverted residual expands 80-192 channels to 480-1152, and every tiled FCM
 either recomputes the expansion over each tile's halo (a 7x7 image with a 5x5 DW sums 11x11 pixels
@@ -6,26 +6,17 @@ for 49) or once per output-channel tile, while MetaSchedule's separate kernels r
 convolutions as plain GEMMs. Here a thread block owns one whole image, so the DW needs no halo
 (the image border is its zero padding) and nothing is computed twice, and all of the image's
 output channels, so the expansion is computed once. The mid channels are dealt out to ``split``
-blocks per image (a block alone per image would leave most SMs idle at batch 32); in PW->DW->PW
-each sums its slice into a float32 workspace that a second kernel adds up with bias, activation
-and residual; in PW->DW (the heads of squeeze-excitation blocks) each writes its channels' DW
-result, and there is no second kernel.
+blocks per image (a block alone per image would leave most SMs idle at batch 32); each sums its
+slice into a float32 workspace that a second kernel adds up with bias, activation and residual.
 
-A block first stages its image in shared memory, each run of ``p`` pixels padded to whole
-vectors, so that a thread loads its run as vectors. Then, per chunk of its mid channels, in
-phases separated by barriers:
+Per chunk of the block's mid channels, in three phases separated by barriers:
 
 1. the expansion (PW1): each thread sums ``r`` mid channels x ``p`` adjacent pixels over every
-   input channel, its weights loaded four input channels at a time as a vector (from global
-   memory: L1 and L2 keep them), and stores the activated result to shared memory;
-2. the DW: a thread per (mid channel, output pixel) of the chunk, taps outside the image skipped,
-   its result stored in padded runs as the image is (PW->DW: to the output);
-3. the projection (PW2, PW->DW->PW only): each thread adds ``r_o`` output channels x ``p``
-   pixels, its weights loaded four mid channels at a time, into sums kept in registers across all
-   chunks.
-
-Loads per multiply-add are what bound the phases: a vector of weights feeds ``4 p`` of them, a
-vector of pixels ``4 r`` (``4 r_o``).
+   input channel, its weights loaded four input channels at a time as a vector and the image read
+   straight from global memory (L1 keeps it), and stores the activated result to shared memory;
+2. the DW: a thread per (mid channel, output pixel) of the chunk, taps outside the image skipped;
+3. the projection (PW2): each thread adds ``r_o`` output channels x ``p`` pixels, its weights
+   loaded four mid channels at a time, into sums kept in registers across all chunks.
 
 ``p`` is ``output_cols`` (a divisor of both image widths: a thread's pixels lie in one row);
 ``r_o`` and the chunk follow from ``threads``: the threads cover the image's pixel runs, and the
@@ -45,13 +36,12 @@ from .wmma import SHARED, stored_output, without_param
 
 VECTOR = 4  # weights per vector load: input channels of PW1, mid channels of PW2
 SUM_THREADS = 256  # threads of the kernel that adds up the slices
-KINDS = ("pw_dw_pw", "pw_dw")
 
 
 def image_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
     """Why ``tiles`` with ``image`` cannot run ``spec`` (empty if they can)."""
-    if spec.kind not in KINDS:
-        return [f"image is a kernel of {' and '.join(KINDS)}, not {spec.kind}"]
+    if spec.kind != "pw_dw_pw":
+        return [f"image is a PW->DW->PW kernel, not {spec.kind}"]
     out, mid = spec.output, spec.shapes[1].c
     p, t, split = tiles.output_cols, tiles.threads, tiles.split
     found = []
@@ -61,13 +51,13 @@ def image_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
         found.append(f"{p} pixels a thread do not divide the image widths {spec.width} and {out.w}")
         return found
     runs_in, runs_out = pixel_runs(spec, tiles)
-    if t % WARP or t > MAX_THREADS or t % runs_in or (projects(spec) and t % runs_out):
+    if t % WARP or t > MAX_THREADS or t % runs_in or t % runs_out:
         found.append(
             f"{t} threads: whole warps, at most {MAX_THREADS}, a multiple of the {runs_in} and "
             f"{runs_out} runs of {p} pixels"
         )
         return found
-    if projects(spec) and out.c % (t // runs_out):
+    if out.c % (t // runs_out):
         found.append(f"{t // runs_out} groups of output channels do not divide {out.c}")
     if spec.in_channels % VECTOR:
         found.append(f"{spec.in_channels} input channels are not whole vectors of {VECTOR} weights")
@@ -78,18 +68,11 @@ def image_problems(spec: FcmSpec, tiles: FcmTiles, max_smem: int) -> list[str]:
     knobs = {"output_cols": p, "image": tiles.image, "split": split}
     if tiles != FcmTiles(out.c, out.h, out.w, t, **knobs):
         found.append("image takes no other knob (rows, lanes, columns, tensor cores, streams)")
-    if not found and chunk_bytes(spec, tiles) > STATIC_SMEM:
-        found.append(f"{chunk_bytes(spec, tiles)} bytes of a chunk > {STATIC_SMEM} of static shared memory")
     if not found and shared_bytes(spec, tiles) > max_smem:
         found.append(f"{shared_bytes(spec, tiles)} bytes of shared memory > {max_smem}")
     if not found and register_bytes(spec, tiles) > MAX_REGISTER_BYTES:
         found.append(f"{register_bytes(spec, tiles)} bytes of registers a thread > {MAX_REGISTER_BYTES}")
     return found
-
-
-def projects(spec: FcmSpec) -> bool:
-    """Whether the chain ends in a PW (a projection, summed over the mid channels)."""
-    return spec.kind == "pw_dw_pw"
 
 
 def pixel_runs(spec: FcmSpec, tiles: FcmTiles) -> tuple[int, int]:
@@ -104,36 +87,13 @@ def chunk(spec: FcmSpec, tiles: FcmTiles) -> int:
 
 
 def output_channels_per_thread(spec: FcmSpec, tiles: FcmTiles) -> int:
-    """The projection's channels a thread sums (none without a projection)."""
-    return spec.output.c // (tiles.threads // pixel_runs(spec, tiles)[1]) if projects(spec) else 0
-
-
-def padded_run(tiles: FcmTiles) -> int:
-    """A run of ``output_cols`` pixels as shared memory holds it: whole vectors."""
-    return ceil_div(tiles.output_cols, VECTOR) * VECTOR
+    return spec.output.c // (tiles.threads // pixel_runs(spec, tiles)[1])
 
 
 def shared_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
-    """One block's shared memory: :func:`image_bytes` and :func:`chunk_bytes`."""
-    return image_bytes(spec, tiles) + chunk_bytes(spec, tiles)
-
-
-def chunk_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
-    """Static shared memory: a chunk's expansion over the image and (with a projection) its DW
-    result in padded runs. Static, and the image dynamic: TVM's storage and barrier passes then
-    see them apart (in one scope it let the expansion reuse the image's memory while other threads
-    read it, and in dynamic memory, merged, it found a barrier needed inside the DW's rounds)."""
-    kc, runs_out = chunk(spec, tiles), pixel_runs(spec, tiles)[1]
-    result = kc * runs_out * padded_run(tiles) if projects(spec) else 0
-    return (kc * spec.height * spec.width + result) * DTYPE_BYTES[spec.dtype]
-
-
-def image_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
-    """Dynamic shared memory: the image in padded runs; past the static limit in all, at least
-    that limit (TVM raises a kernel's limit only for so much dynamic memory)."""
-    runs_in = pixel_runs(spec, tiles)[0]
-    image = spec.in_channels * runs_in * padded_run(tiles) * DTYPE_BYTES[spec.dtype]
-    return image if image + chunk_bytes(spec, tiles) <= STATIC_SMEM else max(image, STATIC_SMEM)
+    """One block's shared memory: a chunk's expansion over the image and its DW result."""
+    pixels = spec.height * spec.width + spec.output.h * spec.output.w
+    return chunk(spec, tiles) * pixels * DTYPE_BYTES[spec.dtype]
 
 
 def accumulators_per_thread(spec: FcmSpec, tiles: FcmTiles) -> int:
@@ -145,7 +105,7 @@ def register_bytes(spec: FcmSpec, tiles: FcmTiles) -> int:
     """A thread's local buffers, float32: both sums, a vector of weights per channel of either PW,
     a run of pixels, the DW's sum."""
     ro, r, p = output_channels_per_thread(spec, tiles), tiles.image, tiles.output_cols
-    return 4 * ((ro + r) * p + max(ro, r) * VECTOR + padded_run(tiles) + 1)
+    return 4 * ((ro + r) * p + max(ro, r) * VECTOR + p + 1)
 
 
 def blocks(spec: FcmSpec, tiles: FcmTiles) -> int:
@@ -153,207 +113,28 @@ def blocks(spec: FcmSpec, tiles: FcmTiles) -> int:
 
 
 def image_primfunc(spec: FcmSpec, tiles: FcmTiles, name: str, fast_math: bool = False) -> tvm.tirx.PrimFunc:
-    """The kernel (PW->DW->PW: and the one that adds up the slices); call only when
-    :func:`image_problems` is empty."""
-    phases = Phases(spec, tiles, fast_math)
-    return _projected(phases, name) if projects(spec) else _depthwise_out(phases, name)
-
-
-class Phases:
-    """The shapes both kernels share and the TVMScript macros of their common phases."""
-
-    def __init__(self, spec: FcmSpec, tiles: FcmTiles, fast_math: bool) -> None:
-        pw0, dw = spec.stages[:2]
-        assert isinstance(pw0, Pointwise) and isinstance(dw, Depthwise)
-        self.spec, self.tiles, self.dw = spec, tiles, dw
-        self.acts = activation_builders(fast_math)
-        self.n, self.c, self.h, self.w = spec.input.as_tuple()
-        _, self.o, self.ho, self.wo = spec.output.as_tuple()
-        self.m = spec.shapes[1].c
-        self.runs_in, self.runs_out = pixel_runs(spec, tiles)
-        self.px_in, self.px_out = self.h * self.w, self.ho * self.wo
-        self.kc, self.run = chunk(spec, tiles), padded_run(tiles)
-        self.steps = self.m // tiles.split // self.kc
-        self.image_elements = image_bytes(spec, tiles) // DTYPE_BYTES[spec.dtype]
-        self.dt = spec.dtype
-
-    def stage(self):
-        """Macro: the block's image ``nn`` into ``xs`` in padded runs, then a barrier."""
-        c_, px_in, runs_in, run = self.c, self.px_in, self.runs_in, self.run
-        p, t, dt, last = self.tiles.output_cols, self.tiles.threads, self.dt, self.image_elements - 1
-
-        # threads go over the padded runs (those of the padding idle): a store's index is then
-        # affine in the thread and the round, and TVM's barrier pass sees the rounds apart
-        @T.macro
-        def stage(x_flat, xs, nn, tx):
-            if last >= c_ * runs_in * run and tx == 0:  # TVM sizes the buffer by the region
-                xs[last] = T.Cast(dt, 0)  # its accesses span: this keeps image_bytes'
-            for rd in range(ceil_div(c_ * runs_in * run, t)):
-                e = T.meta_var(rd * t + tx)
-                if e < c_ * runs_in * run and e % run < p:
-                    pixel = T.meta_var(e // run % runs_in * p + e % run)
-                    xs[e] = x_flat[(nn * c_ + e // (runs_in * run)) * px_in + pixel]
-            T.tvm_storage_sync(SHARED)  # the image's scope: TVM's barrier pass tells scopes apart
-
-        return stage
-
-    def expand(self):
-        """Macro: the expansion of the chunk from mid channel ``mc`` into ``mid``, then a barrier."""
-        c_, px_in, runs_in, run = self.c, self.px_in, self.runs_in, self.run
-        p, r, dt = self.tiles.output_cols, self.tiles.image, self.dt
-        act = self.acts[self.spec.stages[0].activation]
-        f32, f32v = "float32", f"float32x{VECTOR}"
-
-        @T.macro
-        def expand(w0_rows, b0, xs, mid, acc0, wv, xv, mc, tx):
-            g0 = T.meta_var(tx // runs_in)  # the thread's channel group and pixel run
-            q0 = T.meta_var(tx % runs_in)
-            for i in T.unroll(r * p):
-                acc0[i] = T.float32(0)
-            for cv in range(c_ // VECTOR):
-                for i in T.unroll(r):
-                    wv[T.Ramp(i * VECTOR, 1, VECTOR)] = T.Cast(
-                        f32v, w0_rows[T.Ramp((mc + g0 * r + i) * c_ + cv * VECTOR, 1, VECTOR)]
-                    )
-                for v in T.unroll(VECTOR):
-                    for h in T.unroll(run // VECTOR):
-                        xv[T.Ramp(h * VECTOR, 1, VECTOR)] = T.Cast(
-                            f32v,
-                            xs[T.Ramp(((cv * VECTOR + v) * runs_in + q0) * run + h * VECTOR, 1, VECTOR)],
-                        )
-                    for i in T.unroll(r):
-                        for u in T.unroll(p):
-                            acc0[i * p + u] = acc0[i * p + u] + wv[i * VECTOR + v] * xv[u]
-            T.tvm_storage_sync("shared")  # other threads may still read the last chunk's expansion
-            for i in T.unroll(r):
-                for u in T.unroll(p):
-                    mid[(g0 * r + i) * px_in + q0 * p + u] = T.Cast(
-                        dt, act(acc0[i * p + u] + T.Cast(f32, b0[mc + g0 * r + i]))
-                    )
-            T.tvm_storage_sync("shared")
-
-        return expand
-
-    def depthwise(self, write, padded: bool):
-        """Macro: the DW of the chunk from ``mid``, each result (float32, bias included) handed to
-        the macro ``write(dest, dsum, mc, ml, po, nn, e)`` (``ml``: the chunk's channel, ``po``: the
-        output pixel, ``e``: its slot, in padded runs where ``padded``: threads go over those then,
-        for the reason :meth:`stage` gives)."""
-        k_, s_, top, left = self.dw.kernel, self.dw.stride, self.dw.pads[0], self.dw.pads[1]
-        h_, w_, wo_, px_in, px_out, kc, t = (
-            self.h,
-            self.w,
-            self.wo,
-            self.px_in,
-            self.px_out,
-            self.kc,
-            self.tiles.threads,
-        )
-        f32 = "float32"
-        p, run = self.tiles.output_cols, self.run if padded else self.tiles.output_cols
-        per_channel = px_out // p * run
-
-        @T.macro
-        def depthwise(mid, w1, b1, dsum, dest, mc, nn, tx):
-            for rd in range(ceil_div(kc * per_channel, t)):
-                e = T.meta_var(rd * t + tx)
-                if e < kc * per_channel and e % run < p:
-                    ml = T.meta_var(e // per_channel)
-                    po = T.meta_var(e % per_channel // run * p + e % run)
-                    oy = T.meta_var(po // wo_)
-                    ox = T.meta_var(po % wo_)
-                    dsum[0] = T.Cast(f32, b1[mc + ml])
-                    for ky in T.unroll(k_):
-                        for kx in T.unroll(k_):
-                            iy = T.meta_var(oy * s_ - top + ky)
-                            ix = T.meta_var(ox * s_ - left + kx)
-                            dsum[0] = dsum[0] + T.if_then_else(
-                                iy >= 0 and iy < h_ and ix >= 0 and ix < w_,
-                                T.Cast(f32, mid[ml * px_in + iy * w_ + ix]),  # read only inside
-                                T.float32(0),
-                            ) * T.Cast(f32, w1[mc + ml, 0, ky, kx])
-                    write(dest, dsum, mc, ml, po, nn, e)
-
-        return depthwise
-
-
-def _depthwise_out(ph: Phases, name: str) -> tvm.tirx.PrimFunc:
-    """PW->DW: the blocks of an image write its channels' DW results, activated, to the output."""
-    n_, c_, h_, w_, m_, ho_, wo_ = ph.n, ph.c, ph.h, ph.w, ph.m, ph.ho, ph.wo
-    k_, split, t, r, run, dt = ph.dw.kernel, ph.tiles.split, ph.tiles.threads, ph.tiles.image, ph.run, ph.dt
-    f32 = "float32"
-    store = stored_output(ph.acts[ph.dw.activation], ph.spec.residual, dt)
-    stage, expand = ph.stage(), ph.expand()
-    res_shape = ph.spec.output.as_tuple() if ph.spec.residual else (1,)
-
-    @T.macro
-    def write(out_and_residual, dsum, mc, ml, po, nn, e):
-        out, residual = out_and_residual
-        res = T.meta_var(residual[nn, mc + ml, po // wo_, po % wo_] if ph.spec.residual else T.Cast(dt, 0))
-        out[nn, mc + ml, po // wo_, po % wo_] = store(dsum[0], T.Cast(dt, 0), res)
-
-    depthwise = ph.depthwise(write, padded=False)
-
-    @T.prim_func
-    def fcm(
-        x: T.Buffer((n_, c_, h_, w_), dt),
-        w0: T.Buffer((m_, c_, 1, 1), dt),
-        b0: T.Buffer((m_,), dt),
-        w1: T.Buffer((m_, 1, k_, k_), dt),
-        b1: T.Buffer((m_,), dt),
-        residual: T.Buffer(res_shape, dt),
-        out: T.Buffer((n_, m_, ho_, wo_), dt),
-    ):
-        T.func_attr({"global_symbol": name, "tirx.noalias": True})
-        w0_rows = T.decl_buffer((m_ * c_,), dt, data=w0.data)  # flat: vector loads along a row
-        x_flat = T.decl_buffer((n_ * c_ * h_ * w_,), dt, data=x.data)
-        with T.launch_thread("blockIdx.x", n_ * split) as bx:
-            tx = T.launch_thread("threadIdx.x", t)
-            xs = T.alloc_buffer((ph.image_elements,), dt, scope=SHARED)  # the image, padded runs
-            mid = T.alloc_buffer((ph.kc * ph.px_in,), dt, scope="shared")  # the chunk's expansion
-            acc0 = T.alloc_buffer((r * ph.tiles.output_cols,), f32, scope="local")
-            wv = T.alloc_buffer((r * VECTOR,), f32, scope="local")
-            xv = T.alloc_buffer((run,), f32, scope="local")
-            dsum = T.alloc_buffer((1,), f32, scope="local")
-            nn = T.meta_var(bx // split)
-            stage(x_flat, xs, nn, tx)
-            for step in range(ph.steps):
-                mc = T.meta_var(bx % split * (m_ // split) + step * ph.kc)  # the chunk's first mid channel
-                expand(w0_rows, b0, xs, mid, acc0, wv, xv, mc, tx)
-                depthwise(mid, w1, b1, dsum, (out, residual), mc, nn, tx)
-
-    return fcm if ph.spec.residual else without_param(fcm, 5)  # the body never reads it
-
-
-def _projected(ph: Phases, name: str) -> tvm.tirx.PrimFunc:
-    """PW->DW->PW: each block sums its slice of the projection into the workspace; a second
-    kernel adds the slices up with bias, activation and residual."""
-    spec, tiles = ph.spec, ph.tiles
-    pw2 = spec.stages[2]
-    n_, c_, h_, w_, m_, o_, ho_, wo_ = ph.n, ph.c, ph.h, ph.w, ph.m, ph.o, ph.ho, ph.wo
-    k_, p, t, split, r, run, dt = (
-        ph.dw.kernel,
-        tiles.output_cols,
-        tiles.threads,
-        tiles.split,
-        tiles.image,
-        ph.run,
-        ph.dt,
-    )
-    runs_out, px_out, kc = ph.runs_out, ph.px_out, ph.kc
+    """The kernel (and the one that adds up the slices); call only when :func:`image_problems`
+    is empty."""
+    pw0, dw, pw2 = spec.stages
+    assert isinstance(pw0, Pointwise) and isinstance(dw, Depthwise) and isinstance(pw2, Pointwise)
+    n_, c_, h_, w_ = spec.input.as_tuple()
+    _, o_, ho_, wo_ = spec.output.as_tuple()
+    m_ = spec.shapes[1].c
+    k_, s_, top, left = dw.kernel, dw.stride, dw.pads[0], dw.pads[1]
+    p, t, split, r = tiles.output_cols, tiles.threads, tiles.split, tiles.image
+    runs_in, runs_out = pixel_runs(spec, tiles)
+    px_in, px_out = h_ * w_, ho_ * wo_
+    kc = chunk(spec, tiles)
     ro = output_channels_per_thread(spec, tiles)
-    act1 = ph.acts[ph.dw.activation]
-    store = stored_output(ph.acts[pw2.activation], spec.residual, dt)
-    f32, f32v = "float32", f"float32x{VECTOR}"
+    steps = m_ // split // kc
+    dw_rounds = ceil_div(kc * px_out, t)
+    acts = activation_builders(fast_math)
+    act0, act1 = acts[pw0.activation], acts[dw.activation]
+    store = stored_output(acts[pw2.activation], spec.residual, spec.dtype)
+    dt, f32, f32v = spec.dtype, "float32", f"float32x{VECTOR}"
     res_shape = spec.output.as_tuple() if spec.residual else (1,)
     sum_blocks = ceil_div(n_ * o_ * px_out, SUM_THREADS)
-    stage, expand = ph.stage(), ph.expand()
-
-    @T.macro
-    def write(dwo, dsum, mc, ml, po, nn, e):  # the DW result in padded runs, for the projection
-        dwo[e] = T.Cast(dt, act1(dsum[0]))
-
-    depthwise = ph.depthwise(write, padded=True)
+    scope = "shared" if shared_bytes(spec, tiles) <= STATIC_SMEM else SHARED  # beyond: dynamic
 
     @T.prim_func
     def fcm(
@@ -371,27 +152,64 @@ def _projected(ph: Phases, name: str) -> tvm.tirx.PrimFunc:
         slices = T.alloc_buffer((split, n_, o_, px_out), f32)
         w0_rows = T.decl_buffer((m_ * c_,), dt, data=w0.data)  # flat: vector loads along a row
         w2_rows = T.decl_buffer((o_ * m_,), dt, data=w2.data)
-        x_flat = T.decl_buffer((n_ * c_ * h_ * w_,), dt, data=x.data)
         with T.launch_thread("blockIdx.x", n_ * split) as bx:
             tx = T.launch_thread("threadIdx.x", t)
-            xs = T.alloc_buffer((ph.image_elements,), dt, scope=SHARED)  # the image, padded runs
-            mid = T.alloc_buffer((kc * ph.px_in,), dt, scope="shared")  # the chunk's expansion
-            dwo = T.alloc_buffer((kc * runs_out * run,), dt, scope="shared")  # its DW result, padded runs
+            mid = T.alloc_buffer((kc * px_in,), dt, scope=scope)  # the chunk's expansion
+            dwo = T.alloc_buffer((kc * px_out,), dt, scope=scope)  # its DW result
             acc = T.alloc_buffer((ro * p,), f32, scope="local")
             acc0 = T.alloc_buffer((r * p,), f32, scope="local")
             wv = T.alloc_buffer((max(ro, r) * VECTOR,), f32, scope="local")  # either PW's weights
-            xv = T.alloc_buffer((run,), f32, scope="local")
+            xv = T.alloc_buffer((p,), f32, scope="local")
             dsum = T.alloc_buffer((1,), f32, scope="local")
             nn = T.meta_var(bx // split)
-            g2 = T.meta_var(tx // runs_out)  # the projection's channel group and pixel run
+            m_first = T.meta_var(bx % split * (m_ // split))
+            g0 = T.meta_var(tx // runs_in)  # the expansion's channel group and pixel run
+            q0 = T.meta_var(tx % runs_in)
+            g2 = T.meta_var(tx // runs_out)  # the projection's
             q2 = T.meta_var(tx % runs_out)
+            y0 = T.meta_var(q0 * p // w_)
+            x0 = T.meta_var(q0 * p % w_)
             for i in T.unroll(ro * p):
                 acc[i] = T.float32(0)
-            stage(x_flat, xs, nn, tx)
-            for step in range(ph.steps):
-                mc = T.meta_var(bx % split * (m_ // split) + step * kc)  # the chunk's first mid channel
-                expand(w0_rows, b0, xs, mid, acc0, wv, xv, mc, tx)
-                depthwise(mid, w1, b1, dsum, dwo, mc, nn, tx)
+            for step in range(steps):
+                mc = T.meta_var(m_first + step * kc)  # the chunk's first mid channel
+                for i in T.unroll(r * p):
+                    acc0[i] = T.float32(0)
+                for cv in range(c_ // VECTOR):
+                    for i in T.unroll(r):
+                        wv[T.Ramp(i * VECTOR, 1, VECTOR)] = T.Cast(
+                            f32v, w0_rows[T.Ramp((mc + g0 * r + i) * c_ + cv * VECTOR, 1, VECTOR)]
+                        )
+                    for v in T.unroll(VECTOR):
+                        for u in T.unroll(p):
+                            xv[u] = T.Cast(f32, x[nn, cv * VECTOR + v, y0, x0 + u])
+                        for i in T.unroll(r):
+                            for u in T.unroll(p):
+                                acc0[i * p + u] = acc0[i * p + u] + wv[i * VECTOR + v] * xv[u]
+                for i in T.unroll(r):
+                    for u in T.unroll(p):
+                        mid[(g0 * r + i) * px_in + q0 * p + u] = T.Cast(
+                            dt, act0(acc0[i * p + u] + T.Cast(f32, b0[mc + g0 * r + i]))
+                        )
+                T.tvm_storage_sync("shared")
+                for rd in range(dw_rounds):
+                    e = T.meta_var(rd * t + tx)
+                    if e < kc * px_out:
+                        ml = T.meta_var(e // px_out)
+                        po = T.meta_var(e % px_out)
+                        oy = T.meta_var(po // wo_)
+                        ox = T.meta_var(po % wo_)
+                        dsum[0] = T.Cast(f32, b1[mc + ml])
+                        for ky in T.unroll(k_):
+                            for kx in T.unroll(k_):
+                                iy = T.meta_var(oy * s_ - top + ky)
+                                ix = T.meta_var(ox * s_ - left + kx)
+                                dsum[0] = dsum[0] + T.if_then_else(
+                                    iy >= 0 and iy < h_ and ix >= 0 and ix < w_,
+                                    T.Cast(f32, mid[ml * px_in + iy * w_ + ix]),  # read only inside
+                                    T.float32(0),
+                                ) * T.Cast(f32, w1[mc + ml, 0, ky, kx])
+                        dwo[e] = T.Cast(dt, act1(dsum[0]))
                 T.tvm_storage_sync("shared")
                 for jv in range(kc // VECTOR):
                     for i in T.unroll(ro):
@@ -399,16 +217,12 @@ def _projected(ph: Phases, name: str) -> tvm.tirx.PrimFunc:
                             f32v, w2_rows[T.Ramp((g2 * ro + i) * m_ + mc + jv * VECTOR, 1, VECTOR)]
                         )
                     for v in T.unroll(VECTOR):
-                        for h in T.unroll(run // VECTOR):
-                            xv[T.Ramp(h * VECTOR, 1, VECTOR)] = T.Cast(
-                                f32v,
-                                dwo[
-                                    T.Ramp(((jv * VECTOR + v) * runs_out + q2) * run + h * VECTOR, 1, VECTOR)
-                                ],
-                            )
+                        for u in T.unroll(p):
+                            xv[u] = T.Cast(f32, dwo[(jv * VECTOR + v) * px_out + q2 * p + u])
                         for i in T.unroll(ro):
                             for u in T.unroll(p):
                                 acc[i * p + u] = acc[i * p + u] + wv[i * VECTOR + v] * xv[u]
+                T.tvm_storage_sync("shared")  # the next chunk overwrites mid while this reads dwo
             for i in T.unroll(ro):
                 for u in T.unroll(p):
                     slices[bx % split, nn, g2 * ro + i, q2 * p + u] = acc[i * p + u]

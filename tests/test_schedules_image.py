@@ -13,7 +13,8 @@ import tvm
 
 from fcm_tvm.benchmarks.measured_table import tiles_from_text
 from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
-from fcm_tvm.schedules.cuda_pw_dw_pw_image import SUM_THREADS, blocks, chunk, chunk_bytes, register_bytes
+from fcm_tvm.schedules.cuda_pw_dw_pw_image import SUM_THREADS, blocks, chunk, register_bytes, shared_bytes
+from fcm_tvm.schedules.layout import STATIC_SMEM
 
 from . import cuda_emulator
 from .test_schedules import CUDA, assert_matches_reference, random_inputs
@@ -27,11 +28,6 @@ def block(
     n, c, size, mid, out, kernel, stride=1, residual=False, acts=("relu6", "relu6", "none"), dtype="float32"
 ):
     stages = (Pointwise(mid, acts[0]), Depthwise(kernel, stride, None, acts[1]), Pointwise(out, acts[2]))
-    return FcmSpec(n, c, size, size, stages, residual, dtype)
-
-
-def head(n, c, size, mid, kernel, stride=1, residual=False, acts=("silu", "silu"), dtype="float32"):
-    stages = (Pointwise(mid, acts[0]), Depthwise(kernel, stride, None, acts[1]))
     return FcmSpec(n, c, size, size, stages, residual, dtype)
 
 
@@ -49,15 +45,7 @@ CASES = [  # small versions of the deep blocks it is for: 7x7 and 14x14, stride 
         im(spec, 224, 1, 2, 7),
     ),
     (spec := block(3, 32, 7, 32, 32, 3, residual=True, dtype="float16"), im(spec, 224, 1, 1, 7)),
-    (spec := block(1, 8, 28, 32, 8, 3, residual=True), im(spec, 448, 2, 1, 7)),  # the image past 48 KiB in all
-]
-HEADS = [  # the squeeze-excitation blocks' PW->DW heads: no projection, no second kernel
-    (spec := head(2, 16, 7, 64, 5), im(spec, 224, 2, 1, 7)),
-    (
-        spec := head(2, 8, 14, 64, 3, 2, acts=("hardswish", "hardswish"), dtype="float16"),
-        im(spec, 224, 2, 4, 7),
-    ),
-    (spec := head(1, 32, 7, 32, 3, residual=True, acts=("relu", "none")), im(spec, 224, 1, 1, 7)),
+    (spec := block(1, 8, 28, 32, 8, 3, residual=True), im(spec, 448, 2, 4, 7)),  # dynamic shared memory
 ]
 
 
@@ -67,46 +55,41 @@ def cuda_source(spec: FcmSpec, tiles: FcmTiles) -> str:
 
 
 @pytest.mark.skipif(cuda_emulator.missing() is not None, reason=str(cuda_emulator.missing()))
-@pytest.mark.parametrize("case", CASES + HEADS, ids=case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_the_generated_cuda_matches_float64_on_the_cpu(case, rng: np.random.Generator, tmp_path) -> None:
     spec, tiles = case
     assert not tile_problems(spec, tiles, MAX_SMEM)
     inputs = random_inputs(spec, rng)
-    names = ["x", "w0", "b0", "w1", "b1", "w2", "b2"][: 1 + 2 * len(spec.stages)]
-    names += ["residual"] if spec.residual else []
+    names = ["x", "w0", "b0", "w1", "b1", "w2", "b2"] + (["residual"] if spec.residual else [])
     out = spec.output
     buffers = dict(zip(names, inputs)) | {
         "out": np.full(out.as_tuple(), np.nan, spec.dtype),
-        "x_flat": inputs[0].reshape(-1),
         "w0_rows": inputs[1].reshape(-1),
-        "w2_rows": inputs[5 if spec.kind == "pw_dw_pw" else 1].reshape(-1),
+        "w2_rows": inputs[5].reshape(-1),
         "slices": np.full((tiles.split, out.n, out.c, out.h * out.w), np.nan, np.float32),
     }
-    launches = [(blocks(spec, tiles), tiles.threads)]
-    if spec.kind == "pw_dw_pw":
-        launches.append((-(-out.numel // SUM_THREADS), SUM_THREADS))
+    launches = [(blocks(spec, tiles), tiles.threads), (-(-out.numel // SUM_THREADS), SUM_THREADS)]
     cuda_emulator.run_blocks(cuda_source(spec, tiles), tmp_path, buffers, launches)
-    assert spec.kind == "pw_dw" or not np.isnan(buffers["slices"]).any(), (
-        "every slice of every output written"
-    )
+    assert not np.isnan(buffers["slices"]).any(), "every slice of every output written"
     assert not np.isnan(buffers["out"]).any(), "every output element written"
     assert_matches_reference(spec, buffers["out"], inputs)
 
 
-@pytest.mark.parametrize("case", CASES + HEADS, ids=case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_the_kernel_compiles_without_spilling_and_keeps_its_shared_bound(case, nvcc: str, tmp_path) -> None:
     spec, tiles = case
     source = cuda_source(spec, tiles)
     kernels = re.findall(KERNEL, source)
-    expected = [(str(tiles.threads), f"fcm_{spec.kind}_kernel")]
-    if spec.kind == "pw_dw_pw":  # the sums of the slices, then a kernel that adds them up
-        expected.append((str(SUM_THREADS), "fcm_pw_dw_pw_kernel_1"))
-    assert [(threads, name) for threads, name, _ in kernels] == expected
+    assert [(threads, name) for threads, name, _ in kernels] == [
+        (str(tiles.threads), "fcm_pw_dw_pw_kernel"),
+        (str(SUM_THREADS), "fcm_pw_dw_pw_kernel_1"),
+    ], "the sums of the slices, then a kernel that adds them up"
     report = ptxas_report(nvcc, source, tmp_path)
     assert "spill" not in report.replace("0 bytes spill", "")
     smem = [int(n) for n in re.findall(r"(\d+) bytes smem", report)]
-    assert smem == [chunk_bytes(spec, tiles)], "the chunk's buffers static"
-    assert re.search(r"extern __shared__ __align__\(\d+\) \w+ xs_ptr\[\]", source), "the image's dynamic"
+    dynamic = shared_bytes(spec, tiles) > STATIC_SMEM  # sized at launch, not in the cubin
+    assert ("buf_dyn_shmem" in source) == dynamic
+    assert smem == ([] if dynamic else [shared_bytes(spec, tiles)])
     assert register_bytes(spec, tiles) <= 4 * 160
 
 

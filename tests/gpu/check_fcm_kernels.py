@@ -664,25 +664,23 @@ def dw_pw_stream_choices(spec, gpu) -> list:
 
 IM_PIXELS = (7, 14)  # a thread's run of pixels: the zoo's deep images are 7, 14 and 28 wide
 IM_THREADS = (224, 448)  # whole warps over 7 or 28 runs of pixels
-IM_MID = (1, 2, 4, 8)  # mid channels a thread expands
+IM_MID = (1, 2, 4)  # mid channels a thread expands
 IM_WAVES = (1, 2, 4)  # blocks about that many times the blocks the SMs hold at once
-IM_PER_CHAIN = 10
-IM_MAX_SIDE = 28  # input images; larger ones are the tiled kernels' (one image fills shared memory)
+IM_PER_CHAIN = 16
 
 
 def image_choices(spec, gpu) -> list:
-    """For a PW->DW->PW or PW->DW chain of images up to 28x28, tiles of the kernel over whole
-    images: 7 or 14 pixels and 1-8 mid channels a thread, 7 or 14 warps, and for each the splits
-    of the mid channels whose blocks come nearest to filling the SMs once, twice and four times
-    (by registers, about 32 a thread beyond its buffers, and shared memory); those of the fewest
-    idle SM slots first, then the most work a load feeds; before them the tile of the H200 table,
-    timed in the same run."""
+    """For a PW->DW->PW chain, tiles of the kernel over whole images: 7 or 14 pixels and 1-4 mid
+    channels a thread, 7 or 14 warps, and for each the splits of the mid channels whose blocks
+    come nearest to filling the SMs once, twice and four times (by registers, about 32 a thread
+    beyond its buffers, and shared memory); those of the fewest idle SM slots first, then the
+    most work a load feeds; before them the tile of the H200 table, timed in the same run."""
     from dataclasses import replace
 
     from fcm_tvm.schedules import FcmTiles
     from fcm_tvm.schedules.cuda_pw_dw_pw_image import blocks, image_problems, register_bytes, shared_bytes
 
-    if spec.kind not in ("pw_dw_pw", "pw_dw") or spec.height > IM_MAX_SIDE:
+    if spec.kind != "pw_dw_pw":
         return []
     out, mid = spec.output, spec.shapes[1].c
     max_smem = gpu.smem_per_block
