@@ -115,6 +115,9 @@
 # kernels) + the batch-1 fp16 export (210) + bench of two models fp32 batch 32: 354 s in one call;
 # run_pending.sh bench at BATCH=1 (tc_graph: layers --graph-clock of two models, then their
 # bench): 526 s; bench of two more models fp32 batch 32: 214 s.
+# Thirty-sixth session (H100; six start calls, one got a machine, the others cost 91-137 s each):
+# run_pending.sh kernels fp32 of the whole-image export (267 kernels) + bench of two models fp32
+# batch 32: 252 s; bench of two more: 275 s; bench_each of two models at batch 1 fp16: 212 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | gated_b32 | tuned_table | tc_table | table_bench | tc_graph | tune | tune_bench | ncu | profile}
 shift

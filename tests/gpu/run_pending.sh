@@ -13,7 +13,8 @@
 #            chains' best tiles re-timed inside a graph first (LAYERS_TIMEOUT a model, 200 s) rather
 #            than priced there from their wall-clock times (planner/measured.py, from_row)
 # STREAM names the export (.gpu/stream.tar.xz, the batch-32 one, unless named; export_pending.sh
-# B1=1 packs the batch-1 one as .gpu/stream_b1.tar.xz): its folder's name is in each sweep's name,
+# B1=1 packs the batch-1 one as .gpu/stream_b1.tar.xz, IMAGE=1 the whole-image kernels in fp32 as
+# .gpu/image.tar.xz: 267 kernels swept in ~80 s): its folder's name is in each sweep's name,
 # sweep_<folder>_<precision>.json, for kernels and bench alike.
 set -u
 OUT=${OUT:-/tmp/fcm-out}
