@@ -36,14 +36,11 @@ def im(spec: FcmSpec, threads: int, split: int, mid_per_thread: int, pixels: int
     return FcmTiles(out.c, out.h, out.w, threads, split, output_cols=pixels, image=mid_per_thread)
 
 
-GATES = ("silu", "sigmoid", "relu")
+GATES = ("silu", "sigmoid", "relu")  # every activation the zoo has, across the cases
 CASES = [  # small versions of the deep blocks it is for: 7x7 and 14x14, stride 1 and 2
     (spec := block(2, 32, 7, 64, 32, 5, residual=True), im(spec, 224, 2, 1, 7)),
     (spec := block(2, 8, 14, 32, 32, 3, 2, acts=("hardswish", "hardswish", "none")), im(spec, 224, 2, 2, 7)),
-    (
-        spec := block(1, 12, 14, 48, 24, 5, dtype="float16", acts=("silu", "sigmoid", "relu")),
-        im(spec, 224, 1, 2, 7),
-    ),
+    (spec := block(1, 12, 14, 48, 24, 5, dtype="float16", acts=GATES), im(spec, 224, 1, 2, 7)),
     (spec := block(3, 32, 7, 32, 32, 3, residual=True, dtype="float16"), im(spec, 224, 1, 1, 7)),
     (spec := block(1, 8, 28, 32, 8, 3, residual=True), im(spec, 448, 2, 4, 7)),  # dynamic shared memory
 ]
