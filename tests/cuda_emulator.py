@@ -146,24 +146,34 @@ def build(source: str, folder: Path) -> tuple[ctypes.CDLL, list[str]]:
     name, params = kernel_signature(source)
     definition = source[source.rindex('extern "C" __global__') :]
     call = f"{name}({', '.join(f'({ctype})args[{i}]' for i, (ctype, _) in enumerate(params))})"
-    path = folder / "kernel.cpp"
-    path.write_text(SHIM + definition + DRIVER.replace("KERNEL_CALL", call))
-    library = folder / "kernel.so"
+    library = compiled(SHIM + definition + DRIVER.replace("KERNEL_CALL", call), folder / "kernel")
+    return library, [pname for _, pname in params]
+
+
+def compiled(text: str, stem: Path) -> ctypes.CDLL:
+    """The host C++ ``text`` (written to ``stem``.cpp) as a loaded shared library."""
+    path, library = stem.with_suffix(".cpp"), stem.with_suffix(".so")
+    path.write_text(text)
     command = ["g++", "-std=c++20", "-O1", "-fPIC", "-shared", "-w", f"-I{CUDA_INCLUDE}", "-o", str(library)]
     result = subprocess.run([*command, str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    return ctypes.CDLL(str(library)), [pname for _, pname in params]
+    return ctypes.CDLL(str(library))
+
+
+def call_in_place(buffers: dict[str, np.ndarray], names: list[str], launch) -> None:
+    """``launch(pointers)`` with the arrays of ``buffers`` named by the parameters ``names`` (``x``
+    for ``x_ptr``), then the arrays copied back: the kernels work in place."""
+    arrays = [np.ascontiguousarray(buffers[name.removesuffix("_ptr")]) for name in names]
+    launch((ctypes.c_void_p * len(arrays))(*(a.ctypes.data for a in arrays)))
+    for name, array in zip(names, arrays):
+        buffers[name.removesuffix("_ptr")][...] = array
 
 
 def run(source: str, folder: Path, buffers: dict[str, np.ndarray], blocks: int, warps: int) -> None:
     """Run the kernel of ``source`` over ``blocks`` blocks of ``warps`` warps (threadIdx.x the lane,
     threadIdx.y the warp) on ``buffers`` by parameter name (``x`` for ``x_ptr``), in place."""
     library, names = build(source, folder)
-    arrays = [np.ascontiguousarray(buffers[name.removesuffix("_ptr")]) for name in names]
-    pointers = (ctypes.c_void_p * len(arrays))(*(a.ctypes.data for a in arrays))
-    library.emu_run(pointers, blocks, warps)
-    for name, array in zip(names, arrays):
-        buffers[name.removesuffix("_ptr")][...] = array
+    call_in_place(buffers, names, lambda pointers: library.emu_run(pointers, blocks, warps))
 
 
 def block_shared(kernels: str) -> str:
@@ -188,17 +198,11 @@ def run_blocks(
     for name, params in kernels:
         args = ", ".join(f"({ctype})args[{names.index(pname)}]" for ctype, pname in params)
         drivers.append(BLOCK_DRIVER.replace("NAME", name).replace("KERNEL_CALL", f"{name}({args})"))
-    path = folder / "kernels.cpp"
     kernels_text = block_shared(source[source.index('extern "C" __global__') :])
-    path.write_text(SHIM + kernels_text + "".join(drivers))
-    library = folder / "kernels.so"
-    command = ["g++", "-std=c++20", "-O1", "-fPIC", "-shared", "-w", f"-I{CUDA_INCLUDE}", "-o", str(library)]
-    result = subprocess.run([*command, str(path)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    kernel_library = ctypes.CDLL(str(library))
-    arrays = [np.ascontiguousarray(buffers[name.removesuffix("_ptr")]) for name in names]
-    pointers = (ctypes.c_void_p * len(arrays))(*(a.ctypes.data for a in arrays))
-    for (name, _), (blocks, threads) in zip(kernels, launches):
-        getattr(kernel_library, f"emu_run_{name}")(pointers, blocks, threads)
-    for name, array in zip(names, arrays):
-        buffers[name.removesuffix("_ptr")][...] = array
+    library = compiled(SHIM + kernels_text + "".join(drivers), folder / "kernels")
+
+    def launch_all(pointers) -> None:
+        for (name, _), (blocks, threads) in zip(kernels, launches):
+            getattr(library, f"emu_run_{name}")(pointers, blocks, threads)
+
+    call_in_place(buffers, names, launch_all)

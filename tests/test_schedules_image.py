@@ -14,7 +14,7 @@ import tvm
 from fcm_tvm.benchmarks.measured_table import tiles_from_text
 from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primfunc, tile_problems
 from fcm_tvm.schedules.cuda_pw_dw_pw_image import SUM_THREADS, blocks, chunk, register_bytes, shared_bytes
-from fcm_tvm.schedules.layout import STATIC_SMEM
+from fcm_tvm.schedules.layout import STATIC_SMEM, ceil_div
 
 from . import cuda_emulator
 from .test_schedules import CUDA, assert_matches_reference, random_inputs
@@ -65,7 +65,7 @@ def test_the_generated_cuda_matches_float64_on_the_cpu(case, rng: np.random.Gene
         "w2_rows": inputs[5].reshape(-1),
         "slices": np.full((tiles.split, out.n, out.c, out.h * out.w), np.nan, np.float32),
     }
-    launches = [(blocks(spec, tiles), tiles.threads), (-(-out.numel // SUM_THREADS), SUM_THREADS)]
+    launches = [(blocks(spec, tiles), tiles.threads), (ceil_div(out.numel, SUM_THREADS), SUM_THREADS)]
     cuda_emulator.run_blocks(cuda_source(spec, tiles), tmp_path, buffers, launches)
     assert not np.isnan(buffers["slices"]).any(), "every slice of every output written"
     assert not np.isnan(buffers["out"]).any(), "every output element written"
