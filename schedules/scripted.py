@@ -2,8 +2,8 @@
 the TE compute: the tensor-core kernels (``FcmTiles.tensor_cores``, :mod:`.tensor_cores`), the
 PW->DW kernel with its PW weights in registers (``FcmTiles.register_pw``, :mod:`.cuda_pw_dw_regs`)
 and the DW->PW and PW->DW kernels streamed through registers and warp shuffles
-(``FcmTiles.stream``, :mod:`.stream`) and the PW->DW->PW kernel over whole images
-(``FcmTiles.image``, :mod:`.cuda_pw_dw_pw_image`). One set of questions for all: is a tile one of
+(``FcmTiles.stream``, :mod:`.stream`) and the PW->DW->PW and PW->DW kernels over whole images
+(``FcmTiles.image``, :mod:`.cuda_image`). One set of questions for all: is a tile one of
 theirs, does it fit, what does it cost, build it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import tvm
 
-from . import cuda_pw_dw_pw_image, cuda_pw_dw_regs, stream, tensor_cores
+from . import cuda_image, cuda_pw_dw_regs, stream, tensor_cores
 from .spec import FcmSpec, FcmTiles
 
 
@@ -50,11 +50,11 @@ FAMILIES: dict[str, Family] = {  # the FcmTiles knob that selects each
         stream.register_bytes,
     ),
     "image": Family(
-        cuda_pw_dw_pw_image.image_problems,
-        cuda_pw_dw_pw_image.image_primfunc,
-        cuda_pw_dw_pw_image.shared_bytes,
-        cuda_pw_dw_pw_image.accumulators_per_thread,
-        cuda_pw_dw_pw_image.register_bytes,
+        cuda_image.image_problems,
+        cuda_image.image_primfunc,
+        cuda_image.shared_bytes,
+        cuda_image.accumulators_per_thread,
+        cuda_image.register_bytes,
     ),
 }
 

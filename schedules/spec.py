@@ -255,10 +255,11 @@ class FcmTiles:
     per block; ``channel_tile``, the tile, ``threads`` and ``patch_reuse`` keep their meaning,
     ``patch_rows`` is the pixels each thread sums at a time, the other knobs stay at 1.
 
-    ``image = r`` builds the PW->DW->PW kernel over whole images (:mod:`.cuda_pw_dw_pw_image`):
+    ``image = r`` builds the PW->DW->PW or PW->DW kernel over whole images (:mod:`.cuda_image`):
     the tile is the whole output (``channel_tile`` all its channels), each of ``split`` blocks per
-    image sums a slice of the mid channels, a thread expands ``r`` mid channels and projects its
-    share of the output channels over ``output_cols`` adjacent pixels; the other knobs stay at 1.
+    image takes a slice of the mid channels, a thread expands ``r`` mid channels and projects its
+    share of the output channels over ``output_cols`` adjacent pixels; ``depthwise_cols`` is 1 (a
+    thread's DW a pixel at a time) or ``output_cols`` (a run of pixels); the other knobs stay at 1.
     """
 
     channel_tile: int = 32

@@ -187,13 +187,17 @@ def test_edge_tiles_compute_whole_tiles_but_move_only_the_image():
     assert ragged_out.requested.output > ragged_out.dram.output  # 28-byte rows end in partial sectors
 
 
-def test_a_kernel_over_whole_images_expands_each_image_once_and_sums_its_slices_in_a_second_kernel():
+def test_a_kernel_over_whole_images_expands_each_image_once_and_only_its_projection_sums_slices():
     block = FcmSpec(32, 192, 7, 7, (Pointwise(1152, "relu"), Depthwise(5), Pointwise(192)), residual=True)
     whole = FcmTiles(192, 7, 7, 224, 9, output_cols=7, image=2)
     assert fcm_flops(block, whole) == estimate_unfused(block, H100).flops  # no halo, no recompute
     tiled = FcmTiles(192, 7, 7, 224, 9, output_cols=7)
     assert fcm_flops(block, tiled) > 1.6 * fcm_flops(block, whole)  # the expansion over 11x11 pixels
     assert [k.name for k in estimate_fused(block, whole, H100).kernels][1:] == ["sum of 9 slices"]
+    head = FcmSpec(32, 192, 7, 7, (Pointwise(1152, "silu"), Depthwise(5, 1, None, "silu")))
+    fused = estimate_fused(head, FcmTiles(1152, 7, 7, 224, 9, output_cols=7, image=2), H100)
+    assert len(fused.kernels) == 1 and fused.dram.intermediate_write == 0  # its blocks share the channels out
+    assert fused.dram.output == tensor_bytes(32 * 1152 * 49)
 
 
 def test_too_big_tiles_are_a_clear_error():

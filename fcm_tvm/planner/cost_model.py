@@ -378,9 +378,15 @@ def input_passes(spec: FcmSpec, tiles: FcmTiles) -> int:
     return channel_blocks * (tiles.split if isinstance(spec.stages[0], Pointwise) else 1)
 
 
+def sums_slices(spec: FcmSpec, tiles: FcmTiles) -> bool:
+    """Whether a split's blocks sum slices into a workspace that a second kernel adds up: every
+    split but that of the PW->DW kernel over whole images, whose blocks share the channels out."""
+    return tiles.split > 1 and not (tiles.image and spec.kind == "pw_dw")
+
+
 def workspace_bytes(spec: FcmSpec, tiles: FcmTiles, sector: int) -> int:
     """The float32 partial sums a split writes (and its second kernel reads): one output per slice."""
-    if tiles.split == 1:
+    if not sums_slices(spec, tiles):
         return 0
     return contiguous_bytes(tiles.split * spec.output.numel * DTYPE_BYTES["float32"], sector)
 
@@ -458,7 +464,7 @@ def fcm_requested(spec: FcmSpec, tiles: FcmTiles, sector: int) -> Traffic:
     result = images * fcm_output_plane(spec, tiles, sector)
     patches = images * input_passes(spec, tiles) * fcm_input_sweep(spec, tiles, sector)
     weights = prod(fcm_grid_shape(spec, tiles)) * fcm_block_weight_bytes(spec, tiles, sector)
-    if tiles.split > 1:
+    if sums_slices(spec, tiles):
         workspace = workspace_bytes(spec, tiles, sector)
         return Traffic(input=patches, weights=weights, intermediate_write=workspace)
     return Traffic(input=patches + (result if spec.residual else 0), weights=weights, output=result)
@@ -545,7 +551,7 @@ def fcm_dram(
     weight_hit = fcm_weight_l2_hit(spec, tiles, requested, wave_blocks, gpu)
     inputs = first * (1 + (channel_blocks - 1) * (1 - input_hit))
     weights = weights + max(0.0, requested.weights - weights) * (1 - weight_hit)
-    if tiles.split > 1:
+    if sums_slices(spec, tiles):
         spill = requested.intermediate_write * (1 - workspace_l2_hit(spec, tiles, gpu))
         return Traffic(input=inputs, weights=weights, intermediate_write=spill), input_hit
     residual = out_bytes if spec.residual else 0
@@ -592,7 +598,7 @@ def estimate_fused(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> ChainEstimat
         fcm_name(spec, tiles), requested, dram, fcm_flops(spec, tiles), grid, input_hit, gpu
     )
     kernels = (replace(kernel, slowdown=fcm_time_factor(spec.kind)),)
-    if tiles.split > 1:
+    if sums_slices(spec, tiles):
         kernels += (split_sum_estimate(spec, tiles, gpu),)
     return ChainEstimate(kernels, tiles)
 
@@ -628,5 +634,5 @@ def fused_time_bound(spec: FcmSpec, tiles: FcmTiles, gpu: GpuSpec) -> float:
         requested.total / l2_bandwidth(gpu),
         fcm_flops(spec, tiles) / (gpu.fp32_tflops * 1e12),
     )
-    launches = 2 if tiles.split > 1 else 1
+    launches = 2 if sums_slices(spec, tiles) else 1
     return max(seconds) / efficiency * fcm_time_factor(spec.kind) + launches * LAUNCH_OVERHEAD_S

@@ -664,23 +664,25 @@ def dw_pw_stream_choices(spec, gpu) -> list:
 
 IM_PIXELS = (7, 14)  # a thread's run of pixels: the zoo's deep images are 7, 14 and 28 wide
 IM_THREADS = (224, 448)  # whole warps over 7 or 28 runs of pixels
-IM_MID = (1, 2, 4)  # mid channels a thread expands
+IM_MID = {"pw_dw_pw": (1, 2, 4), "pw_dw": (1, 2, 4, 8)}  # mid channels a thread expands
 IM_WAVES = (1, 2, 4)  # blocks about that many times the blocks the SMs hold at once
-IM_PER_CHAIN = 16
+IM_PER_CHAIN = {"pw_dw_pw": 16, "pw_dw": 10}
+IM_MAX_SIDE = {"pw_dw_pw": 56, "pw_dw": 28}  # input images: larger ones are the tiled kernels'
 
 
 def image_choices(spec, gpu) -> list:
-    """For a PW->DW->PW chain, tiles of the kernel over whole images: 7 or 14 pixels and 1-4 mid
-    channels a thread, 7 or 14 warps, and for each the splits of the mid channels whose blocks
-    come nearest to filling the SMs once, twice and four times (by registers, about 32 a thread
-    beyond its buffers, and shared memory); those of the fewest idle SM slots first, then the
-    most work a load feeds; before them the tile of the H200 table, timed in the same run."""
+    """For a PW->DW->PW chain of images up to 56x56 or a PW->DW chain up to 28x28, tiles of
+    the kernel over whole images: 7 or 14 pixels and 1-4 (PW->DW: 1-8) mid channels a thread, 7
+    or 14 warps, and for each the splits of the mid channels whose blocks come nearest to filling
+    the SMs once, twice and four times (by registers, about 32 a thread beyond its buffers, and
+    shared memory); those of the fewest idle SM slots first, then the most work a load feeds;
+    before them the tile of the H200 table, timed in the same run."""
     from dataclasses import replace
 
     from fcm_tvm.schedules import FcmTiles
-    from fcm_tvm.schedules.cuda_pw_dw_pw_image import blocks, image_problems, register_bytes, shared_bytes
+    from fcm_tvm.schedules.cuda_image import blocks, image_problems, register_bytes, shared_bytes
 
-    if spec.kind != "pw_dw_pw":
+    if spec.kind not in IM_MID or spec.height > IM_MAX_SIDE[spec.kind]:
         return []
     out, mid = spec.output, spec.shapes[1].c
     max_smem = gpu.smem_per_block
@@ -691,7 +693,7 @@ def image_choices(spec, gpu) -> list:
         return max(1, min(gpu.registers_per_sm // registers, gpu.smem_per_sm // smem))
 
     chosen = {}
-    for p, threads, r in itertools.product(IM_PIXELS, IM_THREADS, IM_MID):
+    for p, threads, r in itertools.product(IM_PIXELS, IM_THREADS, IM_MID[spec.kind]):
         base = FcmTiles(out.c, out.h, out.w, threads, output_cols=p, image=r)
         splits = [s for s in range(1, mid + 1) if mid % s == 0]
         fitting = [
@@ -708,7 +710,18 @@ def image_choices(spec, gpu) -> list:
         idle = -blocks(spec, t) % slots / (blocks(spec, t) + slots)
         return (round(idle, 1), -t.image * t.output_cols)
 
-    return beside_table_tile(spec, sorted(chosen, key=cost)[:IM_PER_CHAIN])
+    return beside_table_tile(spec, sorted(chosen, key=cost)[: IM_PER_CHAIN[spec.kind]])
+
+
+def image_dw_run_choices(spec, gpu) -> list:
+    """The tiles of :func:`image_choices` with the DW by runs of pixels (``depthwise_cols =
+    output_cols``); for a PW->DW chain beside those tiles as they are (the PW->DW->PW ones were
+    swept in the thirty-sixth session)."""
+    from dataclasses import replace
+
+    tiles = image_choices(spec, gpu)
+    runs = [replace(t, depthwise_cols=t.output_cols) for t in tiles if t.image]
+    return list(dict.fromkeys(tiles + runs if spec.kind == "pw_dw" else runs))  # once each
 
 
 CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split choices, and the rule
@@ -734,7 +747,11 @@ CHOICE_FLAGS = {  # flag of ``splits``: what it exports instead of the split cho
         register_pw_choices,
     ),
     "--stream": ("tiles of the DW->PW and PW->DW kernels streamed through registers", stream_choices),
-    "--image": ("tiles of the PW->DW->PW kernel over whole images", image_choices),
+    "--image": ("tiles of the PW->DW->PW and PW->DW kernels over whole images", image_choices),
+    "--image-dw-runs": (
+        "those tiles with the DW by runs of pixels (PW->DW: beside them)",
+        image_dw_run_choices,
+    ),
     "--patch-reuse": (
         "that tile of each float16 PW->DW chain with 1-8 channel tiles a block",
         patch_reuse_choices,

@@ -10,6 +10,13 @@
 #                       tiles beside the streamed ones; 210 kernels of 41 chains, 1 minute)
 #   IMAGE=1: .gpu/image.tar.xz instead, the PW->DW->PW chains at batch 32 in fp32, tiles of the
 #                       kernel over whole images (splits --image; 267 kernels of 21 chains, 1 minute)
+#   IMAGE_RUNS=1: .gpu/image_runs.tar.xz instead, those chains and the PW->DW chains and sub-chains
+#                       of images up to 28x28 (the squeeze-excitation blocks' heads among them),
+#                       tiles over whole images with the DW by runs of pixels and, for PW->DW,
+#                       without (splits --image-dw-runs; 645 kernels of 48 chains when swept in
+#                       the thirty-seventh session, 2.5 minutes on 2 cores; the table's tiles
+#                       beside them are that sweep's best since, so a new export differs in those)
+#   IMAGE_HEADS_FP16=1: .gpu/image_heads_fp16.tar.xz instead, those PW->DW chains in fp16, both ways
 # On the GPU: bash tests/gpu/run_pending.sh kernels (then bench; see there; STREAM=.gpu/stream_b1.tar.xz
 # and BATCH=1 for the batch-1 export)
 # Usage (the project's venv active): bash tests/gpu/export_pending.sh   (about 6 minutes on 2 cores)
@@ -18,6 +25,8 @@ cd "$(git rev-parse --show-toplevel)"
 name=stream batch=32 precisions=fp16,fp32 choices="--stream" kinds="--sub-chains --kinds pw_dw,dw_pw"
 [ -n "${B1:-}" ] && name=stream_b1 batch=1 precisions=fp16
 [ -n "${IMAGE:-}" ] && name=image precisions=fp32 choices="--image" kinds="--kinds pw_dw_pw"
+[ -n "${IMAGE_RUNS:-}" ] && name=image_runs precisions=fp32 choices="--image-dw-runs" kinds="--sub-chains --kinds pw_dw_pw,pw_dw"
+[ -n "${IMAGE_HEADS_FP16:-}" ] && name=image_heads_fp16 precisions=fp16 choices="--image-dw-runs" kinds="--sub-chains --kinds pw_dw"
 rm -rf /tmp/$name .gpu/$name.tar.xz
 python tests/gpu/check_fcm_kernels.py splits $choices /tmp/$name \
   --models mobilenet_v2,efficientnet_b0,mobilenet_v3_large,mnasnet1_0 \

@@ -118,6 +118,9 @@
 # Thirty-sixth session (H100; six start calls, one got a machine, the others cost 91-137 s each):
 # run_pending.sh kernels fp32 of the whole-image export (267 kernels) + bench of two models fp32
 # batch 32: 252 s; bench of two more: 275 s; bench_each of two models at batch 1 fp16: 212 s.
+# Thirty-seventh session (H100; two machines, three start calls between them refused): kernels
+# fp32 of 452 staged whole-image kernels + bench of two models fp32 batch 32: 258 s; of the 645
+# image_runs kernels + two models: 272 s; bench of two models alone: 151-168 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | gated_b32 | tuned_table | tc_table | table_bench | tc_graph | tune | tune_bench | ncu | profile}
 shift

@@ -23,7 +23,7 @@ python -m fcm_tvm.benchmarks.measured_table --gpu h100 \
           $R/sweep_fp16_mobilevit_b1.json $R/sweep_tc_pw_dw_b1_fp16_h100.json \
           $R/sweep_tc_pw_dw_b1_fp16_h100_mbv2_mnasnet.json \
           $R/sweep_stream_b32_fp32_h100.json $R/sweep_stream_b1_fp16_h100.json \
-          $R/sweep_image_b32_fp32_h100.json ${EXTRA_SWEEPS:-} \
+          $R/sweep_image_b32_fp32_h100.json $R/sweep_image_runs_b32_fp32_h100.json ${EXTRA_SWEEPS:-} \
   --layers $R/layers_b1_sub.json $R/layers_b1_fp16_mbv2.json $R/layers_b32_sub.json \
            $R/layers_b1_tuned_mobilenet_v2.json $R/layers_b1_tuned_efficientnet_b0.json \
            $R/layers_b1_tuned_mobilenet_v3_large.json $R/layers_b1_tuned_mnasnet1_0.json \

@@ -14,7 +14,8 @@
 #            than priced there from their wall-clock times (planner/measured.py, from_row)
 # STREAM names the export (.gpu/stream.tar.xz, the batch-32 one, unless named; export_pending.sh
 # B1=1 packs the batch-1 one as .gpu/stream_b1.tar.xz, IMAGE=1 the whole-image kernels in fp32 as
-# .gpu/image.tar.xz: 267 kernels swept in ~80 s): its folder's name is in each sweep's name,
+# .gpu/image.tar.xz: 267 kernels swept in ~80 s; IMAGE_RUNS=1 as .gpu/image_runs.tar.xz, 645
+# kernels in ~110 s): its folder's name is in each sweep's name,
 # sweep_<folder>_<precision>.json, for kernels and bench alike.
 set -u
 OUT=${OUT:-/tmp/fcm-out}
