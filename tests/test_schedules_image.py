@@ -1,7 +1,7 @@
-"""The PW->DW->PW and PW->DW kernels over whole images (``FcmTiles.image``): their CUDA against float64 on the
-CPU (every thread of a block at once, :func:`.cuda_emulator.run_blocks`) and with nvcc, the tiles
-it takes, and how the table reads them. The GPU check runs the same kernels there
-(tests/gpu/check_fcm_kernels.py splits --image)."""
+"""The PW->DW->PW and PW->DW kernels over whole images (``FcmTiles.image``): their CUDA against
+float64 on the CPU (every thread of a block at once, :func:`.cuda_emulator.run_blocks`) and with
+nvcc, the tiles they take, and how the table reads them. The GPU check runs the same kernels there
+(tests/gpu/check_fcm_kernels.py splits --image and --image-dw-runs)."""
 
 from __future__ import annotations
 
