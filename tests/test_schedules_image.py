@@ -70,6 +70,7 @@ HEADS = [  # the squeeze-excitation blocks' PW->DW heads: no projection, no seco
     ),
     (spec := head(1, 32, 7, 32, 3, residual=True, acts=("relu", "none")), im(spec, 224, 1, 1, 7)),
     (spec := head(1, 8, 28, 64, 3), im(spec, 448, 1, 4, 7)),  # dynamic shared memory
+    (spec := head(1, 8, 28, 32, 5), im(spec, 448, 2, 4, 7, dw_runs=True)),  # and the DW by runs
     (spec := head(2, 64, 7, 64, 5, residual=True), im(spec, 224, 1, 2, 7, dw_runs=True)),
     (spec := head(1, 8, 14, 32, 5, 2, dtype="float16"), im(spec, 224, 1, 1, 7, dw_runs=True)),
 ]
