@@ -17,6 +17,7 @@
 #                       the thirty-seventh session, 2.5 minutes on 2 cores; the table's tiles
 #                       beside them are that sweep's best since, so a new export differs in those)
 #   IMAGE_HEADS_FP16=1: .gpu/image_heads_fp16.tar.xz instead, those PW->DW chains in fp16, both ways
+#                       (528 kernels, swept in the thirty-eighth session; in tests/gpu/h200_table.sh)
 # On the GPU: bash tests/gpu/run_pending.sh kernels (then bench; see there; STREAM=.gpu/stream_b1.tar.xz
 # and BATCH=1 for the batch-1 export)
 # Usage (the project's venv active): bash tests/gpu/export_pending.sh   (about 6 minutes on 2 cores)

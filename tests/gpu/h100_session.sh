@@ -121,6 +121,11 @@
 # Thirty-seventh session (H100; two machines, three start calls between them refused): kernels
 # fp32 of 452 staged whole-image kernels + bench of two models fp32 batch 32: 258 s; of the 645
 # image_runs kernels + two models: 272 s; bench of two models alone: 151-168 s.
+# Thirty-eighth session (H100, after four refused start calls, ~290 s): tune of the seven other zoo
+# models at batch 1 fp32, TOTAL=530: 495 s, of it 60-75 s a model measuring the defaults (0-1
+# tasks tuned each, two models skipped: a model needs a call of its own); run_pending.sh kernels
+# fp16 of image_heads_fp16 (528 kernels) + one model's bench fp16 batch 32: 245 s; bench of three
+# models fp16 batch 32: 498 s.
 set -u
 STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | gated_b32 | tuned_table | tc_table | table_bench | tc_graph | tune | tune_bench | ncu | profile}
 shift

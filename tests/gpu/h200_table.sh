@@ -10,7 +10,7 @@ R=docs/results
 python -m fcm_tvm.benchmarks.measured_table --gpu h200 \
   --sweep $R/sweep_tc_b32_fp16_split.json $R/sweep_tc_pw_dw_b32_fp16.json \
           $R/sweep_tc_pw_dw_reuse_b32_fp16_h100.json $R/sweep_pw_dw_regs_b32_fp16_h100.json \
-          $R/sweep_stream_b32_fp16_h100.json \
+          $R/sweep_stream_b32_fp16_h100.json $R/sweep_image_heads_b32_fp16_h100.json \
           ${EXTRA_SWEEPS:-} \
   --layers $R/layers_h200_b32_fp16_mobilenet_v2.json $R/layers_h200_b32_fp16_mnasnet1_0.json \
            $R/layers_h200_b32_fp16_efficientnet_b0.json $R/layers_h200_b32_fp16_mobilenet_v3_large.json \

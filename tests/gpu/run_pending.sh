@@ -15,7 +15,8 @@
 # STREAM names the export (.gpu/stream.tar.xz, the batch-32 one, unless named; export_pending.sh
 # B1=1 packs the batch-1 one as .gpu/stream_b1.tar.xz, IMAGE=1 the whole-image kernels in fp32 as
 # .gpu/image.tar.xz: 267 kernels swept in ~80 s; IMAGE_RUNS=1 as .gpu/image_runs.tar.xz, 645
-# kernels in ~110 s): its folder's name is in each sweep's name,
+# kernels in ~110 s; IMAGE_HEADS_FP16=1 as .gpu/image_heads_fp16.tar.xz, 528 kernels, with
+# kernels fp16 and PRECISION=fp16 for bench): its folder's name is in each sweep's name,
 # sweep_<folder>_<precision>.json, for kernels and bench alike.
 set -u
 OUT=${OUT:-/tmp/fcm-out}
