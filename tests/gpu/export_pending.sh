@@ -18,6 +18,9 @@
 #                       beside them are that sweep's best since, so a new export differs in those)
 #   IMAGE_HEADS_FP16=1: .gpu/image_heads_fp16.tar.xz instead, those PW->DW chains in fp16, both ways
 #                       (528 kernels, swept in the thirty-eighth session; in tests/gpu/h200_table.sh)
+#   IMAGE_FP16=1: .gpu/image_fp16.tar.xz instead, the PW->DW->PW chains at batch 32 in fp16 over whole
+#                       images, the DW a pixel and a run at a time (splits --image-dw-runs; 164
+#                       kernels of 21 chains, 1 minute on one core)
 #   ZOO_B1=1: .gpu/zoo_b1.tar.xz instead, the other zoo models' DW->PW and PW->DW chains at batch 1
 #                       in fp32 (MobileNetV1, ProxylessNAS, MobileNetV3-Small, the MobileViTs), tiles
 #                       of the streamed kernels, each chain's table tile beside them
@@ -31,6 +34,7 @@ name=stream batch=32 precisions=fp16,fp32 choices="--stream" kinds="--sub-chains
 [ -n "${IMAGE:-}" ] && name=image precisions=fp32 choices="--image" kinds="--kinds pw_dw_pw"
 [ -n "${IMAGE_RUNS:-}" ] && name=image_runs precisions=fp32 choices="--image-dw-runs" kinds="--sub-chains --kinds pw_dw_pw,pw_dw"
 [ -n "${IMAGE_HEADS_FP16:-}" ] && name=image_heads_fp16 precisions=fp16 choices="--image-dw-runs" kinds="--sub-chains --kinds pw_dw"
+[ -n "${IMAGE_FP16:-}" ] && name=image_fp16 precisions=fp16 choices="--image-dw-runs" kinds="--kinds pw_dw_pw"
 models=mobilenet_v2,efficientnet_b0,mobilenet_v3_large,mnasnet1_0
 [ -n "${ZOO_B1:-}" ] && name=zoo_b1 batch=1 precisions=fp32 \
   models=mobilenet_v1,proxylessnas_gpu,mobilenet_v3_small,mobilevit_xxs,mobilevit_xs,mobilevit_s
