@@ -23,7 +23,9 @@
 #                       kernels of 21 chains, 1 minute on one core)
 #   ZOO_B1=1: .gpu/zoo_b1.tar.xz instead, the other zoo models' DW->PW and PW->DW chains at batch 1
 #                       in fp32 (MobileNetV1, ProxylessNAS, MobileNetV3-Small, the MobileViTs), tiles
-#                       of the streamed kernels, each chain's table tile beside them
+#                       of the streamed kernels, each chain's table tile beside them (292 kernels of
+#                       49 chains, 2 minutes on one core; their bench: BASELINE=stock VARIANTS=fcm until
+#                       they have tuning records)
 # On the GPU: bash tests/gpu/run_pending.sh kernels (then bench; see there; STREAM=.gpu/stream_b1.tar.xz
 # and BATCH=1 for the batch-1 export)
 # Usage (the project's venv active): bash tests/gpu/export_pending.sh   (about 6 minutes on 2 cores)
