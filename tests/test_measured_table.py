@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +32,7 @@ from fcm_tvm.schedules import Depthwise, FcmSpec, FcmTiles, Pointwise, fcm_primf
 
 from .test_schedules import CUDA
 
+REPO = Path(__file__).resolve().parents[1]
 SPEC = FcmSpec(1, 24, 56, 56, (Pointwise(144, "relu6"), Depthwise(3, 1, None, "relu6"), Pointwise(24)), True)
 
 
@@ -95,6 +100,21 @@ def test_the_h100_table_covers_every_mobilenet_v2_chain_at_batch_1_with_both_tim
         known = measured(spec, h100)
         assert known is not None and known.fcm_s > 0 and known.stock_s > 0
     assert table_rows("orin") == {}  # never measured: the model decides there
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_the_shipped_table_is_what_its_script_builds_from_the_committed_results(gpu, tmp_path):
+    """So that every planner decision traces back to raw results in docs/results."""
+    built = tmp_path / f"{gpu}.json"
+    environment = {
+        **os.environ,
+        "OUTPUT": str(built),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    script = REPO / "tests" / "gpu" / f"{gpu}_table.sh"
+    subprocess.run(["bash", str(script)], cwd=REPO, env=environment, check=True, capture_output=True)
+    shipped = json.loads((REPO / "fcm_tvm" / "data" / "measured" / f"{gpu}.json").read_text())
+    assert json.loads(built.read_text()) == shipped
 
 
 def test_layer_rows_are_keyed_by_their_chain_key():
