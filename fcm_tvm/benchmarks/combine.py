@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import statistics
 from pathlib import Path
 
 from .end_to_end import plot
+from .report import markdown_table
 
 
 def load_rows(paths: list[Path]) -> tuple[list[dict], list[dict]]:
@@ -64,7 +65,7 @@ def _status(ours: dict, base: dict) -> str:
 
 
 def geomean(values: list[float]) -> float | None:
-    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+    return statistics.geometric_mean(values) if values else None
 
 
 def summary(table: list[dict]) -> dict:
@@ -82,32 +83,22 @@ def summary(table: list[dict]) -> dict:
 
 
 def markdown(table: list[dict], totals: dict, variant: str, baseline: str) -> str:
-    lines = [
-        f"| model | batch | precision | fused | {baseline} | {variant} | speed-up | energy | status |",
-        "|---|---|---|---|---|---|---|---|---|",
+    columns = ["model", "batch", "precision", "fused", baseline, variant, "speed-up", "energy", "status"]
+    cells = [
+        {
+            **row,
+            baseline: _ms(row[f"{baseline}_ms"]),
+            variant: _ms(row[f"{variant}_ms"]),
+            "speed-up": _times(row["speedup"]),
+            "energy": _times(row["energy_ratio"]),
+        }
+        for row in table
     ]
-    for row in table:
-        cells = [
-            row["model"],
-            row["batch"],
-            row["precision"],
-            _cell(row["fused"]),
-            _ms(row[f"{baseline}_ms"]),
-            _ms(row[f"{variant}_ms"]),
-            _times(row["speedup"]),
-            _times(row["energy_ratio"]),
-            row["status"],
-        ]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
-    lines.append(
+    geomeans = (
         f"| geomean ({totals['cases_timed']} of {totals['cases']}) | | | | | | "
         f"{_times(totals['geomean_speedup'])} | {_times(totals['geomean_energy_ratio'])} | |"
     )
-    return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    return "" if value is None else str(value)
+    return markdown_table(cells, columns) + "\n" + geomeans
 
 
 def _ms(value: float | None) -> str:

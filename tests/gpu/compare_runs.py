@@ -14,14 +14,12 @@ import argparse
 import json
 import math
 
+from fcm_tvm.benchmarks.combine import geomean
+
 
 def correct_rows(path: str) -> list[dict]:
     with open(path) as file:
         return [row for row in json.load(file) if row.get("ok")]
-
-
-def geomean(ratios: list[float]) -> float:
-    return math.exp(sum(map(math.log, ratios)) / len(ratios))
 
 
 def ab_table(before_path: str, after_path: str) -> list[str]:
