@@ -71,7 +71,7 @@ def unpacked(folder: Path) -> Path:
     for name in (DATABASE, WORKLOADS):
         packed, plain = folder / (name + PACKED), destination / name
         if not plain.is_file() or plain.stat().st_mtime < packed.stat().st_mtime:
-            partial = plain.with_suffix(".partial")
+            partial = plain.with_suffix(f".partial{os.getpid()}")  # one per process
             partial.write_bytes(lzma.decompress(packed.read_bytes()))
             partial.replace(plain)  # whole files only, also when two processes unpack at once
     return destination

@@ -163,3 +163,23 @@ def test_a_batchnorm_chain_with_the_models_epsilon_computes_the_same_function(rn
     assert_matches_reference(
         SPECS[1], vm["chain_0"](*[tvm.runtime.tensor(a) for a in inputs]).numpy(), inputs
     )
+
+
+def test_beyond_l2_keeps_the_chains_whose_intermediate_outgrows_the_l2():
+    from fcm_tvm.benchmarks.chains import LayerCase, intermediate_bytes, model_chains
+    from fcm_tvm.benchmarks.layers import is_selected
+
+    h100 = get_gpu("h100")
+    chains = [spec for spec, _ in model_chains(LayerCase("mobilenet_v2", 32, "fp32"))]
+    kept = [spec for spec in chains if is_selected(spec, h100, beyond_l2=True)]
+    expanded_112, expanded_56 = 32 * 96 * 112 * 112 * 4, 32 * 144 * 56 * 56 * 4
+    assert [intermediate_bytes(spec) for spec in kept] == [expanded_112, expanded_56, expanded_56]
+    assert all(intermediate_bytes(spec) <= h100.l2_bytes for spec in chains if spec not in kept)
+
+
+def test_a_profile_run_stays_in_one_process(tmp_path, capsys):
+    from fcm_tvm.benchmarks.layers import main
+
+    with pytest.raises(SystemExit):
+        main(["--profile-run", "--jobs", "4", "--out", str(tmp_path / "out")])
+    assert "--profile-run runs in one process" in capsys.readouterr().err

@@ -319,6 +319,13 @@ def traffic_floor_bytes(spec: FcmSpec) -> int:
     return elements * element
 
 
+def intermediate_bytes(spec: FcmSpec) -> int:
+    """The largest tensor between the chain's stages: what an unfused run sends through DRAM
+    when it does not fit in L2 (issue 3's DRAM target is about those chains)."""
+    element = 2 if spec.dtype == "float16" else 4
+    return max(shape.numel for shape in spec.intermediates) * element
+
+
 def _numel(shape: tuple[int, ...]) -> int:
     total = 1
     for dim in shape:

@@ -10,7 +10,8 @@ For every DW/PW chain of the chosen zoo models, side by side in one process:
 - ``stock_tuned``: the same ops with a MetaSchedule database (``--tuning-records``);
 - ``*_graph_us`` (``--graph-clock K``): the FCM, stock and tuned stock chains run K times on
   fresh inputs inside one CUDA graph, per run: what a chain costs in a graph-captured model;
-- ``cudnn``: ``torch.nn.functional.conv2d`` (cuDNN) in the same dtype;
+- ``cudnn``: ``torch.nn.functional.conv2d`` (cuDNN) in the same dtype, and with ``--graph-clock``
+  also K chains captured in one torch CUDA graph (``cudnn_graph_us``);
 - ``floor``: the DRAM-traffic floor (inputs, weights and output moved once) at the measured
   copy bandwidth.
 
@@ -28,6 +29,13 @@ built from such a run keeps the stock times of earlier runs (:mod:`.measured_tab
 PW->DW->PW chain, so that the planner's table of measured chains (:mod:`.measured_table`) has
 them too. ``--kinds`` keeps the chains of some kinds only (``dw_pw``, say), so that a run
 re-times those without replacing the other kinds' rows of a table built from it.
+``--beyond-l2`` keeps the chains whose largest intermediate exceeds the GPU's L2 (those issue 3's
+DRAM target is about), for a short ``ncu`` run. ``--cuda-graph`` plans the FCMs as a graph build
+does (``fcm-tvm bench --cuda-graph``); given ``--tuning-records``, also as a tuned build does.
+
+``--jobs N`` runs every case (model, batch, precision) in a process of its own, N at a time: the
+builds overlap and the GPU work takes turns (:mod:`.gpu_turns`); the rows are joined into one
+report.
 """
 
 from __future__ import annotations
@@ -50,10 +58,12 @@ from .chains import (
     case_model,
     fused_module,
     graph_timed_module,
+    intermediate_bytes,
     model_chains,
     traffic_floor_bytes,
     unfused_module,
 )
+from .gpu_turns import gpu_turn, run_cases
 from .report import save_report
 
 COLUMNS = [
@@ -72,8 +82,10 @@ COLUMNS = [
     "stock_graph_us",
     "stock_tuned_graph_us",
     "cudnn_us",
+    "cudnn_graph_us",
     "floor_us",
     "speedup_vs_best_baseline",
+    "speedup_in_graphs",
     "rel_error",
     "fused_by_planner",
 ]
@@ -82,17 +94,18 @@ BASELINES = ("stock", "stock_folded", "stock_tuned")  # the unfused builds of a 
 VARIANTS = ("fcm", *BASELINES)
 
 
-def planner_tiles(specs, gpu):
+def planner_tiles(specs, gpu, tuned: bool = False, cuda_graph: bool = False):
     """The planner's decision per chain (fuse?, tiles), or defaults where no planner is present.
 
     The tiles are those of the planner's best fused candidate also where it declines to fuse:
     what the FCM would be had it fused, so that the decision can be checked against it.
+    ``tuned``, ``cuda_graph``: decide as a tuned or graph-captured build does (:func:`plan_chain`).
     """
     try:
         from ..planner import plan_chain
     except ImportError:
         return [(None, None)] * len(specs)
-    decisions = [plan_chain(spec, gpu) for spec in specs]
+    decisions = [plan_chain(spec, gpu, tuned=tuned, cuda_graph=cuda_graph) for spec in specs]
     return [(d.fuse, d.fused.tiles if d.fused is not None else None) for d in decisions]
 
 
@@ -113,6 +126,10 @@ def describe(spec) -> str:
     return f"{spec.in_channels}x{spec.height}x{spec.width} {stages}{' +res' if spec.residual else ''}"
 
 
+class NoChainSelected(Exception):
+    """A case none of whose chains the run's options select (``--beyond-l2`` at batch 1, say)."""
+
+
 class Workloads:
     """Built fused and unfused modules for one case, with random arguments per chain."""
 
@@ -127,25 +144,31 @@ class Workloads:
         graph_repeats: int = 0,
         baselines: Collection[str] = BASELINES,
         kinds: Collection[str] | None = None,
+        beyond_l2: bool = False,
+        cuda_graph_plan: bool = False,
     ):
         """``baselines``: which unfused builds to compile (each is a TVM build of every chain; a
         run of the FCMs alone needs none). The graph clock times the stock chain with "stock"
         and the tuned one with "stock_tuned" (given records). ``kinds``: only chains of these
         kinds (``dw_pw``, say), so that a run re-times one kind without touching the others'
-        rows in the table."""
+        rows in the table. ``beyond_l2``: only chains whose largest intermediate exceeds the
+        GPU's L2. ``cuda_graph_plan``: tiles as a graph build plans them (tuned too, given
+        records)."""
         import tvm
 
         from ..pipeline import stock_pipeline
 
         self.case = case
-        chains = model_chains(case, sub_chains=sub_chains)
-        if unmeasured:
-            chains = [(spec, count) for spec, count in chains if not _stock_measured(spec, gpu)]
-        if kinds is not None:
-            chains = [(spec, count) for spec, count in chains if spec.kind in kinds]
+        chains = [
+            (spec, count)
+            for spec, count in model_chains(case, sub_chains=sub_chains)
+            if is_selected(spec, gpu, unmeasured, kinds, beyond_l2)
+        ]
+        if not chains:
+            raise NoChainSelected(f"{case.label}: no chain selected")
         self.specs = [spec for spec, _ in chains]
         self.counts = [count for _, count in chains]
-        decisions = planner_tiles(self.specs, gpu)
+        decisions = planner_tiles(self.specs, gpu, tuning_records is not None, cuda_graph_plan)
         self.planner_fuse = [fuse for fuse, _ in decisions]
         self.tiles = [tiles for _, tiles in decisions]
         self.fused = tvm.compile(fused_module(self.specs, [t for _, t in decisions], target), target)
@@ -195,6 +218,18 @@ class Workloads:
             }
 
 
+def is_selected(
+    spec, gpu, unmeasured: bool = False, kinds: Collection[str] | None = None, beyond_l2: bool = False
+) -> bool:
+    """Whether a run with these options takes the chain: its stock time not in the GPU's table
+    (``unmeasured``), of one of ``kinds``, an intermediate larger than the GPU's L2 (``beyond_l2``)."""
+    if unmeasured and _stock_measured(spec, gpu):
+        return False
+    if kinds is not None and spec.kind not in kinds:
+        return False
+    return not beyond_l2 or intermediate_bytes(spec) > gpu.l2_bytes
+
+
 def _stock_measured(spec, gpu) -> bool:
     from ..planner.measured import measured
 
@@ -240,11 +275,21 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
             columns, repeats = workloads.graph_columns, workloads.graph_repeats
             row.update(graph_clock(graph_vms, columns, repeats, index, spec, device, number, repeat))
         row["cudnn_us"] = time_cudnn(spec, number, repeat)
+        if workloads.graph_repeats:
+            row["cudnn_graph_us"] = time_cudnn_graph(spec, workloads.graph_repeats, number, repeat)
         row["floor_us"] = traffic_floor_bytes(spec) / (bandwidth_gbs * 1e3)
-        baselines = [row.get(key) for key in ("stock_tuned_us", "cudnn_us") if row.get(key)]
-        row["speedup_vs_best_baseline"] = min(baselines) / row["fcm_us"] if baselines else None
+        row["speedup_vs_best_baseline"] = best_baseline_ratio(row, "fcm_us", ("stock_tuned_us", "cudnn_us"))
+        row["speedup_in_graphs"] = best_baseline_ratio(
+            row, "fcm_graph_us", ("stock_tuned_graph_us", "cudnn_graph_us")
+        )
         rows.append(row)
     return rows
+
+
+def best_baseline_ratio(row: dict, fused: str, baselines: tuple[str, ...]) -> float | None:
+    """The fastest of ``baselines`` present in ``row`` over its ``fused`` time (None: none timed)."""
+    times = [row[key] for key in baselines if row.get(key)]
+    return min(times) / row[fused] if times and row.get(fused) else None
 
 
 def graph_clock(
@@ -365,6 +410,42 @@ def time_cudnn(spec, number: int, repeat: int) -> float:
     return statistics.median(times)
 
 
+def time_cudnn_graph(spec, repeats: int, number: int, repeat: int) -> float:
+    """Microseconds per chain with ``repeats`` cuDNN chains, a fresh input each, captured in one
+    torch CUDA graph: cuDNN without torch's launch overhead, as the graph clock times TVM's."""
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    dtype = torch.float16 if spec.dtype == "float16" else torch.float32
+
+    def on_gpu(array: np.ndarray):
+        return torch.from_numpy(array).to("cuda", dtype)
+
+    first, *weights = (on_gpu(a) for a in random_arguments(spec))
+    inputs = [first, *(on_gpu(random_array(spec, spec.input.as_tuple())) for _ in range(repeats - 1))]
+    with torch.no_grad():
+        side = torch.cuda.Stream()  # warm-up (cuDNN's algorithm search) off the capturing stream
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                torch_chain(spec, [first, *weights], torch)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for value in inputs:
+                torch_chain(spec, [value, *weights], torch)
+        times = []
+        for _ in range(repeat):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(number):
+                graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3 / number)
+    return statistics.median(times) / repeats
+
+
 def copy_bandwidth_gbs() -> float:
     """Device-to-device copy bandwidth, counting bytes read plus written (the roofline's ceiling)."""
     import torch
@@ -401,58 +482,72 @@ def profile_run(
     tuning_root: Path | None = None,
     sub_chains: bool = False,
     variants: tuple[str, ...] = VARIANTS,
+    selection: dict | None = None,
+    gpu_lock: Path | None = None,
 ) -> None:
     """Run each workload once, fused then unfused (and tuned, given records), from a cold L2
-    between markers; write the order. ``variants``: which of :data:`VARIANTS` to run.
+    between markers; write the order. ``variants``: which of :data:`VARIANTS` to run;
+    ``selection``: :class:`Workloads`' keyword arguments choosing chains and tiles; ``gpu_lock``:
+    run on the GPU only in turn with the processes sharing it (:mod:`.gpu_turns`).
 
     See :mod:`.ncu_bytes`: a read-only reduction over a buffer twice the L2 size evicts the
     previous workload's data without leaving dirty lines, then a marker kernel opens the segment.
     """
     import torch
-    import tvm
 
-    device = tvm.cuda(0)
     # torch.empty launches no kernel (a fill would be an elementwise kernel, read as a marker);
     # the values are never used.
     marker = torch.empty(1, device="cuda")
     l2_bytes = torch.cuda.get_device_properties(0).L2_cache_size
     flush = torch.empty(max(2 * l2_bytes // 4, 1 << 20), device="cuda")
-    order = []
+    order, selection = [], selection or {}
     for case in cases:
         records = case_records(tuning_root, case)
-        workloads = Workloads(case, target, gpu, records, sub_chains, baselines=variants)
-        vms = {
-            variant: tvm.relax.VirtualMachine(executable, device)
-            for variant, executable in workloads.unfused().items()
-        }
-        for index, spec in enumerate(workloads.specs):
-            arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
-            output = tvm.runtime.empty(spec.output.as_tuple(), spec.dtype, device)
-            for variant in [v for v in ("fcm", *vms) if v in variants]:
-                flush.sum()  # evict: the workload starts with a cold L2
-                marker.add_(1)  # a marker kernel: ncu rows between two markers belong to one workload
-                torch.cuda.synchronize()
-                if variant == "fcm":
-                    workloads.fused[f"fcm_{index}"](*arguments, output)
-                else:
-                    vms[variant][f"chain_{index}"](*arguments)
-                device.sync()
-                order.append(
-                    {
-                        "case": case.label,
-                        "chain": index,
-                        "key": spec.key,
-                        "variant": variant,
-                        "shape": describe(spec),
-                        "spec": json.loads(
-                            json.dumps(spec, default=lambda o: getattr(o, "__dict__", str(o)))
-                        ),
-                        "tiles": tiles_record(workloads.tiles[index]) if variant == "fcm" else None,
-                    }
-                )
+        try:
+            workloads = Workloads(case, target, gpu, records, sub_chains, baselines=variants, **selection)
+        except NoChainSelected as skipped:
+            print(f"[layers] {skipped}", file=sys.stderr)
+            continue
+        with gpu_turn(gpu_lock):
+            order += profile_case(workloads, variants, marker, flush)
     marker.add_(1)
     torch.cuda.synchronize()
     (out / "profile_order.json").write_text(json.dumps(order, indent=1))
+
+
+def profile_case(workloads: Workloads, variants: tuple[str, ...], marker, flush) -> list[dict]:
+    """Each workload of one case once between a flush of L2 and a marker kernel; their order."""
+    import torch
+    import tvm
+
+    device = tvm.cuda(0)
+    builds = workloads.unfused()
+    vms = {variant: tvm.relax.VirtualMachine(executable, device) for variant, executable in builds.items()}
+    order = []
+    for index, spec in enumerate(workloads.specs):
+        arguments = [tvm.runtime.tensor(a, device) for a in random_arguments(spec)]
+        output = tvm.runtime.empty(spec.output.as_tuple(), spec.dtype, device)
+        for variant in [v for v in ("fcm", *vms) if v in variants]:
+            flush.sum()  # evict: the workload starts with a cold L2
+            marker.add_(1)  # a marker kernel: ncu rows between two markers belong to one workload
+            torch.cuda.synchronize()
+            if variant == "fcm":
+                workloads.fused[f"fcm_{index}"](*arguments, output)
+            else:
+                vms[variant][f"chain_{index}"](*arguments)
+            device.sync()
+            order.append(
+                {
+                    "case": workloads.case.label,
+                    "chain": index,
+                    "key": spec.key,
+                    "variant": variant,
+                    "shape": describe(spec),
+                    "spec": json.loads(json.dumps(spec, default=lambda o: getattr(o, "__dict__", str(o)))),
+                    "tiles": tiles_record(workloads.tiles[index]) if variant == "fcm" else None,
+                }
+            )
+    return order
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,6 +590,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also time each chain repeated K times inside one CUDA graph (*_graph_us)",
     )
     parser.add_argument("--kinds", help="only chains of these kinds, e.g. dw_pw or pw_dw,pw_dw_pw")
+    parser.add_argument(
+        "--beyond-l2", action="store_true", help="only chains whose largest intermediate exceeds the GPU's L2"
+    )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="plan as a CUDA-graph build does (tuned too, given records)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="cases in parallel processes, their GPU work one at a time"
+    )
+    parser.add_argument("--gpu-lock", type=Path, help=argparse.SUPPRESS)  # set by --jobs for each case
     args = parser.parse_args(argv)
 
     from ..gpus import get_gpu
@@ -516,18 +621,23 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(KIND_OF_STAGES.values())
         parser.error(f"--kinds: unknown {', '.join(sorted(unknown))}; known: {known}")
     args.out.mkdir(parents=True, exist_ok=True)
+    selection = {"kinds": kinds, "beyond_l2": args.beyond_l2, "cuda_graph_plan": args.cuda_graph}
     if args.profile_run:
-        profile_run(cases, target, gpu, args.out, args.tuning_records, args.sub_chains, variants)
+        if args.jobs > 1:
+            parser.error("--profile-run runs in one process (ncu attributes kernels by their order)")
+        records, lock = args.tuning_records, args.gpu_lock
+        profile_run(cases, target, gpu, args.out, records, args.sub_chains, variants, selection, lock)
         return 0
+    if args.jobs > 1 and len(cases) > 1:
+        return run_in_processes(argv if argv is not None else sys.argv[1:], cases, args.out, args.jobs)
     import tvm
 
-    bandwidth = copy_bandwidth_gbs()
-    rows = []
+    rows, bandwidth = [], None
     for case in cases:
         print(f"[layers] {case.label}", file=sys.stderr, flush=True)
         records = case_records(args.tuning_records, case)
-        rows += measure_case(
-            Workloads(
+        try:
+            workloads = Workloads(
                 case,
                 target,
                 gpu,
@@ -536,13 +646,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.unmeasured,
                 args.graph_clock,
                 variants,
-                kinds=kinds,
-            ),
-            tvm.cuda(0),
-            args.number,
-            args.repeat,
-            bandwidth,
-        )
+                **selection,
+            )
+        except NoChainSelected as skipped:
+            print(f"[layers] {skipped}", file=sys.stderr)
+            continue
+        with gpu_turn(args.gpu_lock):
+            bandwidth = bandwidth or copy_bandwidth_gbs()
+            rows += measure_case(workloads, tvm.cuda(0), args.number, args.repeat, bandwidth)
     context = {
         "gpu": tvm.cuda(0).device_name,
         "copy_bandwidth_gbs": bandwidth,
@@ -552,6 +663,31 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(save_report(args.out, "layers", rows, COLUMNS, context))
     return 0 if all(row.get("status") != "WRONG RESULT" for row in rows) else 1
+
+
+def run_in_processes(argv: list[str], cases: list[LayerCase], out: Path, jobs: int) -> int:
+    """Every case in a process of its own (:func:`.gpu_turns.run_cases`), then their rows in one
+    report in ``out``, the first case's context with each case's copy bandwidth."""
+    arguments = {
+        case.label: ["--models", case.model, "--batch", str(case.batch), "--precision", case.precision]
+        for case in cases
+    }
+    codes = run_cases("fcm_tvm.benchmarks.layers", argv, arguments, out, jobs)
+    rows, contexts = [], {}
+    for label in arguments:
+        report = out / label / "layers.json"
+        if not report.exists():
+            print(f"[layers] {label}: no report (exit {codes[label]}; see {out / label / 'run.log'})")
+            continue
+        saved = json.loads(report.read_text())
+        rows += saved["rows"]
+        contexts[label] = saved["context"]
+    if not contexts:
+        return 1
+    context = {**next(iter(contexts.values())), "jobs": jobs}
+    context["copy_bandwidth_gbs"] = {label: c["copy_bandwidth_gbs"] for label, c in contexts.items()}
+    print(save_report(out, "layers", rows, COLUMNS, context))
+    return max(codes.values())
 
 
 if __name__ == "__main__":

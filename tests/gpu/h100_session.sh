@@ -127,7 +127,7 @@
 # fp16 of image_heads_fp16 (528 kernels) + one model's bench fp16 batch 32: 245 s; bench of three
 # models fp16 batch 32: 498 s.
 set -u
-STAGE=${1:?stage: faults | tunecheck | layers | bench | bench_each | excite | gated_pw | gated_study | gated_b32 | tuned_table | tc_table | table_bench | tc_graph | tune | tune_bench | ncu | profile}
+STAGE=${1:?stage: faults | tunecheck | layers | issue3 | bench | bench_each | excite | gated_pw | gated_study | gated_b32 | tuned_table | tc_table | table_bench | tc_graph | tune | tune_bench | ncu | profile}
 shift
 OUT=${OUT:-/tmp/fcm-out}
 RUN=/tmp/fcm-run
@@ -192,6 +192,34 @@ layers)  # per-chain: FCM vs stock (dlight), tuned stock (TUNING), cuDNN and the
     echo "$model: exit $?"; tail -${TAIL:-3} "$RUN/layers_$model.log"
     cp "$RUN/layers_$model/layers.json" "$OUT/layers_$model.json" 2>/dev/null
   done ;;
+issue3)  # issue 3's per-layer run: MODELS (the issue's three) at batch 1 and 32 (BATCHES) in fp32 and
+  # fp16, every case a process of its own (--jobs: the builds in parallel, the GPU in turns): the
+  # FCMs planned as a tuned graph build, against stock, tuned stock (the H100's records, the H200's
+  # for fp16 at batch 32) and cuDNN, each in CUDA graphs; meanwhile, in the same turns, ncu's DRAM
+  # bytes of the batch-32 chains whose intermediate outgrows the L2; then the targets judged
+  recs=/tmp/fcm-issue3-records; rm -rf $recs; mkdir -p $recs
+  ln -s $PWD/fcm_tvm/data/tuning/h100/* $recs/; ln -s $PWD/fcm_tvm/data/tuning/h200/*_b32_fp16_stock $recs/
+  flags="--models ${MODELS:-mobilenet_v2,mobilenet_v3_large,efficientnet_b0} --tuning-records $recs --cuda-graph"
+  flags="$flags --variants fcm,stock,stock_tuned"
+  rm -rf $RUN/issue3*; mkdir -p $RUN/issue3
+  for p in fp32 fp16; do
+    dir=$RUN/issue3_ncu_$p; mkdir -p $dir
+    timeout ${TIMEOUT:-500} ncu --cache-control none --clock-control none \
+      --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,gpu__time_duration.sum --csv \
+      --page raw --log-file $dir/ncu.csv python -m fcm_tvm.benchmarks.layers $flags --batch 32 --precision $p \
+      --beyond-l2 --profile-run --gpu-lock $RUN/issue3/gpu.lock --out $dir > $dir/run.log 2>&1 &
+  done
+  timeout ${TIMEOUT:-500} python -m fcm_tvm.benchmarks.layers $flags --batch ${BATCHES:-1,32} --precision fp32,fp16 \
+    --graph-clock 10 --number 20 --repeat 10 --jobs ${JOBS:-12} --out $RUN/issue3 > $RUN/issue3.log 2>&1
+  echo "layers: exit $?"; tail -4 $RUN/issue3.log; wait
+  for p in fp32 fp16; do
+    python -m fcm_tvm.benchmarks.ncu_bytes $RUN/issue3_ncu_$p > $RUN/issue3_ncu_$p/summary.txt 2>&1
+    echo "ncu $p: exit $?"; tail -2 $RUN/issue3_ncu_$p/run.log
+  done
+  python -m fcm_tvm.benchmarks.layer_targets $RUN/issue3/targets $RUN/issue3/layers.json \
+    $(ls $RUN/issue3_ncu_*/dram_bytes.json 2>/dev/null) | head -${TAIL:-40}
+  cp $RUN/issue3/layers.json $RUN/issue3/targets.json $RUN/issue3/targets.md "$OUT/" 2>/dev/null
+  tar czf "$OUT/issue3.tgz" -C $RUN issue3 issue3.log issue3_ncu_fp32 issue3_ncu_fp16 ;;
 bench)  # end to end, all four variants, with the records tune_zoo.sh left in /tmp/fcm-tune
   hide_torch
   timeout 560 $FCM bench ${MODELS:-mobilenet_v2,efficientnet_b0,mobilenet_v3_large} --baseline stock,stock-tuned \

@@ -1,0 +1,188 @@
+"""Issue 3's per-layer targets, judged from one layer benchmark run and its ``ncu`` DRAM bytes.
+
+Every chain is compared as a graph-captured model runs it (``layers --graph-clock``): the FCM
+against (a) stock TVM's default kernels, (b) the same tuned by MetaSchedule, (c) cuDNN and
+(d) the DRAM-traffic floor. The targets:
+
+1. the FCMs' geometric-mean speed-up over the faster of (b) and (c) is at least 1.5x;
+2. on chains whose intermediate exceeds the L2, the FCM moves at most half the DRAM bytes of the
+   unfused chain (the fewer of stock's and tuned stock's, from ``ncu_bytes``);
+3. no chain the planner fuses is slower than (b).
+
+    python -m fcm_tvm.benchmarks.layer_targets OUT_STEM layers.json [dram_bytes.json ...]
+
+writes ``OUT_STEM.json`` (chains, summaries, targets) and ``OUT_STEM.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from statistics import geometric_mean
+
+from .report import markdown_table
+
+SPEEDUP_TARGET = 1.5
+DRAM_TARGET = 0.5
+UNFUSED = ("stock", "stock_tuned")
+CHAIN_COLUMNS = [
+    "model",
+    "batch",
+    "precision",
+    "kind",
+    "shape",
+    "fused_by_planner",
+    "fcm_graph_us",
+    "stock_graph_us",
+    "stock_tuned_graph_us",
+    "cudnn_graph_us",
+    "floor_us",
+    "speedup",
+    "fcm_dram_mb",
+    "unfused_dram_mb",
+    "dram_ratio",
+]
+SUMMARY_COLUMNS = ["group", "chains", "geomean_speedup", "slower_than_best", "fused_slower_than_tuned"]
+
+
+def chain_rows(layer_rows: list[dict], dram_entries: Iterable[dict]) -> list[dict]:
+    """The layer rows with their speed-up over the faster of tuned stock and cuDNN in graphs and,
+    where ``ncu`` profiled the chain, the FCM's and the unfused chain's DRAM megabytes."""
+    dram = {(entry["case"], entry["key"], entry["variant"]): entry["bytes"] for entry in dram_entries}
+    rows = []
+    for row in layer_rows:
+        if row.get("fcm_graph_us") is None:
+            raise ValueError(f"{row['shape']} ({row['model']}): no graph time; run layers with --graph-clock")
+        baselines = [row[key] for key in ("stock_tuned_graph_us", "cudnn_graph_us") if row.get(key)]
+        case = f"{row['model']}_b{row['batch']}_{row['precision']}"
+        fused = dram.get((case, row["key"], "fcm"))
+        unfused = [dram[(case, row["key"], v)] for v in UNFUSED if (case, row["key"], v) in dram]
+        rows.append(
+            {
+                **row,
+                "speedup": min(baselines) / row["fcm_graph_us"] if baselines else None,
+                "fcm_dram_mb": None if fused is None else fused / 1e6,
+                "unfused_dram_mb": min(unfused) / 1e6 if unfused else None,
+                "dram_ratio": fused / min(unfused) if fused is not None and unfused else None,
+            }
+        )
+    return rows
+
+
+def summary(label: str, rows: list[dict]) -> dict:
+    """Chains, geomean speed-up, and how many are slower than the best baseline or, where the
+    planner fuses them, than tuned stock."""
+    speedups = [row["speedup"] for row in rows if row["speedup"]]
+    return {
+        "group": label,
+        "chains": len(rows),
+        "geomean_speedup": geometric_mean(speedups) if speedups else None,
+        "slower_than_best": sum(s < 1 for s in speedups),
+        "fused_slower_than_tuned": len(fused_slower_than_tuned(rows)),
+    }
+
+
+def fused_slower_than_tuned(rows: list[dict]) -> list[dict]:
+    """Chains the planner fuses whose FCM is slower than the tuned stock chain (target 3)."""
+    return [
+        row
+        for row in rows
+        if row.get("fused_by_planner")
+        and row.get("stock_tuned_graph_us")
+        and row["fcm_graph_us"] > row["stock_tuned_graph_us"]
+    ]
+
+
+def summaries(rows: list[dict]) -> list[dict]:
+    """Per model within each batch and precision, per batch and precision, and over all chains."""
+    result = []
+    for batch, precision in dict.fromkeys((row["batch"], row["precision"]) for row in rows):
+        in_case = [row for row in rows if (row["batch"], row["precision"]) == (batch, precision)]
+        for model in dict.fromkeys(row["model"] for row in in_case):
+            of_model = [row for row in in_case if row["model"] == model]
+            result.append(summary(f"{model}, batch {batch}, {precision}", of_model))
+        result.append(summary(f"batch {batch}, {precision}", in_case))
+    return [*result, summary("all", rows)]
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """The three targets over all chains: what was asked, what was measured, met or not."""
+    overall = summary("all", rows)
+    geomean = overall["geomean_speedup"]
+    profiled = [row for row in rows if row["dram_ratio"] is not None]
+    worst_dram = max((row["dram_ratio"] for row in profiled), default=None)
+    slower = fused_slower_than_tuned(rows)
+    return [
+        {
+            "target": f"geomean speed-up over the faster of tuned stock and cuDNN >= {SPEEDUP_TARGET}x",
+            "measured": "no chain timed"
+            if geomean is None
+            else f"{geomean:.3f}x over {overall['chains']} chains",
+            "met": geomean is not None and geomean >= SPEEDUP_TARGET,
+        },
+        {
+            "target": f"DRAM bytes <= {DRAM_TARGET}x unfused where the intermediate exceeds L2",
+            "measured": "no chain profiled"
+            if worst_dram is None
+            else f"worst {worst_dram:.3f}x over {len(profiled)} chains",
+            "met": worst_dram is not None and worst_dram <= DRAM_TARGET,
+        },
+        {
+            "target": "no chain the planner fuses slower than tuned stock",
+            "measured": f"{len(slower)} slower: "
+            + ", ".join(f"{r['model']} b{r['batch']} {r['precision']} {r['shape']}" for r in slower)
+            if slower
+            else "none slower",
+            "met": not slower,
+        },
+    ]
+
+
+def write_report(out_stem: Path, layers: Path, dram_files: list[Path]) -> str:
+    """Judge the run in ``layers`` (with ``dram_files``' bytes); save JSON and Markdown."""
+    saved = json.loads(layers.read_text())
+    dram = [entry for path in dram_files for entry in json.loads(path.read_text())]
+    rows = chain_rows(saved["rows"], dram)
+    report = {
+        "context": saved["context"],
+        "targets": targets(rows),
+        "summaries": summaries(rows),
+        "chains": rows,
+    }
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    out_stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    text = "\n\n".join(
+        [
+            f"# Per-layer targets (issue 3): {saved['context'].get('gpu', '')}",
+            markdown_table(report["targets"], ["target", "measured", "met"]),
+            markdown_table(report["summaries"], SUMMARY_COLUMNS),
+            markdown_table(rows, CHAIN_COLUMNS),
+        ]
+    )
+    out_stem.with_suffix(".md").write_text(text + "\n")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("out_stem", type=Path, help="where to write OUT_STEM.json and OUT_STEM.md")
+    parser.add_argument("layers", type=Path, help="layers.json of a layers --graph-clock run")
+    parser.add_argument("dram", type=Path, nargs="*", help="dram_bytes.json of ncu_bytes runs")
+    args = parser.parse_args(argv)
+    for path in [args.layers, *args.dram]:
+        if not path.is_file():
+            parser.error(f"no such file: {path}")
+    try:
+        print(write_report(args.out_stem, args.layers, args.dram))
+    except ValueError as error:
+        parser.error(str(error))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
