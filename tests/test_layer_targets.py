@@ -49,24 +49,24 @@ def test_a_chain_ncu_did_not_profile_has_no_dram_ratio():
 def test_targets_met_when_fast_lean_and_never_slower_where_fused():
     entries = [dram("a", "fcm", 40.0), dram("a", "stock_tuned", 100.0)]
     rows = chain_rows([layer_row(10.0, 20.0, 30.0, key="a"), layer_row(10.0, 16.0, 30.0, key="b")], entries)
-    assert [t["met"] for t in targets(rows)] == [True, True, True]
+    assert [t["met"] for t in targets(rows)] == [True, True, True, True]
 
 
 def test_targets_name_what_misses_them():
     entries = [dram("a", "fcm", 60.0), dram("a", "stock_tuned", 100.0)]
     layer_rows = [layer_row(10.0, 12.0, 30.0, key="a"), layer_row(10.0, 9.0, 30.0, key="slow")]
-    speed, memory, never_slower = targets(chain_rows(layer_rows, entries))
+    _, speed, memory, never_slower = targets(chain_rows(layer_rows, entries))
     assert not speed["met"] and not memory["met"] and not never_slower["met"]
     assert "slow" in never_slower["measured"] and "0.600x" in memory["measured"]
 
 
 def test_a_chain_the_planner_declines_may_be_slower_than_tuned_stock():
     rows = chain_rows([layer_row(10.0, 9.0, 30.0, fused=False)], [])
-    assert targets(rows)[2]["met"]
+    assert targets(rows)[3]["met"]
 
 
 def test_no_profiled_chain_does_not_meet_the_dram_target():
-    assert not targets(chain_rows([layer_row(10.0, 20.0, 20.0)], []))[1]["met"]
+    assert not targets(chain_rows([layer_row(10.0, 20.0, 20.0)], []))[2]["met"]
 
 
 def test_summaries_per_model_per_case_and_overall():
@@ -85,7 +85,7 @@ def test_main_writes_json_and_markdown(tmp_path):
     ncu.write_text(json.dumps([dram("k", "fcm", 10.0), dram("k", "stock", 50.0)]))
     assert main([str(tmp_path / "out" / "targets"), str(layers), str(ncu)]) == 0
     saved = json.loads((tmp_path / "out" / "targets.json").read_text())
-    assert [t["met"] for t in saved["targets"]] == [True, True, True]
+    assert [t["met"] for t in saved["targets"]] == [True, True, True, True]
     assert "| geomean speed-up" in (tmp_path / "out" / "targets.md").read_text()
 
 
@@ -102,3 +102,16 @@ def test_a_missing_file_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "t"), str(tmp_path / "absent.json")])
     assert "absent.json" in capsys.readouterr().err
+
+
+def test_a_wrong_fcm_misses_the_first_target_and_is_named():
+    wrong = {**layer_row(10.0, 20.0, 20.0, key="bad"), "fcm_graph_us": None, "status": "WRONG RESULT"}
+    rows = chain_rows([wrong, layer_row(10.0, 20.0, 20.0)], [])
+    correct, speed, *_ = targets(rows)
+    assert not correct["met"] and "bad" in correct["measured"]
+    assert speed["measured"] == "2.000x over 1 of 2 chains" and speed["met"]  # the wrong one is not timed
+
+
+def test_a_run_without_cudnn_in_graphs_says_so():
+    row = {**layer_row(10.0, 20.0, 30.0), "cudnn_graph_us": None}
+    assert "cuDNN not timed in graphs on 1" in targets(chain_rows([row], []))[1]["measured"]
