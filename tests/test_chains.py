@@ -183,3 +183,26 @@ def test_a_profile_run_stays_in_one_process(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--profile-run", "--jobs", "4", "--out", str(tmp_path / "out")])
     assert "--profile-run runs in one process" in capsys.readouterr().err
+
+
+def test_cases_run_in_processes_join_into_one_report(tmp_path, monkeypatch):
+    import json
+
+    from fcm_tvm.benchmarks import layers
+
+    def run_cases(module, argv, cases, out, jobs):  # fp16's process fails before it reports
+        for label in cases:
+            if label.endswith("fp32"):
+                context = {"gpu": "H100", "copy_bandwidth_gbs": 3000.0}
+                report = {"context": context, "rows": [{"model": label}]}
+                (out / label).mkdir(parents=True)
+                (out / label / "layers.json").write_text(json.dumps(report))
+        return {label: 0 if label.endswith("fp32") else 1 for label in cases}
+
+    monkeypatch.setattr(layers, "run_cases", run_cases)
+    argv = ["--models", "mobilenet_v2", "--batch", "1", "--precision", "fp32,fp16", "--jobs", "2"]
+    assert layers.main([*argv, "--out", str(tmp_path)]) == 1
+    saved = json.loads((tmp_path / "layers.json").read_text())
+    assert saved["rows"] == [{"model": "mobilenet_v2_b1_fp32"}]
+    assert saved["context"]["jobs"] == 2
+    assert saved["context"]["copy_bandwidth_gbs"] == {"mobilenet_v2_b1_fp32": 3000.0}
