@@ -168,7 +168,8 @@ class Workloads:
             raise NoChainSelected(f"{case.label}: no chain selected")
         self.specs = [spec for spec, _ in chains]
         self.counts = [count for _, count in chains]
-        decisions = planner_tiles(self.specs, gpu, tuning_records is not None, cuda_graph_plan)
+        tuned_plan = cuda_graph_plan and tuning_records is not None
+        decisions = planner_tiles(self.specs, gpu, tuned_plan, cuda_graph_plan)
         self.planner_fuse = [fuse for fuse, _ in decisions]
         self.tiles = [tiles for _, tiles in decisions]
         self.fused = tvm.compile(fused_module(self.specs, [t for _, t in decisions], target), target)
