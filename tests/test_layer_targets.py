@@ -115,3 +115,26 @@ def test_a_wrong_fcm_misses_the_first_target_and_is_named():
 def test_a_run_without_cudnn_in_graphs_says_so():
     row = {**layer_row(10.0, 20.0, 30.0), "cudnn_graph_us": None}
     assert "cuDNN not timed in graphs on 1" in targets(chain_rows([row], []))[1]["measured"]
+
+
+def test_per_case_runs_and_ncu_runs_are_told_apart_by_content(tmp_path):
+    runs = []
+    for model in ("a", "b"):
+        runs.append(tmp_path / model / "layers.json")
+        runs[-1].parent.mkdir()
+        runs[-1].write_text(
+            json.dumps({"context": {"gpu": "H100"}, "rows": [layer_row(10.0, 20.0, 30.0, model=model)]})
+        )
+    ncu = tmp_path / "dram_bytes.json"
+    ncu.write_text(json.dumps([dram("k", "fcm", 10.0, model="b"), dram("k", "stock", 50.0, model="b")]))
+    assert main([str(tmp_path / "t"), str(ncu), *map(str, runs)]) == 0
+    saved = json.loads((tmp_path / "t.json").read_text())
+    assert [(row["model"], row["dram_ratio"]) for row in saved["chains"]] == [("a", None), ("b", 0.2)]
+
+
+def test_ncu_runs_alone_are_not_a_report(tmp_path, capsys):
+    ncu = tmp_path / "dram_bytes.json"
+    ncu.write_text("[]")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "t"), str(ncu)])
+    assert "no layers.json" in capsys.readouterr().err

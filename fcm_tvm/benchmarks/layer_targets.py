@@ -10,8 +10,10 @@ against (a) stock TVM's default kernels, (b) the same tuned by MetaSchedule, (c)
    unfused chain (the fewer of stock's and tuned stock's, from ``ncu_bytes``);
 3. no chain the planner fuses is slower than (b).
 
-    python -m fcm_tvm.benchmarks.layer_targets OUT_STEM layers.json [dram_bytes.json ...]
+    python -m fcm_tvm.benchmarks.layer_targets OUT_STEM layers.json... [dram_bytes.json...]
 
+takes one or more layer runs (the per-case reports of ``layers --jobs`` too, should the joined
+one be missing) and ncu runs, told apart by their content, and
 writes ``OUT_STEM.json`` (chains, summaries, targets) and ``OUT_STEM.md``.
 """
 
@@ -172,22 +174,22 @@ def chain_name(row: dict) -> str:
     return f"{row['model']} b{row['batch']} {row['precision']} {row['shape']}"
 
 
-def write_report(out_stem: Path, layers: Path, dram_files: list[Path]) -> str:
-    """Judge the run in ``layers`` (with ``dram_files``' bytes); save JSON and Markdown."""
-    saved = json.loads(layers.read_text())
-    dram = [entry for path in dram_files for entry in json.loads(path.read_text())]
-    rows = chain_rows(saved["rows"], dram)
-    report = {
-        "context": saved["context"],
-        "targets": targets(rows),
-        "summaries": summaries(rows),
-        "chains": rows,
-    }
+def write_report(out_stem: Path, files: list[Path]) -> str:
+    """Judge the layer runs among ``files`` (``layers.json``: a report with rows) with the DRAM
+    bytes among them (``dram_bytes.json``: a list); save JSON and Markdown."""
+    loaded = {path: json.loads(path.read_text()) for path in files}
+    runs = {path: saved for path, saved in loaded.items() if isinstance(saved, dict)}
+    if not runs:
+        raise ValueError("no layers.json among the files")
+    dram = [entry for saved in loaded.values() if isinstance(saved, list) for entry in saved]
+    rows = chain_rows([row for saved in runs.values() for row in saved["rows"]], dram)
+    context = {**next(iter(runs.values()))["context"], "runs": [str(path) for path in loaded]}
+    report = {"context": context, "targets": targets(rows), "summaries": summaries(rows), "chains": rows}
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     out_stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
     text = "\n\n".join(
         [
-            f"# Per-layer targets (issue 3): {saved['context'].get('gpu', '')}",
+            f"# Per-layer targets (issue 3): {context.get('gpu', '')}",
             markdown_table(report["targets"], ["target", "measured", "met"]),
             markdown_table(report["summaries"], SUMMARY_COLUMNS),
             markdown_table(rows, CHAIN_COLUMNS),
@@ -202,14 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("out_stem", type=Path, help="where to write OUT_STEM.json and OUT_STEM.md")
-    parser.add_argument("layers", type=Path, help="layers.json of a layers --graph-clock run")
-    parser.add_argument("dram", type=Path, nargs="*", help="dram_bytes.json of ncu_bytes runs")
+    parser.add_argument(
+        "files",
+        type=Path,
+        nargs="+",
+        help="layers.json of layers --graph-clock runs, dram_bytes.json of ncu_bytes",
+    )
     args = parser.parse_args(argv)
-    for path in [args.layers, *args.dram]:
+    for path in args.files:
         if not path.is_file():
             parser.error(f"no such file: {path}")
     try:
-        print(write_report(args.out_stem, args.layers, args.dram))
+        print(write_report(args.out_stem, args.files))
     except ValueError as error:
         parser.error(str(error))
     return 0
