@@ -678,7 +678,8 @@ def run_in_processes(argv: list[str], cases: list[LayerCase], out: Path, jobs: i
     for label in arguments:
         report = out / label / "layers.json"
         if not report.exists():
-            print(f"[layers] {label}: no report (exit {codes[label]}; see {out / label / 'run.log'})")
+            log = out / label / "run.log"
+            print(f"[layers] {label}: no report (exit {codes[label]}; see {log})", file=sys.stderr)
             continue
         saved = json.loads(report.read_text())
         rows += saved["rows"]
