@@ -138,3 +138,9 @@ def test_ncu_runs_alone_are_not_a_report(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "t"), str(ncu)])
     assert "no layers.json" in capsys.readouterr().err
+
+
+def test_a_run_without_tuned_stock_says_so():
+    row = {**layer_row(10.0, 20.0, 30.0), "stock_tuned_graph_us": None}
+    (speed,) = [t for t in targets(chain_rows([row], [])) if "geomean" in t["target"]]
+    assert speed["measured"] == "3.000x over 1 of 1 chains (tuned stock not timed in graphs on 1)"
