@@ -14,6 +14,7 @@ import tvm
 from tvm import relax
 
 from ..planner.planner import sub_chains
+from ..schedules.layout import DTYPE_BYTES
 from ..schedules.spec import Depthwise, FcmSpec, FcmTiles
 
 ONNX_BATCHNORM_EPSILON = 1e-5  # BatchNormalization's default epsilon
@@ -314,16 +315,14 @@ def _dtype(value: relax.Expr) -> str:
 
 def traffic_floor_bytes(spec: FcmSpec) -> int:
     """Bytes a chain must move at least: input, weights, biases, output (and residual) once each."""
-    element = 2 if spec.dtype == "float16" else 4
     elements = sum(_numel(shape) for shape in spec.param_shapes()) + spec.output.numel
-    return elements * element
+    return elements * DTYPE_BYTES[spec.dtype]
 
 
 def intermediate_bytes(spec: FcmSpec) -> int:
     """The largest tensor between the chain's stages: what an unfused run sends through DRAM
     when it does not fit in L2 (issue 3's DRAM target is about those chains)."""
-    element = 2 if spec.dtype == "float16" else 4
-    return max(shape.numel for shape in spec.intermediates) * element
+    return max(shape.numel for shape in spec.intermediates) * DTYPE_BYTES[spec.dtype]
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from statistics import geometric_mean
 
+from .chains import LayerCase
+from .layers import GRAPH_BASELINES, best_baseline_ratio
 from .report import markdown_table
 
 SPEEDUP_TARGET = 1.5
@@ -69,14 +71,13 @@ def chain_rows(layer_rows: list[dict], dram_entries: Iterable[dict]) -> list[dic
             continue
         if row.get("fcm_graph_us") is None:
             raise ValueError(f"{row['shape']} ({row['model']}): no graph time; run layers with --graph-clock")
-        baselines = [row[key] for key in ("stock_tuned_graph_us", "cudnn_graph_us") if row.get(key)]
-        case = f"{row['model']}_b{row['batch']}_{row['precision']}"
+        case = LayerCase(row["model"], row["batch"], row["precision"]).label  # as profile runs name it
         fused = dram.get((case, row["key"], "fcm"))
         unfused = [dram[(case, row["key"], v)] for v in UNFUSED if (case, row["key"], v) in dram]
         rows.append(
             {
                 **row,
-                "speedup": min(baselines) / row["fcm_graph_us"] if baselines else None,
+                "speedup": best_baseline_ratio(row, "fcm_graph_us", GRAPH_BASELINES),
                 "fcm_dram_mb": None if fused is None else fused / 1e6,
                 "unfused_dram_mb": min(unfused) / 1e6 if unfused else None,
                 "dram_ratio": fused / min(unfused) if fused is not None and unfused else None,

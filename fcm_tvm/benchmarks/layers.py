@@ -92,6 +92,7 @@ COLUMNS = [
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
 BASELINES = ("stock", "stock_folded", "stock_tuned")  # the unfused builds of a chain
 VARIANTS = ("fcm", *BASELINES)
+GRAPH_BASELINES = ("stock_tuned_graph_us", "cudnn_graph_us")  # tuned stock and cuDNN, timed in graphs
 
 
 def planner_tiles(specs, gpu, tuned: bool = False, cuda_graph: bool = False):
@@ -219,6 +220,15 @@ class Workloads:
             }
 
 
+def selected_workloads(case: LayerCase, *args, **kwargs) -> Workloads | None:
+    """:class:`Workloads` of ``case``, or None (said on stderr) where the run selects none of its chains."""
+    try:
+        return Workloads(case, *args, **kwargs)
+    except NoChainSelected as skipped:
+        print(f"[layers] {skipped}", file=sys.stderr)
+        return None
+
+
 def is_selected(
     spec, gpu, unmeasured: bool = False, kinds: Collection[str] | None = None, beyond_l2: bool = False
 ) -> bool:
@@ -280,9 +290,7 @@ def measure_case(workloads: Workloads, device, number: int, repeat: int, bandwid
             row["cudnn_graph_us"] = time_cudnn_graph(spec, workloads.graph_repeats, number, repeat)
         row["floor_us"] = traffic_floor_bytes(spec) / (bandwidth_gbs * 1e3)
         row["speedup_vs_best_baseline"] = best_baseline_ratio(row, "fcm_us", ("stock_tuned_us", "cudnn_us"))
-        row["speedup_in_graphs"] = best_baseline_ratio(
-            row, "fcm_graph_us", ("stock_tuned_graph_us", "cudnn_graph_us")
-        )
+        row["speedup_in_graphs"] = best_baseline_ratio(row, "fcm_graph_us", GRAPH_BASELINES)
         rows.append(row)
     return rows
 
@@ -393,22 +401,11 @@ def time_vm(vm, name: str, device, arguments, number: int, repeat: int) -> float
 def time_cudnn(spec, number: int, repeat: int) -> float:
     import torch
 
-    torch.backends.cudnn.benchmark = True
-    dtype = torch.float16 if spec.dtype == "float16" else torch.float32
-    tensors = [torch.from_numpy(a).to("cuda", dtype) for a in random_arguments(spec)]
+    tensors = cudnn_tensors(spec, random_arguments(spec))
     with torch.no_grad():
         for _ in range(3):
             torch_chain(spec, tensors, torch)
-        times = []
-        for _ in range(repeat):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(number):
-                torch_chain(spec, tensors, torch)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e3 / number)
-    return statistics.median(times)
+        return median_event_us(lambda: torch_chain(spec, tensors, torch), number, repeat)
 
 
 def time_cudnn_graph(spec, repeats: int, number: int, repeat: int) -> float:
@@ -416,35 +413,46 @@ def time_cudnn_graph(spec, repeats: int, number: int, repeat: int) -> float:
     torch CUDA graph: cuDNN without torch's launch overhead, as the graph clock times TVM's."""
     import torch
 
-    torch.backends.cudnn.benchmark = True
-    dtype = torch.float16 if spec.dtype == "float16" else torch.float32
-
-    def on_gpu(array: np.ndarray):
-        return torch.from_numpy(array).to("cuda", dtype)
-
-    first, *weights = (on_gpu(a) for a in random_arguments(spec))
-    inputs = [first, *(on_gpu(random_array(spec, spec.input.as_tuple())) for _ in range(repeats - 1))]
+    first, *weights = cudnn_tensors(spec, random_arguments(spec))
+    fresh = cudnn_tensors(spec, [random_array(spec, spec.input.as_tuple()) for _ in range(repeats - 1)])
+    chains = [[value, *weights] for value in [first, *fresh]]
     with torch.no_grad():
         side = torch.cuda.Stream()  # warm-up (cuDNN's algorithm search) off the capturing stream
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                torch_chain(spec, [first, *weights], torch)
+                torch_chain(spec, chains[0], torch)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            for value in inputs:
-                torch_chain(spec, [value, *weights], torch)
-        times = []
-        for _ in range(repeat):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(number):
-                graph.replay()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e3 / number)
-    return statistics.median(times) / repeats
+            for tensors in chains:
+                torch_chain(spec, tensors, torch)
+        return median_event_us(graph.replay, number, repeat) / repeats
+
+
+def cudnn_tensors(spec, arrays: list[np.ndarray]) -> list:
+    """``arrays`` on the GPU in the spec's dtype, with cuDNN choosing its algorithms by timing."""
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    dtype = torch.float16 if spec.dtype == "float16" else torch.float32
+    return [torch.from_numpy(array).to("cuda", dtype) for array in arrays]
+
+
+def median_event_us(call, number: int, repeat: int) -> float:
+    """Median over ``repeat`` repeats of the microseconds per ``call`` of ``number`` calls, by CUDA events."""
+    import torch
+
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(number):
+            call()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / number)
+    return statistics.median(times)
 
 
 def copy_bandwidth_gbs() -> float:
@@ -504,10 +512,10 @@ def profile_run(
     order, selection = [], selection or {}
     for case in cases:
         records = case_records(tuning_root, case)
-        try:
-            workloads = Workloads(case, target, gpu, records, sub_chains, baselines=variants, **selection)
-        except NoChainSelected as skipped:
-            print(f"[layers] {skipped}", file=sys.stderr)
+        workloads = selected_workloads(
+            case, target, gpu, records, sub_chains, baselines=variants, **selection
+        )
+        if workloads is None:
             continue
         with gpu_turn(gpu_lock):
             order += profile_case(workloads, variants, marker, flush)
@@ -637,20 +645,18 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         print(f"[layers] {case.label}", file=sys.stderr, flush=True)
         records = case_records(args.tuning_records, case)
-        try:
-            workloads = Workloads(
-                case,
-                target,
-                gpu,
-                records,
-                args.sub_chains,
-                args.unmeasured,
-                args.graph_clock,
-                variants,
-                **selection,
-            )
-        except NoChainSelected as skipped:
-            print(f"[layers] {skipped}", file=sys.stderr)
+        workloads = selected_workloads(
+            case,
+            target,
+            gpu,
+            records,
+            args.sub_chains,
+            args.unmeasured,
+            args.graph_clock,
+            variants,
+            **selection,
+        )
+        if workloads is None:
             continue
         with gpu_turn(args.gpu_lock):
             bandwidth = bandwidth or copy_bandwidth_gbs()
