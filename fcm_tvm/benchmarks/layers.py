@@ -463,13 +463,8 @@ def copy_bandwidth_gbs() -> float:
     target = torch.empty_like(source)
     for _ in range(3):
         target.copy_(source)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(20):
-        target.copy_(source)
-    end.record()
-    end.synchronize()
-    return 2 * source.numel() * 20 / (start.elapsed_time(end) * 1e-3) / 1e9
+    microseconds = median_event_us(lambda: target.copy_(source), number=20, repeat=1)
+    return 2 * source.numel() / (microseconds * 1e-6) / 1e9
 
 
 def case_records(tuning_root: Path | None, case: LayerCase) -> Path | None:
